@@ -1,0 +1,124 @@
+//! The event payload: what a command centre receives on
+//! `{root}/{site}/{agent}/events/{kind}`. Its JSON Schema is
+//! `deploy/schema/event.schema.json`; a test validates real payloads
+//! against it, so the two cannot drift apart.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::analytics::Phase;
+use crate::infer::ModelInfo;
+
+/// Version of the payload layout. Bump on any incompatible change.
+pub const SCHEMA: &str = "alleywatch.event.v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Fall,
+    Fire,
+    Smoke,
+    LaneBlocked,
+}
+
+impl EventKind {
+    /// The topic level and the `kind` field.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::Fall => "fall",
+            EventKind::Fire => "fire",
+            EventKind::Smoke => "smoke",
+            EventKind::LaneBlocked => "lane_blocked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub schema: &'static str,
+    /// Globally unique; the same for the start, updates and end of one event.
+    pub id: String,
+    /// Per-agent, strictly increasing over every message, so a centre can
+    /// spot a gap. Assigned by the publisher in send order.
+    pub seq: u64,
+    pub kind: EventKind,
+    #[serde(rename = "type")]
+    pub phase: Phase,
+    pub severity: Severity,
+    pub agent: String,
+    /// `district/street/community`.
+    pub site: String,
+    pub camera: CameraRef,
+    /// The lane or zone name, when the rule has one.
+    pub zone: Option<String>,
+    #[serde(with = "super::rfc3339")]
+    pub started_at: SystemTime,
+    #[serde(with = "super::rfc3339")]
+    pub updated_at: SystemTime,
+    #[serde(with = "super::rfc3339_opt")]
+    pub ended_at: Option<SystemTime>,
+    /// Seconds from `started_at` to `ended_at` (or to `updated_at` while open).
+    pub duration_s: f64,
+    pub score: Scores,
+    pub evidence: Evidence,
+    /// The rule parameters that fired this event.
+    pub rule: serde_json::Value,
+    pub model: ModelInfo,
+    pub snapshot: Option<SnapshotRef>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraRef {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Scores {
+    pub peak: f32,
+    pub current: f32,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Evidence {
+    pub objects: Vec<EvidenceObject>,
+    /// Track ids of `objects`, where the rule tracks.
+    pub track_ids: Vec<u64>,
+    /// Fraction of the lane covered by blocking objects (lane events).
+    pub occupancy: Option<f32>,
+    /// Per-person keypoints (fall events).
+    pub keypoints: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceObject {
+    pub label: String,
+    pub score: f32,
+    /// `[x1, y1, x2, y2]`, normalised to the frame (0–1, origin top-left).
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub track_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRef {
+    pub topic: String,
+    pub content_type: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: usize,
+}
+
+/// A fresh globally unique event id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,336 @@
+//! The blocked-lane rule: an object of a configured class stays inside a
+//! lane polygon for longer than `dwell_s`.
+//!
+//! An object is *in* the lane when the bottom-centre of its box (where it
+//! touches the ground) lies inside the polygon, as Frigate does for zones:
+//! a car whose roof overhangs a lane from the kerb is not blocking it.
+//!
+//! States: `Clear` → `Pending` (occupied, dwell running) → `Blocked`
+//! (`start` sent) → `Clear` (`end` sent). A gap shorter than `clear_s` — a
+//! missed detection or a passer-by occluding the car — neither resets the
+//! dwell nor ends the event. While blocked, an `update` goes out when the
+//! number of blocking objects changes, at most once per `update_interval_s`.
+
+use super::geometry::Polygon;
+use crate::config::Lane;
+use crate::infer::{BBox, Detection};
+
+/// Where an event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Start,
+    Update,
+    End,
+}
+
+/// What the rule reports on a frame where the lane's event changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneTransition {
+    pub phase: Phase,
+    /// When the lane first became occupied (rule time, seconds).
+    pub since: f64,
+    /// When the lane was found clear (rule time), for `end` only.
+    pub cleared_at: Option<f64>,
+    /// The blocking detections on this frame (empty on `end`).
+    pub objects: Vec<Detection>,
+    /// Highest score among `objects`.
+    pub score: f32,
+    /// Highest score seen since the event began.
+    pub peak: f32,
+    /// Fraction of the lane covered by the blocking boxes.
+    pub occupancy: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Clear,
+    Pending { since: f64, clear_since: Option<f64>, peak: f32 },
+    Blocked { since: f64, clear_since: Option<f64>, peak: f32, reported: usize, last_report: f64 },
+}
+
+/// One lane's rule state. Feed it every analysed frame, in time order.
+#[derive(Debug, Clone)]
+pub struct LaneRule {
+    lane: Lane,
+    polygon: Polygon,
+    class_ids: Vec<usize>,
+    update_interval_s: f64,
+    state: State,
+}
+
+impl LaneRule {
+    /// `labels` maps class ids to names; `lane.classes` were validated
+    /// against it when the config was loaded.
+    pub fn new(lane: Lane, labels: &[String], update_interval_s: f64) -> LaneRule {
+        let class_ids = labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| lane.classes.contains(l))
+            .map(|(i, _)| i)
+            .collect();
+        LaneRule {
+            polygon: Polygon::new(&lane.polygon),
+            lane,
+            class_ids,
+            update_interval_s,
+            state: State::Clear,
+        }
+    }
+
+    pub fn lane(&self) -> &Lane {
+        &self.lane
+    }
+
+    pub fn polygon(&self) -> &Polygon {
+        &self.polygon
+    }
+
+    /// Whether an event is open (between `start` and `end`).
+    pub fn is_blocked(&self) -> bool {
+        matches!(self.state, State::Blocked { .. })
+    }
+
+    /// Does this detection block the lane?
+    pub fn blocks(&self, d: &Detection) -> bool {
+        let b = &d.bbox;
+        self.class_ids.contains(&d.class_id) && self.polygon.contains((b.x1 + b.x2) / 2.0, b.y2)
+    }
+
+    /// Advances the rule to time `now` (seconds, monotonic) with this
+    /// frame's detections.
+    pub fn observe(&mut self, now: f64, detections: &[Detection]) -> Option<LaneTransition> {
+        let objects: Vec<Detection> = detections.iter().filter(|d| self.blocks(d)).cloned().collect();
+        let score = objects.iter().map(|d| d.score).fold(0.0, f32::max);
+        let occupied = !objects.is_empty();
+        let dwell = self.lane.dwell_s;
+        let clear_s = self.lane.clear_s;
+
+        match &mut self.state {
+            State::Clear => {
+                if occupied {
+                    self.state = State::Pending { since: now, clear_since: None, peak: score };
+                    // A zero dwell fires on the first frame.
+                    return self.observe_pending(now, objects, score, dwell);
+                }
+                None
+            }
+            State::Pending { clear_since, .. } => {
+                if occupied {
+                    *clear_since = None;
+                    self.observe_pending(now, objects, score, dwell)
+                } else {
+                    let cs = *clear_since.get_or_insert(now);
+                    if now - cs >= clear_s {
+                        self.state = State::Clear;
+                    }
+                    None
+                }
+            }
+            State::Blocked { since, clear_since, peak, reported, last_report } => {
+                if occupied {
+                    *clear_since = None;
+                    *peak = peak.max(score);
+                    if objects.len() != *reported && now - *last_report >= self.update_interval_s {
+                        *reported = objects.len();
+                        *last_report = now;
+                        let (since, peak) = (*since, *peak);
+                        let occupancy = coverage(&self.polygon, &objects);
+                        return Some(LaneTransition {
+                            phase: Phase::Update,
+                            since,
+                            cleared_at: None,
+                            objects,
+                            score,
+                            peak,
+                            occupancy,
+                        });
+                    }
+                    None
+                } else {
+                    let cs = *clear_since.get_or_insert(now);
+                    if now - cs >= clear_s {
+                        let t = LaneTransition {
+                            phase: Phase::End,
+                            since: *since,
+                            cleared_at: Some(cs),
+                            objects: Vec::new(),
+                            score: 0.0,
+                            peak: *peak,
+                            occupancy: 0.0,
+                        };
+                        self.state = State::Clear;
+                        return Some(t);
+                    }
+                    None
+                }
+            }
+        }
+    }
+
+    fn observe_pending(
+        &mut self,
+        now: f64,
+        objects: Vec<Detection>,
+        score: f32,
+        dwell: f64,
+    ) -> Option<LaneTransition> {
+        let State::Pending { since, peak, .. } = &mut self.state else {
+            return None;
+        };
+        *peak = peak.max(score);
+        if now - *since < dwell {
+            return None;
+        }
+        let (since, peak) = (*since, *peak);
+        self.state = State::Blocked {
+            since,
+            clear_since: None,
+            peak,
+            reported: objects.len(),
+            last_report: now,
+        };
+        let occupancy = coverage(&self.polygon, &objects);
+        Some(LaneTransition {
+            phase: Phase::Start,
+            since,
+            cleared_at: None,
+            objects,
+            score,
+            peak,
+            occupancy,
+        })
+    }
+}
+
+fn coverage(polygon: &Polygon, objects: &[Detection]) -> f32 {
+    let boxes: Vec<BBox> = objects.iter().map(|d| d.bbox).collect();
+    polygon.coverage(&boxes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAR: usize = 2;
+    const PERSON: usize = 0;
+
+    fn labels() -> Vec<String> {
+        ["person", "bicycle", "car"].iter().map(|s| s.to_string()).collect()
+    }
+
+    fn rule(dwell_s: f64, clear_s: f64) -> LaneRule {
+        let lane = Lane {
+            name: "fire-lane".into(),
+            polygon: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
+            classes: vec!["car".into()],
+            dwell_s,
+            clear_s,
+        };
+        LaneRule::new(lane, &labels(), 5.0)
+    }
+
+    /// A car whose bottom edge sits at `bottom` (inside the lane when > 0.5).
+    fn car(bottom: f32, score: f32) -> Detection {
+        Detection { bbox: BBox { x1: 0.3, y1: bottom - 0.2, x2: 0.5, y2: bottom }, class_id: CAR, score }
+    }
+
+    /// Runs a script of (time, detections) through a rule; returns (time, phase).
+    fn run(rule: &mut LaneRule, script: &[(f64, Vec<Detection>)]) -> Vec<(f64, Phase)> {
+        script
+            .iter()
+            .filter_map(|(t, d)| rule.observe(*t, d).map(|tr| (*t, tr.phase)))
+            .collect()
+    }
+
+    /// Frames every 0.25 s (exact in binary, so times compare exactly)
+    /// from `from` to `to` (exclusive) with `dets`.
+    fn span(from: f64, to: f64, dets: &[Detection]) -> Vec<(f64, Vec<Detection>)> {
+        let n = ((to - from) / 0.25).round() as usize;
+        (0..n).map(|i| (from + i as f64 * 0.25, dets.to_vec())).collect()
+    }
+
+    #[test]
+    fn start_after_dwell_then_end_after_clear() {
+        let mut r = rule(5.0, 2.0);
+        let mut script = span(0.0, 2.0, &[]);
+        script.extend(span(2.0, 12.0, &[car(0.9, 0.8)]));
+        script.extend(span(12.0, 16.0, &[]));
+        let got = run(&mut r, &script);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got, vec![(7.0, Phase::Start), (14.0, Phase::End)], "start at dwell end, end after clear_s");
+    }
+
+    #[test]
+    fn occupied_shorter_than_dwell_never_starts() {
+        let mut r = rule(5.0, 1.0);
+        let mut script = span(0.0, 4.8, &[car(0.9, 0.9)]);
+        script.extend(span(4.8, 10.0, &[]));
+        assert!(run(&mut r, &script).is_empty());
+        assert!(!r.is_blocked());
+    }
+
+    #[test]
+    fn short_gaps_do_not_reset_dwell_or_end() {
+        let mut r = rule(3.0, 1.0);
+        let mut script = Vec::new();
+        // Car present, but every third frame is a missed detection.
+        for i in 0..48 {
+            let t = i as f64 * 0.25;
+            let dets = if i % 3 == 2 { vec![] } else { vec![car(0.9, 0.7)] };
+            script.push((t, dets));
+        }
+        let got = run(&mut r, &script);
+        assert_eq!(got, vec![(3.0, Phase::Start)]);
+        assert!(r.is_blocked());
+    }
+
+    #[test]
+    fn long_gap_before_dwell_resets_it() {
+        let mut r = rule(3.0, 1.0);
+        let mut script = span(0.0, 2.0, &[car(0.9, 0.7)]);
+        script.extend(span(2.0, 3.5, &[])); // 1.5 s gap > clear_s
+        script.extend(span(3.5, 6.0, &[car(0.9, 0.7)]));
+        assert!(run(&mut r, &script).is_empty(), "dwell restarted at 3.5 s");
+        let got = run(&mut r, &span(6.0, 7.0, &[car(0.9, 0.7)]));
+        assert_eq!(got, vec![(6.5, Phase::Start)]);
+    }
+
+    #[test]
+    fn wrong_class_or_outside_lane_is_ignored() {
+        let mut r = rule(1.0, 1.0);
+        let person = Detection { class_id: PERSON, ..car(0.9, 0.9) };
+        let above_lane = car(0.4, 0.9); // bottom edge above the lane
+        let script = span(0.0, 5.0, &[person, above_lane]);
+        assert!(run(&mut r, &script).is_empty());
+    }
+
+    #[test]
+    fn update_on_count_change_is_throttled() {
+        let mut r = rule(1.0, 1.0);
+        let two = [car(0.9, 0.8), Detection { bbox: BBox { x1: 0.6, y1: 0.7, x2: 0.8, y2: 0.9 }, ..car(0.9, 0.6) }];
+        let mut script = span(0.0, 2.0, &two[..1]);
+        script.extend(span(2.0, 4.0, &two)); // second car at 2 s: too soon after start at 1 s
+        script.extend(span(4.0, 10.0, &two));
+        let got = run(&mut r, &script);
+        assert_eq!(got[0], (1.0, Phase::Start));
+        // Throttle is 5 s: the change seen at 2.0 is reported at 6.0.
+        assert_eq!(got, vec![(1.0, Phase::Start), (6.0, Phase::Update)]);
+    }
+
+    #[test]
+    fn transition_carries_evidence() {
+        let mut r = rule(0.0, 1.0);
+        let t = r.observe(0.0, &[car(0.9, 0.8)]).expect("zero dwell starts at once");
+        assert_eq!(t.phase, Phase::Start);
+        assert_eq!(t.objects.len(), 1);
+        assert_eq!(t.score, 0.8);
+        assert!(t.occupancy > 0.05 && t.occupancy < 0.15, "{}", t.occupancy);
+        r.observe(0.2, &[car(0.9, 0.95)]);
+        let end = (1..20).find_map(|i| r.observe(0.2 + i as f64 * 0.2, &[])).unwrap();
+        assert_eq!(end.phase, Phase::End);
+        assert_eq!(end.peak, 0.95);
+        assert_eq!(end.cleared_at, Some(0.4));
+        assert_eq!(end.since, 0.0);
+    }
+}

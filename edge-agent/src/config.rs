@@ -1,0 +1,577 @@
+//! The agent's configuration: one TOML file, read with `serde` + `toml`.
+//!
+//! This module owns the shape of the file, its defaults and its validation.
+//! Every later stage receives plain, already-validated values from here, so
+//! no stage re-checks a threshold or a polygon at run time.
+//!
+//! Errors always name the file, the line and the key path
+//! (`cameras[1].lanes[0].dwell_s`), because the person reading them is a
+//! technician on a box with nothing but the file and this message.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This agent's id: the third level of every topic, so it must be
+    /// topic-safe and unique per site.
+    pub agent_id: String,
+    /// Where the box sits in the district → street → community chain.
+    pub site: Site,
+    /// The command centres' MQTT broker.
+    pub broker: Broker,
+    /// Path to `libonnxruntime.so`. Optional: `ORT_DYLIB_PATH` and the setup
+    /// folder (`.deps/onnxruntime`) are tried next.
+    #[serde(default)]
+    pub ort_library: Option<PathBuf>,
+    /// The object detector shared by every camera.
+    pub detector: Detector,
+    /// Timing of event messages.
+    #[serde(default)]
+    pub alerts: Alerts,
+    /// The HTTP listener (metrics and health).
+    #[serde(default)]
+    pub http: Http,
+    /// Defaults for how every camera stream is pulled.
+    #[serde(default)]
+    pub source: SourceDefaults,
+    /// The cameras this agent watches.
+    pub cameras: Vec<Camera>,
+}
+
+/// The three-level place path, e.g. `shapingba/fengwen/xiangxieli`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub district: String,
+    pub street: String,
+    pub community: String,
+}
+
+impl Site {
+    /// The site as it appears in topics and payloads.
+    pub fn path(&self) -> String {
+        format!("{}/{}/{}", self.district, self.street, self.community)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Broker {
+    pub host: String,
+    #[serde(default = "default_broker_port")]
+    pub port: u16,
+    /// Use TLS to the broker.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file with the CA that signed the broker's certificate (TLS only).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// First level of every topic.
+    #[serde(default = "default_topic_root")]
+    pub topic_root: String,
+    /// MQTT keep-alive; also bounds how fast the broker notices a dead agent
+    /// and publishes its last will.
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+}
+
+/// Which output layout (and matching preprocessing) a detector model uses.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// NanoDet (GFL heads per stride; BGR mean/std input). The default model.
+    Nanodet,
+    /// YOLOX: `[1, anchors, 5 + classes]`, raw grid offsets, BGR 0–255 input.
+    Yolox,
+    /// YOLOv8 / YOLO11 export: `[1, 4 + classes, anchors]`, RGB 0–1 input.
+    Yolov8,
+    /// MobileNetV3-CenterNet (TF.js): `[1, 100, 6]`, NHWC RGB 0–255 input.
+    Centernet,
+}
+
+impl fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ModelFormat::Nanodet => "nanodet",
+            ModelFormat::Yolox => "yolox",
+            ModelFormat::Yolov8 => "yolov8",
+            ModelFormat::Centernet => "centernet",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detector {
+    /// The ONNX file. Relative paths are resolved against the config file.
+    pub path: PathBuf,
+    pub format: ModelFormat,
+    /// Square model input side in pixels (letterboxed).
+    pub input_size: u32,
+    /// Class names in model order. Default: the 80 COCO names.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// Detections below this score are discarded before the rules see them.
+    #[serde(default = "default_score_threshold")]
+    pub score_threshold: f32,
+    /// IoU above which two boxes of one class are the same object.
+    #[serde(default = "default_nms_iou")]
+    pub nms_iou: f32,
+    /// Expected sha256 of the file. Default: the entry for this file in the
+    /// `models.toml` manifest next to it, when there is one.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// ONNX Runtime intra-op threads.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Minimum seconds between two `update` messages of one event.
+    #[serde(default = "default_update_interval_s")]
+    pub update_interval_s: f64,
+    /// JPEG quality of snapshots (1–100).
+    #[serde(default = "default_jpeg_quality")]
+    pub snapshot_quality: u8,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            update_interval_s: default_update_interval_s(),
+            snapshot_quality: default_jpeg_quality(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Address of the metrics/health listener. Loopback by default: the box
+    /// should not expose it unless the technician says so.
+    #[serde(default = "default_http_bind")]
+    pub bind: SocketAddr,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            bind: default_http_bind(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDefaults {
+    /// `rtspsrc` jitter-buffer latency.
+    #[serde(default = "default_latency_ms")]
+    pub latency_ms: u32,
+    /// First reconnect delay; doubles on every failure.
+    #[serde(default = "default_backoff_initial_s")]
+    pub backoff_initial_s: f64,
+    /// Cap on the reconnect delay. Retries never stop.
+    #[serde(default = "default_backoff_max_s")]
+    pub backoff_max_s: f64,
+}
+
+impl Default for SourceDefaults {
+    fn default() -> Self {
+        SourceDefaults {
+            latency_ms: default_latency_ms(),
+            backoff_initial_s: default_backoff_initial_s(),
+            backoff_max_s: default_backoff_max_s(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Camera {
+    /// Topic-safe id, unique within the agent.
+    pub id: String,
+    /// Human-readable name shown to operators.
+    pub name: String,
+    /// `rtsp://…` (sub-stream preferred), `file:///…`, or `test://` for a
+    /// synthetic pattern. May carry credentials; they never leave the agent.
+    pub url: String,
+    /// Main-stream URL for full-resolution snapshots (reserved; snapshots
+    /// currently come from the analysed frame).
+    #[serde(default)]
+    pub snapshot_url: Option<String>,
+    /// Frames per second handed to analysis; the rest are dropped before
+    /// colour conversion.
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// Width of the analysed frame; height follows the stream's aspect ratio.
+    #[serde(default = "default_analysis_width")]
+    pub analysis_width: u32,
+    #[serde(default)]
+    pub lanes: Vec<Lane>,
+}
+
+/// A lane (zone) that must stay clear.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Lane {
+    pub name: String,
+    /// Normalised `[x, y]` vertices (0–1, origin top-left), at least three.
+    pub polygon: Vec<[f64; 2]>,
+    /// Detector class names that count as blocking.
+    pub classes: Vec<String>,
+    /// Seconds the lane must stay occupied before `start`.
+    pub dwell_s: f64,
+    /// Seconds the lane must stay empty before `end`; short detection gaps
+    /// inside this window do not reset the dwell.
+    #[serde(default = "default_clear_s")]
+    pub clear_s: f64,
+}
+
+fn default_broker_port() -> u16 {
+    1883
+}
+fn default_topic_root() -> String {
+    "alleywatch".into()
+}
+fn default_keep_alive_s() -> u64 {
+    15
+}
+fn default_score_threshold() -> f32 {
+    0.35
+}
+fn default_nms_iou() -> f32 {
+    0.6
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_update_interval_s() -> f64 {
+    10.0
+}
+fn default_jpeg_quality() -> u8 {
+    80
+}
+fn default_http_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+fn default_latency_ms() -> u32 {
+    200
+}
+fn default_backoff_initial_s() -> f64 {
+    1.0
+}
+fn default_backoff_max_s() -> f64 {
+    30.0
+}
+fn default_fps() -> f64 {
+    5.0
+}
+fn default_analysis_width() -> u32 {
+    640
+}
+fn default_clear_s() -> f64 {
+    3.0
+}
+
+/// A configuration error, located in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read config: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}{}: {key}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        file: PathBuf,
+        line: Option<usize>,
+        /// Dotted key path, e.g. `cameras[0].lanes[1].dwell_s`.
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths inside it
+    /// are resolved against the file's directory.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, file)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates config text; `file` is only used in messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: String, message: String, line: Option<usize>| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line,
+            key,
+            message,
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            invalid("(syntax)".into(), first_line(e.message()), line)
+        })?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.span().map(|s| line_of(text, s.start));
+            // `?` is serde_path_to_error's "unknown position"; the root.
+            let key = if key == "." || key == "?" {
+                "(top level)".into()
+            } else {
+                key
+            };
+            invalid(key, first_line(inner.message()), line)
+        })?;
+        if let Err((key, message)) = config.validate() {
+            let line = locate(text, &key);
+            return Err(invalid(key, message, line));
+        }
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.detector.path);
+        if let Some(p) = self.ort_library.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.broker.ca_file.as_mut() {
+            resolve(p);
+        }
+    }
+
+    /// The detector's class names: the configured list or COCO-80.
+    pub fn labels(&self) -> Vec<String> {
+        match &self.detector.labels {
+            Some(l) => l.clone(),
+            None => crate::infer::COCO80.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Semantic checks serde cannot express. Returns the key path and message
+    /// of the first problem.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((k.to_string(), m));
+        topic_safe(&self.agent_id).or_else(|m| err("agent_id", m))?;
+        topic_safe(&self.site.district).or_else(|m| err("site.district", m))?;
+        topic_safe(&self.site.street).or_else(|m| err("site.street", m))?;
+        topic_safe(&self.site.community).or_else(|m| err("site.community", m))?;
+
+        let b = &self.broker;
+        if b.host.trim().is_empty() {
+            return err("broker.host", "must not be empty".into());
+        }
+        if b.port == 0 {
+            return err("broker.port", "must be 1–65535".into());
+        }
+        if b.tls && b.ca_file.is_none() {
+            return err("broker.ca_file", "is required when broker.tls = true".into());
+        }
+        if !b.tls && b.ca_file.is_some() {
+            return err("broker.tls", "ca_file is set but tls is false".into());
+        }
+        if b.password.is_some() && b.username.is_none() {
+            return err("broker.username", "is required when a password is set".into());
+        }
+        for (i, level) in b.topic_root.split('/').enumerate() {
+            topic_safe(level).or_else(|m| err("broker.topic_root", format!("level {}: {m}", i + 1)))?;
+        }
+        if b.keep_alive_s < 5 {
+            return err("broker.keep_alive_s", "must be at least 5".into());
+        }
+
+        let d = &self.detector;
+        if d.input_size < 32 || d.input_size > 2048 || d.input_size % 32 != 0 {
+            return err(
+                "detector.input_size",
+                format!("{} is not a multiple of 32 between 32 and 2048", d.input_size),
+            );
+        }
+        if !(0.0..=1.0).contains(&d.score_threshold) {
+            return err("detector.score_threshold", format!("{} is outside 0–1", d.score_threshold));
+        }
+        if !(0.0..=1.0).contains(&d.nms_iou) {
+            return err("detector.nms_iou", format!("{} is outside 0–1", d.nms_iou));
+        }
+        if d.threads == 0 || d.threads > 64 {
+            return err("detector.threads", "must be 1–64".into());
+        }
+        if let Some(l) = &d.labels {
+            if l.is_empty() {
+                return err("detector.labels", "must not be empty".into());
+            }
+        }
+        if let Some(h) = &d.sha256 {
+            if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return err("detector.sha256", "must be 64 hex digits".into());
+            }
+        }
+
+        if !(1..=100).contains(&self.alerts.snapshot_quality) {
+            return err("alerts.snapshot_quality", "must be 1–100".into());
+        }
+        if !(self.alerts.update_interval_s >= 0.0) {
+            return err("alerts.update_interval_s", "must be ≥ 0".into());
+        }
+        let s = &self.source;
+        if !(s.backoff_initial_s > 0.0) {
+            return err("source.backoff_initial_s", "must be > 0".into());
+        }
+        if !(s.backoff_max_s >= s.backoff_initial_s) {
+            return err("source.backoff_max_s", "must be ≥ source.backoff_initial_s".into());
+        }
+
+        if self.cameras.is_empty() {
+            return err("cameras", "at least one camera is required".into());
+        }
+        let labels = self.labels();
+        let mut ids = HashSet::new();
+        for (i, c) in self.cameras.iter().enumerate() {
+            let at = |k: &str| format!("cameras[{i}].{k}");
+            topic_safe(&c.id).or_else(|m| err(&at("id"), m))?;
+            if !ids.insert(c.id.as_str()) {
+                return err(&at("id"), format!("duplicate camera id {:?}", c.id));
+            }
+            if let Err(m) = check_url(&c.url) {
+                return err(&at("url"), m);
+            }
+            if let Some(u) = &c.snapshot_url {
+                check_url(u).or_else(|m| err(&at("snapshot_url"), m))?;
+            }
+            if !(c.fps > 0.0 && c.fps <= 60.0) {
+                return err(&at("fps"), format!("{} is outside (0, 60]", c.fps));
+            }
+            if c.analysis_width < 64 || c.analysis_width > 3840 || c.analysis_width % 2 != 0 {
+                return err(&at("analysis_width"), "must be an even number between 64 and 3840".into());
+            }
+            let mut names = HashSet::new();
+            for (j, lane) in c.lanes.iter().enumerate() {
+                let at = |k: &str| format!("cameras[{i}].lanes[{j}].{k}");
+                topic_safe(&lane.name).or_else(|m| err(&at("name"), m))?;
+                if !names.insert(lane.name.as_str()) {
+                    return err(&at("name"), format!("duplicate lane name {:?}", lane.name));
+                }
+                if lane.polygon.len() < 3 {
+                    return err(&at("polygon"), format!("needs at least 3 points, got {}", lane.polygon.len()));
+                }
+                for (k, p) in lane.polygon.iter().enumerate() {
+                    if !p.iter().all(|v| (0.0..=1.0).contains(v)) {
+                        return err(
+                            &at("polygon"),
+                            format!("point {k} [{}, {}] is outside 0–1 (coordinates are normalised)", p[0], p[1]),
+                        );
+                    }
+                }
+                if crate::analytics::polygon_area(&lane.polygon) < 1e-4 {
+                    return err(&at("polygon"), "has no area (points in a line?)".into());
+                }
+                if lane.classes.is_empty() {
+                    return err(&at("classes"), "must list at least one class".into());
+                }
+                for class in &lane.classes {
+                    if !labels.contains(class) {
+                        return err(&at("classes"), format!("unknown class {class:?}: not among the detector's labels"));
+                    }
+                }
+                if !(lane.dwell_s >= 0.0 && lane.dwell_s.is_finite()) {
+                    return err(&at("dwell_s"), format!("{} must be ≥ 0", lane.dwell_s));
+                }
+                if !(lane.clear_s >= 0.0 && lane.clear_s.is_finite()) {
+                    return err(&at("clear_s"), format!("{} must be ≥ 0", lane.clear_s));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Topic levels and ids: no MQTT wildcards or separators, nothing that needs
+/// escaping in a URL or a metric label.
+fn topic_safe(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 64 {
+        return Err("must be at most 64 characters".into());
+    }
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(format!("{s:?} contains {c:?}; use letters, digits, '-', '_' or '.'"));
+    }
+    Ok(())
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let shown = crate::redact::redact_url(url);
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("rtsp" | "rtsps" | "file" | "test") => {}
+        Some(other) => return Err(format!("{shown}: unsupported scheme {other:?} (use rtsp, rtsps, file or test)")),
+        None => return Err(format!("{shown}: not a URL (expected rtsp://host/path)")),
+    }
+    let rest = &url[url.find("://").map(|i| i + 3).unwrap_or(0)..];
+    if rest.is_empty() {
+        return Err(format!("{shown}: nothing after the scheme"));
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Err(format!("{shown}: contains whitespace"));
+    }
+    Ok(())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// Finds the line of a key path such as `cameras[1].lanes[0].dwell_s` in the
+/// original text, so semantic errors point at the line too.
+fn locate(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let mut item: &toml_edit::Item = doc.as_item();
+    let mut span = None;
+    for seg in key.split('.') {
+        let (name, index) = match seg.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        // A missing key (e.g. a required one) points at its parent.
+        let Some(next) = item.get(name) else { break };
+        item = next;
+        span = item.span().or(span);
+        if let Some(i) = index {
+            let Some(next) = item.get(i) else { break };
+            item = next;
+            span = item.span().or(span);
+        }
+    }
+    span.map(|s| line_of(text, s.start))
+}

@@ -1,0 +1,244 @@
+//! The object detector: one `ort` session per model, shared by every camera.
+//!
+//! `Session::run` needs `&mut`, so the session sits behind a mutex; callers
+//! are the per-camera analysis threads, never the async runtime. Each camera
+//! preprocesses into its own [`Preprocessor`] first, so only the model run
+//! itself is serialised. (Batching frames from several waiting cameras into
+//! one run is the next step for boxes with many cameras.)
+
+use std::sync::Mutex;
+
+use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::value::TensorRef;
+
+use super::decode::{self, Candidate};
+use super::letterbox::{InputSpec, Layout, Letterbox, Preprocessor};
+use super::{runtime, Detection, InferError};
+use crate::config::{self, ModelFormat};
+
+/// What events say about the model that produced them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    /// File stem, e.g. `nanodet`.
+    pub name: String,
+    /// First 12 hex digits of the file's sha256: the version that matters.
+    pub version: String,
+    pub format: String,
+}
+
+pub struct Detector {
+    session: Mutex<Session>,
+    format: ModelFormat,
+    spec: InputSpec,
+    classes: usize,
+    threshold: f32,
+    nms_iou: f32,
+    info: ModelInfo,
+    /// Per output index: what it holds, resolved once at load time.
+    outputs: Vec<OutputRole>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum OutputRole {
+    /// The single output of YOLOX / YOLOv8 / CenterNet.
+    Main,
+    /// NanoDet class scores for stride level `n`.
+    NanoScores(usize),
+    /// NanoDet box distributions for stride level `n`.
+    NanoBoxes(usize),
+    Unused,
+}
+
+/// The input each supported format expects (see `models/models.toml`).
+pub fn input_spec(format: ModelFormat, size: u32) -> InputSpec {
+    match format {
+        ModelFormat::Nanodet => InputSpec {
+            size,
+            layout: Layout::Nchw,
+            bgr: true,
+            mean: [103.53, 116.28, 123.675],
+            std: [57.375, 57.12, 58.395],
+            pad: 114,
+            centered: false,
+        },
+        ModelFormat::Yolox => {
+            InputSpec { size, layout: Layout::Nchw, bgr: true, mean: [0.0; 3], std: [1.0; 3], pad: 114, centered: false }
+        }
+        ModelFormat::Yolov8 => {
+            InputSpec { size, layout: Layout::Nchw, bgr: false, mean: [0.0; 3], std: [255.0; 3], pad: 114, centered: true }
+        }
+        ModelFormat::Centernet => {
+            InputSpec { size, layout: Layout::Nhwc, bgr: false, mean: [0.0; 3], std: [1.0; 3], pad: 0, centered: false }
+        }
+    }
+}
+
+impl Detector {
+    /// Verifies, loads and checks a model against its configured format.
+    pub fn load(cfg: &config::Detector, classes: usize, env: &ort::environment::Environment) -> Result<Detector, InferError> {
+        let path = &cfg.path;
+        let shown = path.display().to_string();
+        let model_err = |message: String| InferError::Model { path: shown.clone(), message };
+        let sha = runtime::verify_model(path, cfg.sha256.as_deref())?;
+        let session = Session::builder(env)
+            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
+            .and_then(|b| b.with_intra_threads(cfg.threads).map_err(Into::into))
+            .and_then(|mut b| b.commit_from_file(path))
+            .map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
+
+        let spec = input_spec(cfg.format, cfg.input_size);
+        let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;
+        if let Some(shape) = input.dtype().tensor_shape() {
+            let want: Vec<i64> = match spec.layout {
+                Layout::Nchw => vec![1, 3, spec.size as i64, spec.size as i64],
+                Layout::Nhwc => vec![1, spec.size as i64, spec.size as i64, 3],
+            };
+            let ok = shape.len() == 4 && shape.iter().zip(&want).all(|(&got, &w)| got < 0 || got == w);
+            if !ok {
+                return Err(model_err(format!(
+                    "input {:?} has shape {:?}, but format {} with input_size {} needs {:?}",
+                    input.name(),
+                    &shape[..],
+                    cfg.format,
+                    cfg.input_size,
+                    want
+                )));
+            }
+        }
+        let outputs = resolve_outputs(&session, cfg.format, classes, cfg.input_size).map_err(model_err)?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Detector {
+            session: Mutex::new(session),
+            format: cfg.format,
+            spec,
+            classes,
+            threshold: cfg.score_threshold,
+            nms_iou: cfg.nms_iou,
+            info: ModelInfo { name, version: sha[..12].to_string(), format: cfg.format.to_string() },
+            outputs,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// A preprocessor matching this model, for one camera to own.
+    pub fn preprocessor(&self) -> Preprocessor {
+        Preprocessor::new(self.spec)
+    }
+
+    /// Runs the model on the tensor `pre` holds and decodes detections into
+    /// `out` (cleared first), in normalised frame coordinates.
+    pub fn detect(&self, pre: &Preprocessor, lb: &Letterbox, out: &mut Vec<Detection>) -> Result<(), InferError> {
+        let input = TensorRef::from_array_view((pre.shape(), pre.tensor())).map_err(|e| InferError::Run(e.to_string()))?;
+        let mut found: Vec<Candidate> = Vec::with_capacity(64);
+        {
+            let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
+            let size = self.spec.size as usize;
+            let mut nano: [(Option<&[f32]>, Option<&[f32]>); 3] = [(None, None); 3];
+            for (i, role) in self.outputs.iter().enumerate() {
+                let (shape, data) = outs[i].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
+                match role {
+                    OutputRole::Main => match self.format {
+                        ModelFormat::Yolox => decode::yolox(data, self.classes, size, self.threshold, &mut found),
+                        ModelFormat::Yolov8 => {
+                            let anchors = *shape.last().unwrap_or(&0) as usize;
+                            decode::yolov8(data, self.classes, anchors, self.threshold, &mut found)
+                        }
+                        ModelFormat::Centernet => decode::centernet(data, self.threshold, &mut found),
+                        ModelFormat::Nanodet => {}
+                    },
+                    OutputRole::NanoScores(l) => nano[*l].0 = Some(data),
+                    OutputRole::NanoBoxes(l) => nano[*l].1 = Some(data),
+                    OutputRole::Unused => {}
+                }
+            }
+            for (level, pair) in nano.iter().enumerate() {
+                if let (Some(scores), Some(boxes)) = pair {
+                    decode::nanodet(level, scores, boxes, self.classes, size, self.threshold, &mut found);
+                }
+            }
+        }
+        decode::nms(&mut found, self.nms_iou, 100);
+        out.clear();
+        out.extend(found.iter().map(|c| Detection {
+            bbox: lb.to_frame(c.x1, c.y1, c.x2, c.y2),
+            class_id: c.class_id,
+            score: c.score,
+        }));
+        out.retain(|d| d.bbox.area() > 0.0);
+        Ok(())
+    }
+}
+
+/// Checks output shapes against the format and, for NanoDet, works out
+/// which of its six outputs is which (the export orders them arbitrarily).
+fn resolve_outputs(session: &Session, format: ModelFormat, classes: usize, size: u32) -> Result<Vec<OutputRole>, String> {
+    let shapes: Vec<(String, Vec<i64>)> = session
+        .outputs()
+        .iter()
+        .map(|o| (o.name().to_string(), o.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default()))
+        .collect();
+    let describe = || shapes.iter().map(|(n, s)| format!("{n}{s:?}")).collect::<Vec<_>>().join(", ");
+    match format {
+        ModelFormat::Nanodet => {
+            let mut roles = vec![OutputRole::Unused; shapes.len()];
+            let mut seen = 0;
+            for (i, (_, s)) in shapes.iter().enumerate() {
+                let (Some(&cells), Some(&last)) = (s.get(1), s.last()) else { continue };
+                let side = size as i64;
+                let Some(level) = decode::STRIDES.iter().position(|&st| cells == (side / st as i64).pow(2)) else {
+                    continue;
+                };
+                if last == classes as i64 {
+                    roles[i] = OutputRole::NanoScores(level);
+                    seen += 1;
+                } else if last == 4 * decode::NANODET_BINS as i64 {
+                    roles[i] = OutputRole::NanoBoxes(level);
+                    seen += 1;
+                }
+            }
+            if seen != 6 {
+                return Err(format!(
+                    "format nanodet needs score [1, cells, {classes}] and box [1, cells, 44] outputs for strides 8/16/32; the model has {}",
+                    describe()
+                ));
+            }
+            Ok(roles)
+        }
+        _ => {
+            let Some((_, s)) = shapes.first() else { return Err("has no outputs".into()) };
+            let ok = match format {
+                ModelFormat::Yolox => s.len() == 3 && (s[2] < 0 || s[2] == 5 + classes as i64),
+                ModelFormat::Yolov8 => s.len() == 3 && (s[1] < 0 || s[1] == 4 + classes as i64),
+                ModelFormat::Centernet => s.len() == 3 && (s[2] < 0 || s[2] == 6),
+                ModelFormat::Nanodet => unreachable!(),
+            };
+            if !ok {
+                let want = match format {
+                    ModelFormat::Yolox => format!("[1, anchors, {}] (5 + {classes} labels)", 5 + classes),
+                    ModelFormat::Yolov8 => format!("[1, {}, anchors] (4 + {classes} labels)", 4 + classes),
+                    _ => "[1, 100, 6]".into(),
+                };
+                return Err(format!("format {format} needs a first output {want}; the model has {}", describe()));
+            }
+            let mut roles = vec![OutputRole::Unused; shapes.len()];
+            roles[0] = OutputRole::Main;
+            Ok(roles)
+        }
+    }
+}
+
+/// Loads a detector from config, initialising ONNX Runtime on first use.
+pub fn load_from_config(cfg: &crate::config::Config) -> Result<Detector, InferError> {
+    let env = runtime::init(cfg.ort_library.as_deref())?;
+    Detector::load(&cfg.detector, cfg.labels().len(), env)
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector").field("info", &self.info).finish()
+    }
+}

@@ -1,0 +1,89 @@
+//! Stages 2–4 of the data path: preprocess, inference, output decoding.
+//!
+//! - [`letterbox`]: frame → model tensor (aspect kept, padded), into a buffer
+//!   each camera reuses, so no frame allocates.
+//! - [`runtime`]: finding and loading the ONNX Runtime library, and checking
+//!   model files against their manifest hash.
+//! - [`detector`]: the one shared `ort` session per model.
+//! - [`decode`]: model outputs → boxes, for each supported layout, plus NMS.
+//!
+//! Everything leaving this module is in *normalised frame coordinates*
+//! (0–1, origin top-left), so rules never care about resolutions.
+
+pub mod decode;
+pub mod detector;
+pub mod letterbox;
+pub mod runtime;
+
+pub use detector::{Detector, ModelInfo};
+pub use letterbox::{Letterbox, Preprocessor};
+
+/// An axis-aligned box. Outside this module: normalised frame coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+impl BBox {
+    pub fn area(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
+    }
+
+    pub fn iou(&self, o: &BBox) -> f32 {
+        let iw = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
+        let ih = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
+        let inter = iw * ih;
+        let union = self.area() + o.area() - inter;
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
+    }
+}
+
+/// One detected object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    pub bbox: BBox,
+    pub class_id: usize,
+    pub score: f32,
+}
+
+/// Errors from loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error(
+        "ONNX Runtime library not found (looked for {tried}). Fix: run deploy/setup.sh, \
+         or set `ort_library` in the config, or export ORT_DYLIB_PATH=/path/to/libonnxruntime.so.1.31.1"
+    )]
+    RuntimeNotFound { tried: String },
+    #[error("cannot load ONNX Runtime from {path}: {reason}. Fix: point `ort_library` or ORT_DYLIB_PATH at libonnxruntime.so.1.31.1 (deploy/setup.sh installs it)")]
+    RuntimeLoad { path: String, reason: String },
+    #[error("model {path}: cannot read: {source}")]
+    ModelRead { path: String, source: std::io::Error },
+    #[error("model {path}: sha256 is {actual}, expected {expected} ({origin}); the file is corrupt or not the model the config names")]
+    ModelHash { path: String, actual: String, expected: String, origin: String },
+    #[error("model {path}: {message}")]
+    Model { path: String, message: String },
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("preprocess: {0}")]
+    Preprocess(String),
+}
+
+/// The 80 COCO class names in the standard detector order.
+pub const COCO80: [&str; 80] = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+];

@@ -1,0 +1,32 @@
+//! alleywatch edge agent: RTSP cameras in, ONNX analytics, MQTT alerts out.
+//!
+//! The modules follow the data path:
+//!
+//! ```text
+//! config ─▶ source ─▶ infer ─▶ analytics ─▶ alert
+//!           (GStreamer,  (ort session,  (lane rule:  (events, snapshots,
+//!            latest-      letterbox,     dwell and    MQTT QoS 1)
+//!            frame slot)  decode, NMS)   clear)
+//! ```
+//!
+//! - [`config`]: the TOML file, its defaults and validation.
+//! - [`source`]: one GStreamer pipeline per camera, supervised, into a
+//!   latest-frame slot; plus the in-process RTSP server used by the demo.
+//! - [`infer`]: ONNX Runtime loading, letterboxing, detector output decoding.
+//! - [`analytics`]: rules turning detections into event transitions.
+//! - [`alert`]: event payloads, snapshots, topics and the MQTT publisher.
+//! - [`metrics`]: Prometheus counters and per-stage histograms.
+//! - [`pipeline`]: wires the stages together and runs the agent.
+//! - [`demo`]: the self-contained demo (in-process camera and broker).
+//! - [`redact`], [`shutdown`]: credential scrubbing and the stop signal.
+
+pub mod alert;
+pub mod analytics;
+pub mod config;
+pub mod demo;
+pub mod infer;
+pub mod metrics;
+pub mod pipeline;
+pub mod redact;
+pub mod shutdown;
+pub mod source;

@@ -1,0 +1,193 @@
+//! The `edge-agent` binary: flag parsing, logging, signals; everything else
+//! lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use edge_agent::config::Config;
+use edge_agent::demo;
+use edge_agent::metrics::Metrics;
+use edge_agent::shutdown::Shutdown;
+use edge_agent::source::rtsp_server::RtspServer;
+
+#[derive(Parser)]
+#[command(name = "edge-agent", version, about = "alleywatch edge agent: RTSP cameras in, ONNX analytics, MQTT alerts out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent.
+    Run {
+        /// The configuration file.
+        #[arg(short, long, default_value = "/etc/alleywatch/alleywatch.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file (and its model and ONNX Runtime) and exit.
+    CheckConfig {
+        file: PathBuf,
+    },
+    /// Run the demo: an in-process RTSP camera, a private broker, the agent,
+    /// and every alert printed as it arrives.
+    Demo {
+        /// H.264 MP4 to serve as the camera (default: the setup's demo clip).
+        #[arg(long)]
+        clip: Option<PathBuf>,
+        /// Folder for the received snapshot JPEGs.
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+        /// Give up after this many seconds without a complete event.
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+        Cmd::Demo { clip, out, timeout_s } => runtime().and_then(|rt| rt.block_on(run_demo(clip, out, timeout_s))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("cannot start the async runtime")
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    edge_agent::infer::runtime::verify_model(&config.detector.path, config.detector.sha256.as_deref())?;
+    let lib = edge_agent::infer::runtime::find_library(config.ort_library.as_deref())?;
+    println!(
+        "{}: ok — agent {} at {}, {} camera(s), {} lane(s), model {} ({}), ONNX Runtime {}",
+        file.display(),
+        config.agent_id,
+        config.site.path(),
+        config.cameras.len(),
+        config.cameras.iter().map(|c| c.lanes.len()).sum::<usize>(),
+        config.detector.path.display(),
+        config.detector.format,
+        lib.display()
+    );
+    Ok(())
+}
+
+/// First Ctrl-C / SIGTERM: graceful stop. Second: exit at once.
+fn on_signals(shutdown: Shutdown) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for n in 0.. {
+            let term_recv = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term_recv => {}
+            }
+            if n == 0 {
+                tracing::info!("stopping (signal again to exit at once)");
+                shutdown.trigger();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&config_path)?;
+    tracing::info!(agent = %config.agent_id, site = %config.site.path(), cameras = config.cameras.len(), "starting");
+    let shutdown = Shutdown::new();
+    on_signals(shutdown.clone());
+    edge_agent::pipeline::run(config, shutdown, Arc::new(Metrics::new())).await?;
+    Ok(())
+}
+
+async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow::Result<()> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    let clip = clip
+        .or_else(|| demo::find_in_project(demo::DEMO_CLIP))
+        .context("demo clip not found: run deploy/setup.sh first (it makes .deps/media/demo_lane.mp4)")?;
+    let model = demo::find_in_project(demo::DEFAULT_MODEL).context("models/nanodet.onnx not found: run the demo from the checkout")?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+
+    let server = RtspServer::start(&clip, 0, "/demo")?;
+    let broker = demo::Mosquitto::start().context("cannot start mosquitto")?;
+    let config = demo::demo_config(&server.url(), broker.port(), &model)?;
+    println!("alleywatch demo");
+    println!("  camera : {} (serving {})", server.url(), clip.display());
+    println!("  broker : mosquitto on 127.0.0.1:{}", broker.port());
+    println!("  lane   : \"kerb-lane\" over the parked cars; classes car/truck/bus; dwell 4 s, clear 2 s");
+    println!("  waiting for lane_blocked start and end (snapshots go to {}/)\n", out.display());
+
+    let (client, mut events) = AsyncClient::new(MqttOptions::new("alleywatch-demo-viewer", "127.0.0.1", broker.port()), 64);
+    client.subscribe("alleywatch/#", QoS::AtLeastOnce).await?;
+    // Wait for the subscription before the agent starts publishing.
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.context("demo viewer cannot reach the broker")? {
+            break;
+        }
+    }
+
+    let shutdown = Shutdown::new();
+    on_signals(shutdown.clone());
+    let agent = tokio::spawn(edge_agent::pipeline::run(config, shutdown.clone(), Arc::new(Metrics::new())));
+    let started = Instant::now();
+    let deadline = tokio::time::sleep(Duration::from_secs(timeout_s));
+    tokio::pin!(deadline);
+    let (mut saw_start, mut saw_end) = (false, false);
+    while !saw_end {
+        tokio::select! {
+            ev = events.poll() => {
+                let Event::Incoming(Packet::Publish(p)) = ev.context("demo viewer lost the broker")? else { continue };
+                println!("{}", demo::describe(&p.topic, &p.payload, started.elapsed()));
+                if p.topic.ends_with("/snapshot") {
+                    let id = p.topic.rsplit('/').nth(1).unwrap_or("snapshot");
+                    let file = out.join(format!("{id}-{}.jpg", started.elapsed().as_millis()));
+                    std::fs::write(&file, &p.payload).with_context(|| format!("cannot write {}", file.display()))?;
+                } else if p.topic.ends_with("/events/lane_blocked") {
+                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                    match v["type"].as_str() {
+                        Some("start") => saw_start = true,
+                        Some("end") if saw_start => saw_end = true,
+                        _ => {}
+                    }
+                }
+            }
+            _ = &mut deadline => break,
+            _ = shutdown.wait() => break,
+        }
+    }
+    shutdown.trigger();
+    agent.await.context("agent task")??;
+    drop(server);
+    if !saw_end {
+        bail!("no complete lane_blocked event within {timeout_s} s (start seen: {saw_start})");
+    }
+    println!("\ndemo done: lane_blocked start and end received in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Credential redaction for camera URLs.
+//!
+//! Camera URLs often carry `user:password@`. Nothing derived from a URL may
+//! reach a log line, a metric label, a topic or a payload without passing
+//! through here first. GStreamer error texts can quote the URL too, so the
+//! scrubber works on arbitrary text, not only on a parsed URL.
+
+/// Replaces the user-info part of every `scheme://user:pass@host` in `text`
+/// with `***@`.
+///
+/// ```
+/// use edge_agent::redact::redact;
+/// assert_eq!(redact("rtsp://admin:s3cret@10.0.0.5:554/sub"), "rtsp://***@10.0.0.5:554/sub");
+/// assert_eq!(redact("no url here"), "no url here");
+/// ```
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The authority ends at the first '/', '?', '#' or whitespace; the
+        // user-info ends at the *last* '@' inside it, because passwords may
+        // contain '@' themselves.
+        let auth_end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        match tail[..auth_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Redacts one URL; the same as [`redact`], named for intent at call sites.
+pub fn redact_url(url: &str) -> String {
+    redact(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn strips_user_and_password() {
+        assert_eq!(redact("rtsp://admin:pw@cam.local/stream1"), "rtsp://***@cam.local/stream1");
+    }
+
+    #[test]
+    fn strips_user_only() {
+        assert_eq!(redact("rtsp://admin@cam.local/s"), "rtsp://***@cam.local/s");
+    }
+
+    #[test]
+    fn password_with_at_sign_and_colon() {
+        assert_eq!(redact("rtsp://u:p@ss:w@rd@10.1.1.1:554/x"), "rtsp://***@10.1.1.1:554/x");
+    }
+
+    #[test]
+    fn at_sign_in_path_is_not_userinfo() {
+        assert_eq!(redact("rtsp://cam.local/a@b"), "rtsp://cam.local/a@b");
+    }
+
+    #[test]
+    fn url_inside_error_text_and_several_urls() {
+        let msg = "Could not open resource for reading: rtsp://a:b@h1/x (retrying rtsps://c:d@h2:322)";
+        assert_eq!(
+            redact(msg),
+            "Could not open resource for reading: rtsp://***@h1/x (retrying rtsps://***@h2:322)"
+        );
+    }
+
+    #[test]
+    fn no_url_no_change() {
+        assert_eq!(redact("file:///srv/clip.mp4"), "file:///srv/clip.mp4");
+        assert_eq!(redact(""), "");
+        assert_eq!(redact("://"), "://");
+    }
+}

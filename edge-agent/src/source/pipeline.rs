@@ -1,0 +1,195 @@
+//! Builds one camera's GStreamer pipeline.
+//!
+//! ```text
+//! rtsp://, file://  uridecodebin (rtspsrc: TCP, latency) ─┐
+//! test://PATTERN    videotestsrc is-live ─────────────────┤
+//!                                                         ▼
+//!   videorate max-rate=fps   ← drop to the analysis rate while still YUV
+//!   videoscale               ← scale before conversion: fewer pixels to convert
+//!   videoconvert             ← only now to packed RGB
+//!   capsfilter video/x-raw,format=RGB,width=W,pixel-aspect-ratio=1/1
+//!   appsink (max-buffers=1, drop) → FrameSlot
+//! ```
+//!
+//! Only the width is fixed; GStreamer picks the height that keeps the
+//! stream's display aspect ratio. The appsink copies each frame into the
+//! camera's [`FrameSlot`] and returns at once: decode never waits for
+//! analysis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use super::{FrameSlot, SourceError};
+use crate::config::Camera;
+use crate::redact::redact;
+
+/// A built, not yet playing, pipeline.
+pub struct CameraPipeline {
+    pub pipeline: gst::Pipeline,
+    /// Live sources (RTSP, test) have no end; files do.
+    pub live: bool,
+}
+
+/// Source-level settings shared by every camera.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceOptions {
+    pub latency_ms: u32,
+}
+
+fn make(name: &'static str) -> Result<gst::Element, SourceError> {
+    gst::ElementFactory::make(name).build().map_err(|_| SourceError::MissingElement(name))
+}
+
+/// Builds the pipeline for `camera`, delivering frames into `slot`.
+pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Result<CameraPipeline, SourceError> {
+    let pipeline = gst::Pipeline::with_name(&format!("camera-{}", camera.id));
+    let rate = make("videorate")?;
+    // max-rate is an integer: fractional rates round up, never below 1.
+    rate.set_property("max-rate", (camera.fps.ceil() as i32).max(1));
+    rate.set_property("drop-only", true);
+    let scale = make("videoscale")?;
+    let convert = make("videoconvert")?;
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", camera.analysis_width as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    let scheme = camera.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+    let live = scheme != "file";
+    let sink = gst_app::AppSink::builder()
+        .caps(&caps)
+        .max_buffers(1)
+        .drop(true)
+        // A file plays at its own pace like a camera would; live sources are
+        // paced by the network already and must not be held back by clock sync.
+        .sync(!scheme.starts_with("rtsp"))
+        .build();
+    pipeline
+        .add_many([&rate, &scale, &convert, sink.upcast_ref()])
+        .map_err(|e| SourceError::Build(e.to_string()))?;
+    gst::Element::link_many([&rate, &scale, &convert, sink.upcast_ref()]).map_err(|e| SourceError::Build(e.to_string()))?;
+
+    if scheme == "test" {
+        let src = make("videotestsrc")?;
+        src.set_property("is-live", true);
+        let pattern = camera.url.split_once("://").map(|(_, p)| p).unwrap_or("");
+        if !pattern.is_empty() {
+            // set_property_from_str panics on an unknown value: check first.
+            let known = src
+                .property_type("pattern")
+                .and_then(gst::glib::EnumClass::with_type)
+                .is_some_and(|c| c.value_by_nick(pattern).is_some());
+            if !known {
+                return Err(SourceError::Build(format!("test://{pattern}: unknown videotestsrc pattern")));
+            }
+            src.set_property_from_str("pattern", pattern);
+        }
+        let src_caps = gst::Caps::builder("video/x-raw")
+            .field("width", 1280)
+            .field("height", 720)
+            .field("framerate", gst::Fraction::new(25, 1))
+            .build();
+        let filter = make("capsfilter")?;
+        filter.set_property("caps", &src_caps);
+        pipeline.add_many([&src, &filter]).map_err(|e| SourceError::Build(e.to_string()))?;
+        gst::Element::link_many([&src, &filter, &rate]).map_err(|e| SourceError::Build(e.to_string()))?;
+    } else {
+        let decode = make("uridecodebin")?;
+        decode.set_property("uri", &camera.url);
+        let latency = opts.latency_ms;
+        decode.connect("source-setup", false, move |args| {
+            if let Some(src) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                if src.find_property("protocols").is_some() {
+                    // TCP interleaving survives NAT and lossy Wi-Fi links where
+                    // UDP silently loses packets.
+                    src.set_property_from_str("protocols", "tcp");
+                    src.set_property("latency", latency);
+                    // Fail within seconds, not the default 20 s, when the
+                    // camera does not answer; the supervisor retries.
+                    if src.find_property("tcp-timeout").is_some() {
+                        src.set_property("tcp-timeout", 5_000_000u64);
+                    }
+                }
+            }
+            None
+        });
+        let rate_weak = rate.downgrade();
+        decode.connect_pad_added(move |_, pad| {
+            let Some(rate) = rate_weak.upgrade() else { return };
+            let is_video = pad
+                .current_caps()
+                .or_else(|| Some(pad.query_caps(None)))
+                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+                .unwrap_or(false);
+            let Some(sinkpad) = rate.static_pad("sink") else { return };
+            if is_video && !sinkpad.is_linked() {
+                if let Err(e) = pad.link(&sinkpad) {
+                    gst::element_error!(rate, gst::StreamError::Failed, ("cannot link decoded video: {:?}", e));
+                }
+            }
+        });
+        pipeline.add(&decode).map_err(|e| SourceError::Build(e.to_string()))?;
+    }
+
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+                    gst::element_error!(sink, gst::ResourceError::Failed, ("sample without buffer or caps"));
+                    return Err(gst::FlowError::Error);
+                };
+                let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| {
+                    gst::element_error!(sink, gst::CoreError::Negotiation, ("unreadable caps"));
+                    gst::FlowError::NotNegotiated
+                })?;
+                // Map the buffer: its memory may not be plain CPU RAM.
+                let map = buffer.map_readable().map_err(|_| {
+                    gst::element_error!(sink, gst::ResourceError::Read, ("cannot map buffer"));
+                    gst::FlowError::Error
+                })?;
+                let pts = buffer.pts().map(|t| Duration::from_nanos(t.nseconds()));
+                slot.put(pts, |out| copy_rgb(&map, &info, out));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    Ok(CameraPipeline { pipeline, live })
+}
+
+/// Copies a (possibly row-padded) RGB frame into a packed buffer.
+fn copy_rgb(src: &[u8], info: &gst_video::VideoInfo, out: &mut Vec<u8>) -> Option<(u32, u32)> {
+    let (w, h) = (info.width(), info.height());
+    let stride = *info.stride().first()? as usize;
+    let row = w as usize * 3;
+    let offset = *info.offset().first()?;
+    if stride < row || src.len() < offset + stride * (h as usize - 1) + row {
+        return None;
+    }
+    out.clear();
+    out.reserve(row * h as usize);
+    for y in 0..h as usize {
+        let start = offset + y * stride;
+        out.extend_from_slice(&src[start..start + row]);
+    }
+    Some((w, h))
+}
+
+/// A bus error as text, with the element path, and credentials removed.
+pub fn describe_error(err: &gst::message::Error) -> SourceError {
+    let element = err.src().map(|s| s.path_string().to_string()).unwrap_or_else(|| "pipeline".into());
+    let mut message = err.error().to_string();
+    if let Some(debug) = err.debug() {
+        // The first line of the debug text usually names the real cause
+        // (e.g. "Unauthorized", "Could not connect to server").
+        if let Some(first) = debug.lines().find(|l| !l.trim().is_empty()) {
+            message = format!("{message} ({})", first.trim());
+        }
+    }
+    SourceError::Stream { element: redact(&element), message: redact(&message) }
+}
