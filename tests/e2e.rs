@@ -1,1 +1,264 @@
+//! End-to-end tests: the real `edge-agent` binary against a real RTSP server
+//! (gstreamer-rtsp-server, in this process) serving real H.264, a real
+//! mosquitto on a free loopback port, and the real default ONNX model.
+//!
+//! Needs what `deploy/setup.sh` installs: GStreamer, mosquitto, ONNX Runtime
+//! and the demo clip. Run through `tests/run.sh` (the README's test command).
 
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use edge_agent::demo::{find_in_project, Mosquitto, DEFAULT_MODEL, DEMO_CLIP, DEMO_LANE};
+use edge_agent::source::rtsp_server::RtspServer;
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+const SECRET: &str = "hunter2-secret";
+
+fn clip() -> PathBuf {
+    find_in_project(DEMO_CLIP).expect("demo clip missing: run deploy/setup.sh (it makes .deps/media/demo_lane.mp4)")
+}
+
+/// The agent binary with a config written to a temp dir; SIGTERM on drop.
+struct Agent {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(rtsp_port: u16, broker_port: u16) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let model = find_in_project(DEFAULT_MODEL).expect("models/nanodet.onnx");
+        // Credentials in the camera URL: they must never come out anywhere.
+        let config = format!(
+            r#"
+agent_id = "e2e-agent"
+site = {{ district = "d1", street = "s1", community = "c1" }}
+broker = {{ host = "127.0.0.1", port = {broker_port}, keep_alive_s = 5 }}
+detector = {{ path = "{model}", format = "nanodet", input_size = 416 }}
+alerts = {{ update_interval_s = 60 }}
+source = {{ backoff_initial_s = 0.2, backoff_max_s = 1, stall_timeout_s = 3 }}
+
+[[cameras]]
+id = "cam-1"
+name = "Test lane camera"
+url = "rtsp://admin:{SECRET}@127.0.0.1:{rtsp_port}/cam"
+fps = 5
+lanes = [{{ name = "kerb", polygon = {DEMO_LANE}, classes = ["car", "truck", "bus"], dwell_s = 3, clear_s = 2 }}]
+"#,
+            model = model.display()
+        );
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "debug,ort=warn")
+            .stdout(Stdio::null())
+            // E2E_AGENT_LOG=1 shows the agent's log live, for debugging.
+            .stderr(if std::env::var_os("E2E_AGENT_LOG").is_some() { Stdio::inherit() } else { Stdio::piped() })
+            .spawn()
+            .expect("start edge-agent");
+        Agent { child, _dir: dir }
+    }
+
+    /// Graceful stop; returns everything the agent logged.
+    fn stop(mut self) -> String {
+        unsafe_sigterm(self.child.id());
+        let _ = self.child.wait();
+        let mut log = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut log);
+        }
+        log
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+/// Everything published under `alleywatch/#`, as (topic, payload, retained).
+struct Subscriber {
+    rx: mpsc::Receiver<(String, Vec<u8>, bool)>,
+    seen: Vec<(String, Vec<u8>, bool)>,
+}
+
+impl Subscriber {
+    fn start(port: u16) -> Subscriber {
+        let mut opts = MqttOptions::new(format!("e2e-sub-{}", std::process::id()), "127.0.0.1", port);
+        opts.set_max_packet_size(8 << 20, 1 << 20);
+        let (client, mut conn) = Client::new(opts, 64);
+        client.subscribe("alleywatch/#", QoS::AtLeastOnce).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _client = client;
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send((p.topic.clone(), p.payload.to_vec(), p.retain)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("subscription acknowledged");
+        Subscriber { rx, seen: Vec::new() }
+    }
+
+    /// Waits for the first new message matching `pred`.
+    fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str, &[u8]) -> bool) -> (String, Vec<u8>) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok((topic, payload, retain)) => {
+                    self.seen.push((topic.clone(), payload.clone(), retain));
+                    if pred(&topic, &payload) {
+                        return (topic, payload);
+                    }
+                }
+                Err(_) => {
+                    let topics: Vec<String> = self.seen.iter().map(|(t, p, _)| format!("{t} {}", String::from_utf8_lossy(&p[..p.len().min(120)]))).collect();
+                    panic!("timed out after {timeout:?} waiting for {what}; saw:\n{}", topics.join("\n"));
+                }
+            }
+        }
+    }
+}
+
+fn json(payload: &[u8]) -> Value {
+    serde_json::from_slice(payload).unwrap_or(Value::Null)
+}
+
+fn camera_state(topic: &str, payload: &[u8], state: &str) -> bool {
+    topic.ends_with("/cameras/cam-1/status") && json(payload)["state"] == state
+}
+
+fn event(topic: &str, payload: &[u8], kind: &str, ty: &str) -> bool {
+    topic.ends_with(&format!("/events/{kind}")) && json(payload)["type"] == ty
+}
+
+fn schema() -> jsonschema::Validator {
+    let path = find_in_project("deploy/schema/event.schema.json").expect("deploy/schema/event.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
+}
+
+fn assert_valid(validator: &jsonschema::Validator, v: &Value) {
+    let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "payload does not match deploy/schema/event.schema.json: {errors:#?}\n{v:#}");
+}
+
+#[test]
+fn lane_blocked_start_and_end_arrive_with_snapshot() {
+    let broker = Mosquitto::start().expect("mosquitto");
+    let server = RtspServer::start(&clip(), 0, "/cam").expect("rtsp server");
+    let mut sub = Subscriber::start(broker.port());
+    let agent = Agent::start(server.port(), broker.port());
+    let validator = schema();
+
+    sub.wait_for("agent online", Duration::from_secs(30), |t, p| t.ends_with("e2e-agent/status") && json(p)["state"] == "online");
+    sub.wait_for("camera streaming", Duration::from_secs(30), |t, p| camera_state(t, p, "streaming"));
+
+    // The clip: 4 s clear, 16 s parked cars, 10 s clear. Dwell 3 s.
+    let (topic, start) = sub.wait_for("lane_blocked start", Duration::from_secs(40), |t, p| event(t, p, "lane_blocked", "start"));
+    assert_eq!(topic, "alleywatch/d1/s1/c1/e2e-agent/events/lane_blocked");
+    let start = json(&start);
+    assert_valid(&validator, &start);
+    assert_eq!(start["zone"], "kerb");
+    assert_eq!(start["camera"]["id"], "cam-1");
+    assert_eq!(start["site"], "d1/s1/c1");
+    let objects = start["evidence"]["objects"].as_array().unwrap();
+    assert!(!objects.is_empty(), "start carries the blocking objects");
+    assert!(objects.iter().all(|o| ["car", "truck", "bus"].contains(&o["label"].as_str().unwrap())));
+    assert!(start["duration_s"].as_f64().unwrap() >= 3.0, "start only after the dwell: {}", start["duration_s"]);
+    let id = start["id"].as_str().unwrap().to_string();
+
+    // The snapshot was published before the event, under the event's id.
+    let snapshot_topic = start["snapshot"]["topic"].as_str().unwrap().to_string();
+    assert!(snapshot_topic.contains(&id));
+    let (_, jpeg, _) = sub
+        .seen
+        .iter()
+        .find(|(t, _, _)| *t == snapshot_topic)
+        .cloned()
+        .expect("snapshot published before its start event");
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "snapshot is a JPEG");
+    let img = image::load_from_memory(&jpeg).expect("snapshot decodes");
+    assert_eq!(img.width(), start["snapshot"]["width"].as_u64().unwrap() as u32);
+    assert_eq!(jpeg.len() as u64, start["snapshot"]["bytes"].as_u64().unwrap());
+
+    let (_, end) = sub.wait_for("lane_blocked end", Duration::from_secs(40), |t, p| event(t, p, "lane_blocked", "end"));
+    let end = json(&end);
+    assert_valid(&validator, &end);
+    assert_eq!(end["id"], id.as_str(), "end closes the same event");
+    assert!(end["ended_at"].is_string());
+    assert!(end["seq"].as_u64().unwrap() > start["seq"].as_u64().unwrap(), "seq increases");
+    let d = end["duration_s"].as_f64().unwrap();
+    assert!((10.0..=25.0).contains(&d), "the cars stood ~16 s (+/- dwell and clear): {d}");
+
+    // Exactly one start and one end for this event (no duplicates).
+    let count = |ty: &str| sub.seen.iter().filter(|(t, p, _)| event(t, p, "lane_blocked", ty) && json(p)["id"] == id.as_str()).count();
+    assert_eq!((count("start"), count("end")), (1, 1));
+
+    let log = agent.stop();
+    sub.wait_for("agent offline after SIGTERM", Duration::from_secs(15), |t, p| t.ends_with("e2e-agent/status") && json(p)["state"] == "offline");
+    // Credentials never leave the agent: not in topics, payloads or logs.
+    for (t, p, _) in &sub.seen {
+        assert!(!t.contains(SECRET) && !String::from_utf8_lossy(p).contains(SECRET), "credential leaked on {t}");
+    }
+    if std::env::var_os("E2E_AGENT_LOG").is_none() {
+        assert!(log.contains("camera streaming"), "agent log captured: {log}");
+        assert!(!log.contains(SECRET), "credential leaked into the log");
+    }
+}
+
+#[test]
+fn camera_reconnects_after_rtsp_server_restart() {
+    let broker = Mosquitto::start().expect("mosquitto");
+    let clip = clip();
+    let server = RtspServer::start(&clip, 0, "/cam").expect("rtsp server");
+    let port = server.port();
+    let mut sub = Subscriber::start(broker.port());
+    let agent = Agent::start(port, broker.port());
+
+    sub.wait_for("camera streaming", Duration::from_secs(30), |t, p| camera_state(t, p, "streaming"));
+    // Kill the camera mid-stream.
+    server.stop();
+    let (_, down) = sub.wait_for("camera reconnecting", Duration::from_secs(30), |t, p| camera_state(t, p, "reconnecting"));
+    let down = json(&down);
+    assert!(down["last_error"].is_string(), "reconnecting status says why: {down}");
+    assert!(!down["last_error"].as_str().unwrap().contains(SECRET));
+    assert!(down["reconnects"].as_u64().unwrap() >= 1);
+
+    // Bring it back on the same port: the agent must find it again.
+    let _server = RtspServer::start(&clip, port, "/cam").expect("rtsp server restart");
+    let (_, up) = sub.wait_for("camera streaming again", Duration::from_secs(30), |t, p| camera_state(t, p, "streaming"));
+    let up = json(&up);
+    assert!(up["reconnects"].as_u64().unwrap() >= 1, "{up}");
+    assert!(up["last_error"].is_null(), "a healthy camera clears its error: {up}");
+    // Retained: a centre connecting now sees the current state at once.
+    assert!(sub.seen.iter().any(|(t, p, r)| camera_state(t, p, "streaming") && !*r) || sub.seen.iter().any(|(_, _, r)| *r));
+    let states: HashSet<String> = sub.seen.iter().filter(|(t, _, _)| t.contains("/cameras/")).map(|(_, p, _)| json(p)["state"].to_string()).collect();
+    assert!(states.contains("\"reconnecting\"") && states.contains("\"streaming\""));
+    drop(agent);
+}

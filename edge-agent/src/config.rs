@@ -187,6 +187,11 @@ pub struct SourceDefaults {
     /// Cap on the reconnect delay. Retries never stop.
     #[serde(default = "default_backoff_max_s")]
     pub backoff_max_s: f64,
+    /// A camera with no frame for this long is restarted (watchdog). Some
+    /// RTSP servers vanish without closing the stream, and only this
+    /// notices.
+    #[serde(default = "default_stall_timeout_s")]
+    pub stall_timeout_s: f64,
 }
 
 impl Default for SourceDefaults {
@@ -195,6 +200,7 @@ impl Default for SourceDefaults {
             latency_ms: default_latency_ms(),
             backoff_initial_s: default_backoff_initial_s(),
             backoff_max_s: default_backoff_max_s(),
+            stall_timeout_s: default_stall_timeout_s(),
         }
     }
 }
@@ -276,6 +282,9 @@ fn default_backoff_initial_s() -> f64 {
 }
 fn default_backoff_max_s() -> f64 {
     30.0
+}
+fn default_stall_timeout_s() -> f64 {
+    10.0
 }
 fn default_fps() -> f64 {
     5.0
@@ -444,6 +453,10 @@ impl Config {
         }
         if !(s.backoff_max_s >= s.backoff_initial_s) {
             return err("source.backoff_max_s", "must be ≥ source.backoff_initial_s".into());
+        }
+
+        if !(s.stall_timeout_s >= 1.0 && s.stall_timeout_s.is_finite()) {
+            return err("source.stall_timeout_s", "must be at least 1".into());
         }
 
         if self.cameras.is_empty() {

@@ -57,14 +57,16 @@ impl Mosquitto {
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "mosquitto not installed (run deploy/setup.sh)"))?;
         let dir = tempfile::tempdir()?;
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 0\n"))?;
-        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"))?;
+        let log = std::fs::File::create(dir.path().join("mosquitto.log"))?;
+        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn()?;
         let mut m = Mosquitto { child, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         // Wait for the listener: the event we need is "port accepts".
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = m.child.try_wait()? {
-                return Err(std::io::Error::other(format!("mosquitto exited at start ({status}); port {port} taken?")));
+                let log = std::fs::read_to_string(m._dir.path().join("mosquitto.log")).unwrap_or_default();
+                return Err(std::io::Error::other(format!("mosquitto exited at start ({status}): {}", log.trim())));
             }
             if Instant::now() > deadline {
                 return Err(std::io::Error::other("mosquitto did not start listening within 10 s"));

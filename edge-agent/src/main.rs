@@ -1,6 +1,7 @@
 //! The `edge-agent` binary: flag parsing, logging, signals; everything else
 //! lives in the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -49,11 +50,14 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints alerts itself; its logs default to warnings only.
+    let default_filter = if matches!(cli.command, Cmd::Demo { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Cmd::CheckConfig { file } => check_config(&file),
         Cmd::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
@@ -144,7 +148,9 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
     println!("  lane   : \"kerb-lane\" over the parked cars; classes car/truck/bus; dwell 4 s, clear 2 s");
     println!("  waiting for lane_blocked start and end (snapshots go to {}/)\n", out.display());
 
-    let (client, mut events) = AsyncClient::new(MqttOptions::new("alleywatch-demo-viewer", "127.0.0.1", broker.port()), 64);
+    let mut opts = MqttOptions::new("alleywatch-demo-viewer", "127.0.0.1", broker.port());
+    opts.set_max_packet_size(8 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 64);
     client.subscribe("alleywatch/#", QoS::AtLeastOnce).await?;
     // Wait for the subscription before the agent starts publishing.
     loop {

@@ -128,7 +128,7 @@ fn spawn_supervisor(
         options: SourceOptions { latency_ms: s.latency_ms },
         backoff_initial: Duration::from_secs_f64(s.backoff_initial_s),
         backoff_max: Duration::from_secs_f64(s.backoff_max_s),
-        stall_after: Duration::from_secs(10),
+        stall_after: Duration::from_secs_f64(s.stall_timeout_s),
         slot,
         shutdown,
         on_status: Box::new(move |status| {

@@ -96,7 +96,9 @@ pub const NANODET_BINS: usize = 11;
 /// NanoDet: per stride, class scores `[cells, classes]` (sigmoid-ed) and box
 /// distributions `[cells, 4 * 11]` (left, top, right, bottom). Each side is
 /// the softmax expectation over its 11 bins, times the stride, measured from
-/// the cell's top-left corner (`col * stride`, as NanoDet's `get_single_level_center_point`).
+/// the cell centre `((col + 0.5) * stride, (row + 0.5) * stride)`, as in
+/// upstream NanoDet's GFL head (checked against CenterNet and YOLOX boxes on
+/// real frames: with the corner instead, boxes shift by half a stride).
 pub fn nanodet(level: usize, scores: &[f32], boxes: &[f32], classes: usize, input: usize, threshold: f32, found: &mut Vec<Candidate>) {
     let s = STRIDES[level];
     let g = input.div_ceil(s);
@@ -106,7 +108,7 @@ pub fn nanodet(level: usize, scores: &[f32], boxes: &[f32], classes: usize, inpu
         if score < threshold {
             continue;
         }
-        let (cx, cy) = ((cell % g * s) as f32, (cell / g * s) as f32);
+        let (cx, cy) = (((cell % g) as f32 + 0.5) * s as f32, ((cell / g) as f32 + 0.5) * s as f32);
         let dist = &boxes[cell * 4 * NANODET_BINS..(cell + 1) * 4 * NANODET_BINS];
         let side = |k: usize| softmax_expectation(&dist[k * NANODET_BINS..(k + 1) * NANODET_BINS]) * s as f32;
         found.push(Candidate { x1: cx - side(0), y1: cy - side(1), x2: cx + side(2), y2: cy + side(3), class_id, score });
@@ -239,9 +241,9 @@ mod tests {
         nanodet(0, &scores, &boxes, classes, 32, 0.3, &mut found);
         assert_eq!(found.len(), 1);
         let c = found[0];
-        // Cell corner (8, 8); left/top 1*8, right/bottom 2*8.
-        assert!((c.x1 - 0.0).abs() < 1e-3 && (c.y1 - 0.0).abs() < 1e-3, "{c:?}");
-        assert!((c.x2 - 24.0).abs() < 1e-3 && (c.y2 - 24.0).abs() < 1e-3, "{c:?}");
+        // Cell centre (12, 12); left/top 1*8, right/bottom 2*8.
+        assert!((c.x1 - 4.0).abs() < 1e-3 && (c.y1 - 4.0).abs() < 1e-3, "{c:?}");
+        assert!((c.x2 - 28.0).abs() < 1e-3 && (c.y2 - 28.0).abs() < 1e-3, "{c:?}");
     }
 
     #[test]

@@ -110,9 +110,10 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
                     src.set_property_from_str("protocols", "tcp");
                     src.set_property("latency", latency);
                     // Fail within seconds, not the default 20 s, when the
-                    // camera does not answer; the supervisor retries.
+                    // camera does not answer (this also bounds TEARDOWN on
+                    // a dead connection); the supervisor retries.
                     if src.find_property("tcp-timeout").is_some() {
-                        src.set_property("tcp-timeout", 5_000_000u64);
+                        src.set_property("tcp-timeout", 3_000_000u64);
                     }
                 }
             }

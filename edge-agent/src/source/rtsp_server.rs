@@ -8,7 +8,6 @@
 //! camera going away mid-stream.
 
 use std::path::Path;
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use gstreamer::glib;
@@ -20,6 +19,8 @@ use super::SourceError;
 pub struct RtspServer {
     port: u16,
     mount: String,
+    server: rtsp::RTSPServer,
+    source: Option<glib::SourceId>,
     main_loop: glib::MainLoop,
     context: glib::MainContext,
     thread: Option<JoinHandle<()>>,
@@ -37,54 +38,39 @@ impl RtspServer {
             "( filesrc location=\"{}\" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
             clip.display().to_string().replace('"', "\\\"")
         );
+        let server = rtsp::RTSPServer::new();
+        server.set_address("127.0.0.1");
+        server.set_service(&port.to_string());
+        let factory = rtsp::RTSPMediaFactory::new();
+        factory.set_launch(&launch);
+        factory.set_shared(false);
+        let mounts = server.mount_points().ok_or_else(|| SourceError::Build("RTSP server has no mount points".into()))?;
+        mounts.add_factory(mount, factory);
+
+        // The server's sockets and clients live on a private context, run
+        // by a private loop on its own thread.
         let context = glib::MainContext::new();
+        let source = server
+            .attach(Some(&context))
+            .map_err(|e| SourceError::Build(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+        let port = server.bound_port() as u16;
         let main_loop = glib::MainLoop::new(Some(&context), false);
-        let (tx, rx) = mpsc::channel::<Result<u16, String>>();
-        let loop2 = main_loop.clone();
-        let context2 = context.clone();
-        let mount2 = mount.to_string();
+        let (ctx, ml) = (context.clone(), main_loop.clone());
         let thread = std::thread::Builder::new()
             .name("rtsp-server".into())
             .spawn(move || {
-                let ctx = context2.clone();
-                let run = context2.with_thread_default(|| {
-                    let server = rtsp::RTSPServer::new();
-                    server.set_address("127.0.0.1");
-                    server.set_service(&port.to_string());
-                    let factory = rtsp::RTSPMediaFactory::new();
-                    factory.set_launch(&launch);
-                    factory.set_shared(false);
-                    let Some(mounts) = server.mount_points() else {
-                        let _ = tx.send(Err("server has no mount points".into()));
-                        return;
-                    };
-                    mounts.add_factory(&mount2, factory);
-                    let source = match server.attach(Some(&ctx)) {
-                        Ok(id) => id,
-                        Err(e) => {
-                            let _ = tx.send(Err(format!("cannot listen on 127.0.0.1:{port}: {e}")));
-                            return;
-                        }
-                    };
-                    let _ = tx.send(Ok(server.bound_port() as u16));
-                    loop2.run();
-                    // Stopping: hang up on every client, then stop listening.
-                    server.client_filter(Some(&mut |_, client| {
-                        client.close();
-                        rtsp::RTSPFilterResult::Remove
-                    }));
-                    source.remove();
-                });
-                if let Err(e) = run {
-                    let _ = tx.send(Err(e.to_string()));
-                }
+                let _ = ctx.with_thread_default(|| ml.run());
             })
             .map_err(|e| SourceError::Build(e.to_string()))?;
-        let port = rx
-            .recv()
-            .map_err(|_| SourceError::Build("RTSP server thread died".into()))?
-            .map_err(SourceError::Build)?;
-        Ok(RtspServer { port, mount: mount.to_string(), main_loop, context, thread: Some(thread) })
+        Ok(RtspServer {
+            port,
+            mount: mount.to_string(),
+            server,
+            source: Some(source),
+            main_loop,
+            context,
+            thread: Some(thread),
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -95,19 +81,34 @@ impl RtspServer {
         format!("rtsp://127.0.0.1:{}{}", self.port, self.mount)
     }
 
-    /// Hangs up on all clients and stops listening.
+    /// Hangs up on all clients (tearing down their media) and stops
+    /// listening, like a camera losing power.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        // Quit from inside the loop's own context: a quit() that lands
-        // before run() has started would be lost.
-        let main_loop = self.main_loop.clone();
-        self.context.invoke(move || main_loop.quit());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let Some(thread) = self.thread.take() else { return };
+        let (server, main_loop, context) = (self.server.clone(), self.main_loop.clone(), self.context.clone());
+        let source = self.source.take();
+        // Run the teardown inside the loop's own context, where the server's
+        // objects live; a quit() issued before run() started would be lost,
+        // an invoked one is not.
+        self.context.invoke(move || {
+            if let Some(pool) = server.session_pool() {
+                pool.filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
+            }
+            server.client_filter(Some(&mut |_, client| {
+                client.close();
+                rtsp::RTSPFilterResult::Remove
+            }));
+            // SourceId::remove() looks in the default context; ours is private.
+            if let Some(src) = source.and_then(|id| context.find_source_by_id(&id)) {
+                src.destroy();
+            }
+            main_loop.quit();
+        });
+        let _ = thread.join();
     }
 }
 

@@ -66,6 +66,35 @@ pub struct Supervisor {
     pub on_status: Box<dyn Fn(CameraStatus) + Send>,
 }
 
+/// How long a pipeline may take to stop before it is abandoned.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stops a pipeline without letting it block the supervisor.
+///
+/// `rtspsrc` can hang in its state change when the server vanished
+/// mid-stream (seen with GStreamer 1.22: the change to NULL waits on a lock
+/// its own streaming task holds). The stop runs on a helper thread; if it
+/// has not finished within [`TEARDOWN_TIMEOUT`] the pipeline is abandoned
+/// (logged) and the camera reconnects with a fresh one, so one bad stream
+/// never stalls its camera for good. The abandoned pipeline's threads and
+/// buffers stay allocated: a camera that vanishes this way many times a day
+/// leaks a little each time (see the README's known issues).
+fn teardown(pipeline: &gst::Pipeline, camera: &str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = pipeline.clone();
+    let spawned = std::thread::Builder::new().name(format!("teardown-{camera}")).spawn(move || {
+        let _ = p.set_state(gst::State::Null);
+        let _ = tx.send(());
+    });
+    if spawned.is_err() {
+        let _ = pipeline.set_state(gst::State::Null);
+        return;
+    }
+    if rx.recv_timeout(TEARDOWN_TIMEOUT).is_err() {
+        tracing::warn!(timeout_s = TEARDOWN_TIMEOUT.as_secs(), "pipeline did not stop in time; abandoning it");
+    }
+}
+
 /// Outcome of one pipeline run.
 struct RunEnd {
     error: Option<SourceError>,
@@ -125,7 +154,7 @@ impl Supervisor {
         let pipeline = p.pipeline;
         let started = Instant::now();
         let end = |error: Option<SourceError>, streamed: bool| {
-            let _ = pipeline.set_state(gst::State::Null);
+            teardown(&pipeline, &self.camera.id);
             RunEnd { error, streamed }
         };
         let Some(bus) = pipeline.bus() else {
