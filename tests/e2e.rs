@@ -137,7 +137,11 @@ impl Subscriber {
                     }
                 }
                 Err(_) => {
-                    let topics: Vec<String> = self.seen.iter().map(|(t, p, _)| format!("{t} {}", String::from_utf8_lossy(&p[..p.len().min(120)]))).collect();
+                    let topics: Vec<String> = self
+                        .seen
+                        .iter()
+                        .map(|(t, p, _)| format!("{t} {}", String::from_utf8_lossy(&p[..p.len().min(120)])))
+                        .collect();
                     panic!("timed out after {timeout:?} waiting for {what}; saw:\n{}", topics.join("\n"));
                 }
             }
@@ -176,11 +180,14 @@ fn lane_blocked_start_and_end_arrive_with_snapshot() {
     let agent = Agent::start(server.port(), broker.port());
     let validator = schema();
 
-    sub.wait_for("agent online", Duration::from_secs(30), |t, p| t.ends_with("e2e-agent/status") && json(p)["state"] == "online");
+    sub.wait_for("agent online", Duration::from_secs(30), |t, p| {
+        t.ends_with("e2e-agent/status") && json(p)["state"] == "online"
+    });
     sub.wait_for("camera streaming", Duration::from_secs(30), |t, p| camera_state(t, p, "streaming"));
 
     // The clip: 4 s clear, 16 s parked cars, 10 s clear. Dwell 3 s.
-    let (topic, start) = sub.wait_for("lane_blocked start", Duration::from_secs(40), |t, p| event(t, p, "lane_blocked", "start"));
+    let (topic, start) =
+        sub.wait_for("lane_blocked start", Duration::from_secs(40), |t, p| event(t, p, "lane_blocked", "start"));
     assert_eq!(topic, "alleywatch/d1/s1/c1/e2e-agent/events/lane_blocked");
     let start = json(&start);
     assert_valid(&validator, &start);
@@ -217,11 +224,15 @@ fn lane_blocked_start_and_end_arrive_with_snapshot() {
     assert!((10.0..=25.0).contains(&d), "the cars stood ~16 s (+/- dwell and clear): {d}");
 
     // Exactly one start and one end for this event (no duplicates).
-    let count = |ty: &str| sub.seen.iter().filter(|(t, p, _)| event(t, p, "lane_blocked", ty) && json(p)["id"] == id.as_str()).count();
+    let count = |ty: &str| {
+        sub.seen.iter().filter(|(t, p, _)| event(t, p, "lane_blocked", ty) && json(p)["id"] == id.as_str()).count()
+    };
     assert_eq!((count("start"), count("end")), (1, 1));
 
     let log = agent.stop();
-    sub.wait_for("agent offline after SIGTERM", Duration::from_secs(15), |t, p| t.ends_with("e2e-agent/status") && json(p)["state"] == "offline");
+    sub.wait_for("agent offline after SIGTERM", Duration::from_secs(15), |t, p| {
+        t.ends_with("e2e-agent/status") && json(p)["state"] == "offline"
+    });
     // Credentials never leave the agent: not in topics, payloads or logs.
     for (t, p, _) in &sub.seen {
         assert!(!t.contains(SECRET) && !String::from_utf8_lossy(p).contains(SECRET), "credential leaked on {t}");
@@ -244,7 +255,8 @@ fn camera_reconnects_after_rtsp_server_restart() {
     sub.wait_for("camera streaming", Duration::from_secs(30), |t, p| camera_state(t, p, "streaming"));
     // Kill the camera mid-stream.
     server.stop();
-    let (_, down) = sub.wait_for("camera reconnecting", Duration::from_secs(30), |t, p| camera_state(t, p, "reconnecting"));
+    let (_, down) =
+        sub.wait_for("camera reconnecting", Duration::from_secs(30), |t, p| camera_state(t, p, "reconnecting"));
     let down = json(&down);
     assert!(down["last_error"].is_string(), "reconnecting status says why: {down}");
     assert!(!down["last_error"].as_str().unwrap().contains(SECRET));
@@ -252,13 +264,21 @@ fn camera_reconnects_after_rtsp_server_restart() {
 
     // Bring it back on the same port: the agent must find it again.
     let _server = RtspServer::start(&clip, port, "/cam").expect("rtsp server restart");
-    let (_, up) = sub.wait_for("camera streaming again", Duration::from_secs(30), |t, p| camera_state(t, p, "streaming"));
+    let (_, up) =
+        sub.wait_for("camera streaming again", Duration::from_secs(30), |t, p| camera_state(t, p, "streaming"));
     let up = json(&up);
     assert!(up["reconnects"].as_u64().unwrap() >= 1, "{up}");
     assert!(up["last_error"].is_null(), "a healthy camera clears its error: {up}");
     // Retained: a centre connecting now sees the current state at once.
-    assert!(sub.seen.iter().any(|(t, p, r)| camera_state(t, p, "streaming") && !*r) || sub.seen.iter().any(|(_, _, r)| *r));
-    let states: HashSet<String> = sub.seen.iter().filter(|(t, _, _)| t.contains("/cameras/")).map(|(_, p, _)| json(p)["state"].to_string()).collect();
+    assert!(
+        sub.seen.iter().any(|(t, p, r)| camera_state(t, p, "streaming") && !*r) || sub.seen.iter().any(|(_, _, r)| *r)
+    );
+    let states: HashSet<String> = sub
+        .seen
+        .iter()
+        .filter(|(t, _, _)| t.contains("/cameras/"))
+        .map(|(_, p, _)| json(p)["state"].to_string())
+        .collect();
     assert!(states.contains("\"reconnecting\"") && states.contains("\"streaming\""));
     drop(agent);
 }

@@ -151,10 +151,7 @@ pub struct Alerts {
 
 impl Default for Alerts {
     fn default() -> Self {
-        Alerts {
-            update_interval_s: default_update_interval_s(),
-            snapshot_quality: default_jpeg_quality(),
-        }
+        Alerts { update_interval_s: default_update_interval_s(), snapshot_quality: default_jpeg_quality() }
     }
 }
 
@@ -169,9 +166,7 @@ pub struct Http {
 
 impl Default for Http {
     fn default() -> Self {
-        Http {
-            bind: default_http_bind(),
-        }
+        Http { bind: default_http_bind() }
     }
 }
 
@@ -300,10 +295,7 @@ fn default_clear_s() -> f64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read config: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Read { file: PathBuf, source: std::io::Error },
     #[error("{}{}: {key}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         file: PathBuf,
@@ -318,10 +310,8 @@ impl Config {
     /// Reads, parses and validates a config file. Relative paths inside it
     /// are resolved against the file's directory.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-            file: file.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_path_buf(), source })?;
         let mut config = Config::parse(&text, file)?;
         let base = file.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
@@ -345,11 +335,7 @@ impl Config {
             let inner = e.into_inner();
             let line = inner.span().map(|s| line_of(text, s.start));
             // `?` is serde_path_to_error's "unknown position"; the root.
-            let key = if key == "." || key == "?" {
-                "(top level)".into()
-            } else {
-                key
-            };
+            let key = if key == "." || key == "?" { "(top level)".into() } else { key };
             invalid(key, first_line(inner.message()), line)
         })?;
         if let Err((key, message)) = config.validate() {
@@ -416,10 +402,7 @@ impl Config {
 
         let d = &self.detector;
         if d.input_size < 32 || d.input_size > 2048 || d.input_size % 32 != 0 {
-            return err(
-                "detector.input_size",
-                format!("{} is not a multiple of 32 between 32 and 2048", d.input_size),
-            );
+            return err("detector.input_size", format!("{} is not a multiple of 32 between 32 and 2048", d.input_size));
         }
         if !(0.0..=1.0).contains(&d.score_threshold) {
             return err("detector.score_threshold", format!("{} is outside 0–1", d.score_threshold));
@@ -444,18 +427,18 @@ impl Config {
         if !(1..=100).contains(&self.alerts.snapshot_quality) {
             return err("alerts.snapshot_quality", "must be 1–100".into());
         }
-        if !(self.alerts.update_interval_s >= 0.0) {
+        if !at_least(self.alerts.update_interval_s, 0.0) {
             return err("alerts.update_interval_s", "must be ≥ 0".into());
         }
         let s = &self.source;
-        if !(s.backoff_initial_s > 0.0) {
+        if !at_least(s.backoff_initial_s, 0.001) {
             return err("source.backoff_initial_s", "must be > 0".into());
         }
-        if !(s.backoff_max_s >= s.backoff_initial_s) {
+        if !at_least(s.backoff_max_s, s.backoff_initial_s) {
             return err("source.backoff_max_s", "must be ≥ source.backoff_initial_s".into());
         }
 
-        if !(s.stall_timeout_s >= 1.0 && s.stall_timeout_s.is_finite()) {
+        if !at_least(s.stall_timeout_s, 1.0) {
             return err("source.stall_timeout_s", "must be at least 1".into());
         }
 
@@ -476,7 +459,7 @@ impl Config {
             if let Some(u) = &c.snapshot_url {
                 check_url(u).or_else(|m| err(&at("snapshot_url"), m))?;
             }
-            if !(c.fps > 0.0 && c.fps <= 60.0) {
+            if !(at_least(c.fps, 0.01) && c.fps <= 60.0) {
                 return err(&at("fps"), format!("{} is outside (0, 60]", c.fps));
             }
             if c.analysis_width < 64 || c.analysis_width > 3840 || c.analysis_width % 2 != 0 {
@@ -508,19 +491,27 @@ impl Config {
                 }
                 for class in &lane.classes {
                     if !labels.contains(class) {
-                        return err(&at("classes"), format!("unknown class {class:?}: not among the detector's labels"));
+                        return err(
+                            &at("classes"),
+                            format!("unknown class {class:?}: not among the detector's labels"),
+                        );
                     }
                 }
-                if !(lane.dwell_s >= 0.0 && lane.dwell_s.is_finite()) {
+                if !at_least(lane.dwell_s, 0.0) {
                     return err(&at("dwell_s"), format!("{} must be ≥ 0", lane.dwell_s));
                 }
-                if !(lane.clear_s >= 0.0 && lane.clear_s.is_finite()) {
+                if !at_least(lane.clear_s, 0.0) {
                     return err(&at("clear_s"), format!("{} must be ≥ 0", lane.clear_s));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// `v >= min`, and not NaN or infinite (TOML allows both).
+fn at_least(v: f64, min: f64) -> bool {
+    v.is_finite() && v >= min
 }
 
 /// Topic levels and ids: no MQTT wildcards or separators, nothing that needs
@@ -587,4 +578,188 @@ fn locate(text: &str, key: &str) -> Option<usize> {
         }
     }
     span.map(|s| line_of(text, s.start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"agent_id = "edge-1"
+site = { district = "d", street = "s", community = "c" }
+
+[broker]
+host = "127.0.0.1"
+
+[detector]
+path = "m.onnx"
+format = "nanodet"
+input_size = 416
+
+[[cameras]]
+id = "cam-1"
+name = "Camera 1"
+url = "rtsp://u:p@10.0.0.1/sub"
+lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classes = ["car"], dwell_s = 30 }]
+"#;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
+    }
+
+    /// `GOOD` with one substring replaced; the replacement must apply.
+    fn bad(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from:?} not in GOOD");
+        let text = GOOD.replacen(from, to, 1);
+        parse(&text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.broker.port, 1883);
+        assert_eq!(c.broker.topic_root, "alleywatch");
+        assert_eq!(c.cameras[0].fps, 5.0);
+        assert_eq!(c.cameras[0].lanes[0].clear_s, 3.0);
+        assert_eq!(c.http.bind.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.site.path(), "d/s/c");
+        assert_eq!(c.labels().len(), 80);
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/alleywatch.example.toml");
+        let c = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.cameras.len(), 2);
+        assert!(c.broker.tls);
+        assert!(c.detector.path.ends_with("models/nanodet.onnx"), "relative to the file: {:?}", c.detector.path);
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        assert_eq!(
+            bad("agent_id", "agnet_id = \"x\"\nagent_id"),
+            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `alerts`, `http`, `source`, `cameras`"
+        );
+    }
+
+    #[test]
+    fn unknown_lane_key_names_the_path() {
+        assert_eq!(
+            bad("dwell_s = 30", "dwell = 30"),
+            "test.toml:16: cameras[0].lanes[0].dwell: unknown field `dwell`, expected one of `name`, `polygon`, `classes`, `dwell_s`, `clear_s`"
+        );
+    }
+
+    #[test]
+    fn missing_required_key() {
+        assert_eq!(bad("input_size = 416\n", ""), "test.toml:7: detector: missing field `input_size`");
+    }
+
+    #[test]
+    fn wrong_type() {
+        assert_eq!(
+            bad("dwell_s = 30", "dwell_s = \"30s\""),
+            "test.toml:16: cameras[0].lanes[0].dwell_s: invalid type: string \"30s\", expected f64"
+        );
+    }
+
+    #[test]
+    fn unknown_model_format() {
+        assert_eq!(
+            bad("format = \"nanodet\"", "format = \"yolo5\""),
+            "test.toml:9: detector.format: unknown variant `yolo5`, expected one of `nanodet`, `yolox`, `yolov8`, `centernet`"
+        );
+    }
+
+    #[test]
+    fn polygon_out_of_range() {
+        assert_eq!(
+            bad("[0.9, 0.9]]", "[900, 600]]"),
+            "test.toml:16: cameras[0].lanes[0].polygon: point 2 [900, 600] is outside 0–1 (coordinates are normalised)"
+        );
+    }
+
+    #[test]
+    fn polygon_too_few_points() {
+        assert_eq!(
+            bad("[[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]", "[[0.1, 0.1], [0.9, 0.1]]"),
+            "test.toml:16: cameras[0].lanes[0].polygon: needs at least 3 points, got 2"
+        );
+    }
+
+    #[test]
+    fn unknown_class() {
+        assert_eq!(
+            bad("classes = [\"car\"]", "classes = [\"cars\"]"),
+            "test.toml:16: cameras[0].lanes[0].classes: unknown class \"cars\": not among the detector's labels"
+        );
+    }
+
+    #[test]
+    fn negative_dwell() {
+        assert_eq!(bad("dwell_s = 30", "dwell_s = -1"), "test.toml:16: cameras[0].lanes[0].dwell_s: -1 must be ≥ 0");
+    }
+
+    #[test]
+    fn bad_url_scheme_is_redacted() {
+        assert_eq!(
+            bad("rtsp://u:p@10.0.0.1/sub", "http://u:p@10.0.0.1/sub"),
+            "test.toml:15: cameras[0].url: http://***@10.0.0.1/sub: unsupported scheme \"http\" (use rtsp, rtsps, file or test)"
+        );
+    }
+
+    #[test]
+    fn duplicate_camera_id() {
+        let text = format!("{GOOD}\n[[cameras]]\nid = \"cam-1\"\nname = \"again\"\nurl = \"test://ball\"\n");
+        assert_eq!(parse(&text).unwrap_err(), "test.toml:19: cameras[1].id: duplicate camera id \"cam-1\"");
+    }
+
+    #[test]
+    fn topic_unsafe_camera_id() {
+        assert_eq!(
+            bad("id = \"cam-1\"", "id = \"cam/1\""),
+            "test.toml:13: cameras[0].id: \"cam/1\" contains '/'; use letters, digits, '-', '_' or '.'"
+        );
+    }
+
+    #[test]
+    fn tls_without_ca_file() {
+        assert_eq!(
+            bad("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\ntls = true"),
+            "test.toml:4: broker.ca_file: is required when broker.tls = true"
+        );
+    }
+
+    #[test]
+    fn input_size_not_multiple_of_32() {
+        assert_eq!(
+            bad("input_size = 416", "input_size = 400"),
+            "test.toml:10: detector.input_size: 400 is not a multiple of 32 between 32 and 2048"
+        );
+    }
+
+    #[test]
+    fn fps_out_of_range() {
+        assert_eq!(
+            bad("name = \"Camera 1\"", "name = \"Camera 1\"\nfps = 0"),
+            "test.toml:15: cameras[0].fps: 0 is outside (0, 60]"
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        assert_eq!(bad("[broker]", "[broker"), "test.toml:4: (syntax): unclosed table, expected `]`");
+    }
+
+    #[test]
+    fn no_cameras() {
+        let text = "cameras = []\n".to_string() + GOOD.split("[[cameras]]").next().unwrap();
+        assert_eq!(parse(&text).unwrap_err(), "test.toml:1: cameras: at least one camera is required");
+    }
+
+    #[test]
+    fn unreadable_file_names_it() {
+        let err = Config::load(Path::new("/nonexistent/alleywatch.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("/nonexistent/alleywatch.toml: cannot read config:"), "{err}");
+    }
 }

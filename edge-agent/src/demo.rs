@@ -54,10 +54,15 @@ impl Mosquitto {
         let bin = ["mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .find(|b| Command::new(b).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "mosquitto not installed (run deploy/setup.sh)"))?;
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "mosquitto not installed (run deploy/setup.sh)")
+            })?;
         let dir = tempfile::tempdir()?;
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"))?;
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"),
+        )?;
         let log = std::fs::File::create(dir.path().join("mosquitto.log"))?;
         let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn()?;
         let mut m = Mosquitto { child, port, _dir: dir };
@@ -137,7 +142,9 @@ pub fn describe(topic: &str, payload: &[u8], t: Duration) -> String {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .map(|o| format!("{} {:.2}", o["label"].as_str().unwrap_or("?"), o["score"].as_f64().unwrap_or(0.0)))
+                    .map(|o| {
+                        format!("{} {:.2}", o["label"].as_str().unwrap_or("?"), o["score"].as_f64().unwrap_or(0.0))
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -16,7 +16,11 @@ use edge_agent::shutdown::Shutdown;
 use edge_agent::source::rtsp_server::RtspServer;
 
 #[derive(Parser)]
-#[command(name = "edge-agent", version, about = "alleywatch edge agent: RTSP cameras in, ONNX analytics, MQTT alerts out")]
+#[command(
+    name = "edge-agent",
+    version,
+    about = "alleywatch edge agent: RTSP cameras in, ONNX analytics, MQTT alerts out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -31,9 +35,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// Validate a configuration file (and its model and ONNX Runtime) and exit.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
     /// Run the demo: an in-process RTSP camera, a private broker, the agent,
     /// and every alert printed as it arrives.
     Demo {
@@ -54,7 +56,9 @@ fn main() -> ExitCode {
     // The demo prints alerts itself; its logs default to warnings only.
     let default_filter = if matches!(cli.command, Cmd::Demo { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        )
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
@@ -73,7 +77,11 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
@@ -136,7 +144,8 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
     let clip = clip
         .or_else(|| demo::find_in_project(demo::DEMO_CLIP))
         .context("demo clip not found: run deploy/setup.sh first (it makes .deps/media/demo_lane.mp4)")?;
-    let model = demo::find_in_project(demo::DEFAULT_MODEL).context("models/nanodet.onnx not found: run the demo from the checkout")?;
+    let model = demo::find_in_project(demo::DEFAULT_MODEL)
+        .context("models/nanodet.onnx not found: run the demo from the checkout")?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
     let server = RtspServer::start(&clip, 0, "/demo")?;
@@ -154,7 +163,9 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
     client.subscribe("alleywatch/#", QoS::AtLeastOnce).await?;
     // Wait for the subscription before the agent starts publishing.
     loop {
-        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.context("demo viewer cannot reach the broker")? {
+        if let Event::Incoming(Packet::SubAck(_)) =
+            events.poll().await.context("demo viewer cannot reach the broker")?
+        {
             break;
         }
     }

@@ -4,7 +4,9 @@
 //! fixed reasons. Never a URL or an error text, so credentials cannot leak
 //! into a label and the series count stays fixed.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -31,13 +33,22 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("unique metric name");
             c
         };
-        let frames_decoded = counter("alleywatch_frames_decoded_total", "Frames decoded and handed to the latest-frame slot", &["camera"]);
-        let frames_dropped = counter("alleywatch_frames_dropped_total", "Frames dropped before analysis", &["camera", "reason"]);
-        let frames_analysed = counter("alleywatch_frames_analysed_total", "Frames run through detection and rules", &["camera"]);
+        let frames_decoded = counter(
+            "alleywatch_frames_decoded_total",
+            "Frames decoded and handed to the latest-frame slot",
+            &["camera"],
+        );
+        let frames_dropped =
+            counter("alleywatch_frames_dropped_total", "Frames dropped before analysis", &["camera", "reason"]);
+        let frames_analysed =
+            counter("alleywatch_frames_analysed_total", "Frames run through detection and rules", &["camera"]);
         let reconnects = counter("alleywatch_camera_reconnects_total", "Camera stream restarts", &["camera"]);
         let events = counter("alleywatch_events_total", "Event messages sent", &["kind", "type"]);
-        let analysis_errors = counter("alleywatch_analysis_errors_total", "Frames whose analysis failed", &["camera", "stage"]);
-        let camera_up = IntGaugeVec::new(Opts::new("alleywatch_camera_up", "1 while the camera is streaming"), &["camera"]).expect("static metric definition");
+        let analysis_errors =
+            counter("alleywatch_analysis_errors_total", "Frames whose analysis failed", &["camera", "stage"]);
+        let camera_up =
+            IntGaugeVec::new(Opts::new("alleywatch_camera_up", "1 while the camera is streaming"), &["camera"])
+                .expect("static metric definition");
         registry.register(Box::new(camera_up.clone())).expect("unique metric name");
         let stage_seconds = HistogramVec::new(
             HistogramOpts::new("alleywatch_stage_seconds", "Time spent per data-path stage").buckets(BUCKETS.to_vec()),
@@ -45,7 +56,8 @@ impl Metrics {
         )
         .expect("static metric definition");
         registry.register(Box::new(stage_seconds.clone())).expect("unique metric name");
-        let mqtt_connected = IntGauge::new("alleywatch_mqtt_connected", "1 while connected to the broker").expect("static metric definition");
+        let mqtt_connected = IntGauge::new("alleywatch_mqtt_connected", "1 while connected to the broker")
+            .expect("static metric definition");
         registry.register(Box::new(mqtt_connected.clone())).expect("unique metric name");
         Metrics {
             registry,

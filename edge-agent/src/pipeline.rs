@@ -68,7 +68,8 @@ pub async fn run(config: Config, shutdown: Shutdown, metrics: Arc<Metrics>) -> R
         slots.push(slot.clone());
         threads.push(spawn_supervisor(&config, camera, slot.clone(), tx.clone(), shutdown.clone(), metrics.clone())?);
         let analysis = Analysis::new(&config, camera, detector.clone(), slot, tx.clone(), metrics.clone());
-        threads.push(std::thread::Builder::new().name(format!("analysis-{}", camera.id)).spawn(move || analysis.run())?);
+        threads
+            .push(std::thread::Builder::new().name(format!("analysis-{}", camera.id)).spawn(move || analysis.run())?);
     }
     // The publisher ends once every sender is gone: ours goes now, the
     // threads' go as they stop.
@@ -169,13 +170,17 @@ struct Analysis {
 }
 
 impl Analysis {
-    fn new(config: &Config, camera: &Camera, detector: Arc<Detector>, slot: Arc<FrameSlot>, tx: mpsc::Sender<Outbound>, metrics: Arc<Metrics>) -> Analysis {
+    fn new(
+        config: &Config,
+        camera: &Camera,
+        detector: Arc<Detector>,
+        slot: Arc<FrameSlot>,
+        tx: mpsc::Sender<Outbound>,
+        metrics: Arc<Metrics>,
+    ) -> Analysis {
         let labels = config.labels();
-        let rules: Vec<LaneRule> = camera
-            .lanes
-            .iter()
-            .map(|l| LaneRule::new(l.clone(), &labels, config.alerts.update_interval_s))
-            .collect();
+        let rules: Vec<LaneRule> =
+            camera.lanes.iter().map(|l| LaneRule::new(l.clone(), &labels, config.alerts.update_interval_s)).collect();
         Analysis {
             camera: camera.clone(),
             agent: config.agent_id.clone(),
@@ -199,7 +204,8 @@ impl Analysis {
         let span = tracing::info_span!("analysis", camera = %id);
         let _enter = span.enter();
         let m = &self.metrics;
-        let (analysed, decoded) = (m.frames_analysed.with_label_values(&[&id]), m.frames_decoded.with_label_values(&[&id]));
+        let (analysed, decoded) =
+            (m.frames_analysed.with_label_values(&[&id]), m.frames_decoded.with_label_values(&[&id]));
         let dropped = m.frames_dropped.with_label_values(&[id.as_str(), "analysis_busy"]);
         let (pre_errors, infer_errors) = (
             m.analysis_errors.with_label_values(&[id.as_str(), "preprocess"]),
@@ -264,10 +270,8 @@ impl Analysis {
         let wall = frame.wall;
         let ago = |t: f64| Duration::from_secs_f64((now - t).max(0.0));
         let open = match tr.phase {
-            Phase::Start => self.open[lane].insert(OpenEvent {
-                id: event::new_id(),
-                started_at: wall.checked_sub(ago(tr.since)).unwrap_or(wall),
-            }),
+            Phase::Start => self.open[lane]
+                .insert(OpenEvent { id: event::new_id(), started_at: wall.checked_sub(ago(tr.since)).unwrap_or(wall) }),
             // An update or end always follows a start on this rule; the
             // fallback only guards against a logic error, never panics.
             _ => self.open[lane].get_or_insert_with(|| OpenEvent { id: event::new_id(), started_at: wall }),
@@ -280,7 +284,8 @@ impl Analysis {
         let duration_s = ended_at.unwrap_or(wall).duration_since(started_at).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let kind = EventKind::LaneBlocked;
         let boxes: Vec<_> = tr.objects.iter().map(|d| d.bbox).collect();
-        let jpeg = snapshot::render(&frame.data, frame.width, frame.height, &rule.polygon().points, &boxes, self.quality);
+        let jpeg =
+            snapshot::render(&frame.data, frame.width, frame.height, &rule.polygon().points, &boxes, self.quality);
         let snapshot_ref = jpeg.as_ref().map(|j| SnapshotRef {
             topic: self.topics.snapshot(kind.as_str(), &id),
             content_type: "image/jpeg",

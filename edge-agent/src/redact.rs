@@ -69,10 +69,7 @@ mod tests {
     #[test]
     fn url_inside_error_text_and_several_urls() {
         let msg = "Could not open resource for reading: rtsp://a:b@h1/x (retrying rtsps://c:d@h2:322)";
-        assert_eq!(
-            redact(msg),
-            "Could not open resource for reading: rtsp://***@h1/x (retrying rtsps://***@h2:322)"
-        );
+        assert_eq!(redact(msg), "Could not open resource for reading: rtsp://***@h1/x (retrying rtsps://***@h2:322)");
     }
 
     #[test]

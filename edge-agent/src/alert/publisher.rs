@@ -55,7 +55,12 @@ impl Publisher {
         opts.set_clean_session(false);
         // Snapshots are a few hundred KB at most; the default is 10 KB.
         opts.set_max_packet_size(1 << 20, 8 << 20);
-        opts.set_last_will(LastWill::new(topics.agent_status(), agent_status(config, "offline"), QoS::AtLeastOnce, true));
+        opts.set_last_will(LastWill::new(
+            topics.agent_status(),
+            agent_status(config, "offline"),
+            QoS::AtLeastOnce,
+            true,
+        ));
         if let (Some(user), password) = (&b.username, &b.password) {
             opts.set_credentials(user, password.clone().unwrap_or_default());
         }
@@ -64,7 +69,8 @@ impl Publisher {
             // of the build; install ring once per process.
             let _ = rustls::crypto::ring::default_provider().install_default();
             let path = b.ca_file.clone().unwrap_or_default();
-            let ca = std::fs::read(&path).map_err(|source| PublisherError::CaFile { path: path.display().to_string(), source })?;
+            let ca = std::fs::read(&path)
+                .map_err(|source| PublisherError::CaFile { path: path.display().to_string(), source })?;
             opts.set_transport(Transport::tls(ca, None, None));
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 256);

@@ -25,7 +25,11 @@ impl Polygon {
     }
 
     pub fn contains(&self, x: f32, y: f32) -> bool {
-        x >= self.min[0] && x <= self.max[0] && y >= self.min[1] && y <= self.max[1] && point_in_polygon(&self.points, x, y)
+        x >= self.min[0]
+            && x <= self.max[0]
+            && y >= self.min[1]
+            && y <= self.max[1]
+            && point_in_polygon(&self.points, x, y)
     }
 
     /// Fraction of the polygon covered by the union of `boxes`, estimated on

@@ -63,19 +63,8 @@ impl LaneRule {
     /// `labels` maps class ids to names; `lane.classes` were validated
     /// against it when the config was loaded.
     pub fn new(lane: Lane, labels: &[String], update_interval_s: f64) -> LaneRule {
-        let class_ids = labels
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| lane.classes.contains(l))
-            .map(|(i, _)| i)
-            .collect();
-        LaneRule {
-            polygon: Polygon::new(&lane.polygon),
-            lane,
-            class_ids,
-            update_interval_s,
-            state: State::Clear,
-        }
+        let class_ids = labels.iter().enumerate().filter(|(_, l)| lane.classes.contains(l)).map(|(i, _)| i).collect();
+        LaneRule { polygon: Polygon::new(&lane.polygon), lane, class_ids, update_interval_s, state: State::Clear }
     }
 
     pub fn lane(&self) -> &Lane {
@@ -168,13 +157,7 @@ impl LaneRule {
         }
     }
 
-    fn observe_pending(
-        &mut self,
-        now: f64,
-        objects: Vec<Detection>,
-        score: f32,
-        dwell: f64,
-    ) -> Option<LaneTransition> {
+    fn observe_pending(&mut self, now: f64, objects: Vec<Detection>, score: f32, dwell: f64) -> Option<LaneTransition> {
         let State::Pending { since, peak, .. } = &mut self.state else {
             return None;
         };
@@ -183,23 +166,9 @@ impl LaneRule {
             return None;
         }
         let (since, peak) = (*since, *peak);
-        self.state = State::Blocked {
-            since,
-            clear_since: None,
-            peak,
-            reported: objects.len(),
-            last_report: now,
-        };
+        self.state = State::Blocked { since, clear_since: None, peak, reported: objects.len(), last_report: now };
         let occupancy = coverage(&self.polygon, &objects);
-        Some(LaneTransition {
-            phase: Phase::Start,
-            since,
-            cleared_at: None,
-            objects,
-            score,
-            peak,
-            occupancy,
-        })
+        Some(LaneTransition { phase: Phase::Start, since, cleared_at: None, objects, score, peak, occupancy })
     }
 }
 
@@ -237,10 +206,7 @@ mod tests {
 
     /// Runs a script of (time, detections) through a rule; returns (time, phase).
     fn run(rule: &mut LaneRule, script: &[(f64, Vec<Detection>)]) -> Vec<(f64, Phase)> {
-        script
-            .iter()
-            .filter_map(|(t, d)| rule.observe(*t, d).map(|tr| (*t, tr.phase)))
-            .collect()
+        script.iter().filter_map(|(t, d)| rule.observe(*t, d).map(|tr| (*t, tr.phase))).collect()
     }
 
     /// Frames every 0.25 s (exact in binary, so times compare exactly)

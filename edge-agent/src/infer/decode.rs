@@ -60,7 +60,14 @@ pub fn yolox(out: &[f32], classes: usize, input: usize, threshold: f32, found: &
                 let y = (r[1] + cy as f32) * s as f32;
                 let w = r[2].exp() * s as f32;
                 let h = r[3].exp() * s as f32;
-                found.push(Candidate { x1: x - w / 2.0, y1: y - h / 2.0, x2: x + w / 2.0, y2: y + h / 2.0, class_id, score });
+                found.push(Candidate {
+                    x1: x - w / 2.0,
+                    y1: y - h / 2.0,
+                    x2: x + w / 2.0,
+                    y2: y + h / 2.0,
+                    class_id,
+                    score,
+                });
             }
         }
     }
@@ -86,7 +93,14 @@ pub fn yolov8(out: &[f32], classes: usize, anchors: usize, threshold: f32, found
             continue;
         }
         let (cx, cy, w, h) = (at(0, a), at(1, a), at(2, a), at(3, a));
-        found.push(Candidate { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0, class_id, score: best });
+        found.push(Candidate {
+            x1: cx - w / 2.0,
+            y1: cy - h / 2.0,
+            x2: cx + w / 2.0,
+            y2: cy + h / 2.0,
+            class_id,
+            score: best,
+        });
     }
 }
 
@@ -99,7 +113,15 @@ pub const NANODET_BINS: usize = 11;
 /// the cell centre `((col + 0.5) * stride, (row + 0.5) * stride)`, as in
 /// upstream NanoDet's GFL head (checked against CenterNet and YOLOX boxes on
 /// real frames: with the corner instead, boxes shift by half a stride).
-pub fn nanodet(level: usize, scores: &[f32], boxes: &[f32], classes: usize, input: usize, threshold: f32, found: &mut Vec<Candidate>) {
+pub fn nanodet(
+    level: usize,
+    scores: &[f32],
+    boxes: &[f32],
+    classes: usize,
+    input: usize,
+    threshold: f32,
+    found: &mut Vec<Candidate>,
+) {
     let s = STRIDES[level];
     let g = input.div_ceil(s);
     let cells = scores.len() / classes;
@@ -111,7 +133,14 @@ pub fn nanodet(level: usize, scores: &[f32], boxes: &[f32], classes: usize, inpu
         let (cx, cy) = (((cell % g) as f32 + 0.5) * s as f32, ((cell / g) as f32 + 0.5) * s as f32);
         let dist = &boxes[cell * 4 * NANODET_BINS..(cell + 1) * 4 * NANODET_BINS];
         let side = |k: usize| softmax_expectation(&dist[k * NANODET_BINS..(k + 1) * NANODET_BINS]) * s as f32;
-        found.push(Candidate { x1: cx - side(0), y1: cy - side(1), x2: cx + side(2), y2: cy + side(3), class_id, score });
+        found.push(Candidate {
+            x1: cx - side(0),
+            y1: cy - side(1),
+            x2: cx + side(2),
+            y2: cy + side(3),
+            class_id,
+            score,
+        });
     }
 }
 

@@ -49,6 +49,9 @@ enum OutputRole {
     Unused,
 }
 
+/// One NanoDet stride level's (scores, boxes) outputs.
+type NanoLevel<'a> = (Option<&'a [f32]>, Option<&'a [f32]>);
+
 /// The input each supported format expects (see `models/models.toml`).
 pub fn input_spec(format: ModelFormat, size: u32) -> InputSpec {
     match format {
@@ -61,12 +64,24 @@ pub fn input_spec(format: ModelFormat, size: u32) -> InputSpec {
             pad: 114,
             centered: false,
         },
-        ModelFormat::Yolox => {
-            InputSpec { size, layout: Layout::Nchw, bgr: true, mean: [0.0; 3], std: [1.0; 3], pad: 114, centered: false }
-        }
-        ModelFormat::Yolov8 => {
-            InputSpec { size, layout: Layout::Nchw, bgr: false, mean: [0.0; 3], std: [255.0; 3], pad: 114, centered: true }
-        }
+        ModelFormat::Yolox => InputSpec {
+            size,
+            layout: Layout::Nchw,
+            bgr: true,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            pad: 114,
+            centered: false,
+        },
+        ModelFormat::Yolov8 => InputSpec {
+            size,
+            layout: Layout::Nchw,
+            bgr: false,
+            mean: [0.0; 3],
+            std: [255.0; 3],
+            pad: 114,
+            centered: true,
+        },
         ModelFormat::Centernet => {
             InputSpec { size, layout: Layout::Nhwc, bgr: false, mean: [0.0; 3], std: [1.0; 3], pad: 0, centered: false }
         }
@@ -75,7 +90,11 @@ pub fn input_spec(format: ModelFormat, size: u32) -> InputSpec {
 
 impl Detector {
     /// Verifies, loads and checks a model against its configured format.
-    pub fn load(cfg: &config::Detector, classes: usize, env: &ort::environment::Environment) -> Result<Detector, InferError> {
+    pub fn load(
+        cfg: &config::Detector,
+        classes: usize,
+        env: &ort::environment::Environment,
+    ) -> Result<Detector, InferError> {
         let path = &cfg.path;
         let shown = path.display().to_string();
         let model_err = |message: String| InferError::Model { path: shown.clone(), message };
@@ -131,13 +150,14 @@ impl Detector {
     /// Runs the model on the tensor `pre` holds and decodes detections into
     /// `out` (cleared first), in normalised frame coordinates.
     pub fn detect(&self, pre: &Preprocessor, lb: &Letterbox, out: &mut Vec<Detection>) -> Result<(), InferError> {
-        let input = TensorRef::from_array_view((pre.shape(), pre.tensor())).map_err(|e| InferError::Run(e.to_string()))?;
+        let input =
+            TensorRef::from_array_view((pre.shape(), pre.tensor())).map_err(|e| InferError::Run(e.to_string()))?;
         let mut found: Vec<Candidate> = Vec::with_capacity(64);
         {
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
             let size = self.spec.size as usize;
-            let mut nano: [(Option<&[f32]>, Option<&[f32]>); 3] = [(None, None); 3];
+            let mut nano: [NanoLevel; 3] = [(None, None); 3];
             for (i, role) in self.outputs.iter().enumerate() {
                 let (shape, data) = outs[i].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
                 match role {
@@ -175,7 +195,12 @@ impl Detector {
 
 /// Checks output shapes against the format and, for NanoDet, works out
 /// which of its six outputs is which (the export orders them arbitrarily).
-fn resolve_outputs(session: &Session, format: ModelFormat, classes: usize, size: u32) -> Result<Vec<OutputRole>, String> {
+fn resolve_outputs(
+    session: &Session,
+    format: ModelFormat,
+    classes: usize,
+    size: u32,
+) -> Result<Vec<OutputRole>, String> {
     let shapes: Vec<(String, Vec<i64>)> = session
         .outputs()
         .iter()

@@ -54,11 +54,7 @@ impl Letterbox {
     pub fn new(frame_w: u32, frame_h: u32, size: u32, centered: bool) -> Letterbox {
         let scale = (size as f32 / frame_w as f32).min(size as f32 / frame_h as f32);
         let (w, h) = Letterbox::scaled(frame_w, frame_h, scale, size);
-        let (pad_x, pad_y) = if centered {
-            (((size - w) / 2) as f32, ((size - h) / 2) as f32)
-        } else {
-            (0.0, 0.0)
-        };
+        let (pad_x, pad_y) = if centered { (((size - w) / 2) as f32, ((size - h) / 2) as f32) } else { (0.0, 0.0) };
         Letterbox { scale, pad_x, pad_y, frame_w, frame_h }
     }
 
@@ -136,9 +132,7 @@ impl Preprocessor {
         let mut dst = Image::from_slice_u8(w, h, &mut self.scratch, PixelType::U8x3)
             .map_err(|e| InferError::Preprocess(e.to_string()))?;
         let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fast_image_resize::FilterType::Bilinear));
-        self.resizer
-            .resize(&src, &mut dst, &opts)
-            .map_err(|e| InferError::Preprocess(e.to_string()))?;
+        self.resizer.resize(&src, &mut dst, &opts).map_err(|e| InferError::Preprocess(e.to_string()))?;
 
         // The padding only changes when the geometry does.
         if self.last != Some(lb) {
@@ -272,7 +266,8 @@ mod tests {
     #[test]
     fn nhwc_interleaved_with_mean_std() {
         let rgb = vec![10u8, 20, 30, 10, 20, 30, 10, 20, 30, 10, 20, 30];
-        let mut p = Preprocessor::new(InputSpec { mean: [10.0, 20.0, 30.0], std: [2.0; 3], ..spec(2, Layout::Nhwc, false) });
+        let mut p =
+            Preprocessor::new(InputSpec { mean: [10.0, 20.0, 30.0], std: [2.0; 3], ..spec(2, Layout::Nhwc, false) });
         p.run(&rgb, 2, 2).unwrap();
         assert_eq!(&p.tensor()[..3], &[0.0, 0.0, 0.0]);
         assert_eq!(p.shape(), [1, 2, 2, 3]);

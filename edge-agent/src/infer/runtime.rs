@@ -71,7 +71,8 @@ pub fn init(configured: Option<&Path>) -> Result<&'static ort::environment::Envi
 
 /// Hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, InferError> {
-    let bytes = std::fs::read(path).map_err(|source| InferError::ModelRead { path: path.display().to_string(), source })?;
+    let bytes =
+        std::fs::read(path).map_err(|source| InferError::ModelRead { path: path.display().to_string(), source })?;
     Ok(hex(&Sha256::digest(&bytes)))
 }
 
@@ -104,12 +105,9 @@ pub fn expected_sha256(model: &Path, configured: Option<&str>) -> Option<(String
 pub fn verify_model(model: &Path, configured: Option<&str>) -> Result<String, InferError> {
     let actual = sha256_file(model)?;
     match expected_sha256(model, configured) {
-        Some((expected, origin)) if expected != actual => Err(InferError::ModelHash {
-            path: model.display().to_string(),
-            actual,
-            expected,
-            origin,
-        }),
+        Some((expected, origin)) if expected != actual => {
+            Err(InferError::ModelHash { path: model.display().to_string(), actual, expected, origin })
+        }
         Some(_) => Ok(actual),
         None => {
             tracing::warn!(model = %model.display(), sha256 = %actual, "no expected sha256 for this model (set detector.sha256 to pin it)");

@@ -69,10 +69,9 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
         // paced by the network already and must not be held back by clock sync.
         .sync(!scheme.starts_with("rtsp"))
         .build();
-    pipeline
-        .add_many([&rate, &scale, &convert, sink.upcast_ref()])
+    pipeline.add_many([&rate, &scale, &convert, sink.upcast_ref()]).map_err(|e| SourceError::Build(e.to_string()))?;
+    gst::Element::link_many([&rate, &scale, &convert, sink.upcast_ref()])
         .map_err(|e| SourceError::Build(e.to_string()))?;
-    gst::Element::link_many([&rate, &scale, &convert, sink.upcast_ref()]).map_err(|e| SourceError::Build(e.to_string()))?;
 
     if scheme == "test" {
         let src = make("videotestsrc")?;

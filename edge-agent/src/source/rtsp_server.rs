@@ -44,7 +44,8 @@ impl RtspServer {
         let factory = rtsp::RTSPMediaFactory::new();
         factory.set_launch(&launch);
         factory.set_shared(false);
-        let mounts = server.mount_points().ok_or_else(|| SourceError::Build("RTSP server has no mount points".into()))?;
+        let mounts =
+            server.mount_points().ok_or_else(|| SourceError::Build("RTSP server has no mount points".into()))?;
         mounts.add_factory(mount, factory);
 
         // The server's sockets and clients live on a private context, run
