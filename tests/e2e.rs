@@ -282,3 +282,83 @@ fn camera_reconnects_after_rtsp_server_restart() {
     assert!(states.contains("\"reconnecting\"") && states.contains("\"streaming\""));
     drop(agent);
 }
+
+/// Runs `edge-agent` with `args` in `cwd`; returns (success, stdout + stderr).
+fn run_cli(bin: &std::path::Path, args: &[&str], cwd: &std::path::Path) -> (bool, String) {
+    let out =
+        Command::new(bin).args(args).current_dir(cwd).env_remove("ORT_DYLIB_PATH").output().expect("run edge-agent");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_the_line_of_an_error() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let example = find_in_project("deploy/alleywatch.example.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run_cli(&bin, &["check-config", example.to_str().unwrap()], dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("ok") && out.contains("2 camera(s)"), "{out}");
+
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&example).unwrap().replace("dwell_s = 60", "dwell_s = -5");
+    std::fs::write(&bad, text).unwrap();
+    let (ok, out) = run_cli(&bin, &["check-config", bad.to_str().unwrap()], dir.path());
+    assert!(!ok);
+    assert!(out.contains("bad.toml:") && out.contains("cameras[0].lanes[0].dwell_s: -5 must be ≥ 0"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn missing_onnx_runtime_is_one_clear_line_not_a_panic() {
+    // A copy of the binary outside the project, run from an empty folder:
+    // no config key, no ORT_DYLIB_PATH, no .deps above it.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("edge-agent");
+    std::fs::copy(env!("CARGO_BIN_EXE_edge-agent"), &bin).unwrap();
+    let model = find_in_project(DEFAULT_MODEL).unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "agent_id = \"a\"\nsite = {{ district = \"d\", street = \"s\", community = \"c\" }}\n\
+             broker = {{ host = \"127.0.0.1\" }}\n\
+             detector = {{ path = \"{}\", format = \"nanodet\", input_size = 416 }}\n\
+             [[cameras]]\nid = \"c1\"\nname = \"c1\"\nurl = \"test://ball\"\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run_cli(&bin, &["run", "--config", cfg.to_str().unwrap()], dir.path());
+    assert!(!ok);
+    let error: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{out}");
+    assert!(error[0].contains("ONNX Runtime library not found") && error[0].contains("deploy/setup.sh"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+/// The same source code path takes files and test patterns (replay and the
+/// demo reuse it): frames arrive packed RGB at the analysis width.
+#[test]
+fn file_and_test_pattern_sources_deliver_rgb_at_the_analysis_width() {
+    use edge_agent::source::{pipeline, FrameSlot};
+    use gstreamer::prelude::*;
+    use std::sync::Arc;
+
+    edge_agent::source::init().unwrap();
+    let file_url = format!("file://{}", clip().display());
+    for url in [file_url.as_str(), "test://ball"] {
+        let camera: edge_agent::config::Camera =
+            toml::from_str(&format!("id = \"c\"\nname = \"c\"\nurl = \"{url}\"\nfps = 5\nanalysis_width = 320\n"))
+                .unwrap();
+        let slot = Arc::new(FrameSlot::new());
+        let p = pipeline::build(&camera, pipeline::SourceOptions { latency_ms: 200 }, slot.clone()).unwrap();
+        p.pipeline.set_state(gstreamer::State::Playing).unwrap();
+        let frame = slot.take(Duration::from_secs(20)).unwrap_or_else(|| panic!("no frame from {url}"));
+        p.pipeline.set_state(gstreamer::State::Null).unwrap();
+        assert_eq!(frame.width, 320, "{url}");
+        assert_eq!(frame.data.len(), (frame.width * frame.height * 3) as usize, "{url}: packed RGB");
+        // The clip is 640x272 and the pattern 1280x720: the aspect ratio holds.
+        let want_h = if url.starts_with("file") { 136 } else { 180 };
+        assert_eq!(frame.height, want_h, "{url}");
+    }
+}
