@@ -16,18 +16,14 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// A box from its centre and size (the YOLO layouts).
+    fn from_centre(cx: f32, cy: f32, w: f32, h: f32, class_id: usize, score: f32) -> Candidate {
+        Candidate { x1: cx - w / 2.0, y1: cy - h / 2.0, x2: cx + w / 2.0, y2: cy + h / 2.0, class_id, score }
+    }
+
     fn iou(&self, o: &Candidate) -> f32 {
-        let iw = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
-        let ih = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
-        let inter = iw * ih;
-        let a = (self.x2 - self.x1) * (self.y2 - self.y1);
-        let b = (o.x2 - o.x1) * (o.y2 - o.y1);
-        let union = a + b - inter;
-        if union <= 0.0 {
-            0.0
-        } else {
-            inter / union
-        }
+        let b = |c: &Candidate| super::BBox { x1: c.x1, y1: c.y1, x2: c.x2, y2: c.y2 };
+        b(self).iou(&b(o))
     }
 }
 
@@ -60,14 +56,7 @@ pub fn yolox(out: &[f32], classes: usize, input: usize, threshold: f32, found: &
                 let y = (r[1] + cy as f32) * s as f32;
                 let w = r[2].exp() * s as f32;
                 let h = r[3].exp() * s as f32;
-                found.push(Candidate {
-                    x1: x - w / 2.0,
-                    y1: y - h / 2.0,
-                    x2: x + w / 2.0,
-                    y2: y + h / 2.0,
-                    class_id,
-                    score,
-                });
+                found.push(Candidate::from_centre(x, y, w, h, class_id, score));
             }
         }
     }
@@ -93,14 +82,7 @@ pub fn yolov8(out: &[f32], classes: usize, anchors: usize, threshold: f32, found
             continue;
         }
         let (cx, cy, w, h) = (at(0, a), at(1, a), at(2, a), at(3, a));
-        found.push(Candidate {
-            x1: cx - w / 2.0,
-            y1: cy - h / 2.0,
-            x2: cx + w / 2.0,
-            y2: cy + h / 2.0,
-            class_id,
-            score: best,
-        });
+        found.push(Candidate::from_centre(cx, cy, w, h, class_id, best));
     }
 }
 
