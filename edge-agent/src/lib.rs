@@ -26,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod infer;
 pub mod metrics;
+pub mod overlay;
 pub mod pipeline;
 pub mod redact;
 pub mod shutdown;

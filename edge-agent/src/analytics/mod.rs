@@ -1,13 +1,22 @@
 //! Stage 5 of the data path: turning per-frame detections into events.
 //!
-//! Rules are plain state machines fed `(time, detections)` and returning
+//! - [`tracker`]: detections → tracks with ids that survive a missed frame
+//!   (one tracker for detector objects, one for pose people, per camera);
+//! - [`lane`]: tracked objects standing in a lane past its dwell time;
+//! - [`fall`]: tracked people going from upright to lying, fast.
+//!
+//! Rules are plain state machines fed `(time, tracks)` and returning
 //! transitions. They never read a clock or touch I/O, so every rule is tested
-//! on scripted sequences without sleeping. The caller ([`crate::pipeline`])
-//! owns one rule instance per lane per camera and turns transitions into
-//! [`crate::alert::Event`]s.
+//! on scripted sequences without sleeping. The caller
+//! ([`crate::pipeline::camera`]) owns the rule instances of a camera and
+//! turns transitions into [`crate::alert::Event`]s.
 
+pub mod fall;
 mod geometry;
 mod lane;
+pub mod tracker;
 
+pub use fall::{FallFeatures, FallRule, FallTransition};
 pub use geometry::{point_in_polygon, polygon_area, Polygon};
 pub use lane::{LaneRule, LaneTransition, Phase};
+pub use tracker::{Track, Tracker, TrackerParams};

@@ -12,7 +12,7 @@ use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::TensorRef;
 
 use super::decode::{self, Candidate};
-use super::letterbox::{InputSpec, Layout, Letterbox, Preprocessor};
+use super::letterbox::{Element, InputSpec, Layout, Letterbox, Preprocessor};
 use super::{runtime, Detection, InferError};
 use crate::config::{self, ModelFormat};
 
@@ -54,9 +54,12 @@ type NanoLevel<'a> = (Option<&'a [f32]>, Option<&'a [f32]>);
 
 /// The input each supported format expects (see `models/models.toml`).
 pub fn input_spec(format: ModelFormat, size: u32) -> InputSpec {
+    let (width, height, element) = (size, size, Element::F32);
     match format {
         ModelFormat::Nanodet => InputSpec {
-            size,
+            width,
+            height,
+            element,
             layout: Layout::Nchw,
             bgr: true,
             mean: [103.53, 116.28, 123.675],
@@ -65,7 +68,9 @@ pub fn input_spec(format: ModelFormat, size: u32) -> InputSpec {
             centered: false,
         },
         ModelFormat::Yolox => InputSpec {
-            size,
+            width,
+            height,
+            element,
             layout: Layout::Nchw,
             bgr: true,
             mean: [0.0; 3],
@@ -74,7 +79,9 @@ pub fn input_spec(format: ModelFormat, size: u32) -> InputSpec {
             centered: false,
         },
         ModelFormat::Yolov8 => InputSpec {
-            size,
+            width,
+            height,
+            element,
             layout: Layout::Nchw,
             bgr: false,
             mean: [0.0; 3],
@@ -82,17 +89,28 @@ pub fn input_spec(format: ModelFormat, size: u32) -> InputSpec {
             pad: 114,
             centered: true,
         },
-        ModelFormat::Centernet => {
-            InputSpec { size, layout: Layout::Nhwc, bgr: false, mean: [0.0; 3], std: [1.0; 3], pad: 0, centered: false }
-        }
+        ModelFormat::Centernet => InputSpec {
+            width,
+            height,
+            element,
+            layout: Layout::Nhwc,
+            bgr: false,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            pad: 0,
+            centered: false,
+        },
     }
 }
 
 impl Detector {
     /// Verifies, loads and checks a model against its configured format.
+    /// `floor` is the lowest score decoded: the tracker's low threshold,
+    /// below `score_threshold`, so tracks can follow weak detections.
     pub fn load(
         cfg: &config::Detector,
         classes: usize,
+        floor: f32,
         env: &ort::environment::Environment,
     ) -> Result<Detector, InferError> {
         let path = &cfg.path;
@@ -109,8 +127,8 @@ impl Detector {
         let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;
         if let Some(shape) = input.dtype().tensor_shape() {
             let want: Vec<i64> = match spec.layout {
-                Layout::Nchw => vec![1, 3, spec.size as i64, spec.size as i64],
-                Layout::Nhwc => vec![1, spec.size as i64, spec.size as i64, 3],
+                Layout::Nchw => vec![1, 3, spec.height as i64, spec.width as i64],
+                Layout::Nhwc => vec![1, spec.height as i64, spec.width as i64, 3],
             };
             let ok = shape.len() == 4 && shape.iter().zip(&want).all(|(&got, &w)| got < 0 || got == w);
             if !ok {
@@ -131,7 +149,7 @@ impl Detector {
             format: cfg.format,
             spec,
             classes,
-            threshold: cfg.score_threshold,
+            threshold: floor.min(cfg.score_threshold),
             nms_iou: cfg.nms_iou,
             info: ModelInfo { name, version: sha[..12].to_string(), format: cfg.format.to_string() },
             outputs,
@@ -156,7 +174,7 @@ impl Detector {
         {
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
-            let size = self.spec.size as usize;
+            let size = self.spec.width as usize;
             let mut nano: [NanoLevel; 3] = [(None, None); 3];
             for (i, role) in self.outputs.iter().enumerate() {
                 let (shape, data) = outs[i].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
@@ -187,6 +205,7 @@ impl Detector {
             bbox: lb.to_frame(c.x1, c.y1, c.x2, c.y2),
             class_id: c.class_id,
             score: c.score,
+            track_id: None,
         }));
         out.retain(|d| d.bbox.area() > 0.0);
         Ok(())
@@ -259,7 +278,7 @@ fn resolve_outputs(
 /// Loads a detector from config, initialising ONNX Runtime on first use.
 pub fn load_from_config(cfg: &crate::config::Config) -> Result<Detector, InferError> {
     let env = runtime::init(cfg.ort_library.as_deref())?;
-    Detector::load(&cfg.detector, cfg.labels().len(), env)
+    Detector::load(&cfg.detector, cfg.labels().len(), cfg.tracking.low_score, env)
 }
 
 impl std::fmt::Debug for Detector {

@@ -23,11 +23,23 @@ pub enum Layout {
     Nhwc,
 }
 
+/// Element type of the input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    F32,
+    /// Raw 0–255 levels as `int32` (the TF.js MoveNet export).
+    I32,
+}
+
 /// How a model wants its pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InputSpec {
-    pub size: u32,
+    /// Input width and height in pixels (detectors are square; pose models
+    /// may keep the stream's aspect ratio).
+    pub width: u32,
+    pub height: u32,
     pub layout: Layout,
+    pub element: Element,
     /// Feed channels as B, G, R instead of R, G, B.
     pub bgr: bool,
     /// Per model channel (in model order): value = (pixel − mean) / std.
@@ -51,22 +63,33 @@ pub struct Letterbox {
 }
 
 impl Letterbox {
+    /// Fits a frame into a square `size` input.
     pub fn new(frame_w: u32, frame_h: u32, size: u32, centered: bool) -> Letterbox {
-        let scale = (size as f32 / frame_w as f32).min(size as f32 / frame_h as f32);
-        let (w, h) = Letterbox::scaled(frame_w, frame_h, scale, size);
-        let (pad_x, pad_y) = if centered { (((size - w) / 2) as f32, ((size - h) / 2) as f32) } else { (0.0, 0.0) };
+        Letterbox::fit(frame_w, frame_h, size, size, centered)
+    }
+
+    /// Fits a frame into an `in_w` × `in_h` input.
+    pub fn fit(frame_w: u32, frame_h: u32, in_w: u32, in_h: u32, centered: bool) -> Letterbox {
+        let scale = (in_w as f32 / frame_w as f32).min(in_h as f32 / frame_h as f32);
+        let (w, h) = Letterbox::scaled(frame_w, frame_h, scale, in_w, in_h);
+        let (pad_x, pad_y) = if centered { (((in_w - w) / 2) as f32, ((in_h - h) / 2) as f32) } else { (0.0, 0.0) };
         Letterbox { scale, pad_x, pad_y, frame_w, frame_h }
     }
 
-    fn scaled(frame_w: u32, frame_h: u32, scale: f32, size: u32) -> (u32, u32) {
-        let w = ((frame_w as f32 * scale).round() as u32).clamp(1, size);
-        let h = ((frame_h as f32 * scale).round() as u32).clamp(1, size);
+    fn scaled(frame_w: u32, frame_h: u32, scale: f32, in_w: u32, in_h: u32) -> (u32, u32) {
+        let w = ((frame_w as f32 * scale).round() as u32).clamp(1, in_w);
+        let h = ((frame_h as f32 * scale).round() as u32).clamp(1, in_h);
         (w, h)
     }
 
-    /// Size of the resized image inside the square.
+    /// Size of the resized image inside a square `size` input.
     pub fn inner(&self, size: u32) -> (u32, u32) {
-        Letterbox::scaled(self.frame_w, self.frame_h, self.scale, size)
+        self.inner_wh(size, size)
+    }
+
+    /// Size of the resized image inside an `in_w` × `in_h` input.
+    pub fn inner_wh(&self, in_w: u32, in_h: u32) -> (u32, u32) {
+        Letterbox::scaled(self.frame_w, self.frame_h, self.scale, in_w, in_h)
     }
 
     /// A box in model-input pixels → normalised frame coordinates, clamped.
@@ -83,49 +106,63 @@ pub struct Preprocessor {
     resizer: Resizer,
     /// Resized RGB image; reallocated only when the frame size changes.
     scratch: Vec<u8>,
-    /// The model input, `size * size * 3` floats.
+    /// The model input, `width * height * 3` values, for `Element::F32`.
     tensor: Vec<f32>,
+    /// The same for `Element::I32` (the other one stays empty).
+    tensor_i32: Vec<i32>,
     /// `lut[c][v]`: normalised value of raw level `v` for model channel `c`.
     lut: [[f32; 256]; 3],
+    lut_i32: [[i32; 256]; 3],
     last: Option<Letterbox>,
 }
 
 impl Preprocessor {
     pub fn new(spec: InputSpec) -> Preprocessor {
-        let n = (spec.size * spec.size * 3) as usize;
+        let n = (spec.width * spec.height * 3) as usize;
         let mut lut = [[0.0; 256]; 3];
-        for (c, table) in lut.iter_mut().enumerate() {
-            for (v, out) in table.iter_mut().enumerate() {
-                *out = (v as f32 - spec.mean[c]) / spec.std[c];
+        let mut lut_i32 = [[0; 256]; 3];
+        for c in 0..3 {
+            for v in 0..256 {
+                lut[c][v] = (v as f32 - spec.mean[c]) / spec.std[c];
+                lut_i32[c][v] = lut[c][v].round() as i32;
             }
         }
-        Preprocessor { spec, resizer: Resizer::new(), scratch: Vec::new(), tensor: vec![0.0; n], lut, last: None }
+        let (tensor, tensor_i32) = match spec.element {
+            Element::F32 => (vec![0.0; n], Vec::new()),
+            Element::I32 => (Vec::new(), vec![0; n]),
+        };
+        Preprocessor { spec, resizer: Resizer::new(), scratch: Vec::new(), tensor, tensor_i32, lut, lut_i32, last: None }
     }
 
     pub fn spec(&self) -> &InputSpec {
         &self.spec
     }
 
-    /// The tensor filled by the last [`Preprocessor::run`].
+    /// The tensor filled by the last [`Preprocessor::run`] (`Element::F32`).
     pub fn tensor(&self) -> &[f32] {
         &self.tensor
     }
 
+    /// The tensor filled by the last [`Preprocessor::run`] (`Element::I32`).
+    pub fn tensor_i32(&self) -> &[i32] {
+        &self.tensor_i32
+    }
+
     /// The tensor shape for `ort`.
     pub fn shape(&self) -> [usize; 4] {
-        let s = self.spec.size as usize;
+        let (w, h) = (self.spec.width as usize, self.spec.height as usize);
         match self.spec.layout {
-            Layout::Nchw => [1, 3, s, s],
-            Layout::Nhwc => [1, s, s, 3],
+            Layout::Nchw => [1, 3, h, w],
+            Layout::Nhwc => [1, h, w, 3],
         }
     }
 
     /// Letterboxes a packed RGB frame (`width * height * 3` bytes) into the
     /// tensor and returns the geometry needed to map boxes back.
     pub fn run(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<Letterbox, InferError> {
-        let size = self.spec.size;
-        let lb = Letterbox::new(width, height, size, self.spec.centered);
-        let (w, h) = lb.inner(size);
+        let (in_w, in_h) = (self.spec.width, self.spec.height);
+        let lb = Letterbox::fit(width, height, in_w, in_h, self.spec.centered);
+        let (w, h) = lb.inner_wh(in_w, in_h);
         let src = ImageRef::new(width, height, rgb, PixelType::U8x3)
             .map_err(|e| InferError::Preprocess(format!("frame {width}x{height}: {e}")))?;
         self.scratch.resize((w * h * 3) as usize, 0);
@@ -144,52 +181,85 @@ impl Preprocessor {
     }
 
     fn fill_padding(&mut self) {
-        let s = (self.spec.size * self.spec.size) as usize;
-        let p = self.spec.pad as usize;
-        match self.spec.layout {
-            Layout::Nchw => {
-                for c in 0..3 {
-                    self.tensor[c * s..(c + 1) * s].fill(self.lut[c][p]);
-                }
-            }
-            Layout::Nhwc => {
-                for px in self.tensor.chunks_exact_mut(3) {
-                    px.copy_from_slice(&[self.lut[0][p], self.lut[1][p], self.lut[2][p]]);
-                }
-            }
+        let plane = (self.spec.width * self.spec.height) as usize;
+        let (p, layout) = (self.spec.pad as usize, self.spec.layout);
+        match self.spec.element {
+            Element::F32 => fill(&mut self.tensor, &self.lut, p, plane, layout),
+            Element::I32 => fill(&mut self.tensor_i32, &self.lut_i32, p, plane, layout),
         }
     }
 
     /// Copies the resized image into the tensor at (ox, oy), normalising and
     /// reordering channels on the way.
     fn write_image(&mut self, w: u32, h: u32, ox: usize, oy: usize) {
-        let size = self.spec.size as usize;
-        let plane = size * size;
-        let (w, h) = (w as usize, h as usize);
-        // Source channel feeding model channel c.
-        let src_ch: [usize; 3] = if self.spec.bgr { [2, 1, 0] } else { [0, 1, 2] };
-        let [l0, l1, l2] = &self.lut;
-        for y in 0..h {
-            let row = &self.scratch[y * w * 3..(y + 1) * w * 3];
-            let base = (oy + y) * size + ox;
-            match self.spec.layout {
-                Layout::Nchw => {
-                    let (c0, rest) = self.tensor.split_at_mut(plane);
-                    let (c1, c2) = rest.split_at_mut(plane);
-                    let (d0, d1, d2) = (&mut c0[base..base + w], &mut c1[base..base + w], &mut c2[base..base + w]);
-                    for (i, px) in row.chunks_exact(3).enumerate() {
-                        d0[i] = l0[px[src_ch[0]] as usize];
-                        d1[i] = l1[px[src_ch[1]] as usize];
-                        d2[i] = l2[px[src_ch[2]] as usize];
-                    }
+        let geo = Placement {
+            in_w: self.spec.width as usize,
+            plane: (self.spec.width * self.spec.height) as usize,
+            w: w as usize,
+            h: h as usize,
+            ox,
+            oy,
+            // Source channel feeding model channel c.
+            src_ch: if self.spec.bgr { [2, 1, 0] } else { [0, 1, 2] },
+            layout: self.spec.layout,
+        };
+        match self.spec.element {
+            Element::F32 => write(&mut self.tensor, &self.lut, &self.scratch, &geo),
+            Element::I32 => write(&mut self.tensor_i32, &self.lut_i32, &self.scratch, &geo),
+        }
+    }
+}
+
+/// Where the resized image goes in the tensor.
+struct Placement {
+    in_w: usize,
+    plane: usize,
+    w: usize,
+    h: usize,
+    ox: usize,
+    oy: usize,
+    src_ch: [usize; 3],
+    layout: Layout,
+}
+
+fn fill<T: Copy>(tensor: &mut [T], lut: &[[T; 256]; 3], p: usize, plane: usize, layout: Layout) {
+    match layout {
+        Layout::Nchw => {
+            for c in 0..3 {
+                tensor[c * plane..(c + 1) * plane].fill(lut[c][p]);
+            }
+        }
+        Layout::Nhwc => {
+            for px in tensor.chunks_exact_mut(3) {
+                px.copy_from_slice(&[lut[0][p], lut[1][p], lut[2][p]]);
+            }
+        }
+    }
+}
+
+fn write<T: Copy>(tensor: &mut [T], lut: &[[T; 256]; 3], scratch: &[u8], g: &Placement) {
+    let [l0, l1, l2] = lut;
+    let sc = g.src_ch;
+    for y in 0..g.h {
+        let row = &scratch[y * g.w * 3..(y + 1) * g.w * 3];
+        let base = (g.oy + y) * g.in_w + g.ox;
+        match g.layout {
+            Layout::Nchw => {
+                let (c0, rest) = tensor.split_at_mut(g.plane);
+                let (c1, c2) = rest.split_at_mut(g.plane);
+                let (d0, d1, d2) = (&mut c0[base..base + g.w], &mut c1[base..base + g.w], &mut c2[base..base + g.w]);
+                for (i, px) in row.chunks_exact(3).enumerate() {
+                    d0[i] = l0[px[sc[0]] as usize];
+                    d1[i] = l1[px[sc[1]] as usize];
+                    d2[i] = l2[px[sc[2]] as usize];
                 }
-                Layout::Nhwc => {
-                    let dst = &mut self.tensor[base * 3..(base + w) * 3];
-                    for (d, px) in dst.chunks_exact_mut(3).zip(row.chunks_exact(3)) {
-                        d[0] = l0[px[src_ch[0]] as usize];
-                        d[1] = l1[px[src_ch[1]] as usize];
-                        d[2] = l2[px[src_ch[2]] as usize];
-                    }
+            }
+            Layout::Nhwc => {
+                let dst = &mut tensor[base * 3..(base + g.w) * 3];
+                for (d, px) in dst.chunks_exact_mut(3).zip(row.chunks_exact(3)) {
+                    d[0] = l0[px[sc[0]] as usize];
+                    d[1] = l1[px[sc[1]] as usize];
+                    d[2] = l2[px[sc[2]] as usize];
                 }
             }
         }
@@ -201,7 +271,42 @@ mod tests {
     use super::*;
 
     fn spec(size: u32, layout: Layout, centered: bool) -> InputSpec {
-        InputSpec { size, layout, bgr: false, mean: [0.0; 3], std: [1.0; 3], pad: 114, centered }
+        InputSpec {
+            width: size,
+            height: size,
+            layout,
+            element: Element::F32,
+            bgr: false,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            pad: 114,
+            centered,
+        }
+    }
+
+    #[test]
+    fn non_square_int32_input() {
+        // A 64x32 frame into a 32x32 NHWC int32 input: scale 0.5, inner
+        // 32x16, padding 0 below.
+        let rgb = vec![200u8; 64 * 32 * 3];
+        let mut p = Preprocessor::new(InputSpec {
+            width: 32,
+            height: 32,
+            element: Element::I32,
+            pad: 0,
+            ..spec(32, Layout::Nhwc, false)
+        });
+        let lb = p.run(&rgb, 64, 32).unwrap();
+        assert_eq!(lb.inner_wh(32, 32), (32, 16));
+        assert_eq!(p.shape(), [1, 32, 32, 3]);
+        let t = p.tensor_i32();
+        assert_eq!(t.len(), 32 * 32 * 3);
+        assert_eq!(t[0], 200);
+        assert_eq!(t[(20 * 32 + 5) * 3], 0);
+        assert!(p.tensor().is_empty());
+        // A wide input keeps a 16:9 frame's aspect: 160x90 into 64x32 → scale 0.3556, inner 57x32.
+        let lb = Letterbox::fit(160, 90, 64, 32, false);
+        assert_eq!(lb.inner_wh(64, 32), (57, 32));
     }
 
     #[test]

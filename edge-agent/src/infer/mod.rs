@@ -6,6 +6,8 @@
 //!   model files against their manifest hash.
 //! - [`detector`]: the one shared `ort` session per model.
 //! - [`decode`]: model outputs → boxes, for each supported layout, plus NMS.
+//! - [`pose`]: the shared MoveNet MultiPose session and its decoding into
+//!   people with 17 keypoints each.
 //!
 //! Everything leaving this module is in *normalised frame coordinates*
 //! (0–1, origin top-left), so rules never care about resolutions.
@@ -13,6 +15,7 @@
 pub mod decode;
 pub mod detector;
 pub mod letterbox;
+pub mod pose;
 pub mod runtime;
 
 pub use detector::{Detector, ModelInfo};
@@ -51,6 +54,8 @@ pub struct Detection {
     pub bbox: BBox,
     pub class_id: usize,
     pub score: f32,
+    /// Set once the tracker has assigned the object an identity.
+    pub track_id: Option<u64>,
 }
 
 /// Errors from loading or running a model.

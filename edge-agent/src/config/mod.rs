@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod falls;
+mod people;
+
+pub use people::{FallOverrides, Falls, Pose, Tracking};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +37,15 @@ pub struct Config {
     pub ort_library: Option<PathBuf>,
     /// The object detector shared by every camera.
     pub detector: Detector,
+    /// The pose model; falls are detected only when it is set.
+    #[serde(default)]
+    pub pose: Option<Pose>,
+    /// How detections become tracks.
+    #[serde(default)]
+    pub tracking: Tracking,
+    /// The fall rule's defaults; cameras may override any key.
+    #[serde(default)]
+    pub falls: Falls,
     /// Timing of event messages.
     #[serde(default)]
     pub alerts: Alerts,
@@ -223,6 +237,9 @@ pub struct Camera {
     pub analysis_width: u32,
     #[serde(default)]
     pub lanes: Vec<Lane>,
+    /// Overrides of `[falls]` for this camera.
+    #[serde(default)]
+    pub falls: FallOverrides,
 }
 
 /// A lane (zone) that must stay clear.
@@ -352,12 +369,23 @@ impl Config {
             }
         };
         resolve(&mut self.detector.path);
+        if let Some(p) = self.pose.as_mut() {
+            resolve(&mut p.path);
+        }
         if let Some(p) = self.ort_library.as_mut() {
             resolve(p);
         }
         if let Some(p) = self.broker.ca_file.as_mut() {
             resolve(p);
         }
+    }
+
+    /// The fall parameters in force on `camera`: `[falls]` with the camera's
+    /// overrides applied, and disabled when there is no pose model.
+    pub fn falls_for(&self, camera: &Camera) -> Falls {
+        let mut f = camera.falls.apply(&self.falls);
+        f.enabled &= self.pose.is_some();
+        f
     }
 
     /// The detector's class names: the configured list or COCO-80.
@@ -442,6 +470,8 @@ impl Config {
             return err("source.stall_timeout_s", "must be at least 1".into());
         }
 
+        people::validate(self.pose.as_ref(), &self.tracking, &self.falls, self.detector.score_threshold)?;
+
         if self.cameras.is_empty() {
             return err("cameras", "at least one camera is required".into());
         }
@@ -465,6 +495,7 @@ impl Config {
             if c.analysis_width < 64 || c.analysis_width > 3840 || c.analysis_width % 2 != 0 {
                 return err(&at("analysis_width"), "must be an even number between 64 and 3840".into());
             }
+            c.falls.apply(&self.falls).validate(&format!("cameras[{i}].falls"))?;
             let mut names = HashSet::new();
             for (j, lane) in c.lanes.iter().enumerate() {
                 let at = |k: &str| format!("cameras[{i}].lanes[{j}].{k}");
@@ -638,7 +669,7 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
     fn unknown_top_level_key() {
         assert_eq!(
             bad("agent_id", "agnet_id = \"x\"\nagent_id"),
-            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `alerts`, `http`, `source`, `cameras`"
+            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `pose`, `tracking`, `falls`, `alerts`, `http`, `source`, `cameras`"
         );
     }
 

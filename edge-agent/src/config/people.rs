@@ -1,0 +1,149 @@
+//! Config of the people path: the pose model, tracking, and the fall rule.
+//!
+//! Kept apart from the core file shape in `config/mod.rs` because these are
+//! the knobs operators tune most. Every fall parameter has a global default
+//! under `[falls]` and may be overridden per camera in `cameras[].falls`;
+//! [`Falls::for_camera`] merges the two once, at load time.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use super::falls::{FallOverrides, Falls};
+
+/// The pose model (MoveNet MultiPose). Falls run only when it is configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pose {
+    /// The ONNX file. Relative paths are resolved against the config file.
+    pub path: PathBuf,
+    /// Input size in pixels, multiples of 32. The frame is letterboxed in.
+    #[serde(default = "default_pose_input")]
+    pub input_width: u32,
+    #[serde(default = "default_pose_input")]
+    pub input_height: u32,
+    /// A person scoring at least this starts a track.
+    #[serde(default = "default_pose_high")]
+    pub track_score: f32,
+    /// A tracked person is followed down to this score. Lying people score
+    /// far lower than standing ones (see `models/models.toml`), so this is
+    /// much lower than `track_score`.
+    #[serde(default = "default_pose_low")]
+    pub min_score: f32,
+    /// Expected sha256; default from `models.toml` next to the file.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+}
+
+/// How detections become tracks (both the object and the person tracker).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tracking {
+    /// Detector objects between this and `detector.score_threshold` only
+    /// extend existing tracks (ByteTrack's second stage).
+    #[serde(default = "default_low_score")]
+    pub low_score: f32,
+    /// Minimum IoU to match a high-score detection to a track.
+    #[serde(default = "default_match_iou")]
+    pub match_iou: f32,
+    /// Minimum IoU to match a low-score detection to a confirmed track.
+    #[serde(default = "default_low_match_iou")]
+    pub low_match_iou: f32,
+    /// Consecutive matches before a new track counts.
+    #[serde(default = "default_min_hits")]
+    pub min_hits: u32,
+    /// Seconds a confirmed track survives without a match.
+    #[serde(default = "default_max_age_s")]
+    pub max_age_s: f64,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Tracking {
+            low_score: default_low_score(),
+            match_iou: default_match_iou(),
+            low_match_iou: default_low_match_iou(),
+            min_hits: default_min_hits(),
+            max_age_s: default_max_age_s(),
+        }
+    }
+}
+
+fn default_pose_input() -> u32 {
+    256
+}
+fn default_pose_high() -> f32 {
+    0.25
+}
+fn default_pose_low() -> f32 {
+    0.03
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_low_score() -> f32 {
+    0.15
+}
+fn default_match_iou() -> f32 {
+    0.3
+}
+fn default_low_match_iou() -> f32 {
+    0.2
+}
+fn default_min_hits() -> u32 {
+    2
+}
+fn default_max_age_s() -> f64 {
+    2.0
+}
+
+/// Checks the people-path sections; returns the key path and message of the
+/// first problem.
+pub(super) fn validate(
+    pose: Option<&Pose>,
+    tracking: &Tracking,
+    falls: &Falls,
+    high: f32,
+) -> Result<(), (String, String)> {
+    let err = |k: &str, m: String| Err((k.to_string(), m));
+    if let Some(p) = pose {
+        for (k, v) in [("pose.input_width", p.input_width), ("pose.input_height", p.input_height)] {
+            if !(32..=1024).contains(&v) || v % 32 != 0 {
+                return err(k, format!("{v} is not a multiple of 32 between 32 and 1024"));
+            }
+        }
+        if !(0.0..=1.0).contains(&p.track_score) {
+            return err("pose.track_score", format!("{} is outside 0–1", p.track_score));
+        }
+        if !(0.0..=p.track_score).contains(&p.min_score) {
+            return err("pose.min_score", format!("{} must be between 0 and pose.track_score", p.min_score));
+        }
+        if p.threads == 0 || p.threads > 64 {
+            return err("pose.threads", "must be 1–64".into());
+        }
+        if let Some(h) = &p.sha256 {
+            if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return err("pose.sha256", "must be 64 hex digits".into());
+            }
+        }
+    }
+    let t = tracking;
+    if !(0.0..=high).contains(&t.low_score) {
+        return err("tracking.low_score", format!("{} must be between 0 and detector.score_threshold", t.low_score));
+    }
+    for (k, v) in [("tracking.match_iou", t.match_iou), ("tracking.low_match_iou", t.low_match_iou)] {
+        if !(v > 0.0 && v <= 1.0) {
+            return err(k, format!("{v} is outside (0, 1]"));
+        }
+    }
+    if t.min_hits == 0 {
+        return err("tracking.min_hits", "must be at least 1".into());
+    }
+    if !(t.max_age_s.is_finite() && t.max_age_s >= 0.0) {
+        return err("tracking.max_age_s", "must be ≥ 0".into());
+    }
+    falls.validate("falls")
+}
+

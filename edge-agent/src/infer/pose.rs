@@ -1,0 +1,245 @@
+//! The pose model: MoveNet MultiPose, one shared `ort` session.
+//!
+//! MultiPose finds up to six people and 17 COCO keypoints for each in one
+//! pass. The fall rule needs the keypoints (torso angle, hips against head);
+//! its person boxes also feed the person tracker, so falls need no second
+//! detector run.
+//!
+//! The TF.js export takes `int32 [1, H, W, 3]`, RGB 0–255, with H and W
+//! multiples of 32, and returns `output_0 [1, 6, 56]`: per person 17 ×
+//! (y, x, score) normalised to the *input tensor*, then ymin, xmin, ymax,
+//! xmax and a person score. The frame is letterboxed top-left into the input,
+//! so decoding maps input coordinates back through the [`Letterbox`].
+
+use std::sync::Mutex;
+
+use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::value::TensorRef;
+
+use super::letterbox::{Element, InputSpec, Layout, Letterbox, Preprocessor};
+use super::{runtime, BBox, InferError, ModelInfo};
+use crate::config;
+
+/// COCO keypoint order, as MoveNet emits it.
+pub const KEYPOINT_NAMES: [&str; 17] = [
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+];
+
+/// Indices into [`Pose::keypoints`] the rules use by name.
+pub mod kp {
+    pub const NOSE: usize = 0;
+    pub const LEFT_EAR: usize = 3;
+    pub const RIGHT_EAR: usize = 4;
+    pub const LEFT_SHOULDER: usize = 5;
+    pub const RIGHT_SHOULDER: usize = 6;
+    pub const LEFT_HIP: usize = 11;
+    pub const RIGHT_HIP: usize = 12;
+    pub const LEFT_ANKLE: usize = 15;
+    pub const RIGHT_ANKLE: usize = 16;
+}
+
+/// Values per person in the MultiPose output.
+const STRIDE: usize = 56;
+
+/// One keypoint in normalised frame coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Keypoint {
+    pub x: f32,
+    pub y: f32,
+    pub score: f32,
+}
+
+/// One person with a skeleton.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pose {
+    pub bbox: BBox,
+    pub score: f32,
+    pub keypoints: [Keypoint; 17],
+}
+
+/// The input spec MoveNet needs at a given size.
+pub fn input_spec(width: u32, height: u32) -> InputSpec {
+    InputSpec {
+        width,
+        height,
+        layout: Layout::Nhwc,
+        element: Element::I32,
+        bgr: false,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        pad: 0,
+        centered: false,
+    }
+}
+
+/// Decodes a `[1, 6, 56]` MultiPose output into `out` (cleared first),
+/// keeping people scoring at least `min_score`. Coordinates go back to the
+/// frame through `lb`; `in_w`/`in_h` are the input tensor's size.
+pub fn decode_multipose(data: &[f32], lb: &Letterbox, in_w: u32, in_h: u32, min_score: f32, out: &mut Vec<Pose>) {
+    out.clear();
+    let (w, h) = (in_w as f32, in_h as f32);
+    for person in data.chunks_exact(STRIDE) {
+        let score = person[55];
+        if score.is_nan() || score < min_score {
+            continue;
+        }
+        let mut keypoints = [Keypoint::default(); 17];
+        for (k, kp) in keypoints.iter_mut().enumerate() {
+            let (y, x, s) = (person[3 * k], person[3 * k + 1], person[3 * k + 2]);
+            let p = lb.to_frame(x * w, y * h, x * w, y * h);
+            *kp = Keypoint { x: p.x1, y: p.y1, score: s };
+        }
+        let (ymin, xmin, ymax, xmax) = (person[51], person[52], person[53], person[54]);
+        let bbox = lb.to_frame(xmin * w, ymin * h, xmax * w, ymax * h);
+        if bbox.area() <= 0.0 {
+            continue;
+        }
+        out.push(Pose { bbox, score, keypoints });
+    }
+}
+
+/// The shared MultiPose session.
+pub struct PoseModel {
+    session: Mutex<Session>,
+    spec: InputSpec,
+    min_score: f32,
+    info: ModelInfo,
+}
+
+impl PoseModel {
+    /// Verifies and loads the model, and checks its input and output shapes.
+    pub fn load(cfg: &config::Pose, env: &ort::environment::Environment) -> Result<PoseModel, InferError> {
+        let path = &cfg.path;
+        let shown = path.display().to_string();
+        let model_err = |message: String| InferError::Model { path: shown.clone(), message };
+        let sha = runtime::verify_model(path, cfg.sha256.as_deref())?;
+        let session = Session::builder(env)
+            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
+            .and_then(|b| b.with_intra_threads(cfg.threads).map_err(Into::into))
+            .and_then(|mut b| b.commit_from_file(path))
+            .map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
+        let input_ok = session.inputs().first().and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec())).is_some_and(
+            |s| {
+                s.len() == 4
+                    && s[3] == 3
+                    && (s[1] < 0 || s[1] == cfg.input_height as i64)
+                    && (s[2] < 0 || s[2] == cfg.input_width as i64)
+            },
+        );
+        let output_ok = session
+            .outputs()
+            .first()
+            .and_then(|o| o.dtype().tensor_shape().map(|s| s.to_vec()))
+            .is_some_and(|s| s.len() == 3 && (s[2] < 0 || s[2] == STRIDE as i64));
+        if !input_ok || !output_ok {
+            return Err(model_err(format!(
+                "not a MoveNet MultiPose export: needs input [1, {}, {}, 3] and output [1, 6, 56]",
+                cfg.input_height, cfg.input_width
+            )));
+        }
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(PoseModel {
+            session: Mutex::new(session),
+            spec: input_spec(cfg.input_width, cfg.input_height),
+            min_score: cfg.min_score,
+            info: ModelInfo { name, version: sha[..12].to_string(), format: "movenet-multipose".into() },
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// A preprocessor for this model, for one camera to own.
+    pub fn preprocessor(&self) -> Preprocessor {
+        Preprocessor::new(self.spec)
+    }
+
+    /// Runs the model on what `pre` holds and decodes people into `out`.
+    pub fn detect(&self, pre: &Preprocessor, lb: &Letterbox, out: &mut Vec<Pose>) -> Result<(), InferError> {
+        let input =
+            TensorRef::from_array_view((pre.shape(), pre.tensor_i32())).map_err(|e| InferError::Run(e.to_string()))?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
+        let (_, data) = outs[0].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
+        decode_multipose(data, lb, self.spec.width, self.spec.height, self.min_score, out);
+        Ok(())
+    }
+}
+
+/// Loads the pose model from config, initialising ONNX Runtime on first use.
+pub fn load_from_config(cfg: &config::Config) -> Result<Option<PoseModel>, InferError> {
+    let Some(pose) = &cfg.pose else { return Ok(None) };
+    let env = runtime::init(cfg.ort_library.as_deref())?;
+    PoseModel::load(pose, env).map(Some)
+}
+
+impl std::fmt::Debug for PoseModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoseModel").field("info", &self.info).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A person laid out as MoveNet writes it: keypoints (y, x, s), then box, then score.
+    fn person(kps: &[(f32, f32, f32)], bbox: [f32; 4], score: f32) -> Vec<f32> {
+        let mut v = Vec::with_capacity(STRIDE);
+        for k in 0..17 {
+            let (y, x, s) = kps.get(k).copied().unwrap_or((0.0, 0.0, 0.0));
+            v.extend_from_slice(&[y, x, s]);
+        }
+        v.extend_from_slice(&bbox);
+        v.push(score);
+        v
+    }
+
+    #[test]
+    fn maps_input_coordinates_back_to_the_frame() {
+        // A 640x360 frame letterboxed top-left into 256x256: scale 0.4, the
+        // image fills input rows 0..144, i.e. normalised y 0..0.5625.
+        let lb = Letterbox::fit(640, 360, 256, 256, false);
+        let mut data = person(&[(0.28125, 0.5, 0.9)], [0.0, 0.25, 0.5625, 0.75], 0.8);
+        data.extend(person(&[], [0.1, 0.1, 0.2, 0.2], 0.01)); // below min_score
+        data.extend(vec![0.0; STRIDE * 4]);
+        let mut out = Vec::new();
+        decode_multipose(&data, &lb, 256, 256, 0.05, &mut out);
+        assert_eq!(out.len(), 1);
+        let p = &out[0];
+        assert_eq!(p.score, 0.8);
+        // Input y 0.28125*256 = 72 px → frame 72/0.4 = 180 px → 0.5.
+        assert!((p.keypoints[0].y - 0.5).abs() < 1e-5, "{:?}", p.keypoints[0]);
+        assert!((p.keypoints[0].x - 0.5).abs() < 1e-5);
+        assert_eq!(p.keypoints[0].score, 0.9);
+        assert!((p.bbox.x1 - 0.25).abs() < 1e-5 && (p.bbox.x2 - 0.75).abs() < 1e-5);
+        assert!((p.bbox.y1 - 0.0).abs() < 1e-5 && (p.bbox.y2 - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn drops_empty_boxes_and_nan_scores() {
+        let lb = Letterbox::fit(100, 100, 64, 64, false);
+        let mut data = person(&[], [0.5, 0.5, 0.5, 0.5], 0.9);
+        data.extend(person(&[], [0.1, 0.1, 0.3, 0.3], f32::NAN));
+        let mut out = Vec::new();
+        decode_multipose(&data, &lb, 64, 64, 0.05, &mut out);
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,422 @@
+//! One camera's analysis: a frame in, events out. Steps 2–5 of the data path.
+//!
+//! ```text
+//! frame ─┬─▶ detector ─▶ object tracker ─▶ lane rules ─┐
+//!        └─▶ pose model ─▶ person tracker ─▶ fall rule ─┴─▶ events (+ snapshots)
+//! ```
+//!
+//! The live agent ([`super::run`]) and `replay` both drive a
+//! [`CameraAnalyzer`] frame by frame, so what an operator replays is exactly
+//! what the agent would have sent. A model only runs when a rule on this
+//! camera needs it: no lanes, no detector; falls off, no pose model.
+//!
+//! Time comes in with each frame (`t`, seconds, and the wall clock for
+//! payloads); nothing here reads a clock except the stage timers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+
+use crate::alert::event::{self, CameraRef, Evidence, EvidenceObject, Scores, SnapshotRef};
+use crate::alert::{snapshot, Event, EventKind, Outbound, Severity, Topics};
+use crate::analytics::{FallRule, FallTransition, LaneRule, LaneTransition, Phase, Track, Tracker, TrackerParams};
+use crate::config::{Camera, Config};
+use crate::infer::pose::{Pose, PoseModel, KEYPOINT_NAMES};
+use crate::infer::{Detection, Detector, InferError, ModelInfo, Preprocessor};
+use crate::metrics::Metrics;
+use crate::overlay::{self, Canvas};
+
+/// The models every camera shares.
+#[derive(Clone)]
+pub struct Models {
+    pub detector: Arc<Detector>,
+    pub pose: Option<Arc<PoseModel>>,
+}
+
+impl Models {
+    /// Loads every model the config names.
+    pub fn load(config: &Config) -> Result<Models, InferError> {
+        let detector = Arc::new(crate::infer::detector::load_from_config(config)?);
+        let pose = crate::infer::pose::load_from_config(config)?.map(Arc::new);
+        Ok(Models { detector, pose })
+    }
+}
+
+/// One frame handed to analysis.
+pub struct FrameInput<'a> {
+    /// Packed RGB, `width * height * 3` bytes.
+    pub rgb: &'a [u8],
+    pub width: u32,
+    pub height: u32,
+    /// Rule time in seconds (monotonic per camera).
+    pub t: f64,
+    /// Wall-clock time that payloads report.
+    pub wall: SystemTime,
+}
+
+/// An event between its `start` and `end`.
+struct OpenEvent {
+    id: String,
+    started_at: SystemTime,
+}
+
+/// Stage histograms, resolved once.
+struct Timers {
+    pre: prometheus::Histogram,
+    infer: prometheus::Histogram,
+    rules: prometheus::Histogram,
+}
+
+/// Per-camera analysis state: preprocessors, trackers, rules, open events.
+pub struct CameraAnalyzer {
+    camera: Camera,
+    agent: String,
+    site: String,
+    labels: Vec<String>,
+    topics: Topics,
+    quality: u8,
+    score_threshold: f32,
+    models: Models,
+    det_pre: Option<Preprocessor>,
+    pose_pre: Option<Preprocessor>,
+    detections: Vec<Detection>,
+    tracked: Vec<Detection>,
+    poses: Vec<Pose>,
+    person_dets: Vec<Detection>,
+    objects: Tracker,
+    people: Tracker,
+    lanes: Vec<LaneRule>,
+    lane_open: Vec<Option<OpenEvent>>,
+    falls: Option<FallRule>,
+    fall_open: HashMap<u64, OpenEvent>,
+    fall_out: Vec<FallTransition>,
+    timers: Timers,
+    metrics: Arc<Metrics>,
+}
+
+impl CameraAnalyzer {
+    pub fn new(config: &Config, camera: &Camera, models: Models, metrics: Arc<Metrics>) -> CameraAnalyzer {
+        let labels = config.labels();
+        let lanes: Vec<LaneRule> =
+            camera.lanes.iter().map(|l| LaneRule::new(l.clone(), &labels, config.alerts.update_interval_s)).collect();
+        let falls_cfg = config.falls_for(camera);
+        let falls = match (&models.pose, falls_cfg.enabled) {
+            (Some(_), true) => Some(FallRule::new(falls_cfg)),
+            _ => None,
+        };
+        let people_params = match &config.pose {
+            Some(p) => TrackerParams::people(p, &config.tracking),
+            None => TrackerParams::objects(1.0, &config.tracking),
+        };
+        CameraAnalyzer {
+            camera: camera.clone(),
+            agent: config.agent_id.clone(),
+            site: config.site.path(),
+            labels,
+            topics: Topics::new(config),
+            quality: config.alerts.snapshot_quality,
+            score_threshold: config.detector.score_threshold,
+            det_pre: (!lanes.is_empty()).then(|| models.detector.preprocessor()),
+            pose_pre: falls.as_ref().and(models.pose.as_ref()).map(|p| p.preprocessor()),
+            models,
+            detections: Vec::with_capacity(64),
+            tracked: Vec::with_capacity(64),
+            poses: Vec::with_capacity(6),
+            person_dets: Vec::with_capacity(6),
+            objects: Tracker::new(TrackerParams::objects(config.detector.score_threshold, &config.tracking)),
+            people: Tracker::new(people_params),
+            lane_open: lanes.iter().map(|_| None).collect(),
+            lanes,
+            falls,
+            fall_open: HashMap::new(),
+            fall_out: Vec::with_capacity(4),
+            timers: Timers { pre: metrics.stage("preprocess"), infer: metrics.stage("inference"), rules: metrics.stage("rules") },
+            metrics,
+        }
+    }
+
+    pub fn camera(&self) -> &Camera {
+        &self.camera
+    }
+
+    /// Runs every stage on one frame and appends resulting messages to `out`.
+    pub fn analyse(&mut self, frame: &FrameInput, out: &mut Vec<Outbound>) -> Result<(), InferError> {
+        let (t, wall) = (frame.t, frame.wall);
+        if let Some(pre) = self.det_pre.as_mut() {
+            let t0 = Instant::now();
+            let lb = pre.run(frame.rgb, frame.width, frame.height)?;
+            let t1 = Instant::now();
+            self.timers.pre.observe((t1 - t0).as_secs_f64());
+            self.models.detector.detect(pre, &lb, &mut self.detections)?;
+            let t2 = Instant::now();
+            self.timers.infer.observe((t2 - t1).as_secs_f64());
+            self.objects.update(t, &self.detections);
+            // Confirmed tracks, including ones coasting through a missed
+            // detection: that is what lets a lane's dwell survive a miss.
+            self.tracked.clear();
+            self.tracked.extend(self.objects.confirmed().map(Track::detection));
+            for i in 0..self.lanes.len() {
+                if let Some(tr) = self.lanes[i].observe(t, &self.tracked) {
+                    out.push(self.lane_event(i, &tr, t, wall, frame));
+                }
+            }
+            self.timers.rules.observe(t2.elapsed().as_secs_f64());
+        }
+        if let (Some(pre), Some(model)) = (self.pose_pre.as_mut(), self.models.pose.as_ref()) {
+            let t0 = Instant::now();
+            let lb = pre.run(frame.rgb, frame.width, frame.height)?;
+            let t1 = Instant::now();
+            self.timers.pre.observe((t1 - t0).as_secs_f64());
+            model.detect(pre, &lb, &mut self.poses)?;
+            let t2 = Instant::now();
+            self.timers.infer.observe((t2 - t1).as_secs_f64());
+            self.person_dets.clear();
+            self.person_dets.extend(self.poses.iter().map(|p| Detection {
+                bbox: p.bbox,
+                class_id: 0,
+                score: p.score,
+                track_id: None,
+            }));
+            self.people.update(t, &self.person_dets);
+            let mut transitions = std::mem::take(&mut self.fall_out);
+            if let Some(rule) = self.falls.as_mut() {
+                rule.observe(t, self.people.tracks(), &self.poses, &mut transitions);
+            }
+            for tr in &transitions {
+                out.push(self.fall_event(tr, t, wall, frame));
+            }
+            self.fall_out = transitions;
+            self.timers.rules.observe(t2.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// What the last frame showed, for `replay --annotate`.
+    pub fn draw(&self, canvas: &mut Canvas) {
+        for lane in &self.lanes {
+            let colour = if lane.is_blocked() { overlay::RED } else { overlay::YELLOW };
+            canvas.polygon(&lane.polygon().points, colour);
+        }
+        for t in self.objects.confirmed() {
+            let label = self.labels.get(t.class_id).map(String::as_str).unwrap_or("?");
+            let colour = if t.is_visible() { overlay::CYAN } else { overlay::GREY };
+            canvas.rect(&t.bbox, colour);
+            canvas.label(&t.bbox, &format!("#{} {label} {:.2}", t.id, t.score), colour);
+        }
+        let Some(rule) = &self.falls else { return };
+        let down: Vec<u64> = rule.down().collect();
+        let kp_min = rule.params().keypoint_score;
+        for t in self.people.confirmed() {
+            let colour = if down.contains(&t.id) { overlay::RED } else { overlay::GREEN };
+            canvas.rect(&t.bbox, colour);
+            if let Some(pose) = t.matched.and_then(|m| self.poses.get(m)) {
+                canvas.skeleton(&pose.keypoints, kp_min, colour);
+            }
+            let f = rule.features(t.id).copied().unwrap_or_default();
+            canvas.label(
+                &t.bbox,
+                &format!("#{} h{:.2} d{:.2} {:.0}deg", t.id, f.height_ratio, f.drop, f.torso_deg.unwrap_or(-1.0)),
+                colour,
+            );
+        }
+    }
+
+    /// Builds the event message (with its snapshot) for a lane transition.
+    fn lane_event(&mut self, lane: usize, tr: &LaneTransition, now: f64, wall: SystemTime, frame: &FrameInput) -> Outbound {
+        let open = open_event(&mut self.lane_open[lane], tr.phase, wall, now, tr.since);
+        let ended_at = tr.cleared_at.map(|c| back(wall, now, c));
+        if tr.phase == Phase::End {
+            self.lane_open[lane] = None;
+        }
+        let rule = &self.lanes[lane];
+        let lane_cfg = rule.lane();
+        let boxes: Vec<_> = tr.objects.iter().map(|d| d.bbox).collect();
+        let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, |c| {
+            c.polygon(&rule.polygon().points, overlay::YELLOW);
+            for b in &boxes {
+                c.rect(b, overlay::RED);
+            }
+        });
+        let evidence = Evidence {
+            objects: tr
+                .objects
+                .iter()
+                .map(|d| EvidenceObject {
+                    label: self.labels.get(d.class_id).cloned().unwrap_or_else(|| d.class_id.to_string()),
+                    score: d.score,
+                    bbox: [d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2],
+                    track_id: d.track_id,
+                })
+                .collect(),
+            track_ids: tr.objects.iter().filter_map(|d| d.track_id).collect(),
+            occupancy: Some(tr.occupancy),
+            keypoints: None,
+        };
+        let rule_json = json!({
+            "name": "lane_blocked",
+            "lane": lane_cfg.name,
+            "polygon": lane_cfg.polygon,
+            "classes": lane_cfg.classes,
+            "dwell_s": lane_cfg.dwell_s,
+            "clear_s": lane_cfg.clear_s,
+            "score_threshold": self.score_threshold,
+        });
+        let parts = Parts {
+            kind: EventKind::LaneBlocked,
+            phase: tr.phase,
+            severity: Severity::Warning,
+            zone: Some(lane_cfg.name.clone()),
+            open,
+            wall,
+            ended_at,
+            score: Scores { peak: tr.peak, current: tr.score },
+            evidence,
+            rule: rule_json,
+            model: self.models.detector.info().clone(),
+        };
+        self.finish(parts, jpeg, frame)
+    }
+
+    /// Builds the event message (with its snapshot) for a fall transition.
+    fn fall_event(&mut self, tr: &FallTransition, now: f64, wall: SystemTime, frame: &FrameInput) -> Outbound {
+        let slot = self.fall_open.remove(&tr.track_id);
+        let mut slot = slot;
+        let open = open_event(&mut slot, tr.phase, wall, now, tr.fell_at);
+        if tr.phase != Phase::End {
+            if let Some(o) = slot {
+                self.fall_open.insert(tr.track_id, o);
+            }
+        }
+        let ended_at = tr.ended_at.map(|e| back(wall, now, e));
+        let kp_min = self.falls.as_ref().map(|r| r.params().keypoint_score).unwrap_or(0.2);
+        let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, |c| {
+            c.rect(&tr.bbox, overlay::RED);
+            if let Some(k) = &tr.keypoints {
+                c.skeleton(k, kp_min, overlay::RED);
+            }
+        });
+        let keypoints = tr.keypoints.map(|k| {
+            let named: serde_json::Map<String, serde_json::Value> = KEYPOINT_NAMES
+                .iter()
+                .zip(k.iter())
+                .map(|(n, p)| (n.to_string(), json!([p.x, p.y, p.score])))
+                .collect();
+            json!([{ "track_id": tr.track_id, "points": named }])
+        });
+        let b = tr.bbox;
+        let evidence = Evidence {
+            objects: vec![EvidenceObject {
+                label: "person".into(),
+                score: tr.score,
+                bbox: [b.x1, b.y1, b.x2, b.y2],
+                track_id: Some(tr.track_id),
+            }],
+            track_ids: vec![tr.track_id],
+            occupancy: None,
+            keypoints,
+        };
+        let params = self.falls.as_ref().map(|r| *r.params());
+        let rule_json = json!({
+            "name": "fall",
+            "params": params,
+            "fired_by": tr.trigger,
+            "features": tr.features,
+        });
+        let parts = Parts {
+            kind: EventKind::Fall,
+            phase: tr.phase,
+            severity: Severity::Critical,
+            zone: None,
+            open,
+            wall,
+            ended_at,
+            score: Scores { peak: tr.peak, current: tr.score },
+            evidence,
+            rule: rule_json,
+            model: self.models.pose.as_ref().map(|p| p.info().clone()).unwrap_or_else(|| ModelInfo {
+                name: "pose".into(),
+                version: String::new(),
+                format: String::new(),
+            }),
+        };
+        self.finish(parts, jpeg, frame)
+    }
+
+    fn finish(&self, p: Parts, jpeg: Option<Vec<u8>>, frame: &FrameInput) -> Outbound {
+        let (id, started_at) = p.open;
+        let snapshot_ref = jpeg.as_ref().map(|j| SnapshotRef {
+            topic: self.topics.snapshot(p.kind.as_str(), &id),
+            content_type: "image/jpeg",
+            width: frame.width,
+            height: frame.height,
+            bytes: j.len(),
+        });
+        let duration_s =
+            p.ended_at.unwrap_or(p.wall).duration_since(started_at).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let event = Event {
+            schema: event::SCHEMA,
+            id,
+            seq: 0,
+            kind: p.kind,
+            phase: p.phase,
+            severity: p.severity,
+            agent: self.agent.clone(),
+            site: self.site.clone(),
+            camera: CameraRef { id: self.camera.id.clone(), name: self.camera.name.clone() },
+            zone: p.zone,
+            started_at,
+            updated_at: p.wall,
+            ended_at: p.ended_at,
+            duration_s,
+            score: p.score,
+            evidence: p.evidence,
+            rule: p.rule,
+            model: p.model,
+            snapshot: snapshot_ref,
+        };
+        self.metrics.events.with_label_values(&[p.kind.as_str(), phase_str(p.phase)]).inc();
+        Outbound::Event { event: Box::new(event), snapshot: jpeg }
+    }
+}
+
+/// The parts of an event that differ between rules.
+struct Parts {
+    kind: EventKind,
+    phase: Phase,
+    severity: Severity,
+    zone: Option<String>,
+    /// (id, started_at)
+    open: (String, SystemTime),
+    wall: SystemTime,
+    ended_at: Option<SystemTime>,
+    score: Scores,
+    evidence: Evidence,
+    rule: serde_json::Value,
+    model: ModelInfo,
+}
+
+/// The wall time of rule time `t`, given that rule time `now` is `wall`.
+fn back(wall: SystemTime, now: f64, t: f64) -> SystemTime {
+    wall.checked_sub(Duration::from_secs_f64((now - t).max(0.0))).unwrap_or(wall)
+}
+
+/// Opens the event on `start`; on `update`/`end` returns the open one. An
+/// update or end always follows a start on the same rule; the fallback only
+/// guards against a logic error, never panics.
+fn open_event(slot: &mut Option<OpenEvent>, phase: Phase, wall: SystemTime, now: f64, since: f64) -> (String, SystemTime) {
+    let open = match phase {
+        Phase::Start => slot.insert(OpenEvent { id: event::new_id(), started_at: back(wall, now, since) }),
+        _ => slot.get_or_insert_with(|| OpenEvent { id: event::new_id(), started_at: wall }),
+    };
+    (open.id.clone(), open.started_at)
+}
+
+pub fn phase_str(p: Phase) -> &'static str {
+    match p {
+        Phase::Start => "start",
+        Phase::Update => "update",
+        Phase::End => "end",
+    }
+}
