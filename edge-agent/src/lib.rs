@@ -29,5 +29,6 @@ pub mod metrics;
 pub mod overlay;
 pub mod pipeline;
 pub mod redact;
+pub mod replay;
 pub mod shutdown;
 pub mod source;

@@ -36,6 +36,45 @@ enum Cmd {
     },
     /// Validate a configuration file (and its model and ONNX Runtime) and exit.
     CheckConfig { file: PathBuf },
+    /// Run the agent's analysis on a video file or still image and print
+    /// each event as one JSON line (times relative to the clip).
+    Replay {
+        /// Video file (anything GStreamer decodes) or a .jpg/.png still.
+        file: PathBuf,
+        /// Agent config to use (default: the project's models, falls on).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Which camera's settings (lanes, fps, overrides) to use; default the first.
+        #[arg(long)]
+        camera: Option<String>,
+        /// Play at the clip's own speed instead of as fast as possible.
+        #[arg(long)]
+        realtime: bool,
+        /// Write an annotated MP4: boxes, track ids, skeletons, lanes, event banner.
+        #[arg(long, value_name = "OUT.mp4")]
+        annotate: Option<PathBuf>,
+        /// Seconds a still image is shown.
+        #[arg(long, default_value_t = 10.0)]
+        still_s: f64,
+        /// Seconds to keep showing a video's last frame after it ends.
+        #[arg(long, default_value_t = 0.0)]
+        hold_last_s: f64,
+    },
+    /// Replay every clip of a labels file and print TP, FP, FN, precision,
+    /// recall and detection delay per event kind.
+    Eval {
+        /// The labels file (TOML; see the README, "Measured quality").
+        labels: PathBuf,
+        /// Base agent config for every clip (default: the project's models).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Also write the full report as JSON here.
+        #[arg(long, value_name = "OUT.json")]
+        json: Option<PathBuf>,
+        /// Only clips whose path contains this text.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Run the demo: an in-process RTSP camera, a private broker, the agent,
     /// and every alert printed as it arrives.
     Demo {
@@ -64,6 +103,11 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Replay { file, config, camera, realtime, annotate, still_s, hold_last_s } => {
+            let opts = edge_agent::replay::ReplayOptions { realtime, annotate, still_s, hold_last_s };
+            replay(&file, config.as_deref(), camera.as_deref(), &opts)
+        }
+        Cmd::Eval { labels, config, json, only } => eval(&labels, config.as_deref(), json.as_deref(), only.as_deref()),
         Cmd::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Cmd::Demo { clip, out, timeout_s } => runtime().and_then(|rt| rt.block_on(run_demo(clip, out, timeout_s))),
     };
@@ -99,6 +143,66 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         config.detector.format,
         lib.display()
     );
+    Ok(())
+}
+
+fn replay(
+    file: &std::path::Path,
+    config: Option<&std::path::Path>,
+    camera: Option<&str>,
+    opts: &edge_agent::replay::ReplayOptions,
+) -> anyhow::Result<()> {
+    use edge_agent::replay;
+    let config = replay::load_config(config)?;
+    let camera = replay::pick_camera(&config, camera)?.clone();
+    let models = edge_agent::pipeline::Models::load(&config)?;
+    let report = replay::run(&config, &camera, &models, file, opts, &mut |ev| {
+        println!("{}", serde_json::to_string(ev).unwrap_or_default());
+    })?;
+    eprintln!(
+        "replayed {}: {} frames ({:.1} s of clip) in {:.1} s: {:.1} frames/s, {} event messages",
+        file.display(),
+        report.frames,
+        report.clip_s,
+        report.wall_s,
+        report.fps(),
+        report.events.len()
+    );
+    if let Some(a) = &opts.annotate {
+        eprintln!("annotated video: {}", a.display());
+    }
+    Ok(())
+}
+
+fn eval(
+    labels: &std::path::Path,
+    config: Option<&std::path::Path>,
+    json: Option<&std::path::Path>,
+    only: Option<&str>,
+) -> anyhow::Result<()> {
+    use edge_agent::replay::eval;
+    let report = eval::run(labels, config, only, &mut |c| {
+        let starts: Vec<String> = c.starts.iter().map(|(k, t)| format!("{k}@{t:.1}s")).collect();
+        let want: Vec<String> = c.labelled.iter().map(|(k, at, _)| format!("{k}@{at:.1}s")).collect();
+        let verdict = match &c.error {
+            Some(e) => format!("ERROR {e}"),
+            None if c.false_positives.is_empty() && c.labelled.iter().all(|l| l.2.is_some()) => "ok".into(),
+            None => "MISS".into(),
+        };
+        println!(
+            "{:<52} labelled [{}] started [{}] {:.0} frames/s {verdict}",
+            c.file,
+            want.join(", "),
+            starts.join(", "),
+            c.fps
+        );
+    })?;
+    println!("\n{}", eval::table(&report));
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
     Ok(())
 }
 

@@ -12,9 +12,7 @@ pub fn render(rgb: &[u8], width: u32, height: u32, quality: u8, draw: impl FnOnc
     let mut px = rgb.get(..(width * height * 3) as usize)?.to_vec();
     draw(&mut Canvas::new(&mut px, width, height)?);
     let mut out = Vec::with_capacity((width * height / 4) as usize);
-    JpegEncoder::new_with_quality(&mut out, quality)
-        .encode(&px, width, height, image::ExtendedColorType::Rgb8)
-        .ok()?;
+    JpegEncoder::new_with_quality(&mut out, quality).encode(&px, width, height, image::ExtendedColorType::Rgb8).ok()?;
     Some(out)
 }
 

@@ -201,7 +201,12 @@ mod tests {
 
     /// A car whose bottom edge sits at `bottom` (inside the lane when > 0.5).
     fn car(bottom: f32, score: f32) -> Detection {
-        Detection { bbox: BBox { x1: 0.3, y1: bottom - 0.2, x2: 0.5, y2: bottom }, class_id: CAR, score, track_id: None }
+        Detection {
+            bbox: BBox { x1: 0.3, y1: bottom - 0.2, x2: 0.5, y2: bottom },
+            class_id: CAR,
+            score,
+            track_id: None,
+        }
     }
 
     /// Runs a script of (time, detections) through a rule; returns (time, phase).

@@ -3,7 +3,9 @@
 //! - [`tracker`]: detections → tracks with ids that survive a missed frame
 //!   (one tracker for detector objects, one for pose people, per camera);
 //! - [`lane`]: tracked objects standing in a lane past its dwell time;
-//! - [`fall`]: tracked people going from upright to lying, fast.
+//! - [`fall`]: tracked people going from upright to lying, fast;
+//! - [`motion`]: grey thumbnails and how much of a region changed (the fall
+//!   rule's cue for people the pose model loses).
 //!
 //! Rules are plain state machines fed `(time, tracks)` and returning
 //! transitions. They never read a clock or touch I/O, so every rule is tested
@@ -14,6 +16,7 @@
 pub mod fall;
 mod geometry;
 mod lane;
+pub mod motion;
 pub mod tracker;
 
 pub use fall::{FallFeatures, FallRule, FallTransition};

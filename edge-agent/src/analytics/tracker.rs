@@ -35,6 +35,9 @@ pub struct TrackerParams {
     pub low_match_iou: f32,
     pub min_hits: u32,
     pub max_age_s: f64,
+    /// Predict boxes with the track's velocity before matching. Off for
+    /// people, whose boxes change shape more than they move between frames.
+    pub predict: bool,
 }
 
 impl TrackerParams {
@@ -47,12 +50,13 @@ impl TrackerParams {
             low_match_iou: t.low_match_iou,
             min_hits: t.min_hits,
             max_age_s: t.max_age_s,
+            predict: true,
         }
     }
 
     /// For pose people: the pose model's own score band.
     pub fn people(pose: &Pose, t: &Tracking) -> TrackerParams {
-        TrackerParams { high: pose.track_score, low: pose.min_score, ..TrackerParams::objects(0.0, t) }
+        TrackerParams { high: pose.track_score, low: pose.min_score, predict: false, ..TrackerParams::objects(0.0, t) }
     }
 }
 
@@ -133,6 +137,13 @@ impl Tracker {
     /// Advances to time `now` (seconds, non-decreasing) with this frame's
     /// detections. Afterwards each track's `matched` names its detection.
     pub fn update(&mut self, now: f64, dets: &[Detection]) {
+        self.update_pinned(now, dets, &[]);
+    }
+
+    /// As [`Tracker::update`], but tracks in `pinned` outlive `max_age_s`:
+    /// a rule that is following someone (a fallen person the model no
+    /// longer sees) decides itself when they are lost.
+    pub fn update_pinned(&mut self, now: f64, dets: &[Detection], pinned: &[u64]) {
         let p = self.params;
         for t in &mut self.tracks {
             t.matched = None;
@@ -146,7 +157,13 @@ impl Tracker {
         self.associate(now, dets, p.low, p.high, p.low_match_iou, true);
 
         // Tentative tracks die on their first miss; confirmed ones after max_age_s.
-        self.tracks.retain(|t| if t.confirmed { now - t.last_seen <= p.max_age_s } else { t.matched.is_some() });
+        self.tracks.retain(|t| {
+            if t.confirmed {
+                now - t.last_seen <= p.max_age_s || pinned.contains(&t.id)
+            } else {
+                t.matched.is_some()
+            }
+        });
 
         // Births: high-score detections nobody claimed.
         for (i, d) in dets.iter().enumerate() {
@@ -176,7 +193,7 @@ impl Tracker {
             if t.matched.is_some() || (confirmed_only && !t.confirmed) {
                 continue;
             }
-            let predicted = t.predicted(now);
+            let predicted = if self.params.predict { t.predicted(now) } else { t.bbox };
             for (di, d) in dets.iter().enumerate() {
                 if self.det_used[di] || d.class_id != t.class_id || !(d.score >= lo && d.score < hi) {
                     continue;
@@ -226,7 +243,15 @@ mod tests {
     use super::*;
 
     fn params() -> TrackerParams {
-        TrackerParams { high: 0.5, low: 0.1, match_iou: 0.3, low_match_iou: 0.2, min_hits: 2, max_age_s: 1.0 }
+        TrackerParams {
+            high: 0.5,
+            low: 0.1,
+            match_iou: 0.3,
+            low_match_iou: 0.2,
+            min_hits: 2,
+            max_age_s: 1.0,
+            predict: true,
+        }
     }
 
     fn det(x: f32, score: f32) -> Detection {
@@ -287,6 +312,19 @@ mod tests {
         assert!(tr.get(1).is_some_and(|t| t.is_visible()), "picked up again with the same id");
         tr.update(2.4, &[]);
         assert!(tr.get(1).is_none(), "gone after max_age_s without a match");
+    }
+
+    #[test]
+    fn pinned_tracks_outlive_max_age() {
+        let mut tr = Tracker::new(params());
+        tr.update(0.0, &[det(0.1, 0.9)]);
+        tr.update(0.2, &[det(0.1, 0.9)]);
+        for i in 1..30 {
+            tr.update_pinned(0.2 + i as f64 * 0.2, &[], &[1]);
+        }
+        assert!(tr.get(1).is_some(), "kept while pinned");
+        tr.update(6.2, &[]);
+        assert!(tr.get(1).is_none(), "dropped once unpinned");
     }
 
     #[test]

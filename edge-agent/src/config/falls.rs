@@ -8,6 +8,31 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Parameter values as numbers, for the range checks.
+trait Num {
+    fn num(self) -> f64;
+}
+impl Num for f64 {
+    fn num(self) -> f64 {
+        self
+    }
+}
+impl Num for f32 {
+    fn num(self) -> f64 {
+        self as f64
+    }
+}
+impl Num for u32 {
+    fn num(self) -> f64 {
+        self as f64
+    }
+}
+impl Num for bool {
+    fn num(self) -> f64 {
+        self as u8 as f64
+    }
+}
+
 macro_rules! fall_params {
     ($( $(#[doc = $doc:expr])* $name:ident : $ty:ty = $default:expr, $min:expr, $max:expr; )*) => {
         /// The fall rule's parameters for one camera (after merging).
@@ -47,7 +72,7 @@ macro_rules! fall_params {
             /// Range checks; `at` is the table's key path for messages.
             pub fn validate(&self, at: &str) -> Result<(), (String, String)> {
                 $(
-                    let v = self.$name as f64;
+                    let v = Num::num(self.$name);
                     if !(v.is_finite() && v >= $min as f64 && v <= $max as f64) {
                         return Err((
                             format!("{at}.{}", stringify!($name)),
@@ -62,39 +87,83 @@ macro_rules! fall_params {
 }
 
 fall_params! {
-    /// The fall itself must happen within this many seconds: the hips drop
-    /// by `min_drop` and the body reaches a lying posture. Sitting down and
-    /// lying down on purpose are slower.
+    /// The collapse must come within this many seconds of the person's
+    /// last standing observation.
     window_s: f64 = 2.0, 0.2, 10.0;
-    /// Seconds the lying posture must hold after the fall before `start`.
-    confirm_s: f64 = 1.0, 0.0, 60.0;
-    /// Seconds upright before a fall event ends.
-    recover_s: f64 = 5.0, 0.0, 3600.0;
+    /// Seconds the person must stay down after the collapse before `start`.
+    confirm_s: f64 = 0.6, 0.0, 60.0;
+    /// A collapse not confirmed within this many seconds is abandoned.
+    fall_timeout_s: f64 = 3.0, 0.2, 60.0;
+    /// Seconds upright (box back to `upright_height_ratio` of the standing
+    /// height, confidently seen) before a fall event ends.
+    recover_s: f64 = 2.0, 0.0, 3600.0;
     /// Seconds without seeing the fallen person before the event ends.
     lost_s: f64 = 10.0, 0.0, 3600.0;
-    /// How far back a track's standing height (its tallest recent box) is
-    /// remembered, in seconds.
-    history_s: f64 = 3.0, 0.5, 60.0;
-    /// Minimum drop of the hip centre within `window_s`, in standing
-    /// heights. Bending over and picking something up keep the hips high.
+    /// How far back a standing observation counts as the person's reference
+    /// (standing height, top of head, width), in seconds.
+    ref_window_s: f64 = 3.0, 0.5, 60.0;
+    /// A reference must look like a standing person: box width over height
+    /// (in pixels) at most this.
+    ref_max_aspect: f32 = 0.8, 0.1, 5.0;
+    /// Box height over standing height at or below which the person has
+    /// collapsed (lying people measured about 0.36, bending ≥ 0.72).
+    fall_height_ratio: f32 = 0.6, 0.0, 1.0;
+    /// The top of the box must move down by at least this many standing
+    /// heights: bending over and sitting keep the head high.
     min_drop: f32 = 0.25, 0.0, 2.0;
-    /// Box height over standing height at or below which a person counts as
-    /// lying.
-    lying_height_ratio: f32 = 0.6, 0.0, 1.0;
-    /// Box height over standing height at or above which (with a torso
-    /// within `lying_torso_deg` of vertical) a person counts as upright.
-    upright_height_ratio: f32 = 0.85, 0.0, 1.5;
-    /// Torso angle from vertical, in degrees, from which the torso counts as
-    /// lying when the keypoints are visible.
-    lying_torso_deg: f32 = 55.0, 0.0, 90.0;
-    /// Keypoints scoring below this are treated as not visible.
-    keypoint_score: f32 = 0.2, 0.0, 1.0;
-    /// A box within this distance of the frame edge is leaving the frame:
-    /// its shrinking height is not a fall.
+    /// The collapsed box must be at least this wide relative to the
+    /// reference: a person cut by the frame edge or occluded gets narrower,
+    /// a fallen one wider.
+    min_width_ratio: f32 = 0.8, 0.0, 5.0;
+    /// While falling, a box at or below this height ratio counts as down.
+    down_height_ratio: f32 = 0.75, 0.0, 1.5;
+    /// A box at or above this height ratio (seen with a confident score)
+    /// counts as upright again.
+    upright_height_ratio: f32 = 0.8, 0.0, 1.5;
+    /// A box within this distance of the frame edge may be cut off: it is
+    /// not judged on its size.
     edge_margin: f32 = 0.02, 0.0, 0.5;
-    /// A person whose box overlaps another person's by more than this IoU is
-    /// not judged: merged and split boxes fake height changes.
-    overlap_iou: f32 = 0.4, 0.0, 1.0;
+    /// Keypoints scoring below this are not drawn (snapshots, annotation).
+    keypoint_score: f32 = 0.2, 0.0, 1.0;
+    /// Use the motion cue for people the pose model loses as they fall
+    /// (lying people often score too low to be seen at all).
+    vanish: bool = true, 0, 1;
+    /// Grey-level change (0–255, on a 96-px-wide thumbnail) that counts as
+    /// motion.
+    motion_threshold: f32 = 15.0, 1.0, 255.0;
+    /// Motion compares with the thumbnail this many seconds earlier (one
+    /// frame back misses motion in clips with duplicated frames).
+    motion_lag_s: f64 = 0.4, 0.0, 5.0;
+    /// A region moving on at most this fraction of its pixels is still
+    /// (the person lies still after the fall).
+    still_max: f32 = 0.04, 0.0, 1.0;
+    /// Vanish path: at least this fraction of the region around the lost
+    /// person's last box must be moving…
+    burst_min: f32 = 0.10, 0.0, 1.0;
+    /// …with the motion's centre at least this far down the last box
+    /// (0 top, 1 bottom): a fall moves the lower part of the scene.
+    burst_centre: f32 = 0.5, 0.0, 1.5;
+    /// Vanish path: the person has been unseen for at least this long…
+    vanish_after_s: f64 = 0.2, 0.0, 10.0;
+    /// …and at most this long.
+    vanish_within_s: f64 = 1.2, 0.0, 10.0;
+    /// Vanish path: the track's best score must be at least this (fake
+    /// "people" on furniture stay lower).
+    vanish_min_score: f32 = 0.25, 0.0, 1.0;
+    /// Vanish path: confident observations needed in the `vanish_hist_s`
+    /// before the person was lost (a count at the analysis fps; measured at
+    /// 5 fps).
+    vanish_min_hits: u32 = 3, 0, 1000;
+    vanish_hist_s: f64 = 2.0, 0.0, 60.0;
+    /// Vanish path: the person was nearly still before vanishing, in box
+    /// heights per second (walkers leaving are faster).
+    vanish_max_speed: f32 = 0.3, 0.0, 100.0;
+    /// Vanish path: an upright person appearing within this many box
+    /// heights of the lost one cancels the fall (they stood up or walked on).
+    reappear_dist: f32 = 1.0, 0.0, 100.0;
+    /// Vanish path: another person covering this fraction of the last box
+    /// means occlusion, not a fall.
+    occlusion_ioa: f32 = 0.2, 0.0, 1.0;
 }
 
 #[cfg(test)]

@@ -335,6 +335,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses and validates config text as if it were the file `file`:
+    /// relative paths resolve against its folder (used by `eval`, which
+    /// builds each clip's config from a base file plus overlays).
+    pub fn from_text(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::parse(text, file)?;
+        config.resolve_paths(file.parent().unwrap_or(Path::new(".")));
+        Ok(config)
+    }
+
     /// Parses and validates config text; `file` is only used in messages.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let invalid = |key: String, message: String, line: Option<usize>| ConfigError::Invalid {

@@ -17,11 +17,14 @@ pub use super::falls::{FallOverrides, Falls};
 pub struct Pose {
     /// The ONNX file. Relative paths are resolved against the config file.
     pub path: PathBuf,
-    /// Input size in pixels, multiples of 32. The frame is letterboxed in.
+    /// Long side of the model input in pixels (a multiple of 32). The frame
+    /// is scaled so its long side fits and the short side is padded up to a
+    /// multiple of 32: a 16:9 frame at 384 becomes 384×224.
     #[serde(default = "default_pose_input")]
-    pub input_width: u32,
-    #[serde(default = "default_pose_input")]
-    pub input_height: u32,
+    pub input_size: u32,
+    /// People overlapping more than this IoU are one person.
+    #[serde(default = "default_pose_nms")]
+    pub nms_iou: f32,
     /// A person scoring at least this starts a track.
     #[serde(default = "default_pose_high")]
     pub track_score: f32,
@@ -72,13 +75,16 @@ impl Default for Tracking {
 }
 
 fn default_pose_input() -> u32 {
-    256
+    384
+}
+fn default_pose_nms() -> f32 {
+    0.6
 }
 fn default_pose_high() -> f32 {
-    0.25
+    0.2
 }
 fn default_pose_low() -> f32 {
-    0.03
+    0.05
 }
 fn default_threads() -> usize {
     2
@@ -109,10 +115,11 @@ pub(super) fn validate(
 ) -> Result<(), (String, String)> {
     let err = |k: &str, m: String| Err((k.to_string(), m));
     if let Some(p) = pose {
-        for (k, v) in [("pose.input_width", p.input_width), ("pose.input_height", p.input_height)] {
-            if !(32..=1024).contains(&v) || v % 32 != 0 {
-                return err(k, format!("{v} is not a multiple of 32 between 32 and 1024"));
-            }
+        if !(32..=1024).contains(&p.input_size) || p.input_size % 32 != 0 {
+            return err("pose.input_size", format!("{} is not a multiple of 32 between 32 and 1024", p.input_size));
+        }
+        if !(0.0..=1.0).contains(&p.nms_iou) {
+            return err("pose.nms_iou", format!("{} is outside 0–1", p.nms_iou));
         }
         if !(0.0..=1.0).contains(&p.track_score) {
             return err("pose.track_score", format!("{} is outside 0–1", p.track_score));
@@ -146,4 +153,3 @@ pub(super) fn validate(
     }
     falls.validate("falls")
 }
-

@@ -131,7 +131,16 @@ impl Preprocessor {
             Element::F32 => (vec![0.0; n], Vec::new()),
             Element::I32 => (Vec::new(), vec![0; n]),
         };
-        Preprocessor { spec, resizer: Resizer::new(), scratch: Vec::new(), tensor, tensor_i32, lut, lut_i32, last: None }
+        Preprocessor {
+            spec,
+            resizer: Resizer::new(),
+            scratch: Vec::new(),
+            tensor,
+            tensor_i32,
+            lut,
+            lut_i32,
+            last: None,
+        }
     }
 
     pub fn spec(&self) -> &InputSpec {

@@ -73,6 +73,14 @@ pub struct Pose {
     pub keypoints: [Keypoint; 17],
 }
 
+/// Input tensor size for a frame: long side `long`, short side scaled the
+/// same and padded up to a multiple of 32 (MoveNet's stride).
+pub fn input_dims(frame_w: u32, frame_h: u32, long: u32) -> (u32, u32) {
+    let s = long as f64 / frame_w.max(frame_h).max(1) as f64;
+    let up = |v: u32| (((v as f64 * s).round() as u32).max(1)).div_ceil(32) * 32;
+    (up(frame_w), up(frame_h))
+}
+
 /// The input spec MoveNet needs at a given size.
 pub fn input_spec(width: u32, height: u32) -> InputSpec {
     InputSpec {
@@ -114,11 +122,31 @@ pub fn decode_multipose(data: &[f32], lb: &Letterbox, in_w: u32, in_h: u32, min_
     }
 }
 
+/// Keeps the best-scoring of people overlapping more than `iou` (MultiPose
+/// sometimes reports one person twice).
+pub fn nms(people: &mut Vec<Pose>, iou: f32) {
+    people.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
+    let mut i = 0;
+    while i < people.len() {
+        let keep = people[i].bbox;
+        let mut j = i + 1;
+        while j < people.len() {
+            if people[j].bbox.iou(&keep) >= iou {
+                people.remove(j);
+            } else {
+                j += 1;
+            }
+        }
+        i += 1;
+    }
+}
+
 /// The shared MultiPose session.
 pub struct PoseModel {
     session: Mutex<Session>,
-    spec: InputSpec,
+    input_size: u32,
     min_score: f32,
+    nms_iou: f32,
     info: ModelInfo,
 }
 
@@ -134,14 +162,12 @@ impl PoseModel {
             .and_then(|b| b.with_intra_threads(cfg.threads).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
-        let input_ok = session.inputs().first().and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec())).is_some_and(
-            |s| {
-                s.len() == 4
-                    && s[3] == 3
-                    && (s[1] < 0 || s[1] == cfg.input_height as i64)
-                    && (s[2] < 0 || s[2] == cfg.input_width as i64)
-            },
-        );
+        // The input size follows each camera's aspect, so H and W must be dynamic.
+        let input_ok = session
+            .inputs()
+            .first()
+            .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
+            .is_some_and(|s| s.len() == 4 && s[3] == 3 && s[1] < 0 && s[2] < 0);
         let output_ok = session
             .outputs()
             .first()
@@ -149,15 +175,15 @@ impl PoseModel {
             .is_some_and(|s| s.len() == 3 && (s[2] < 0 || s[2] == STRIDE as i64));
         if !input_ok || !output_ok {
             return Err(model_err(format!(
-                "not a MoveNet MultiPose export: needs input [1, {}, {}, 3] and output [1, 6, 56]",
-                cfg.input_height, cfg.input_width
+                "not a MoveNet MultiPose export: needs input int32 [1, H, W, 3] with dynamic H and W, and output [1, 6, 56]"
             )));
         }
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(PoseModel {
             session: Mutex::new(session),
-            spec: input_spec(cfg.input_width, cfg.input_height),
+            input_size: cfg.input_size,
             min_score: cfg.min_score,
+            nms_iou: cfg.nms_iou,
             info: ModelInfo { name, version: sha[..12].to_string(), format: "movenet-multipose".into() },
         })
     }
@@ -166,9 +192,10 @@ impl PoseModel {
         &self.info
     }
 
-    /// A preprocessor for this model, for one camera to own.
-    pub fn preprocessor(&self) -> Preprocessor {
-        Preprocessor::new(self.spec)
+    /// A preprocessor for frames of this size, for one camera to own.
+    pub fn preprocessor(&self, frame_w: u32, frame_h: u32) -> Preprocessor {
+        let (w, h) = input_dims(frame_w, frame_h, self.input_size);
+        Preprocessor::new(input_spec(w, h))
     }
 
     /// Runs the model on what `pre` holds and decodes people into `out`.
@@ -178,7 +205,9 @@ impl PoseModel {
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
         let (_, data) = outs[0].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
-        decode_multipose(data, lb, self.spec.width, self.spec.height, self.min_score, out);
+        let spec = pre.spec();
+        decode_multipose(data, lb, spec.width, spec.height, self.min_score, out);
+        nms(out, self.nms_iou);
         Ok(())
     }
 }
@@ -231,6 +260,25 @@ mod tests {
         assert_eq!(p.keypoints[0].score, 0.9);
         assert!((p.bbox.x1 - 0.25).abs() < 1e-5 && (p.bbox.x2 - 0.75).abs() < 1e-5);
         assert!((p.bbox.y1 - 0.0).abs() < 1e-5 && (p.bbox.y2 - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn input_follows_the_frame_aspect() {
+        assert_eq!(input_dims(640, 360, 384), (384, 224));
+        assert_eq!(input_dims(360, 640, 384), (224, 384));
+        assert_eq!(input_dims(320, 240, 384), (384, 288));
+    }
+
+    #[test]
+    fn nms_keeps_the_best_of_duplicates() {
+        let p = |x: f32, score: f32| Pose {
+            bbox: BBox { x1: x, y1: 0.1, x2: x + 0.2, y2: 0.9 },
+            score,
+            keypoints: [Keypoint::default(); 17],
+        };
+        let mut people = vec![p(0.1, 0.3), p(0.11, 0.6), p(0.6, 0.2)];
+        nms(&mut people, 0.6);
+        assert_eq!(people.iter().map(|q| q.score).collect::<Vec<_>>(), vec![0.6, 0.2]);
     }
 
     #[test]

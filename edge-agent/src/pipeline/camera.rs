@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::alert::event::{self, CameraRef, Evidence, EvidenceObject, Scores, SnapshotRef};
 use crate::alert::{snapshot, Event, EventKind, Outbound, Severity, Topics};
+use crate::analytics::motion::MotionHistory;
 use crate::analytics::{FallRule, FallTransition, LaneRule, LaneTransition, Phase, Track, Tracker, TrackerParams};
 use crate::config::{Camera, Config};
 use crate::infer::pose::{Pose, PoseModel, KEYPOINT_NAMES};
@@ -80,7 +81,10 @@ pub struct CameraAnalyzer {
     score_threshold: f32,
     models: Models,
     det_pre: Option<Preprocessor>,
-    pose_pre: Option<Preprocessor>,
+    /// Made on the first frame: the pose input follows the frame's aspect.
+    pose_pre: Option<(u32, u32, Preprocessor)>,
+    motion: MotionHistory,
+    pinned: Vec<u64>,
     detections: Vec<Detection>,
     tracked: Vec<Detection>,
     poses: Vec<Pose>,
@@ -102,10 +106,11 @@ impl CameraAnalyzer {
         let lanes: Vec<LaneRule> =
             camera.lanes.iter().map(|l| LaneRule::new(l.clone(), &labels, config.alerts.update_interval_s)).collect();
         let falls_cfg = config.falls_for(camera);
-        let falls = match (&models.pose, falls_cfg.enabled) {
-            (Some(_), true) => Some(FallRule::new(falls_cfg)),
+        let falls = match (&config.pose, falls_cfg.enabled) {
+            (Some(pose), true) if models.pose.is_some() => Some(FallRule::new(falls_cfg, pose.track_score)),
             _ => None,
         };
+        let lag = (falls_cfg.motion_lag_s * camera.fps).round().max(1.0) as usize;
         let people_params = match &config.pose {
             Some(p) => TrackerParams::people(p, &config.tracking),
             None => TrackerParams::objects(1.0, &config.tracking),
@@ -119,7 +124,9 @@ impl CameraAnalyzer {
             quality: config.alerts.snapshot_quality,
             score_threshold: config.detector.score_threshold,
             det_pre: (!lanes.is_empty()).then(|| models.detector.preprocessor()),
-            pose_pre: falls.as_ref().and(models.pose.as_ref()).map(|p| p.preprocessor()),
+            pose_pre: None,
+            motion: MotionHistory::new(lag),
+            pinned: Vec::new(),
             models,
             detections: Vec::with_capacity(64),
             tracked: Vec::with_capacity(64),
@@ -132,7 +139,11 @@ impl CameraAnalyzer {
             falls,
             fall_open: HashMap::new(),
             fall_out: Vec::with_capacity(4),
-            timers: Timers { pre: metrics.stage("preprocess"), infer: metrics.stage("inference"), rules: metrics.stage("rules") },
+            timers: Timers {
+                pre: metrics.stage("preprocess"),
+                infer: metrics.stage("inference"),
+                rules: metrics.stage("rules"),
+            },
             metrics,
         }
     }
@@ -164,9 +175,17 @@ impl CameraAnalyzer {
             }
             self.timers.rules.observe(t2.elapsed().as_secs_f64());
         }
-        if let (Some(pre), Some(model)) = (self.pose_pre.as_mut(), self.models.pose.as_ref()) {
+        if let (Some(rule), Some(model)) = (self.falls.as_mut(), self.models.pose.as_ref()) {
+            let (w, h) = (frame.width, frame.height);
+            if !matches!(&self.pose_pre, Some((pw, ph, _)) if (*pw, *ph) == (w, h)) {
+                self.pose_pre = Some((w, h, model.preprocessor(w, h)));
+            }
+            let Some((_, _, pre)) = self.pose_pre.as_mut() else { return Ok(()) };
             let t0 = Instant::now();
             let lb = pre.run(frame.rgb, frame.width, frame.height)?;
+            if rule.params().vanish {
+                self.motion.push(frame.rgb, w, h);
+            }
             let t1 = Instant::now();
             self.timers.pre.observe((t1 - t0).as_secs_f64());
             model.detect(pre, &lb, &mut self.poses)?;
@@ -179,11 +198,24 @@ impl CameraAnalyzer {
                 score: p.score,
                 track_id: None,
             }));
-            self.people.update(t, &self.person_dets);
-            let mut transitions = std::mem::take(&mut self.fall_out);
-            if let Some(rule) = self.falls.as_mut() {
-                rule.observe(t, self.people.tracks(), &self.poses, &mut transitions);
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let people: Vec<String> = self
+                    .poses
+                    .iter()
+                    .map(|p| {
+                        let b = p.bbox;
+                        format!("{:.2}@[{:.3},{:.3},{:.3},{:.3}]", p.score, b.x1, b.y1, b.x2, b.y2)
+                    })
+                    .collect();
+                tracing::trace!(t, people = %people.join(" "), "poses");
             }
+            self.pinned.clear();
+            self.pinned.extend(rule.pinned());
+            self.people.update_pinned(t, &self.person_dets, &self.pinned);
+            let mut transitions = std::mem::take(&mut self.fall_out);
+            let thumbs = if rule.params().vanish { self.motion.pair() } else { None };
+            let aspect = w as f32 / h.max(1) as f32;
+            rule.observe(t, self.people.tracks(), &self.poses, thumbs, aspect, &mut transitions);
             for tr in &transitions {
                 out.push(self.fall_event(tr, t, wall, frame));
             }
@@ -217,14 +249,21 @@ impl CameraAnalyzer {
             let f = rule.features(t.id).copied().unwrap_or_default();
             canvas.label(
                 &t.bbox,
-                &format!("#{} h{:.2} d{:.2} {:.0}deg", t.id, f.height_ratio, f.drop, f.torso_deg.unwrap_or(-1.0)),
+                &format!("#{} {:.2} h{:.2} d{:.2} w{:.2}", t.id, t.score, f.height_ratio, f.drop, f.width_ratio),
                 colour,
             );
         }
     }
 
     /// Builds the event message (with its snapshot) for a lane transition.
-    fn lane_event(&mut self, lane: usize, tr: &LaneTransition, now: f64, wall: SystemTime, frame: &FrameInput) -> Outbound {
+    fn lane_event(
+        &mut self,
+        lane: usize,
+        tr: &LaneTransition,
+        now: f64,
+        wall: SystemTime,
+        frame: &FrameInput,
+    ) -> Outbound {
         let open = open_event(&mut self.lane_open[lane], tr.phase, wall, now, tr.since);
         let ended_at = tr.cleared_at.map(|c| back(wall, now, c));
         if tr.phase == Phase::End {
@@ -298,11 +337,8 @@ impl CameraAnalyzer {
             }
         });
         let keypoints = tr.keypoints.map(|k| {
-            let named: serde_json::Map<String, serde_json::Value> = KEYPOINT_NAMES
-                .iter()
-                .zip(k.iter())
-                .map(|(n, p)| (n.to_string(), json!([p.x, p.y, p.score])))
-                .collect();
+            let named: serde_json::Map<String, serde_json::Value> =
+                KEYPOINT_NAMES.iter().zip(k.iter()).map(|(n, p)| (n.to_string(), json!([p.x, p.y, p.score]))).collect();
             json!([{ "track_id": tr.track_id, "points": named }])
         });
         let b = tr.bbox;
@@ -322,7 +358,6 @@ impl CameraAnalyzer {
             "name": "fall",
             "params": params,
             "fired_by": tr.trigger,
-            "features": tr.features,
         });
         let parts = Parts {
             kind: EventKind::Fall,
@@ -405,7 +440,13 @@ fn back(wall: SystemTime, now: f64, t: f64) -> SystemTime {
 /// Opens the event on `start`; on `update`/`end` returns the open one. An
 /// update or end always follows a start on the same rule; the fallback only
 /// guards against a logic error, never panics.
-fn open_event(slot: &mut Option<OpenEvent>, phase: Phase, wall: SystemTime, now: f64, since: f64) -> (String, SystemTime) {
+fn open_event(
+    slot: &mut Option<OpenEvent>,
+    phase: Phase,
+    wall: SystemTime,
+    now: f64,
+    since: f64,
+) -> (String, SystemTime) {
     let open = match phase {
         Phase::Start => slot.insert(OpenEvent { id: event::new_id(), started_at: back(wall, now, since) }),
         _ => slot.get_or_insert_with(|| OpenEvent { id: event::new_id(), started_at: wall }),

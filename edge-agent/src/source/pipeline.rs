@@ -163,7 +163,7 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
 }
 
 /// Copies a (possibly row-padded) RGB frame into a packed buffer.
-fn copy_rgb(src: &[u8], info: &gst_video::VideoInfo, out: &mut Vec<u8>) -> Option<(u32, u32)> {
+pub fn copy_rgb(src: &[u8], info: &gst_video::VideoInfo, out: &mut Vec<u8>) -> Option<(u32, u32)> {
     let (w, h) = (info.width(), info.height());
     let stride = *info.stride().first()? as usize;
     let row = w as usize * 3;

@@ -1,0 +1,383 @@
+//! `edge-agent eval LABELS.toml`: replay every labelled clip and score the
+//! events against the labels.
+//!
+//! Scoring, per kind:
+//! - a labelled event is a **TP** when an event of the same kind *starts*
+//!   (its `start` message is sent) within `[at − early_s, at + late_s]`;
+//! - any other `start` is an **FP**; a label with no match is an **FN**;
+//! - the **delay** of a TP is start time − `at`.
+//!
+//! Each clip runs with the base config (`--config`, or replay's default),
+//! plus the clip's `config` overlay (a TOML file of agent config keys,
+//! merged table by table) and its `lanes`, which replace the camera's lanes
+//! and use the same keys as the agent config. Paths in the labels file are
+//! relative to it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ReplayError, ReplayEvent, ReplayOptions};
+use crate::config::Config;
+use crate::pipeline::Models;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Labels {
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub clip: Vec<ClipLabels>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    pub early_s: f64,
+    pub late_s: f64,
+    /// Seconds a still image is shown.
+    pub still_s: f64,
+    /// Seconds the last frame of a video is held after it ends.
+    pub hold_last_s: f64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults { early_s: 1.0, late_s: 3.0, still_s: 10.0, hold_last_s: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipLabels {
+    pub file: PathBuf,
+    /// A TOML file of agent config keys merged over the base config.
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Lanes for the clip's camera (agent config keys).
+    #[serde(default)]
+    pub lanes: Option<Vec<toml::Value>>,
+    #[serde(default)]
+    pub hold_last_s: Option<f64>,
+    #[serde(default)]
+    pub still_s: Option<f64>,
+    pub events: Vec<LabelledEvent>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelledEvent {
+    pub kind: String,
+    pub at: f64,
+    #[serde(default)]
+    pub early_s: Option<f64>,
+    #[serde(default)]
+    pub late_s: Option<f64>,
+}
+
+/// Counts for one kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KindScore {
+    pub tp: u32,
+    pub fp: u32,
+    #[serde(rename = "fn")]
+    pub fn_: u32,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub delays_s: Vec<f64>,
+    pub mean_delay_s: Option<f64>,
+    pub median_delay_s: Option<f64>,
+    pub max_delay_s: Option<f64>,
+}
+
+/// One clip's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipResult {
+    pub file: String,
+    /// Every `start` as (kind, clip time).
+    pub starts: Vec<(String, f64)>,
+    /// Labelled events as (kind, at, matched start time).
+    pub labelled: Vec<(String, f64, Option<f64>)>,
+    pub false_positives: Vec<(String, f64)>,
+    pub frames: u64,
+    pub fps: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub labels: String,
+    pub kinds: BTreeMap<String, KindScore>,
+    pub clips: Vec<ClipResult>,
+    pub frames: u64,
+    pub wall_s: f64,
+    /// Analysed frames per second over all clips.
+    pub fps: f64,
+}
+
+/// Reads a labels file.
+pub fn load_labels(path: &Path) -> Result<Labels, ReplayError> {
+    let err = |message: String| ReplayError::Labels { file: path.display().to_string(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let de = toml::Deserializer::parse(&text).map_err(|e| err(e.to_string()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| err(format!("{}: {}", e.path(), e.inner().message())))
+}
+
+/// Merges `overlay` into `base`, table by table; other values replace.
+pub fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (k, v) in overlay {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The config for one clip: base + overlay file + lanes on the first camera.
+pub fn clip_config(base_text: &str, base_file: &Path, dir: &Path, clip: &ClipLabels) -> Result<Config, ReplayError> {
+    let labels_err = |message: String| ReplayError::Labels { file: clip.file.display().to_string(), message };
+    let mut table: toml::Table = toml::from_str(base_text).map_err(|e| labels_err(e.to_string()))?;
+    if let Some(overlay) = &clip.config {
+        let path = dir.join(overlay);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ReplayError::Labels { file: path.display().to_string(), message: e.to_string() })?;
+        let o: toml::Table = toml::from_str(&text)
+            .map_err(|e| ReplayError::Labels { file: path.display().to_string(), message: e.to_string() })?;
+        merge(&mut table, o);
+    }
+    if let Some(lanes) = &clip.lanes {
+        let cam = table
+            .get_mut("cameras")
+            .and_then(|c| c.as_array_mut())
+            .and_then(|a| a.first_mut())
+            .and_then(|c| c.as_table_mut())
+            .ok_or_else(|| labels_err("the base config has no [[cameras]] to put the lanes on".into()))?;
+        cam.insert("lanes".into(), toml::Value::Array(lanes.clone()));
+    }
+    let text = toml::to_string(&table).map_err(|e| labels_err(e.to_string()))?;
+    Ok(Config::from_text(&text, base_file)?)
+}
+
+/// Scores one clip's starts against its labels, adding to `kinds`.
+pub fn score_clip(
+    labels: &[LabelledEvent],
+    d: &Defaults,
+    starts: &[(String, f64)],
+    kinds: &mut BTreeMap<String, KindScore>,
+) -> (Vec<(String, f64, Option<f64>)>, Vec<(String, f64)>) {
+    let mut used = vec![false; starts.len()];
+    let mut labelled = Vec::new();
+    for l in labels {
+        let (early, late) = (l.early_s.unwrap_or(d.early_s), l.late_s.unwrap_or(d.late_s));
+        let hit = starts
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, t))| !used[*i] && *k == l.kind && *t >= l.at - early && *t <= l.at + late)
+            .min_by(|a, b| (a.1 .1 - l.at).abs().total_cmp(&(b.1 .1 - l.at).abs()))
+            .map(|(i, (_, t))| (i, *t));
+        let score = kinds.entry(l.kind.clone()).or_default();
+        match hit {
+            Some((i, t)) => {
+                used[i] = true;
+                score.tp += 1;
+                score.delays_s.push(t - l.at);
+            }
+            None => score.fn_ += 1,
+        }
+        labelled.push((l.kind.clone(), l.at, hit.map(|h| h.1)));
+    }
+    let mut fps = Vec::new();
+    for (i, (k, t)) in starts.iter().enumerate() {
+        if !used[i] {
+            kinds.entry(k.clone()).or_default().fp += 1;
+            fps.push((k.clone(), *t));
+        }
+    }
+    (labelled, fps)
+}
+
+fn finish(s: &mut KindScore) {
+    let (tp, fp, fn_) = (s.tp as f64, s.fp as f64, s.fn_ as f64);
+    s.precision = (tp + fp > 0.0).then(|| tp / (tp + fp));
+    s.recall = (tp + fn_ > 0.0).then(|| tp / (tp + fn_));
+    if !s.delays_s.is_empty() {
+        let mut d = s.delays_s.clone();
+        d.sort_by(f64::total_cmp);
+        s.mean_delay_s = Some(d.iter().sum::<f64>() / d.len() as f64);
+        s.max_delay_s = d.last().copied();
+        let n = d.len();
+        s.median_delay_s = Some(if n % 2 == 1 { d[n / 2] } else { (d[n / 2 - 1] + d[n / 2]) / 2.0 });
+    }
+}
+
+/// Runs every clip of `labels_path` (those whose file contains `filter`).
+pub fn run(
+    labels_path: &Path,
+    base_config: Option<&Path>,
+    filter: Option<&str>,
+    progress: &mut dyn FnMut(&ClipResult),
+) -> Result<EvalReport, ReplayError> {
+    let started = std::time::Instant::now();
+    let labels = load_labels(labels_path)?;
+    let dir = labels_path.parent().unwrap_or(Path::new("."));
+    let (base_text, base_file) = match base_config {
+        Some(p) => (
+            std::fs::read_to_string(p)
+                .map_err(|e| ReplayError::Input { file: p.display().to_string(), message: e.to_string() })?,
+            p.to_path_buf(),
+        ),
+        None => {
+            let cfg = super::load_config(None)?;
+            let models = cfg.detector.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            (super::default_config_text(&models), PathBuf::from("<replay default>"))
+        }
+    };
+    let base = Config::from_text(&base_text, &base_file)?;
+    let models = Models::load(&base)?;
+    let mut kinds: BTreeMap<String, KindScore> = BTreeMap::new();
+    let mut clips = Vec::new();
+    let mut frames = 0;
+    for clip in &labels.clip {
+        let file = dir.join(&clip.file);
+        if filter.is_some_and(|f| !file.to_string_lossy().contains(f)) {
+            continue;
+        }
+        let opts = ReplayOptions {
+            realtime: false,
+            annotate: None,
+            still_s: clip.still_s.unwrap_or(labels.defaults.still_s),
+            hold_last_s: clip.hold_last_s.unwrap_or(labels.defaults.hold_last_s),
+        };
+        let outcome = clip_config(&base_text, &base_file, dir, clip).and_then(|config| {
+            let camera = config.cameras.first().cloned().ok_or_else(|| ReplayError::Input {
+                file: base_file.display().to_string(),
+                message: "has no cameras".into(),
+            })?;
+            super::run(&config, &camera, &models, &file, &opts, &mut |_: &ReplayEvent| {})
+        });
+        let (starts, nframes, fps, error) = match outcome {
+            Ok(r) => (
+                r.events.iter().filter(|e| e.phase == "start").map(|e| (e.kind.to_string(), e.t)).collect(),
+                r.frames,
+                r.fps(),
+                None,
+            ),
+            Err(e) => (Vec::new(), 0, 0.0, Some(e.to_string())),
+        };
+        frames += nframes;
+        let (labelled, false_positives) = score_clip(&clip.events, &labels.defaults, &starts, &mut kinds);
+        let result = ClipResult {
+            file: clip.file.display().to_string(),
+            starts,
+            labelled,
+            false_positives,
+            frames: nframes,
+            fps,
+            error,
+        };
+        progress(&result);
+        clips.push(result);
+    }
+    kinds.values_mut().for_each(finish);
+    let wall_s = started.elapsed().as_secs_f64();
+    Ok(EvalReport {
+        labels: labels_path.display().to_string(),
+        kinds,
+        clips,
+        frames,
+        wall_s,
+        fps: if wall_s > 0.0 { frames as f64 / wall_s } else { 0.0 },
+    })
+}
+
+/// The report as the table `eval` prints.
+pub fn table(r: &EvalReport) -> String {
+    let opt = |v: Option<f64>, prec: usize| v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "{:<14} {:>4} {:>4} {:>4} {:>9} {:>7} {:>11} {:>13} {:>10}\n",
+        "kind", "TP", "FP", "FN", "precision", "recall", "mean delay", "median delay", "max delay"
+    );
+    for (k, v) in &r.kinds {
+        s += &format!(
+            "{:<14} {:>4} {:>4} {:>4} {:>9} {:>7} {:>10}s {:>12}s {:>9}s\n",
+            k,
+            v.tp,
+            v.fp,
+            v.fn_,
+            opt(v.precision, 2),
+            opt(v.recall, 2),
+            opt(v.mean_delay_s, 2),
+            opt(v.median_delay_s, 2),
+            opt(v.max_delay_s, 2)
+        );
+    }
+    s +=
+        &format!("{} clips, {} frames analysed in {:.1} s: {:.1} frames/s\n", r.clips.len(), r.frames, r.wall_s, r.fps);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: &str, at: f64) -> LabelledEvent {
+        LabelledEvent { kind: kind.into(), at, early_s: None, late_s: None }
+    }
+
+    #[test]
+    fn scoring_matches_within_tolerance_once() {
+        let d = Defaults::default();
+        let mut kinds = BTreeMap::new();
+        let starts = vec![("fall".to_string(), 4.0), ("fall".to_string(), 4.5), ("fire".to_string(), 1.0)];
+        let (labelled, fps) = score_clip(&[ev("fall", 3.5), ev("smoke", 0.0)], &d, &starts, &mut kinds);
+        assert_eq!(labelled[0], ("fall".to_string(), 3.5, Some(4.0)), "closest start matches");
+        assert_eq!(labelled[1].2, None);
+        // The second fall start and the fire are FPs.
+        assert_eq!(fps, vec![("fall".to_string(), 4.5), ("fire".to_string(), 1.0)]);
+        kinds.values_mut().for_each(finish);
+        let f = &kinds["fall"];
+        assert_eq!((f.tp, f.fp, f.fn_), (1, 1, 0));
+        assert_eq!(f.precision, Some(0.5));
+        assert_eq!(f.recall, Some(1.0));
+        assert_eq!(f.median_delay_s, Some(0.5));
+        assert_eq!(kinds["smoke"].recall, Some(0.0));
+        assert_eq!(kinds["fire"].precision, Some(0.0));
+    }
+
+    #[test]
+    fn too_early_or_late_is_fp_and_fn() {
+        let d = Defaults::default();
+        let mut kinds = BTreeMap::new();
+        let starts = vec![("fall".to_string(), 2.4), ("fall".to_string(), 6.6)];
+        score_clip(&[ev("fall", 3.5)], &d, &starts, &mut kinds);
+        let f = &kinds["fall"];
+        assert_eq!((f.tp, f.fp, f.fn_), (0, 2, 1), "window is [2.5, 6.5]");
+        // A per-event tolerance widens it.
+        let mut kinds = BTreeMap::new();
+        let wide = LabelledEvent { late_s: Some(4.0), ..ev("fall", 3.5) };
+        score_clip(&[wide], &d, &starts[1..], &mut kinds);
+        assert_eq!(kinds["fall"].tp, 1);
+    }
+
+    #[test]
+    fn merge_is_deep_for_tables_only() {
+        let mut base: toml::Table = toml::from_str("a = 1\n[falls]\nconfirm_s = 1.0\nwindow_s = 2.0\n").unwrap();
+        let o: toml::Table = toml::from_str("a = 2\n[falls]\nconfirm_s = 3.0\n").unwrap();
+        merge(&mut base, o);
+        assert_eq!(base["a"].as_integer(), Some(2));
+        assert_eq!(base["falls"]["confirm_s"].as_float(), Some(3.0));
+        assert_eq!(base["falls"]["window_s"].as_float(), Some(2.0));
+    }
+
+    #[test]
+    fn labels_file_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("labels.toml");
+        std::fs::write(&p, "[[clip]]\nfile = \"a.mp4\"\nevents = [{ kind = \"fall\", att = 1.0 }]\n").unwrap();
+        let e = load_labels(&p).unwrap_err().to_string();
+        assert!(e.contains("labels.toml") && e.contains("clip[0].events[0]") && e.contains("att"), "{e}");
+    }
+}
