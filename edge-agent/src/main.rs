@@ -182,11 +182,11 @@ fn eval(
 ) -> anyhow::Result<()> {
     use edge_agent::replay::eval;
     let report = eval::run(labels, config, only, &mut |c| {
-        let starts: Vec<String> = c.starts.iter().map(|(k, t)| format!("{k}@{t:.1}s")).collect();
-        let want: Vec<String> = c.labelled.iter().map(|(k, at, _)| format!("{k}@{at:.1}s")).collect();
+        let starts: Vec<String> = c.starts.iter().map(|s| format!("{}@{:.1}s", s.kind, s.t)).collect();
+        let want: Vec<String> = c.labelled.iter().map(|l| format!("{}@{:.1}s", l.kind, l.at)).collect();
         let verdict = match &c.error {
             Some(e) => format!("ERROR {e}"),
-            None if c.false_positives.is_empty() && c.labelled.iter().all(|l| l.2.is_some()) => "ok".into(),
+            None if c.false_positives.is_empty() && c.labelled.iter().all(|l| l.matched.is_some()) => "ok".into(),
             None => "MISS".into(),
         };
         println!(

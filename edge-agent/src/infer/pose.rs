@@ -174,9 +174,7 @@ impl PoseModel {
             .and_then(|o| o.dtype().tensor_shape().map(|s| s.to_vec()))
             .is_some_and(|s| s.len() == 3 && (s[2] < 0 || s[2] == STRIDE as i64));
         if !input_ok || !output_ok {
-            return Err(model_err(format!(
-                "not a MoveNet MultiPose export: needs input int32 [1, H, W, 3] with dynamic H and W, and output [1, 6, 56]"
-            )));
+            return Err(model_err("not a MoveNet MultiPose export: needs input int32 [1, H, W, 3] with dynamic H and W, and output [1, 6, 56]".to_string()));
         }
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(PoseModel {

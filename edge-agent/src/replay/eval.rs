@@ -91,15 +91,28 @@ pub struct KindScore {
     pub max_delay_s: Option<f64>,
 }
 
+/// An event that started, at clip time `t`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Start {
+    pub kind: String,
+    pub t: f64,
+}
+
+/// A labelled event and the start that matched it, if any.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub kind: String,
+    pub at: f64,
+    pub matched: Option<f64>,
+}
+
 /// One clip's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClipResult {
     pub file: String,
-    /// Every `start` as (kind, clip time).
-    pub starts: Vec<(String, f64)>,
-    /// Labelled events as (kind, at, matched start time).
-    pub labelled: Vec<(String, f64, Option<f64>)>,
-    pub false_positives: Vec<(String, f64)>,
+    pub starts: Vec<Start>,
+    pub labelled: Vec<Outcome>,
+    pub false_positives: Vec<Start>,
     pub frames: u64,
     pub fps: f64,
     pub error: Option<String>,
@@ -165,9 +178,9 @@ pub fn clip_config(base_text: &str, base_file: &Path, dir: &Path, clip: &ClipLab
 pub fn score_clip(
     labels: &[LabelledEvent],
     d: &Defaults,
-    starts: &[(String, f64)],
+    starts: &[Start],
     kinds: &mut BTreeMap<String, KindScore>,
-) -> (Vec<(String, f64, Option<f64>)>, Vec<(String, f64)>) {
+) -> (Vec<Outcome>, Vec<Start>) {
     let mut used = vec![false; starts.len()];
     let mut labelled = Vec::new();
     for l in labels {
@@ -175,9 +188,9 @@ pub fn score_clip(
         let hit = starts
             .iter()
             .enumerate()
-            .filter(|(i, (k, t))| !used[*i] && *k == l.kind && *t >= l.at - early && *t <= l.at + late)
-            .min_by(|a, b| (a.1 .1 - l.at).abs().total_cmp(&(b.1 .1 - l.at).abs()))
-            .map(|(i, (_, t))| (i, *t));
+            .filter(|(i, s)| !used[*i] && s.kind == l.kind && s.t >= l.at - early && s.t <= l.at + late)
+            .min_by(|a, b| (a.1.t - l.at).abs().total_cmp(&(b.1.t - l.at).abs()))
+            .map(|(i, s)| (i, s.t));
         let score = kinds.entry(l.kind.clone()).or_default();
         match hit {
             Some((i, t)) => {
@@ -187,13 +200,13 @@ pub fn score_clip(
             }
             None => score.fn_ += 1,
         }
-        labelled.push((l.kind.clone(), l.at, hit.map(|h| h.1)));
+        labelled.push(Outcome { kind: l.kind.clone(), at: l.at, matched: hit.map(|h| h.1) });
     }
     let mut fps = Vec::new();
-    for (i, (k, t)) in starts.iter().enumerate() {
+    for (i, s) in starts.iter().enumerate() {
         if !used[i] {
-            kinds.entry(k.clone()).or_default().fp += 1;
-            fps.push((k.clone(), *t));
+            kinds.entry(s.kind.clone()).or_default().fp += 1;
+            fps.push(s.clone());
         }
     }
     (labelled, fps)
@@ -260,7 +273,11 @@ pub fn run(
         });
         let (starts, nframes, fps, error) = match outcome {
             Ok(r) => (
-                r.events.iter().filter(|e| e.phase == "start").map(|e| (e.kind.to_string(), e.t)).collect(),
+                r.events
+                    .iter()
+                    .filter(|e| e.phase == "start")
+                    .map(|e| Start { kind: e.kind.to_string(), t: e.t })
+                    .collect(),
                 r.frames,
                 r.fps(),
                 None,
@@ -327,16 +344,20 @@ mod tests {
         LabelledEvent { kind: kind.into(), at, early_s: None, late_s: None }
     }
 
+    fn st(kind: &str, t: f64) -> Start {
+        Start { kind: kind.into(), t }
+    }
+
     #[test]
     fn scoring_matches_within_tolerance_once() {
         let d = Defaults::default();
         let mut kinds = BTreeMap::new();
-        let starts = vec![("fall".to_string(), 4.0), ("fall".to_string(), 4.5), ("fire".to_string(), 1.0)];
+        let starts = vec![st("fall", 4.0), st("fall", 4.5), st("fire", 1.0)];
         let (labelled, fps) = score_clip(&[ev("fall", 3.5), ev("smoke", 0.0)], &d, &starts, &mut kinds);
-        assert_eq!(labelled[0], ("fall".to_string(), 3.5, Some(4.0)), "closest start matches");
-        assert_eq!(labelled[1].2, None);
+        assert_eq!(labelled[0], Outcome { kind: "fall".into(), at: 3.5, matched: Some(4.0) }, "closest start matches");
+        assert_eq!(labelled[1].matched, None);
         // The second fall start and the fire are FPs.
-        assert_eq!(fps, vec![("fall".to_string(), 4.5), ("fire".to_string(), 1.0)]);
+        assert_eq!(fps, vec![st("fall", 4.5), st("fire", 1.0)]);
         kinds.values_mut().for_each(finish);
         let f = &kinds["fall"];
         assert_eq!((f.tp, f.fp, f.fn_), (1, 1, 0));
@@ -351,7 +372,7 @@ mod tests {
     fn too_early_or_late_is_fp_and_fn() {
         let d = Defaults::default();
         let mut kinds = BTreeMap::new();
-        let starts = vec![("fall".to_string(), 2.4), ("fall".to_string(), 6.6)];
+        let starts = vec![st("fall", 2.4), st("fall", 6.6)];
         score_clip(&[ev("fall", 3.5)], &d, &starts, &mut kinds);
         let f = &kinds["fall"];
         assert_eq!((f.tp, f.fp, f.fn_), (0, 2, 1), "window is [2.5, 6.5]");
