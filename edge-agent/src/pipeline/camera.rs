@@ -24,7 +24,7 @@ use crate::alert::{snapshot, Event, EventKind, Outbound, Severity, Topics};
 use crate::analytics::motion::MotionHistory;
 use crate::analytics::{FallRule, FallTransition, LaneRule, LaneTransition, Phase, Track, Tracker, TrackerParams};
 use crate::config::{Camera, Config};
-use crate::infer::pose::{Pose, PoseModel, KEYPOINT_NAMES};
+use crate::infer::pose::{Keypoint, Pose, PoseModel, KEYPOINT_NAMES};
 use crate::infer::{Detection, Detector, InferError, ModelInfo, Preprocessor};
 use crate::metrics::Metrics;
 use crate::overlay::{self, Canvas};
@@ -339,11 +339,7 @@ impl CameraAnalyzer {
                 c.skeleton(k, kp_min, overlay::RED);
             }
         });
-        let keypoints = tr.keypoints.map(|k| {
-            let named: serde_json::Map<String, serde_json::Value> =
-                KEYPOINT_NAMES.iter().zip(k.iter()).map(|(n, p)| (n.to_string(), json!([p.x, p.y, p.score]))).collect();
-            json!([{ "track_id": tr.track_id, "points": named }])
-        });
+        let keypoints = tr.keypoints.map(|k| keypoints_json(tr.track_id, &k));
         let b = tr.bbox;
         let evidence = Evidence {
             objects: vec![EvidenceObject {
@@ -435,6 +431,14 @@ struct Parts {
     model: ModelInfo,
 }
 
+/// A fall event's `evidence.keypoints`: the person's skeleton by keypoint
+/// name, `[x, y, score]` each (see `deploy/schema/event.schema.json`).
+pub fn keypoints_json(track_id: u64, k: &[Keypoint; 17]) -> serde_json::Value {
+    let named: serde_json::Map<String, serde_json::Value> =
+        KEYPOINT_NAMES.iter().zip(k.iter()).map(|(n, p)| (n.to_string(), json!([p.x, p.y, p.score]))).collect();
+    json!([{ "track_id": track_id, "points": named }])
+}
+
 /// The wall time of rule time `t`, given that rule time `now` is `wall`.
 fn back(wall: SystemTime, now: f64, t: f64) -> SystemTime {
     wall.checked_sub(Duration::from_secs_f64((now - t).max(0.0))).unwrap_or(wall)
@@ -462,5 +466,27 @@ pub fn phase_str(p: Phase) -> &'static str {
         Phase::Start => "start",
         Phase::Update => "update",
         Phase::End => "end",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fall payloads carry keypoints in the shape the published schema promises.
+    #[test]
+    fn keypoints_match_the_event_schema() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/schema/event.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let sub = &schema["properties"]["evidence"]["properties"]["keypoints"];
+        let validator = jsonschema::validator_for(sub).unwrap();
+        let mut k = [Keypoint::default(); 17];
+        k[0] = Keypoint { x: 0.5, y: 0.25, score: 0.75 };
+        let v = keypoints_json(7, &k);
+        assert!(validator.is_valid(&v), "{v}");
+        assert_eq!(v[0]["points"]["nose"], json!([0.5, 0.25, 0.75]));
+        assert_eq!(v[0]["points"].as_object().unwrap().len(), 17);
+        assert!(validator.is_valid(&serde_json::Value::Null));
+        assert!(!validator.is_valid(&json!([{ "track_id": 1, "points": { "nose": [0.5] } }])));
     }
 }
