@@ -131,14 +131,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     edge_agent::infer::runtime::verify_model(&config.detector.path, config.detector.sha256.as_deref())?;
+    if let Some(p) = &config.pose {
+        edge_agent::infer::runtime::verify_model(&p.path, p.sha256.as_deref())?;
+    }
     let lib = edge_agent::infer::runtime::find_library(config.ort_library.as_deref())?;
+    let falls = config.cameras.iter().filter(|c| config.falls_for(c).enabled).count();
     println!(
-        "{}: ok — agent {} at {}, {} camera(s), {} lane(s), model {} ({}), ONNX Runtime {}",
+        "{}: ok — agent {} at {}, {} camera(s), {} lane(s), falls on {} camera(s), model {} ({}), ONNX Runtime {}",
         file.display(),
         config.agent_id,
         config.site.path(),
         config.cameras.len(),
         config.cameras.iter().map(|c| c.lanes.len()).sum::<usize>(),
+        falls,
         config.detector.path.display(),
         config.detector.format,
         lib.display()

@@ -749,6 +749,37 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
     }
 
     #[test]
+    fn falls_need_pose_and_take_camera_overrides() {
+        let c = parse(GOOD).unwrap();
+        assert!(!c.falls_for(&c.cameras[0]).enabled, "no [pose]: no falls");
+        let text = GOOD.replace("[[cameras]]", "[pose]\npath = \"p.onnx\"\n\n[falls]\nconfirm_s = 1.5\n\n[[cameras]]")
+            + "falls = { lost_s = 30 }\n";
+        let c = parse(&text).unwrap();
+        let f = c.falls_for(&c.cameras[0]);
+        assert!(f.enabled);
+        assert_eq!((f.confirm_s, f.lost_s, f.window_s), (1.5, 30.0, 2.0), "global, camera, default");
+        assert_eq!(c.pose.as_ref().unwrap().input_size, 384);
+    }
+
+    #[test]
+    fn bad_fall_override_names_camera_key_and_line() {
+        let text = format!("{GOOD}falls = {{ min_drop = 3.0 }}\n");
+        assert_eq!(parse(&text).unwrap_err(), "test.toml:17: cameras[0].falls.min_drop: 3 is outside 0–2");
+        let text = format!("{GOOD}falls = {{ confirm = 1.0 }}\n");
+        let e = parse(&text).unwrap_err();
+        assert!(e.starts_with("test.toml:17: cameras[0].falls.confirm: unknown field `confirm`, expected one of `enabled`, `window_s`, `confirm_s`"), "{e}");
+    }
+
+    #[test]
+    fn bad_pose_input_size() {
+        let text = GOOD.replace("[[cameras]]", "[pose]\npath = \"p.onnx\"\ninput_size = 100\n\n[[cameras]]");
+        assert_eq!(
+            parse(&text).unwrap_err(),
+            "test.toml:14: pose.input_size: 100 is not a multiple of 32 between 32 and 1024"
+        );
+    }
+
+    #[test]
     fn duplicate_camera_id() {
         let text = format!("{GOOD}\n[[cameras]]\nid = \"cam-1\"\nname = \"again\"\nurl = \"test://ball\"\n");
         assert_eq!(parse(&text).unwrap_err(), "test.toml:19: cameras[1].id: duplicate camera id \"cam-1\"");
