@@ -3,10 +3,13 @@
 //! - letterbox: a 1920x1080 RGB frame into a 416 (NanoDet) and a 640
 //!   (YOLOv8) tensor;
 //! - decode + NMS of NanoDet outputs with a realistic number of candidates;
-//! - the lane rule over 50 detections per frame;
+//! - the lane rule over 50 detections per frame, and the object tracker
+//!   plus lane rule over 50 moving objects;
+//! - the person tracker plus fall rule over 6 people, and the motion
+//!   thumbnail the fall rule's vanish path needs;
 //! - JPEG snapshot encode of a 640x360 frame;
-//! - the default model end to end (letterbox + ONNX Runtime + decode), when
-//!   ONNX Runtime and the model are available.
+//! - the default model and the pose model end to end (letterbox + ONNX
+//!   Runtime + decode), when ONNX Runtime and the models are available.
 //!
 //! Run: `cargo bench -p edge-agent` (after deploy/setup.sh).
 
@@ -100,6 +103,87 @@ fn lane_rules(c: &mut Criterion) {
     });
 }
 
+fn tracking(c: &mut Criterion) {
+    use edge_agent::analytics::motion::{MotionHistory, Thumb};
+    use edge_agent::analytics::{FallRule, Tracker, TrackerParams};
+    use edge_agent::infer::pose::{Keypoint, Pose};
+
+    // 50 objects drifting right, through the object tracker into a lane rule.
+    let labels: Vec<String> = edge_agent::infer::COCO80.iter().map(|s| s.to_string()).collect();
+    let lane = Lane {
+        name: "lane".into(),
+        polygon: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
+        classes: vec!["car".into()],
+        dwell_s: 30.0,
+        clear_s: 3.0,
+    };
+    let mut rule = LaneRule::new(lane, &labels, 10.0);
+    let params = TrackerParams {
+        high: 0.35,
+        low: 0.15,
+        match_iou: 0.3,
+        low_match_iou: 0.2,
+        min_hits: 2,
+        max_age_s: 2.0,
+        predict: true,
+    };
+    let mut tracker = Tracker::new(params);
+    let mut t = 0.0;
+    let mut dets: Vec<Detection> = Vec::with_capacity(50);
+    let mut tracked: Vec<Detection> = Vec::with_capacity(64);
+    c.bench_function("object tracker + lane rule, 50 moving objects", |b| {
+        b.iter(|| {
+            t += 0.2;
+            dets.clear();
+            for i in 0..50 {
+                let (x, y) = ((i % 10) as f32 * 0.1 + (t as f32 * 0.01) % 0.05, (i / 10) as f32 * 0.2);
+                dets.push(Detection {
+                    bbox: BBox { x1: x, y1: y, x2: x + 0.06, y2: y + 0.1 },
+                    class_id: [0, 2, 7][i % 3],
+                    score: 0.3 + (i % 7) as f32 * 0.1,
+                    track_id: None,
+                });
+            }
+            tracker.update(t, &dets);
+            tracked.clear();
+            tracked.extend(tracker.confirmed().filter(|t| t.is_visible()).map(|t| t.detection()));
+            black_box(rule.observe(t, &tracked))
+        })
+    });
+
+    // 6 people (MultiPose's maximum) through the person tracker and the fall rule.
+    let mut people = Tracker::new(TrackerParams { high: 0.2, low: 0.05, predict: false, ..params });
+    let mut falls = FallRule::new(Default::default(), 0.2);
+    let still = Thumb { w: 96, h: 54, px: vec![50; 96 * 54] };
+    let mut poses: Vec<Pose> = Vec::with_capacity(6);
+    let mut pdets: Vec<Detection> = Vec::with_capacity(6);
+    let mut out = Vec::new();
+    let mut t = 0.0;
+    c.bench_function("person tracker + fall rule, 6 people", |b| {
+        b.iter(|| {
+            t += 0.2;
+            poses.clear();
+            for i in 0..6 {
+                let x = i as f32 * 0.15 + (t as f32 * 0.01) % 0.02;
+                poses.push(Pose {
+                    bbox: BBox { x1: x, y1: 0.2, x2: x + 0.08, y2: 0.8 },
+                    score: 0.5,
+                    keypoints: [Keypoint::default(); 17],
+                });
+            }
+            pdets.clear();
+            pdets.extend(poses.iter().map(|p| Detection { bbox: p.bbox, class_id: 0, score: p.score, track_id: None }));
+            people.update(t, &pdets);
+            falls.observe(t, people.tracks(), &poses, Some((&still, &still)), 16.0 / 9.0, &mut out);
+            black_box(out.len())
+        })
+    });
+
+    let rgb = frame(640, 360);
+    let mut history = MotionHistory::new(2);
+    c.bench_function("motion thumbnail 640x360 -> 96x54", |b| b.iter(|| history.push(black_box(&rgb), 640, 360)));
+}
+
 fn snapshot(c: &mut Criterion) {
     let rgb = frame(640, 360);
     let lane = [[0.1, 0.5], [0.9, 0.5], [1.0, 1.0], [0.0, 1.0]];
@@ -139,7 +223,22 @@ fn model(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+
+    let Some(pose_file) = edge_agent::demo::find_in_project("models/movenet-multipose.onnx") else { return };
+    let text = format!("path = \"{}\"\n", pose_file.display());
+    let cfg: edge_agent::config::Pose = toml::from_str(&text).unwrap();
+    let pose = edge_agent::infer::pose::PoseModel::load(&cfg, env).unwrap();
+    let rgb = frame(640, 360);
+    let mut pre = pose.preprocessor(640, 360);
+    let mut people = Vec::new();
+    c.bench_function("movenet-multipose 384x224 end to end (letterbox + ort + decode), 640x360 frame", |b| {
+        b.iter(|| {
+            let lb = pre.run(&rgb, 640, 360).unwrap();
+            pose.detect(&pre, &lb, &mut people).unwrap();
+            black_box(people.len())
+        })
+    });
 }
 
-criterion_group!(benches, letterbox, decode_nms, lane_rules, snapshot, model);
+criterion_group!(benches, letterbox, decode_nms, lane_rules, tracking, snapshot, model);
 criterion_main!(benches);

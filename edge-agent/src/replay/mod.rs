@@ -102,7 +102,12 @@ impl ReplayReport {
 }
 
 fn clip_time(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    ms(t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0))
+}
+
+/// Rounded to the millisecond for printing (frame times are sums of 1/fps).
+fn ms(t: f64) -> f64 {
+    (t * 1000.0).round() / 1000.0
 }
 
 /// Replays `file` through `camera`'s analysis; calls `on_event` for every
@@ -133,7 +138,7 @@ pub fn run(
         for msg in out.drain(..) {
             if let Outbound::Event { event, .. } = msg {
                 let ev = ReplayEvent {
-                    t,
+                    t: ms(t),
                     kind: event.kind.as_str(),
                     phase: phase_str(event.phase),
                     id: event.id.clone(),
@@ -180,16 +185,17 @@ pub fn run(
         // Analysis slot k is at t = k / fps and sees the latest frame shown
         // at that moment: what a camera sampled at `fps` would deliver.
         let mut video = frames::VideoFrames::open(file, camera.analysis_width, opts.realtime)?;
-        let (mut next_t, mut frame_dt) = (0.0, step);
+        let (mut k, mut frame_dt) = (0u64, step);
+        let slot = |k: u64| k as f64 * step;
         let mut pending: Option<frames::ClipFrame> = None;
         while let Some(frame) = video.next_frame()? {
             if let Some(p) = &pending {
                 if frame.t > p.t {
                     frame_dt = frame.t - p.t;
                 }
-                while frame.t > next_t + 1e-6 {
-                    feed(p, next_t, &mut session)?;
-                    next_t += step;
+                while frame.t > slot(k) + 1e-6 {
+                    feed(p, slot(k), &mut session)?;
+                    k += 1;
                 }
             }
             pending = Some(frame);
@@ -199,9 +205,9 @@ pub fn run(
         };
         // The last frame is on screen for its own duration, then held.
         let end = last.t + frame_dt + opts.hold_last_s;
-        while next_t < end - 1e-6 {
-            feed(&last, next_t, &mut session)?;
-            next_t += step;
+        while slot(k) < end - 1e-6 {
+            feed(&last, slot(k), &mut session)?;
+            k += 1;
         }
     }
     if let Some(a) = session.annotator.take() {
