@@ -13,9 +13,11 @@
 //! - **width ratio**: box width over the reference's. A fallen person gets
 //!   wider; someone cut by the frame edge or occluded gets narrower.
 //!
-//! Torso angle and hips-below-head are *not* used: a fall towards the
-//! camera still measures 36–48° from vertical, and lying keypoints are the
-//! least reliable ones (measurements in the README, "Falls").
+//! Torso angle, hip speed and head-below-hips are computed from the
+//! keypoints and *reported* with every event, but do not decide: a fall
+//! towards the camera still measured 36–48° from vertical, a man bending
+//! over reached 60°, and lying keypoints are the least reliable ones
+//! (measurements in the README, "Falls").
 //!
 //! States: `Upright` → `Falling` → `Down` (the event's `start`) → `Upright`
 //! (`end`). Two ways into `Falling`:
@@ -40,7 +42,7 @@ use std::collections::{HashMap, VecDeque};
 use super::motion::{motion, Motion, Thumb};
 use super::tracker::Track;
 use crate::config::Falls;
-use crate::infer::pose::{Keypoint, Pose};
+use crate::infer::pose::{kp, Keypoint, Pose};
 use crate::infer::BBox;
 
 pub use super::lane::Phase;
@@ -61,6 +63,14 @@ pub struct FallFeatures {
     pub motion: f32,
     /// Which way the fall was seen: "pose" or "vanish" (empty before).
     pub path: &'static str,
+    /// Reported, not decided on (see the module docs): the torso angle from
+    /// vertical in degrees, when shoulders and hips show…
+    pub torso_deg: Option<f32>,
+    /// …the hip centre's downward speed over `window_s`, standing heights
+    /// per second…
+    pub hip_speed: Option<f32>,
+    /// …and whether the head shows lower than the hips.
+    pub head_below_hips: bool,
 }
 
 /// A change in a person's fall event.
@@ -87,6 +97,11 @@ struct Obs {
     t: f64,
     bbox: BBox,
     score: f32,
+    /// Hip centre height (normalised y), when a hip shows.
+    hip_y: Option<f32>,
+    /// Torso angle from vertical in degrees, when shoulders and hips show.
+    torso_deg: Option<f32>,
+    head_below_hips: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -194,7 +209,15 @@ impl FallRule {
                 features: FallFeatures::default(),
             });
             if let Some(pose) = matched {
-                person.obs.push_back(Obs { t: now, bbox: track.bbox, score: pose.score });
+                let k = skeleton(pose, p.keypoint_score, frame_aspect);
+                person.obs.push_back(Obs {
+                    t: now,
+                    bbox: track.bbox,
+                    score: pose.score,
+                    hip_y: k.hip_y,
+                    torso_deg: k.torso_deg,
+                    head_below_hips: k.head_below_hips,
+                });
                 while person.obs.front().is_some_and(|o| now - o.t > keep) {
                     person.obs.pop_front();
                 }
@@ -392,6 +415,11 @@ fn features(person: &Person, p: &Falls, hi: f32, frame_aspect: f32) -> Option<(F
     }
     let r = r?;
     let b = &last.bbox;
+    // Hip speed: from the earliest sighting with hips in the window to now.
+    let hip_speed = last.hip_y.and_then(|y| {
+        let first = person.obs.iter().find(|o| last.t - o.t <= p.window_s && o.hip_y.is_some() && o.t < last.t)?;
+        Some((y - first.hip_y?) / r.height / (last.t - first.t) as f32)
+    });
     let f = FallFeatures {
         height_ratio: (b.y2 - b.y1) / r.height,
         drop: (b.y1 - r.top) / r.height,
@@ -399,6 +427,9 @@ fn features(person: &Person, p: &Falls, hi: f32, frame_aspect: f32) -> Option<(F
         aspect: aspect(b, frame_aspect),
         motion: 0.0,
         path: "",
+        torso_deg: last.torso_deg,
+        hip_speed,
+        head_below_hips: last.head_below_hips,
     };
     Some((f, r))
 }
@@ -448,7 +479,43 @@ fn vanish(
         aspect: aspect(&b, frame_aspect),
         motion: m.fraction,
         path: "vanish",
+        torso_deg: last.torso_deg,
+        hip_speed: None,
+        head_below_hips: last.head_below_hips,
     })
+}
+
+/// What the keypoints say about one sighting.
+struct Skeleton {
+    hip_y: Option<f32>,
+    torso_deg: Option<f32>,
+    head_below_hips: bool,
+}
+
+fn skeleton(pose: &Pose, min: f32, frame_aspect: f32) -> Skeleton {
+    let mean = |idx: &[usize]| -> Option<(f32, f32)> {
+        let (mut x, mut y, mut n) = (0.0, 0.0, 0.0);
+        for &i in idx {
+            let k = &pose.keypoints[i];
+            if k.score >= min {
+                x += k.x;
+                y += k.y;
+                n += 1.0;
+            }
+        }
+        (n > 0.0).then(|| (x / n, y / n))
+    };
+    let hips = mean(&[kp::LEFT_HIP, kp::RIGHT_HIP]);
+    let shoulders = mean(&[kp::LEFT_SHOULDER, kp::RIGHT_SHOULDER]);
+    let head = mean(&[kp::NOSE, kp::LEFT_EAR, kp::RIGHT_EAR]);
+    Skeleton {
+        hip_y: hips.map(|h| h.1),
+        torso_deg: match (shoulders, hips) {
+            (Some(s), Some(h)) => Some(((h.0 - s.0) * frame_aspect).abs().atan2((h.1 - s.1).abs()).to_degrees()),
+            _ => None,
+        },
+        head_below_hips: matches!((head, hips), (Some(hd), Some(hp)) if hd.1 > hp.1),
+    }
 }
 
 /// Area of the intersection over the area of `b`.
@@ -490,6 +557,7 @@ mod tests {
         rule: FallRule,
         t: f64,
         log: Vec<(f64, Phase, f64)>,
+        triggers: Vec<FallFeatures>,
         thumbs: Option<(Thumb, Thumb)>,
     }
 
@@ -509,16 +577,15 @@ mod tests {
                 rule: FallRule::new(Falls::default(), 0.2),
                 t: 0.0,
                 log: Vec::new(),
+                triggers: Vec::new(),
                 thumbs: None,
             }
         }
 
         /// One frame with these people (box, score).
         fn frame(&mut self, people: &[([f32; 4], f32)]) {
-            let poses: Vec<Pose> = people
-                .iter()
-                .map(|(v, s)| Pose { bbox: b(*v), score: *s, keypoints: [Keypoint::default(); 17] })
-                .collect();
+            let poses: Vec<Pose> =
+                people.iter().map(|(v, s)| Pose { bbox: b(*v), score: *s, keypoints: body(b(*v)) }).collect();
             let dets: Vec<Detection> =
                 poses.iter().map(|p| Detection { bbox: p.bbox, class_id: 0, score: p.score, track_id: None }).collect();
             let pinned: Vec<u64> = self.rule.pinned().collect();
@@ -528,6 +595,7 @@ mod tests {
             self.rule.observe(self.t, self.tracker.tracks(), &poses, thumbs, 16.0 / 9.0, &mut out);
             for tr in out {
                 self.log.push((self.t, tr.phase, tr.fell_at));
+                self.triggers.push(tr.trigger);
             }
             self.t += DT;
         }
@@ -557,6 +625,33 @@ mod tests {
         (a.phases(), b.phases())
     }
 
+    /// A skeleton filling the box: head up for a tall box, lying head-left
+    /// for a wide one (pixel aspect over 1).
+    fn body(bx: BBox) -> [Keypoint; 17] {
+        let (w, h) = (bx.x2 - bx.x1, bx.y2 - bx.y1);
+        let lying = w * 16.0 / 9.0 > h;
+        // Position along the body (0 head, 1 feet) and across it (-1..1).
+        let at = |along: f32, across: f32| {
+            let (x, y) = if lying {
+                (bx.x1 + along * w, bx.y1 + h / 2.0 + across * h * 0.3)
+            } else {
+                (bx.x1 + w / 2.0 + across * w * 0.3, bx.y1 + along * h)
+            };
+            Keypoint { x, y, score: 0.6 }
+        };
+        let mut k = [Keypoint::default(); 17];
+        k[kp::NOSE] = at(0.05, 0.0);
+        k[kp::LEFT_EAR] = at(0.05, -0.3);
+        k[kp::RIGHT_EAR] = at(0.05, 0.3);
+        k[kp::LEFT_SHOULDER] = at(0.2, -1.0);
+        k[kp::RIGHT_SHOULDER] = at(0.2, 1.0);
+        k[kp::LEFT_HIP] = at(0.55, -0.6);
+        k[kp::RIGHT_HIP] = at(0.55, 0.6);
+        k[kp::LEFT_ANKLE] = at(1.0, -0.5);
+        k[kp::RIGHT_ANKLE] = at(1.0, 0.5);
+        k
+    }
+
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-6
     }
@@ -579,6 +674,12 @@ mod tests {
         assert_eq!(phase, Phase::Start);
         assert!(close(fell_at, 2.2), "collapse seen at 2.2, got {fell_at}");
         assert!(close(t, 2.8), "start after confirm_s 0.6, got {t}");
+        // What fired it, as the event reports it.
+        let f = s.triggers[0];
+        assert_eq!(f.path, "pose");
+        assert!(f.height_ratio < 0.45 && f.drop > 0.6 && f.width_ratio > 1.5, "{f:?}");
+        assert!(f.torso_deg.is_some_and(|a| a > 80.0), "lying skeleton: {f:?}");
+        assert!(f.hip_speed.is_some_and(|v| v > 0.1), "hips went down: {f:?}");
         assert_eq!(s.rule.down().count(), 1);
         // Getting up, through a crouch, then upright for recover_s.
         s.frame(&[([0.42, 0.4, 0.6, 0.84], 0.4)]);
