@@ -180,8 +180,14 @@ fn tracking(c: &mut Criterion) {
     });
 
     let rgb = frame(640, 360);
-    let mut history = MotionHistory::new(2);
-    c.bench_function("motion thumbnail 640x360 -> 96x54", |b| b.iter(|| history.push(black_box(&rgb), 640, 360)));
+    let mut history = MotionHistory::new(4);
+    let mut t = 0.0;
+    c.bench_function("motion thumbnail 640x360 -> 96x54", |b| {
+        b.iter(|| {
+            t += 0.2;
+            history.push(t, black_box(&rgb), 640, 360)
+        })
+    });
 }
 
 fn snapshot(c: &mut Criterion) {

@@ -48,12 +48,12 @@ pub struct Canvas<'a> {
 impl<'a> Canvas<'a> {
     /// `None` when `px` is shorter than `w * h * 3`.
     pub fn new(px: &'a mut [u8], w: u32, h: u32) -> Option<Canvas<'a>> {
-        (px.len() >= (w * h * 3) as usize).then_some(Canvas { px, w, h })
+        (px.len() >= w as usize * h as usize * 3).then_some(Canvas { px, w, h })
     }
 
     fn put(&mut self, x: i64, y: i64, c: Rgb) {
         if x >= 0 && y >= 0 && x < self.w as i64 && y < self.h as i64 {
-            let i = ((y as u32 * self.w + x as u32) * 3) as usize;
+            let i = (y as usize * self.w as usize + x as usize) * 3;
             self.px[i..i + 3].copy_from_slice(&c);
         }
     }
@@ -100,7 +100,7 @@ impl<'a> Canvas<'a> {
                 self.line([p.x, p.y], [q.x, q.y], c, 2);
             }
         }
-        for k in kps.iter().filter(|k| k.score >= min) {
+        for k in kps.iter().filter(|k| k.score >= min && k.x.is_finite() && k.y.is_finite()) {
             let (x, y) = ((k.x * self.w as f32) as i64, (k.y * self.h as f32) as i64);
             for dy in -2..=2 {
                 for dx in -2..=2 {
@@ -118,7 +118,7 @@ impl<'a> Canvas<'a> {
         for yy in y - 1..y + 8 * scale + 1 {
             for xx in x - 1..x + width + 1 {
                 if xx >= 0 && yy >= 0 && xx < self.w as i64 && yy < self.h as i64 {
-                    let i = ((yy as u32 * self.w + xx as u32) * 3) as usize;
+                    let i = (yy as usize * self.w as usize + xx as usize) * 3;
                     for v in &mut self.px[i..i + 3] {
                         *v /= 3;
                     }

@@ -9,9 +9,9 @@ use crate::overlay::Canvas;
 
 /// Draws with `draw` on a copy of the RGB frame and encodes it as JPEG.
 pub fn render(rgb: &[u8], width: u32, height: u32, quality: u8, draw: impl FnOnce(&mut Canvas)) -> Option<Vec<u8>> {
-    let mut px = rgb.get(..(width * height * 3) as usize)?.to_vec();
+    let mut px = rgb.get(..width as usize * height as usize * 3)?.to_vec();
     draw(&mut Canvas::new(&mut px, width, height)?);
-    let mut out = Vec::with_capacity((width * height / 4) as usize);
+    let mut out = Vec::with_capacity(width as usize * height as usize / 4);
     JpegEncoder::new_with_quality(&mut out, quality).encode(&px, width, height, image::ExtendedColorType::Rgb8).ok()?;
     Some(out)
 }

@@ -2,7 +2,7 @@
 //!
 //! Per person track (from the pose tracker) the rule keeps a few seconds of
 //! observations. A person's **reference** is how they looked standing in
-//! the last `ref_window_s`: confident, not cut by the frame edge, and
+//! the last `ref_window_s`: confident, clear of the top and bottom edges, and
 //! narrower than `ref_max_aspect`. Against it, each new observation gives
 //! [`FallFeatures`]:
 //! - **height ratio**: box height over the standing height. The strongest
@@ -178,7 +178,8 @@ impl FallRule {
     /// Advances the rule to `now`.
     /// - `tracks`: every track of the person tracker (unmatched ones too);
     /// - `poses`: this frame's people, which `Track::matched` indexes;
-    /// - `motion`: (this frame's thumbnail, the one `motion_lag_s` back);
+    /// - `thumbs`: (this frame's thumbnail, the newest one at least
+    ///   `motion_lag_s` older);
     /// - `frame_aspect`: frame width over height in pixels.
     pub fn observe(
         &mut self,
@@ -192,7 +193,7 @@ impl FallRule {
         out.clear();
         self.frame_aspect = frame_aspect;
         let (p, hi) = (self.p, self.confident);
-        let keep = p.ref_window_s.max(p.vanish_hist_s).max(1.0) + 2.0;
+        let keep = p.ref_window_s.max(p.vanish_hist_s).max(p.window_s).max(1.0) + 2.0;
         let motion_in = |roi: [f32; 4]| -> Motion {
             thumbs.map(|(cur, prev)| motion(cur, prev, roi, p.motion_threshold)).unwrap_or_default()
         };
@@ -273,9 +274,17 @@ impl FallRule {
                     if let Path::Vanish { vbox } = path {
                         // Someone upright where the person vanished: they
                         // stood up or walked on (not their own detection).
+                        // A bystander who was already there (tracked since
+                        // before the fall) is not the person getting up.
                         let own = track.matched;
+                        let bystander = |i: usize| {
+                            tracks.iter().any(|o| o.id != track.id && o.matched == Some(i) && o.first_seen <= at)
+                        };
                         let reappeared = poses.iter().enumerate().any(|(i, o)| {
-                            Some(i) != own && o.score >= hi && upright_near(&o.bbox, &vbox, &p, frame_aspect)
+                            Some(i) != own
+                                && !bystander(i)
+                                && o.score >= hi
+                                && upright_near(&o.bbox, &vbox, &p, frame_aspect)
                         });
                         if reappeared {
                             person.state = State::Upright;
@@ -283,7 +292,12 @@ impl FallRule {
                         }
                     }
                     let f = if matched.is_some() { features(person, &p, hi, frame_aspect) } else { None };
-                    let hr = f.as_ref().map(|(f, _)| f.height_ratio);
+                    // Seen, but the standing reference has aged out: measure
+                    // against the standing height kept from the collapse.
+                    let hr = f
+                        .as_ref()
+                        .map(|(f, _)| f.height_ratio)
+                        .or_else(|| matched.map(|_| (person.bbox.y2 - person.bbox.y1) / standing.max(1e-3)));
                     if let Some((f, _)) = f {
                         person.features = FallFeatures { motion: m, ..f };
                     }
@@ -296,22 +310,21 @@ impl FallRule {
                         None => m <= p.still_max,
                     };
                     if down && now - at >= p.confirm_s - 1e-6 {
-                        person.state = State::Down {
-                            at,
-                            standing,
-                            trigger: FallFeatures { motion: m, ..trigger },
-                            upright_since: None,
-                            peak: person.score,
-                        };
+                        person.state = State::Down { at, standing, trigger, upright_since: None, peak: person.score };
                         out.push(transition(person, track.id, Phase::Start, None));
                     } else if now - at > p.fall_timeout_s {
+                        // Start afresh: the old references must not re-trigger.
                         person.state = State::Upright;
+                        person.obs.clear();
                     }
                 }
                 State::Down { at, standing, trigger, upright_since, peak } => {
                     let peak = if matched.is_some() { peak.max(person.score) } else { peak };
                     let b = person.bbox;
-                    let upright = confident && (b.y2 - b.y1) / standing.max(1e-3) >= p.upright_height_ratio;
+                    // Any sighting counts here, confident or not: someone who
+                    // got up must be able to end the event even if the model
+                    // scores them low. A box this tall is not a lying body.
+                    let upright = matched.is_some() && (b.y2 - b.y1) / standing.max(1e-3) >= p.upright_height_ratio;
                     let upright_since = match (matched.is_some(), upright) {
                         (true, true) => Some(upright_since.unwrap_or(now)),
                         (true, false) => None,
@@ -322,7 +335,7 @@ impl FallRule {
                         out.push(transition(person, track.id, Phase::End, Some(since)));
                         person.state = State::Upright;
                         person.obs.clear();
-                    } else if now - person.last_seen >= p.lost_s {
+                    } else if matched.is_none() && now - person.last_seen >= p.lost_s {
                         let last = person.last_seen;
                         out.push(transition(person, track.id, Phase::End, Some(last)));
                         person.state = State::Upright;
@@ -828,6 +841,42 @@ mod tests {
         });
         assert!(rule.is_empty(), "{rule:?}");
         assert_eq!(weak, vec![Phase::Start]);
+    }
+
+    #[test]
+    fn a_bystander_already_there_does_not_cancel_a_vanish_fall() {
+        let mut s = Script::new();
+        s.thumbs = Some(still());
+        // A caregiver stands right beside the person the whole time.
+        let carer = ([0.56, 0.2, 0.66, 0.8], 0.6);
+        s.hold(15, &[(STAND, 0.5), carer]);
+        s.thumbs = Some(burst(0.55));
+        s.hold(2, &[carer]);
+        s.thumbs = Some(still());
+        s.hold(5, &[carer]);
+        assert_eq!(s.phases(), vec![Phase::Start], "{:?}", s.log);
+    }
+
+    #[test]
+    fn getting_up_ends_the_event_even_when_scored_low() {
+        let mut s = Script::new();
+        fall(&mut s);
+        s.hold(5, &[([0.38, 0.6, 0.68, 0.85], 0.12)]);
+        // Up again, but the model only gives them 0.1 (under track_score).
+        s.frame(&[([0.42, 0.4, 0.6, 0.84], 0.1)]);
+        s.hold(15, &[(STAND, 0.1)]);
+        assert_eq!(s.phases(), vec![Phase::Start, Phase::End]);
+    }
+
+    #[test]
+    fn lost_s_zero_does_not_end_an_event_while_the_person_is_seen() {
+        let mut s = Script::new();
+        s.rule = FallRule::new(Falls { lost_s: 0.0, ..Falls::default() }, 0.2);
+        fall(&mut s);
+        s.hold(10, &[([0.38, 0.6, 0.68, 0.85], 0.12)]);
+        assert_eq!(s.phases(), vec![Phase::Start]);
+        s.frame(&[]);
+        assert_eq!(s.phases(), vec![Phase::Start, Phase::End], "unseen: ends at once");
     }
 
     #[test]

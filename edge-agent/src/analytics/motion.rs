@@ -24,13 +24,13 @@ pub struct Thumb {
 impl Thumb {
     /// Refills from a packed RGB frame (BT.601 luma, area average).
     pub fn fill(&mut self, rgb: &[u8], width: u32, height: u32) {
-        let (tw, th) =
-            (THUMB_W.min(width.max(1)), ((height as f64 * THUMB_W as f64 / width.max(1) as f64).round() as u32).max(1));
+        let tw = THUMB_W.min(width.max(1));
+        let th = ((height as f64 * tw as f64 / width.max(1) as f64).round() as u32).max(1);
         self.w = tw;
         self.h = th;
         self.px.clear();
-        self.px.resize((tw * th) as usize, 0);
-        if rgb.len() < (width * height * 3) as usize {
+        self.px.resize(tw as usize * th as usize, 0);
+        if rgb.len() < width as usize * height as usize * 3 {
             return;
         }
         for ty in 0..th {
@@ -39,7 +39,8 @@ impl Thumb {
                 let (x0, x1) = span(tx, tw, width);
                 let mut sum = 0u32;
                 for y in y0..y1 {
-                    let row = &rgb[((y * width + x0) * 3) as usize..((y * width + x1) * 3) as usize];
+                    let row = &rgb[(y as usize * width as usize + x0 as usize) * 3
+                        ..(y as usize * width as usize + x1 as usize) * 3];
                     for p in row.chunks_exact(3) {
                         // 0.299 R + 0.587 G + 0.114 B in fixed point.
                         sum += (77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8;
@@ -99,37 +100,53 @@ pub fn motion(cur: &Thumb, prev: &Thumb, roi: [f32; 4], threshold: f32) -> Motio
     }
 }
 
-/// The last few thumbnails of a camera.
-#[derive(Debug, Clone, Default)]
+/// The last few thumbnails of a camera, with their times.
+///
+/// Motion compares with the thumbnail `lag_s` seconds back by *time*, not by
+/// frame count: a live camera drops frames when analysis is busy, and the
+/// cue must mean the same on a slow box as on a fast one.
+#[derive(Debug, Clone)]
 pub struct MotionHistory {
-    ring: Vec<Thumb>,
+    ring: Vec<(f64, Thumb)>,
     next: usize,
     filled: usize,
 }
 
 impl MotionHistory {
-    /// Keeps enough thumbnails to compare with `lag` frames back.
-    pub fn new(lag: usize) -> MotionHistory {
-        MotionHistory { ring: vec![Thumb::default(); lag + 1], next: 0, filled: 0 }
+    /// Keeps `capacity` thumbnails (at least 2): enough to reach `lag_s`
+    /// back at the camera's fps, with room for jitter.
+    pub fn new(capacity: usize) -> MotionHistory {
+        MotionHistory { ring: vec![(f64::NEG_INFINITY, Thumb::default()); capacity.max(2)], next: 0, filled: 0 }
     }
 
-    /// Adds this frame's thumbnail.
-    pub fn push(&mut self, rgb: &[u8], width: u32, height: u32) {
+    /// Adds the thumbnail of the frame at time `t`.
+    pub fn push(&mut self, t: f64, rgb: &[u8], width: u32, height: u32) {
         let n = self.ring.len();
-        self.ring[self.next].fill(rgb, width, height);
+        let slot = &mut self.ring[self.next];
+        slot.0 = t;
+        slot.1.fill(rgb, width, height);
         self.next = (self.next + 1) % n;
         self.filled = (self.filled + 1).min(n);
     }
 
-    /// (current, `lag` frames back or the oldest kept) once a frame is in.
-    pub fn pair(&self) -> Option<(&Thumb, &Thumb)> {
+    /// (the latest thumbnail, the newest one at least `lag_s` older — or the
+    /// oldest kept), once a frame is in.
+    pub fn pair(&self, lag_s: f64) -> Option<(&Thumb, &Thumb)> {
         let n = self.ring.len();
         if self.filled == 0 {
             return None;
         }
         let cur = (self.next + n - 1) % n;
-        let back = (self.filled - 1).min(n - 1);
-        Some((&self.ring[cur], &self.ring[(cur + n - back) % n]))
+        let now = self.ring[cur].0;
+        let mut back = cur;
+        for k in 1..self.filled {
+            let i = (cur + n - k) % n;
+            back = i;
+            if self.ring[i].0 <= now - lag_s + 1e-6 {
+                break;
+            }
+        }
+        Some((&self.ring[cur].1, &self.ring[back].1))
     }
 }
 
@@ -171,13 +188,25 @@ mod tests {
     }
 
     #[test]
-    fn history_pairs_with_lag() {
-        let mut h = MotionHistory::new(2);
-        assert!(h.pair().is_none());
-        for g in [10u8, 20, 30, 40] {
-            h.push(&frame(8, 8, |_, _| g), 8, 8);
+    fn history_pairs_by_time_not_frame_count() {
+        let mut h = MotionHistory::new(4);
+        assert!(h.pair(0.4).is_none());
+        // 5 fps: 0.4 s back is two frames back.
+        for (i, g) in [10u8, 20, 30, 40].into_iter().enumerate() {
+            h.push(i as f64 * 0.2, &frame(8, 8, |_, _| g), 8, 8);
         }
-        let (cur, prev) = h.pair().unwrap();
-        assert_eq!((cur.px[0], prev.px[0]), (40, 20), "two frames back");
+        let (cur, prev) = h.pair(0.4).unwrap();
+        assert_eq!((cur.px[0], prev.px[0]), (40, 20));
+        // Frames dropped (busy analysis): 0.4 s back is now one frame back.
+        h.push(1.2, &frame(8, 8, |_, _| 50), 8, 8);
+        let (cur, prev) = h.pair(0.4).unwrap();
+        assert_eq!((cur.px[0], prev.px[0]), (50, 40), "the newest thumbnail at least 0.4 s older is from 0.6 s");
+    }
+
+    #[test]
+    fn thumbnail_of_a_narrow_frame_keeps_its_aspect() {
+        let mut t = Thumb::default();
+        t.fill(&frame(64, 48, |_, _| 9), 64, 48);
+        assert_eq!((t.w, t.h), (64, 48));
     }
 }

@@ -167,7 +167,7 @@ impl Tracker {
 
         // Births: high-score detections nobody claimed.
         for (i, d) in dets.iter().enumerate() {
-            if self.det_used[i] || d.score < p.high {
+            if self.det_used[i] || d.score.is_nan() || d.score < p.high {
                 continue;
             }
             let confirmed = p.min_hits <= 1;
@@ -226,7 +226,7 @@ impl Tracker {
             t.score = d.score;
             t.matched = Some(di);
             t.last_seen = now;
-            t.hits += 1;
+            t.hits = t.hits.saturating_add(1);
             if t.hits >= min_hits {
                 t.confirmed = true;
             }

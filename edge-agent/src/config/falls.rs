@@ -120,10 +120,12 @@ fall_params! {
     /// A box at or above this height ratio (seen with a confident score)
     /// counts as upright again.
     upright_height_ratio: f32 = 0.8, 0.0, 1.5;
-    /// A box within this distance of the frame edge may be cut off: it is
-    /// not judged on its size.
+    /// A box within this distance of the frame's top or bottom edge may be
+    /// cut off: it is no standing reference. The vanish path ignores boxes
+    /// near any edge.
     edge_margin: f32 = 0.02, 0.0, 0.5;
-    /// Keypoints scoring below this are not drawn (snapshots, annotation).
+    /// Keypoints scoring below this count as unseen: for the reported torso
+    /// angle, hip speed and head position, and in drawings.
     keypoint_score: f32 = 0.2, 0.0, 1.0;
     /// Use the motion cue for people the pose model loses as they fall
     /// (lying people often score too low to be seen at all).

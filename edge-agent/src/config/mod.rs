@@ -504,7 +504,21 @@ impl Config {
             if c.analysis_width < 64 || c.analysis_width > 3840 || c.analysis_width % 2 != 0 {
                 return err(&at("analysis_width"), "must be an even number between 64 and 3840".into());
             }
-            c.falls.apply(&self.falls).validate(&format!("cameras[{i}].falls"))?;
+            let falls = c.falls.apply(&self.falls);
+            falls.validate(&format!("cameras[{i}].falls"))?;
+            if falls.vanish_after_s > falls.vanish_within_s {
+                return err("falls.vanish_after_s", "must be ≤ falls.vanish_within_s".into());
+            }
+            if falls.enabled && falls.vanish && falls.vanish_within_s > self.tracking.max_age_s {
+                return err(
+                    "tracking.max_age_s",
+                    format!(
+                        "{} is shorter than falls.vanish_within_s ({}): the tracker would forget a person before the \
+                         fall rule's vanish path could judge them",
+                        self.tracking.max_age_s, falls.vanish_within_s
+                    ),
+                );
+            }
             let mut names = HashSet::new();
             for (j, lane) in c.lanes.iter().enumerate() {
                 let at = |k: &str| format!("cameras[{i}].lanes[{j}].{k}");
@@ -768,6 +782,19 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
         let text = format!("{GOOD}falls = {{ confirm = 1.0 }}\n");
         let e = parse(&text).unwrap_err();
         assert!(e.starts_with("test.toml:17: cameras[0].falls.confirm: unknown field `confirm`, expected one of `enabled`, `window_s`, `confirm_s`"), "{e}");
+    }
+
+    #[test]
+    fn tracker_must_outlive_the_vanish_window() {
+        let text = GOOD.replace("[[cameras]]", "[pose]\npath = \"p.onnx\"\n\n[tracking]\nmax_age_s = 1\n\n[[cameras]]");
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("test.toml:16: tracking.max_age_s: 1 is shorter than falls.vanish_within_s (1.2)"),
+            "{e}"
+        );
+        // Without the vanish path it is fine.
+        let text = text.replace("[[cameras]]", "[falls]\nvanish = false\n\n[[cameras]]");
+        assert!(parse(&text).is_ok());
     }
 
     #[test]

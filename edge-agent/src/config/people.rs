@@ -3,7 +3,7 @@
 //! Kept apart from the core file shape in `config/mod.rs` because these are
 //! the knobs operators tune most. Every fall parameter has a global default
 //! under `[falls]` and may be overridden per camera in `cameras[].falls`;
-//! [`Falls::for_camera`] merges the two once, at load time.
+//! [`super::Config::falls_for`] gives the merged values for a camera.
 
 use std::path::PathBuf;
 
@@ -118,8 +118,8 @@ pub(super) fn validate(
         if !(32..=1024).contains(&p.input_size) || p.input_size % 32 != 0 {
             return err("pose.input_size", format!("{} is not a multiple of 32 between 32 and 1024", p.input_size));
         }
-        if !(0.0..=1.0).contains(&p.nms_iou) {
-            return err("pose.nms_iou", format!("{} is outside 0–1", p.nms_iou));
+        if !(p.nms_iou > 0.0 && p.nms_iou <= 1.0) {
+            return err("pose.nms_iou", format!("{} is outside (0, 1]", p.nms_iou));
         }
         if !(0.0..=1.0).contains(&p.track_score) {
             return err("pose.track_score", format!("{} is outside 0–1", p.track_score));

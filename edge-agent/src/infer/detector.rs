@@ -8,7 +8,7 @@
 
 use std::sync::Mutex;
 
-use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::decode::{self, Candidate};
@@ -116,12 +116,8 @@ impl Detector {
         let path = &cfg.path;
         let shown = path.display().to_string();
         let model_err = |message: String| InferError::Model { path: shown.clone(), message };
-        let sha = runtime::verify_model(path, cfg.sha256.as_deref())?;
-        let session = Session::builder(env)
-            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
-            .and_then(|b| b.with_intra_threads(cfg.threads).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(path))
-            .map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
+        let (session, info) =
+            runtime::open_session(path, cfg.sha256.as_deref(), cfg.threads, &cfg.format.to_string(), env)?;
 
         let spec = input_spec(cfg.format, cfg.input_size);
         let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;
@@ -143,7 +139,6 @@ impl Detector {
             }
         }
         let outputs = resolve_outputs(&session, cfg.format, classes, cfg.input_size).map_err(model_err)?;
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Detector {
             session: Mutex::new(session),
             format: cfg.format,
@@ -151,7 +146,7 @@ impl Detector {
             classes,
             threshold: floor.min(cfg.score_threshold),
             nms_iou: cfg.nms_iou,
-            info: ModelInfo { name, version: sha[..12].to_string(), format: cfg.format.to_string() },
+            info,
             outputs,
         })
     }

@@ -13,7 +13,7 @@
 
 use std::sync::Mutex;
 
-use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::letterbox::{Element, InputSpec, Layout, Letterbox, Preprocessor};
@@ -111,7 +111,13 @@ pub fn decode_multipose(data: &[f32], lb: &Letterbox, in_w: u32, in_h: u32, min_
         for (k, kp) in keypoints.iter_mut().enumerate() {
             let (y, x, s) = (person[3 * k], person[3 * k + 1], person[3 * k + 2]);
             let p = lb.to_frame(x * w, y * h, x * w, y * h);
-            *kp = Keypoint { x: p.x1, y: p.y1, score: s };
+            // A non-finite coordinate is no sighting (and must not reach JSON as null).
+            let ok = [x, y, s].iter().all(|v| v.is_finite());
+            *kp = Keypoint {
+                x: if ok { p.x1 } else { 0.0 },
+                y: if ok { p.y1 } else { 0.0 },
+                score: if ok { s } else { 0.0 },
+            };
         }
         let (ymin, xmin, ymax, xmax) = (person[51], person[52], person[53], person[54]);
         let bbox = lb.to_frame(xmin * w, ymin * h, xmax * w, ymax * h);
@@ -156,12 +162,8 @@ impl PoseModel {
         let path = &cfg.path;
         let shown = path.display().to_string();
         let model_err = |message: String| InferError::Model { path: shown.clone(), message };
-        let sha = runtime::verify_model(path, cfg.sha256.as_deref())?;
-        let session = Session::builder(env)
-            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
-            .and_then(|b| b.with_intra_threads(cfg.threads).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(path))
-            .map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
+        let (session, info) =
+            runtime::open_session(path, cfg.sha256.as_deref(), cfg.threads, "movenet-multipose", env)?;
         // The input size follows each camera's aspect, so H and W must be dynamic.
         let input_ok = session
             .inputs()
@@ -176,13 +178,12 @@ impl PoseModel {
         if !input_ok || !output_ok {
             return Err(model_err("not a MoveNet MultiPose export: needs input int32 [1, H, W, 3] with dynamic H and W, and output [1, 6, 56]".to_string()));
         }
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(PoseModel {
             session: Mutex::new(session),
             input_size: cfg.input_size,
             min_score: cfg.min_score,
             nms_iou: cfg.nms_iou,
-            info: ModelInfo { name, version: sha[..12].to_string(), format: "movenet-multipose".into() },
+            info,
         })
     }
 

@@ -85,7 +85,7 @@ fn hex(bytes: &[u8]) -> String {
 /// hash and where it came from, for the error message.
 pub fn expected_sha256(model: &Path, configured: Option<&str>) -> Option<(String, String)> {
     if let Some(h) = configured {
-        return Some((h.to_ascii_lowercase(), "detector.sha256 in the config".into()));
+        return Some((h.to_ascii_lowercase(), "the sha256 set in the config".into()));
     }
     let manifest = model.parent()?.join("models.toml");
     let text = std::fs::read_to_string(&manifest).ok()?;
@@ -110,10 +110,34 @@ pub fn verify_model(model: &Path, configured: Option<&str>) -> Result<String, In
         }
         Some(_) => Ok(actual),
         None => {
-            tracing::warn!(model = %model.display(), sha256 = %actual, "no expected sha256 for this model (set detector.sha256 to pin it)");
+            tracing::warn!(model = %model.display(), sha256 = %actual, "no expected sha256 for this model (set its sha256 in the config to pin it)");
             Ok(actual)
         }
     }
+}
+
+/// Verifies a model file against its expected sha256, then opens an `ort`
+/// session on it with `threads` intra-op threads. Returns the session, the
+/// file's sha256 and what events report about the model.
+pub fn open_session(
+    path: &Path,
+    sha256: Option<&str>,
+    threads: usize,
+    format: &str,
+    env: &ort::environment::Environment,
+) -> Result<(ort::session::Session, super::ModelInfo), InferError> {
+    use ort::session::{builder::GraphOptimizationLevel, Session};
+    let sha = verify_model(path, sha256)?;
+    let session = Session::builder(env)
+        .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
+        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .and_then(|mut b| b.commit_from_file(path))
+        .map_err(|e| InferError::Model {
+            path: path.display().to_string(),
+            message: format!("not a loadable ONNX model: {e}"),
+        })?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok((session, super::ModelInfo { name, version: sha[..12].to_string(), format: format.to_string() }))
 }
 
 #[cfg(test)]

@@ -110,7 +110,8 @@ impl CameraAnalyzer {
             (Some(pose), true) if models.pose.is_some() => Some(FallRule::new(falls_cfg, pose.track_score)),
             _ => None,
         };
-        let lag = (falls_cfg.motion_lag_s * camera.fps).round().max(1.0) as usize;
+        // Enough thumbnails to reach `motion_lag_s` back at the camera's fps.
+        let thumbs = (falls_cfg.motion_lag_s * camera.fps).ceil() as usize + 2;
         let people_params = match &config.pose {
             Some(p) => TrackerParams::people(p, &config.tracking),
             None => TrackerParams::objects(1.0, &config.tracking),
@@ -125,7 +126,7 @@ impl CameraAnalyzer {
             score_threshold: config.detector.score_threshold,
             det_pre: (!lanes.is_empty()).then(|| models.detector.preprocessor()),
             pose_pre: None,
-            motion: MotionHistory::new(lag),
+            motion: MotionHistory::new(thumbs),
             pinned: Vec::new(),
             models,
             detections: Vec::with_capacity(64),
@@ -186,9 +187,9 @@ impl CameraAnalyzer {
             let Some((_, _, pre)) = self.pose_pre.as_mut() else { return Ok(()) };
             let t0 = Instant::now();
             let lb = pre.run(frame.rgb, frame.width, frame.height)?;
-            if rule.params().vanish {
-                self.motion.push(frame.rgb, w, h);
-            }
+            // Always kept while the rule runs: a person the pose model loses
+            // is judged by whether their region has gone still.
+            self.motion.push(t, frame.rgb, w, h);
             let t1 = Instant::now();
             self.timers.pre.observe((t1 - t0).as_secs_f64());
             model.detect(pre, &lb, &mut self.poses)?;
@@ -216,7 +217,7 @@ impl CameraAnalyzer {
             self.pinned.extend(rule.pinned());
             self.people.update_pinned(t, &self.person_dets, &self.pinned);
             let mut transitions = std::mem::take(&mut self.fall_out);
-            let thumbs = if rule.params().vanish { self.motion.pair() } else { None };
+            let thumbs = self.motion.pair(rule.params().motion_lag_s);
             let aspect = w as f32 / h.max(1) as f32;
             rule.observe(t, self.people.tracks(), &self.poses, thumbs, aspect, &mut transitions);
             for tr in &transitions {

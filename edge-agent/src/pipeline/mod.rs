@@ -12,7 +12,7 @@
 //!
 //! Both send plain [`Outbound`] messages down one channel to the MQTT
 //! [`Publisher`], which runs on the async runtime. Nothing here is shared
-//! and mutable except the slot and the detector's session lock.
+//! and mutable except the slot and the models' session locks.
 //!
 //! Shutdown runs in data-path order: sources stop, analysis drains, then
 //! the publisher sends what is left and marks the agent offline.
@@ -176,7 +176,10 @@ impl LiveAnalysis {
         let (analysed, decoded) =
             (m.frames_analysed.with_label_values(&[&id]), m.frames_decoded.with_label_values(&[&id]));
         let dropped = m.frames_dropped.with_label_values(&[id.as_str(), "analysis_busy"]);
-        let errors = m.analysis_errors.with_label_values(&[id.as_str(), "inference"]);
+        let (pre_errors, infer_errors) = (
+            m.analysis_errors.with_label_values(&[id.as_str(), "preprocess"]),
+            m.analysis_errors.with_label_values(&[id.as_str(), "inference"]),
+        );
         let mut seen = Default::default();
         let mut out = Vec::with_capacity(4);
         loop {
@@ -201,7 +204,10 @@ impl LiveAnalysis {
                 wall: frame.wall,
             };
             if let Err(e) = self.analyzer.analyse(&input, &mut out) {
-                errors.inc();
+                match e {
+                    crate::infer::InferError::Preprocess(_) => pre_errors.inc(),
+                    _ => infer_errors.inc(),
+                }
                 tracing::warn!(error = %e, "analysis failed");
             }
             for msg in out.drain(..) {

@@ -52,11 +52,11 @@ impl Annotator {
 
     /// Adds one frame shown from clip time `t` for `duration` seconds.
     /// Frames of another size (a stream that changed resolution) are skipped.
-    pub fn push(&mut self, rgb: &[u8], width: u32, height: u32, t: f64, duration: f64) -> Result<(), ReplayError> {
+    pub fn push(&mut self, rgb: Vec<u8>, width: u32, height: u32, t: f64, duration: f64) -> Result<(), ReplayError> {
         if (width, height) != self.size {
             return Ok(());
         }
-        let mut buffer = gst::Buffer::from_slice(rgb.to_vec());
+        let mut buffer = gst::Buffer::from_mut_slice(rgb);
         if let Some(b) = buffer.get_mut() {
             b.set_pts(gst::ClockTime::from_nseconds((t.max(0.0) * 1e9) as u64));
             b.set_duration(gst::ClockTime::from_nseconds((duration.max(0.001) * 1e9) as u64));

@@ -159,6 +159,13 @@ pub fn clip_config(base_text: &str, base_file: &Path, dir: &Path, clip: &ClipLab
             .map_err(|e| ReplayError::Labels { file: path.display().to_string(), message: e.to_string() })?;
         let o: toml::Table = toml::from_str(&text)
             .map_err(|e| ReplayError::Labels { file: path.display().to_string(), message: e.to_string() })?;
+        // Models load once from the base config; an overlay cannot swap them.
+        if let Some(k) = ["detector", "pose", "ort_library"].iter().find(|k| o.contains_key(**k)) {
+            return Err(ReplayError::Labels {
+                file: path.display().to_string(),
+                message: format!("`{k}` cannot be overridden per clip (models load once from the base config)"),
+            });
+        }
         merge(&mut table, o);
     }
     if let Some(lanes) = &clip.lanes {

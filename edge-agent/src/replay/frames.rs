@@ -42,7 +42,13 @@ pub fn load_still(path: &Path, width: u32) -> Result<ClipFrame, ReplayError> {
         .map_err(|e| ReplayError::Input { file: path.display().to_string(), message: e.to_string() })?
         .to_rgb8();
     let (w, h) = img.dimensions();
-    let height = ((h as f64 * width as f64 / w as f64).round() as u32).max(1);
+    let height = ((h as f64 * width as f64 / w.max(1) as f64).round() as u32).max(1);
+    if height > 8192 {
+        return Err(ReplayError::Input {
+            file: path.display().to_string(),
+            message: format!("{w}x{h} is too tall to analyse at width {width}"),
+        });
+    }
     let img = image::imageops::resize(&img, width, height, image::imageops::FilterType::Triangle);
     Ok(ClipFrame { rgb: img.into_raw(), width, height, t: 0.0 })
 }
@@ -81,20 +87,7 @@ impl VideoFrames {
         let sink = gst_app::AppSink::builder().caps(&caps).sync(realtime).max_buffers(2).drop(realtime).build();
         pipeline.add_many([&decode, &scale, &convert, sink.upcast_ref()]).map_err(|e| input(e.to_string()))?;
         gst::Element::link_many([&scale, &convert, sink.upcast_ref()]).map_err(|e| input(e.to_string()))?;
-        let scale_weak = scale.downgrade();
-        decode.connect_pad_added(move |_, pad| {
-            let Some(scale) = scale_weak.upgrade() else { return };
-            let is_video = pad
-                .current_caps()
-                .or_else(|| Some(pad.query_caps(None)))
-                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
-                .unwrap_or(false);
-            if let Some(sinkpad) = scale.static_pad("sink") {
-                if is_video && !sinkpad.is_linked() {
-                    let _ = pad.link(&sinkpad);
-                }
-            }
-        });
+        crate::source::pipeline::link_decoded_video(&decode, &scale);
         pipeline.set_state(gst::State::Playing).map_err(|_| input("cannot start decoding".into()))?;
         Ok(VideoFrames { pipeline, sink, file, first_pts: None })
     }
@@ -116,12 +109,15 @@ impl VideoFrames {
                     return Ok(Some(ClipFrame { rgb, width, height, t }));
                 }
                 Err(_) => {
-                    // EOS or an error: the bus says which.
+                    // EOS or an error: the bus says which (waiting briefly,
+                    // so a decode error is never taken for the clip's end).
                     let bus = self.pipeline.bus().ok_or_else(|| self.err("no bus".into()))?;
-                    while let Some(msg) = bus.pop() {
-                        if let gst::MessageView::Error(e) = msg.view() {
-                            return Err(self.err(crate::source::pipeline::describe_error(e).to_string()));
-                        }
+                    let msg = bus.timed_pop_filtered(
+                        gst::ClockTime::from_seconds(5),
+                        &[gst::MessageType::Eos, gst::MessageType::Error],
+                    );
+                    if let Some(gst::MessageView::Error(e)) = msg.as_ref().map(|m| m.view()) {
+                        return Err(self.err(crate::source::pipeline::describe_error(e).to_string()));
                     }
                     return Ok(None);
                 }

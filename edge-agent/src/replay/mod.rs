@@ -169,7 +169,7 @@ pub fn run(
                 session.banner(&mut canvas, t);
             }
             if let Some(a) = session.annotator.as_mut() {
-                a.push(&px, frame.width, frame.height, t, step)?;
+                a.push(px, frame.width, frame.height, t, step)?;
             }
         }
         Ok(())

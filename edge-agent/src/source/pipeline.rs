@@ -118,21 +118,7 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
             }
             None
         });
-        let rate_weak = rate.downgrade();
-        decode.connect_pad_added(move |_, pad| {
-            let Some(rate) = rate_weak.upgrade() else { return };
-            let is_video = pad
-                .current_caps()
-                .or_else(|| Some(pad.query_caps(None)))
-                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
-                .unwrap_or(false);
-            let Some(sinkpad) = rate.static_pad("sink") else { return };
-            if is_video && !sinkpad.is_linked() {
-                if let Err(e) = pad.link(&sinkpad) {
-                    gst::element_error!(rate, gst::StreamError::Failed, ("cannot link decoded video: {:?}", e));
-                }
-            }
-        });
+        link_decoded_video(&decode, &rate);
         pipeline.add(&decode).map_err(|e| SourceError::Build(e.to_string()))?;
     }
 
@@ -160,6 +146,26 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
             .build(),
     );
     Ok(CameraPipeline { pipeline, live })
+}
+
+/// Links `uridecodebin`'s video pad, once it appears, to `next`'s sink
+/// (audio and other pads are left unlinked).
+pub fn link_decoded_video(decode: &gst::Element, next: &gst::Element) {
+    let next_weak = next.downgrade();
+    decode.connect_pad_added(move |_, pad| {
+        let Some(next) = next_weak.upgrade() else { return };
+        let is_video = pad
+            .current_caps()
+            .or_else(|| Some(pad.query_caps(None)))
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+            .unwrap_or(false);
+        let Some(sinkpad) = next.static_pad("sink") else { return };
+        if is_video && !sinkpad.is_linked() {
+            if let Err(e) = pad.link(&sinkpad) {
+                gst::element_error!(next, gst::StreamError::Failed, ("cannot link decoded video: {:?}", e));
+            }
+        }
+    });
 }
 
 /// Copies a (possibly row-padded) RGB frame into a packed buffer.
