@@ -509,7 +509,8 @@ impl Config {
             if falls.vanish_after_s > falls.vanish_within_s {
                 return err("falls.vanish_after_s", "must be ≤ falls.vanish_within_s".into());
             }
-            if falls.enabled && falls.vanish && falls.vanish_within_s > self.tracking.max_age_s {
+            let falls_run = falls.enabled && self.pose.is_some();
+            if falls_run && falls.vanish && falls.vanish_within_s > self.tracking.max_age_s {
                 return err(
                     "tracking.max_age_s",
                     format!(
@@ -792,9 +793,10 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
             e.starts_with("test.toml:16: tracking.max_age_s: 1 is shorter than falls.vanish_within_s (1.2)"),
             "{e}"
         );
-        // Without the vanish path it is fine.
-        let text = text.replace("[[cameras]]", "[falls]\nvanish = false\n\n[[cameras]]");
-        assert!(parse(&text).is_ok());
+        // Without the vanish path it is fine, and without a pose model falls do not run.
+        let no_vanish = text.replace("[[cameras]]", "[falls]\nvanish = false\n\n[[cameras]]");
+        assert!(parse(&no_vanish).is_ok());
+        assert!(parse(&text.replace("[pose]\npath = \"p.onnx\"\n", "")).is_ok());
     }
 
     #[test]
