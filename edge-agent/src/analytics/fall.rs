@@ -144,15 +144,13 @@ pub struct FallRule {
     /// A sighting scoring at least this is confident: the pose tracker's
     /// birth score.
     confident: f32,
-    /// Frame width over height, for pixel aspect and speed.
-    frame_aspect: f32,
     people: HashMap<u64, Person>,
 }
 
 impl FallRule {
     /// `confident` is the pose tracker's birth score (`pose.track_score`).
     pub fn new(params: Falls, confident: f32) -> FallRule {
-        FallRule { p: params, confident, frame_aspect: 16.0 / 9.0, people: HashMap::new() }
+        FallRule { p: params, confident, people: HashMap::new() }
     }
 
     pub fn params(&self) -> &Falls {
@@ -191,7 +189,6 @@ impl FallRule {
         out: &mut Vec<FallTransition>,
     ) {
         out.clear();
-        self.frame_aspect = frame_aspect;
         let (p, hi) = (self.p, self.confident);
         let keep = p.ref_window_s.max(p.vanish_hist_s).max(p.window_s).max(1.0) + 2.0;
         let motion_in = |roi: [f32; 4]| -> Motion {
@@ -346,10 +343,9 @@ impl FallRule {
 
         // People whose track is gone: an open event ends once they have
         // been unseen for `lost_s`; everyone else is forgotten.
-        let live: Vec<u64> = tracks.iter().map(|t| t.id).collect();
         let mut ended = Vec::new();
         self.people.retain(|&id, person| {
-            if live.contains(&id) {
+            if tracks.iter().any(|t| t.id == id) {
                 return true;
             }
             match person.state {

@@ -116,10 +116,6 @@ impl Tracker {
         Tracker { params, tracks: Vec::new(), next_id: 1, pairs: Vec::new(), det_used: Vec::new() }
     }
 
-    pub fn params(&self) -> &TrackerParams {
-        &self.params
-    }
-
     /// Every live track, tentative ones included.
     pub fn tracks(&self) -> &[Track] {
         &self.tracks

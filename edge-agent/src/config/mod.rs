@@ -329,10 +329,7 @@ impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_path_buf(), source })?;
-        let mut config = Config::parse(&text, file)?;
-        let base = file.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
-        Ok(config)
+        Config::from_text(&text, file)
     }
 
     /// Parses and validates config text as if it were the file `file`:

@@ -54,52 +54,24 @@ type NanoLevel<'a> = (Option<&'a [f32]>, Option<&'a [f32]>);
 
 /// The input each supported format expects (see `models/models.toml`).
 pub fn input_spec(format: ModelFormat, size: u32) -> InputSpec {
-    let (width, height, element) = (size, size, Element::F32);
+    // YOLOX's: BGR 0–255, NCHW, top-left, pad 114. The others differ from it
+    // only where they say so.
+    let yolox = InputSpec {
+        width: size,
+        height: size,
+        element: Element::F32,
+        layout: Layout::Nchw,
+        bgr: true,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        pad: 114,
+        centered: false,
+    };
     match format {
-        ModelFormat::Nanodet => InputSpec {
-            width,
-            height,
-            element,
-            layout: Layout::Nchw,
-            bgr: true,
-            mean: [103.53, 116.28, 123.675],
-            std: [57.375, 57.12, 58.395],
-            pad: 114,
-            centered: false,
-        },
-        ModelFormat::Yolox => InputSpec {
-            width,
-            height,
-            element,
-            layout: Layout::Nchw,
-            bgr: true,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            pad: 114,
-            centered: false,
-        },
-        ModelFormat::Yolov8 => InputSpec {
-            width,
-            height,
-            element,
-            layout: Layout::Nchw,
-            bgr: false,
-            mean: [0.0; 3],
-            std: [255.0; 3],
-            pad: 114,
-            centered: true,
-        },
-        ModelFormat::Centernet => InputSpec {
-            width,
-            height,
-            element,
-            layout: Layout::Nhwc,
-            bgr: false,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            pad: 0,
-            centered: false,
-        },
+        ModelFormat::Yolox => yolox,
+        ModelFormat::Nanodet => InputSpec { mean: [103.53, 116.28, 123.675], std: [57.375, 57.12, 58.395], ..yolox },
+        ModelFormat::Yolov8 => InputSpec { bgr: false, std: [255.0; 3], centered: true, ..yolox },
+        ModelFormat::Centernet => InputSpec { layout: Layout::Nhwc, bgr: false, pad: 0, ..yolox },
     }
 }
 

@@ -324,8 +324,7 @@ impl CameraAnalyzer {
 
     /// Builds the event message (with its snapshot) for a fall transition.
     fn fall_event(&mut self, tr: &FallTransition, now: f64, wall: SystemTime, frame: &FrameInput) -> Outbound {
-        let slot = self.fall_open.remove(&tr.track_id);
-        let mut slot = slot;
+        let mut slot = self.fall_open.remove(&tr.track_id);
         let open = open_event(&mut slot, tr.phase, wall, now, tr.fell_at);
         if tr.phase != Phase::End {
             if let Some(o) = slot {
