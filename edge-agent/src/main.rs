@@ -74,6 +74,9 @@ enum Cmd {
         /// Only clips whose path contains this text.
         #[arg(long)]
         only: Option<String>,
+        /// Turn the fire rule's flicker check off (to measure what it adds).
+        #[arg(long)]
+        no_flicker: bool,
     },
     /// Run the demo: an in-process RTSP camera, a private broker, the agent,
     /// and every alert printed as it arrives.
@@ -107,7 +110,9 @@ fn main() -> ExitCode {
             let opts = edge_agent::replay::ReplayOptions { realtime, annotate, still_s, hold_last_s };
             replay(&file, config.as_deref(), camera.as_deref(), &opts)
         }
-        Cmd::Eval { labels, config, json, only } => eval(&labels, config.as_deref(), json.as_deref(), only.as_deref()),
+        Cmd::Eval { labels, config, json, only, no_flicker } => {
+            eval(&labels, config.as_deref(), json.as_deref(), only.as_deref(), !no_flicker)
+        }
         Cmd::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Cmd::Demo { clip, out, timeout_s } => runtime().and_then(|rt| rt.block_on(run_demo(clip, out, timeout_s))),
     };
@@ -184,9 +189,10 @@ fn eval(
     config: Option<&std::path::Path>,
     json: Option<&std::path::Path>,
     only: Option<&str>,
+    flicker: bool,
 ) -> anyhow::Result<()> {
     use edge_agent::replay::eval;
-    let report = eval::run(labels, config, only, &mut |c| {
+    let report = eval::run(labels, config, only, flicker, &mut |c| {
         let starts: Vec<String> = c.starts.iter().map(|s| format!("{}@{:.1}s", s.kind, s.t)).collect();
         let want: Vec<String> = c.labelled.iter().map(|l| format!("{}@{:.1}s", l.kind, l.at)).collect();
         let verdict = match &c.error {

@@ -97,6 +97,17 @@ pub struct Evidence {
     pub occupancy: Option<f32>,
     /// Per-person keypoints (fall events).
     pub keypoints: Option<serde_json::Value>,
+    /// Fire/smoke events: the region's box on each hit frame of the window,
+    /// `[x1, y1, x2, y2]` normalised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<[f32; 4]>>,
+    /// Fire/smoke events: the window of analysed frames, oldest first:
+    /// `{t_offset_s, score}` (score null where the region did not hit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Vec<serde_json::Value>>,
+    /// Fire/smoke events: the flicker check's verdict and measurements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flicker: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -4,6 +4,8 @@
 //!   (one tracker for detector objects, one for pose people, per camera);
 //! - [`lane`]: tracked objects standing in a lane past its dwell time;
 //! - [`fall`]: tracked people going from upright to lying, fast;
+//! - [`fire`]: fire-model regions hitting k of n frames and passing the
+//!   [`flicker`] check (flame colour and shape change, smoke persistence);
 //! - [`motion`]: grey thumbnails and how much of a region changed (the fall
 //!   rule's cue for people the pose model loses).
 //!
@@ -14,12 +16,15 @@
 //! turns transitions into [`crate::alert::Event`]s.
 
 pub mod fall;
+pub mod fire;
+pub mod flicker;
 mod geometry;
 mod lane;
 pub mod motion;
 pub mod tracker;
 
 pub use fall::{FallFeatures, FallRule, FallTransition};
+pub use fire::{FireRule, FireTransition};
 pub use geometry::{point_in_polygon, polygon_area, Polygon};
 pub use lane::{LaneRule, LaneTransition, Phase};
 pub use tracker::{Track, Tracker, TrackerParams};

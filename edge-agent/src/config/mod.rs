@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod falls;
+mod fire;
 mod people;
 
+pub use fire::{ClassMap, Fire, FireFormat, FireKind, Flicker, KindOverrides, KindRule};
 pub use people::{FallOverrides, Falls, Pose, Tracking};
 
 /// The whole configuration file.
@@ -46,6 +48,10 @@ pub struct Config {
     /// The fall rule's defaults; cameras may override any key.
     #[serde(default)]
     pub falls: Falls,
+    /// The fire/smoke model and rule; fire and smoke are detected only when
+    /// it is set.
+    #[serde(default)]
+    pub fire: Option<Fire>,
     /// Timing of event messages.
     #[serde(default)]
     pub alerts: Alerts,
@@ -150,6 +156,11 @@ pub struct Detector {
     /// ONNX Runtime intra-op threads.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Analysis rate of the detector (it serves the lane rules), frames per
+    /// second: a lane blocks over many seconds, so a low rate loses nothing
+    /// and leaves the CPU to the fall rule, which needs the camera's fps.
+    #[serde(default = "default_detector_fps")]
+    pub fps: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +251,9 @@ pub struct Camera {
     /// Overrides of `[falls]` for this camera.
     #[serde(default)]
     pub falls: FallOverrides,
+    /// Run the fire rule on this camera (when `[fire]` is set).
+    #[serde(default = "default_true")]
+    pub fire: bool,
 }
 
 /// A lane (zone) that must stay clear.
@@ -303,6 +317,12 @@ fn default_fps() -> f64 {
 }
 fn default_analysis_width() -> u32 {
     640
+}
+fn default_detector_fps() -> f64 {
+    2.0
+}
+fn default_true() -> bool {
+    true
 }
 fn default_clear_s() -> f64 {
     3.0
@@ -378,6 +398,9 @@ impl Config {
         if let Some(p) = self.pose.as_mut() {
             resolve(&mut p.path);
         }
+        if let Some(f) = self.fire.as_mut() {
+            resolve(&mut f.path);
+        }
         if let Some(p) = self.ort_library.as_mut() {
             resolve(p);
         }
@@ -447,6 +470,9 @@ impl Config {
         if d.threads == 0 || d.threads > 64 {
             return err("detector.threads", "must be 1–64".into());
         }
+        if !(d.fps > 0.0 && d.fps <= 60.0) {
+            return err("detector.fps", format!("{} is outside (0, 60]", d.fps));
+        }
         if let Some(l) = &d.labels {
             if l.is_empty() {
                 return err("detector.labels", "must not be empty".into());
@@ -477,6 +503,9 @@ impl Config {
         }
 
         people::validate(self.pose.as_ref(), &self.tracking, &self.falls, self.detector.score_threshold)?;
+        if let Some(f) = &self.fire {
+            f.validate()?;
+        }
 
         if self.cameras.is_empty() {
             return err("cameras", "at least one camera is required".into());
@@ -690,7 +719,7 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
     fn unknown_top_level_key() {
         assert_eq!(
             bad("agent_id", "agnet_id = \"x\"\nagent_id"),
-            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `pose`, `tracking`, `falls`, `alerts`, `http`, `source`, `cameras`"
+            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `pose`, `tracking`, `falls`, `fire`, `alerts`, `http`, `source`, `cameras`"
         );
     }
 

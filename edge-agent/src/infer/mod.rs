@@ -6,6 +6,8 @@
 //!   model files against their manifest hash.
 //! - [`detector`]: the one shared `ort` session per model.
 //! - [`decode`]: model outputs → boxes, for each supported layout, plus NMS.
+//! - [`fire`]: the fire/smoke model (the project's heat-map or a
+//!   bring-your-own YOLO export) → candidate regions per kind.
 //! - [`pose`]: the shared MoveNet MultiPose session and its decoding into
 //!   people with 17 keypoints each.
 //!
@@ -14,6 +16,7 @@
 
 pub mod decode;
 pub mod detector;
+pub mod fire;
 pub mod letterbox;
 pub mod pose;
 pub mod runtime;

@@ -1,9 +1,14 @@
 //! One camera's analysis: a frame in, events out. Steps 2–5 of the data path.
 //!
 //! ```text
-//! frame ─┬─▶ detector ─▶ object tracker ─▶ lane rules ─┐
-//!        └─▶ pose model ─▶ person tracker ─▶ fall rule ─┴─▶ events (+ snapshots)
+//! frame ─┬─▶ detector (≤ detector.fps) ─▶ object tracker ─▶ lane rules ─┐
+//!        ├─▶ fire model (≤ fire.fps) ─▶ fire rule ◀─ flicker thumbnails ─┼─▶ events (+ snapshots)
+//!        └─▶ pose model ─▶ person tracker ─▶ fall rule ─────────────────┘
 //! ```
+//!
+//! Lanes and fire are slow phenomena, so their models run at their own low
+//! rate whatever the camera's fps (which the fall rule needs); the flicker
+//! check still sees every frame, as 160-px thumbnails.
 //!
 //! The live agent ([`super::run`]) and `replay` both drive a
 //! [`CameraAnalyzer`] frame by frame, so what an operator replays is exactly
@@ -21,9 +26,13 @@ use serde_json::json;
 
 use crate::alert::event::{self, CameraRef, Evidence, EvidenceObject, Scores, SnapshotRef};
 use crate::alert::{snapshot, Event, EventKind, Outbound, Severity, Topics};
+use crate::analytics::flicker::{self, FlickerHistory};
 use crate::analytics::motion::MotionHistory;
-use crate::analytics::{FallRule, FallTransition, LaneRule, LaneTransition, Phase, Track, Tracker, TrackerParams};
-use crate::config::{Camera, Config};
+use crate::analytics::{
+    FallRule, FallTransition, FireRule, FireTransition, LaneRule, LaneTransition, Phase, Track, Tracker, TrackerParams,
+};
+use crate::config::{Camera, Config, FireKind};
+use crate::infer::fire::{FireHit, FireModel};
 use crate::infer::pose::{Keypoint, Pose, PoseModel, KEYPOINT_NAMES};
 use crate::infer::{Detection, Detector, InferError, ModelInfo, Preprocessor};
 use crate::metrics::Metrics;
@@ -34,6 +43,7 @@ use crate::overlay::{self, Canvas};
 pub struct Models {
     pub detector: Arc<Detector>,
     pub pose: Option<Arc<PoseModel>>,
+    pub fire: Option<Arc<FireModel>>,
 }
 
 impl Models {
@@ -41,7 +51,8 @@ impl Models {
     pub fn load(config: &Config) -> Result<Models, InferError> {
         let detector = Arc::new(crate::infer::detector::load_from_config(config)?);
         let pose = crate::infer::pose::load_from_config(config)?.map(Arc::new);
-        Ok(Models { detector, pose })
+        let fire = crate::infer::fire::load_from_config(config)?.map(Arc::new);
+        Ok(Models { detector, pose, fire })
     }
 }
 
@@ -96,6 +107,10 @@ pub struct CameraAnalyzer {
     falls: Option<FallRule>,
     fall_open: HashMap<u64, OpenEvent>,
     fall_out: Vec<FallTransition>,
+    /// Next slot of the detector (lanes run at `detector.fps`).
+    det_next: f64,
+    det_period: f64,
+    fire: Option<FireStage>,
     timers: Timers,
     metrics: Arc<Metrics>,
 }
@@ -116,6 +131,7 @@ impl CameraAnalyzer {
             Some(p) => TrackerParams::people(p, &config.tracking),
             None => TrackerParams::objects(1.0, &config.tracking),
         };
+        let models_fire = models.fire.clone();
         CameraAnalyzer {
             camera: camera.clone(),
             agent: config.agent_id.clone(),
@@ -140,6 +156,9 @@ impl CameraAnalyzer {
             falls,
             fall_open: HashMap::new(),
             fall_out: Vec::with_capacity(4),
+            det_next: f64::NEG_INFINITY,
+            det_period: 1.0 / config.detector.fps,
+            fire: FireStage::new(config, camera, &models_fire),
             timers: Timers {
                 pre: metrics.stage("preprocess"),
                 infer: metrics.stage("inference"),
@@ -156,7 +175,10 @@ impl CameraAnalyzer {
     /// Runs every stage on one frame and appends resulting messages to `out`.
     pub fn analyse(&mut self, frame: &FrameInput, out: &mut Vec<Outbound>) -> Result<(), InferError> {
         let (t, wall) = (frame.t, frame.wall);
-        if let Some(pre) = self.det_pre.as_mut() {
+        let half_frame = 0.5 / self.camera.fps;
+        if !due(&mut self.det_next, t, self.det_period, half_frame) {
+            // Lanes wait for their next slot; the other rules run below.
+        } else if let Some(pre) = self.det_pre.as_mut() {
             let t0 = Instant::now();
             let lb = pre.run(frame.rgb, frame.width, frame.height)?;
             let t1 = Instant::now();
@@ -179,6 +201,7 @@ impl CameraAnalyzer {
             }
             self.timers.rules.observe(t2.elapsed().as_secs_f64());
         }
+        self.analyse_fire(frame, half_frame, out)?;
         if let (Some(rule), Some(model)) = (self.falls.as_mut(), self.models.pose.as_ref()) {
             let (w, h) = (frame.width, frame.height);
             if !matches!(&self.pose_pre, Some((pw, ph, _)) if (*pw, *ph) == (w, h)) {
@@ -229,8 +252,78 @@ impl CameraAnalyzer {
         Ok(())
     }
 
+    /// The fire path: every frame feeds the flicker thumbnails; at
+    /// `fire.fps` the model runs and the rule judges its regions.
+    fn analyse_fire(&mut self, frame: &FrameInput, half_frame: f64, out: &mut Vec<Outbound>) -> Result<(), InferError> {
+        // Taken out for the call so events can borrow the analyzer too.
+        let Some(mut stage) = self.fire.take() else { return Ok(()) };
+        let result = self.run_fire(&mut stage, frame, half_frame, out);
+        self.fire = Some(stage);
+        result
+    }
+
+    fn run_fire(
+        &mut self,
+        stage: &mut FireStage,
+        frame: &FrameInput,
+        half_frame: f64,
+        out: &mut Vec<Outbound>,
+    ) -> Result<(), InferError> {
+        let (t, w, h) = (frame.t, frame.width, frame.height);
+        let t0 = Instant::now();
+        stage.history.push(t, frame.rgb, w, h);
+        if !due(&mut stage.next, t, stage.period, half_frame) {
+            self.timers.pre.observe(t0.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        let lb = stage.pre.run(frame.rgb, w, h)?;
+        let t1 = Instant::now();
+        self.timers.pre.observe((t1 - t0).as_secs_f64());
+        stage.model.detect(&stage.pre, &lb, &mut stage.hits)?;
+        let t2 = Instant::now();
+        self.timers.infer.observe((t2 - t1).as_secs_f64());
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let hits: Vec<String> = stage
+                .hits
+                .iter()
+                .map(|x| {
+                    let b = x.bbox;
+                    format!("{}{:.2}@[{:.2},{:.2},{:.2},{:.2}]", x.kind.as_str(), x.score, b.x1, b.y1, b.x2, b.y2)
+                })
+                .collect();
+            tracing::trace!(t, hits = %hits.join(" "), "fire candidates");
+        }
+        let window_s = stage.rule.flicker().window_s;
+        let history = &stage.history;
+        let mut measure = |kind: FireKind, b: &crate::infer::BBox| {
+            let stats = flicker::measure(history, t, window_s, b);
+            tracing::debug!(t, kind = kind.as_str(), ?stats, "flicker check");
+            stats
+        };
+        let mut transitions = std::mem::take(&mut stage.out);
+        transitions.clear();
+        stage.rule.observe(t, &stage.hits, &mut measure, &mut transitions);
+        for tr in &transitions {
+            out.push(self.fire_event(stage, tr, t, frame.wall, frame));
+        }
+        stage.out = transitions;
+        self.timers.rules.observe(t2.elapsed().as_secs_f64());
+        Ok(())
+    }
+
     /// What the last frame showed, for `replay --annotate`.
     pub fn draw(&self, canvas: &mut Canvas) {
+        if let Some(stage) = &self.fire {
+            for (kind, b, hits) in stage.rule.candidates() {
+                let colour = if kind == FireKind::Fire { overlay::YELLOW } else { overlay::GREY };
+                canvas.rect(&b, colour);
+                canvas.label(&b, &format!("{} {hits}/{}", kind.as_str(), stage.rule.rule(kind).n), colour);
+            }
+            for (kind, b) in stage.rule.open_regions() {
+                canvas.rect(&b, overlay::RED);
+                canvas.label(&b, &kind.as_str().to_uppercase(), overlay::RED);
+            }
+        }
         for lane in &self.lanes {
             let colour = if lane.is_blocked() { overlay::RED } else { overlay::YELLOW };
             canvas.polygon(&lane.polygon().points, colour);
@@ -295,7 +388,7 @@ impl CameraAnalyzer {
                 .collect(),
             track_ids: tr.objects.iter().filter_map(|d| d.track_id).collect(),
             occupancy: Some(tr.occupancy),
-            keypoints: None,
+            ..Evidence::default()
         };
         let rule_json = json!({
             "name": "lane_blocked",
@@ -349,8 +442,8 @@ impl CameraAnalyzer {
                 track_id: Some(tr.track_id),
             }],
             track_ids: vec![tr.track_id],
-            occupancy: None,
             keypoints,
+            ..Evidence::default()
         };
         let params = self.falls.as_ref().map(|r| *r.params());
         let rule_json = json!({
@@ -374,6 +467,79 @@ impl CameraAnalyzer {
                 version: String::new(),
                 format: String::new(),
             }),
+        };
+        self.finish(parts, jpeg, frame)
+    }
+
+    /// Builds the event message (with its snapshot) for a fire or smoke
+    /// transition.
+    fn fire_event(
+        &self,
+        stage: &mut FireStage,
+        tr: &FireTransition,
+        now: f64,
+        wall: SystemTime,
+        frame: &FrameInput,
+    ) -> Outbound {
+        let (kind, severity) = match tr.kind {
+            FireKind::Fire => (EventKind::Fire, Severity::Critical),
+            FireKind::Smoke => (EventKind::Smoke, Severity::Warning),
+        };
+        let key = (tr.kind, tr.region);
+        let mut slot = stage.open.remove(&key);
+        let open = open_event(&mut slot, tr.phase, wall, now, tr.since);
+        if tr.phase != Phase::End {
+            if let Some(o) = slot {
+                stage.open.insert(key, o);
+            }
+        }
+        let ended_at = tr.ended_at.map(|e| back(wall, now, e));
+        let hit_boxes: Vec<crate::infer::BBox> = tr.window.iter().filter_map(|s| s.bbox).collect();
+        let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, |c| {
+            for b in &hit_boxes {
+                c.rect(b, overlay::YELLOW);
+            }
+            c.rect(&tr.bbox, overlay::RED);
+            c.label(&tr.bbox, tr.kind.as_str(), overlay::RED);
+        });
+        let b = tr.bbox;
+        let window: Vec<serde_json::Value> = tr
+            .window
+            .iter()
+            .map(|s| json!({ "t_offset_s": ((s.t - now) * 1000.0).round() / 1000.0, "score": s.score }))
+            .collect();
+        let evidence = Evidence {
+            objects: vec![EvidenceObject {
+                label: tr.kind.as_str().into(),
+                score: tr.score,
+                bbox: [b.x1, b.y1, b.x2, b.y2],
+                track_id: None,
+            }],
+            regions: Some(hit_boxes.iter().map(|b| [b.x1, b.y1, b.x2, b.y2]).collect()),
+            window: Some(window),
+            flicker: tr.flicker.map(|v| serde_json::to_value(v).unwrap_or_default()),
+            ..Evidence::default()
+        };
+        let rule = stage.rule.rule(tr.kind);
+        let rule_json = json!({
+            "name": tr.kind.as_str(),
+            "region": tr.region,
+            "params": rule,
+            "fps": 1.0 / stage.period,
+            "flicker": stage.rule.flicker(),
+        });
+        let parts = Parts {
+            kind,
+            phase: tr.phase,
+            severity,
+            zone: None,
+            open,
+            wall,
+            ended_at,
+            score: Scores { peak: tr.peak, current: tr.score },
+            evidence,
+            rule: rule_json,
+            model: stage.model.info().clone(),
         };
         self.finish(parts, jpeg, frame)
     }
@@ -413,6 +579,55 @@ impl CameraAnalyzer {
         self.metrics.events.with_label_values(&[p.kind.as_str(), phase_str(p.phase)]).inc();
         Outbound::Event { event: Box::new(event), snapshot: jpeg }
     }
+}
+
+/// The fire path of one camera: its model input, flicker thumbnails, rule
+/// and open events.
+struct FireStage {
+    model: Arc<FireModel>,
+    pre: Preprocessor,
+    history: FlickerHistory,
+    rule: FireRule,
+    hits: Vec<FireHit>,
+    out: Vec<FireTransition>,
+    open: HashMap<(FireKind, u64), OpenEvent>,
+    /// Next slot of the model (it runs at `fire.fps`).
+    next: f64,
+    period: f64,
+}
+
+impl FireStage {
+    fn new(config: &Config, camera: &Camera, model: &Option<Arc<FireModel>>) -> Option<FireStage> {
+        let (Some(cfg), Some(model), true) = (&config.fire, model, camera.fire) else { return None };
+        Some(FireStage {
+            pre: model.preprocessor(),
+            model: model.clone(),
+            // A little more than the flicker window, for frame jitter.
+            history: FlickerHistory::new(cfg.flicker.window_s + 0.5),
+            rule: FireRule::new(cfg, config.alerts.update_interval_s),
+            hits: Vec::with_capacity(16),
+            out: Vec::with_capacity(4),
+            open: HashMap::new(),
+            next: f64::NEG_INFINITY,
+            period: 1.0 / cfg.fps,
+        })
+    }
+}
+
+/// Whether a stage running every `period` seconds is due at `t`; `next` is
+/// its next slot. A frame within half a camera frame of the slot takes it,
+/// and slots advance by `period`, so the stage averages exactly its rate
+/// whatever the camera's. Time going backwards (a replay restarting), or a
+/// gap of more than a period, starts the slots again from `t`.
+fn due(next: &mut f64, t: f64, period: f64, half_frame: f64) -> bool {
+    if t < *next - period - 1e-9 {
+        *next = f64::NEG_INFINITY;
+    }
+    if t + half_frame + 1e-6 < *next {
+        return false;
+    }
+    *next = if t - *next >= period { t + period } else { *next + period };
+    true
 }
 
 /// The parts of an event that differ between rules.
@@ -472,6 +687,27 @@ pub fn phase_str(p: Phase) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 2 fps stage on a 5 fps camera takes 2 frames a second, evenly
+    /// enough; on a 1 fps camera every frame; after a replay restarts, at once.
+    #[test]
+    fn slow_stages_keep_their_rate() {
+        let runs = |cam_fps: f64, secs: f64| -> Vec<f64> {
+            let mut next = f64::NEG_INFINITY;
+            (0..(secs * cam_fps) as u64)
+                .map(|i| i as f64 / cam_fps)
+                .filter(|&t| due(&mut next, t, 0.5, 0.5 / cam_fps))
+                .collect()
+        };
+        let five = runs(5.0, 10.0);
+        assert_eq!(five.len(), 20, "{five:?}");
+        assert_eq!(&five[..4], &[0.0, 0.4, 1.0, 1.4]);
+        assert_eq!(runs(1.0, 5.0), vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+        let mut next = f64::NEG_INFINITY;
+        assert!(due(&mut next, 5.0, 0.5, 0.1));
+        assert!(!due(&mut next, 5.2, 0.5, 0.1));
+        assert!(due(&mut next, 0.0, 0.5, 0.1), "time went backwards");
+    }
 
     /// Fall payloads carry keypoints in the shape the published schema promises.
     #[test]

@@ -219,6 +219,20 @@ pub fn score_clip(
     (labelled, fps)
 }
 
+/// `base_text` with `fire.flicker.enabled = false` (when `[fire]` is set).
+fn without_flicker(base_text: &str, base_file: &Path) -> Result<String, ReplayError> {
+    let mut table: toml::Table = base_text.parse().map_err(|e: toml::de::Error| ReplayError::Input {
+        file: base_file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    if let Some(toml::Value::Table(fire)) = table.get_mut("fire") {
+        let mut off = toml::Table::new();
+        off.insert("enabled".into(), toml::Value::Boolean(false));
+        merge(fire, toml::Table::from_iter([("flicker".to_string(), toml::Value::Table(off))]));
+    }
+    Ok(table.to_string())
+}
+
 fn finish(s: &mut KindScore) {
     let (tp, fp, fn_) = (s.tp as f64, s.fp as f64, s.fn_ as f64);
     s.precision = (tp + fp > 0.0).then(|| tp / (tp + fp));
@@ -238,6 +252,7 @@ pub fn run(
     labels_path: &Path,
     base_config: Option<&Path>,
     filter: Option<&str>,
+    flicker: bool,
     progress: &mut dyn FnMut(&ClipResult),
 ) -> Result<EvalReport, ReplayError> {
     let started = std::time::Instant::now();
@@ -255,6 +270,7 @@ pub fn run(
             (super::default_config_text(&models), PathBuf::from("<replay default>"))
         }
     };
+    let base_text = if flicker { base_text } else { without_flicker(&base_text, &base_file)? };
     let base = Config::from_text(&base_text, &base_file)?;
     let models = Models::load(&base)?;
     let mut kinds: BTreeMap<String, KindScore> = BTreeMap::new();
@@ -388,6 +404,18 @@ mod tests {
         let wide = LabelledEvent { late_s: Some(4.0), ..ev("fall", 3.5) };
         score_clip(&[wide], &d, &starts[1..], &mut kinds);
         assert_eq!(kinds["fall"].tp, 1);
+    }
+
+    #[test]
+    fn no_flicker_turns_only_the_check_off() {
+        let text = "a = 1\n[fire]\npath = \"f.onnx\"\n[fire.flicker]\nwindow_s = 3.0\n";
+        let out: toml::Table = without_flicker(text, Path::new("x")).unwrap().parse().unwrap();
+        assert_eq!(out["fire"]["flicker"]["enabled"].as_bool(), Some(false));
+        assert_eq!(out["fire"]["flicker"]["window_s"].as_float(), Some(3.0));
+        assert_eq!(out["fire"]["path"].as_str(), Some("f.onnx"));
+        assert_eq!(out["a"].as_integer(), Some(1));
+        let plain: toml::Table = without_flicker("a = 1", Path::new("x")).unwrap().parse().unwrap();
+        assert!(!plain.contains_key("fire"));
     }
 
     #[test]

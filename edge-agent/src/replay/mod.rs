@@ -249,8 +249,8 @@ impl Session {
     }
 }
 
-/// The config replay uses without `--config`: the project's detector and
-/// pose model, one camera, falls on. Nothing is sent anywhere.
+/// The config replay uses without `--config`: the project's detector, pose
+/// and fire models, one camera, falls and fire on. Nothing is sent anywhere.
 pub fn default_config_text(models_dir: &Path) -> String {
     format!(
         r#"agent_id = "replay"
@@ -258,6 +258,7 @@ site = {{ district = "replay", street = "replay", community = "replay" }}
 broker = {{ host = "127.0.0.1" }}
 detector = {{ path = "{det}", format = "nanodet", input_size = 416 }}
 pose = {{ path = "{pose}" }}
+fire = {{ path = "{fire}" }}
 
 [[cameras]]
 id = "replay"
@@ -266,6 +267,7 @@ url = "file:///replay"
 "#,
         det = models_dir.join("nanodet.onnx").display(),
         pose = models_dir.join("movenet-multipose.onnx").display(),
+        fire = models_dir.join("fire.onnx").display(),
     )
 }
 

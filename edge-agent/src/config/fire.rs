@@ -1,0 +1,404 @@
+//! Config of the fire path: `[fire]` names the fire/smoke model, maps its
+//! classes to `fire` and `smoke`, and sets each kind's temporal rule and the
+//! flicker check. Cameras opt out with `cameras[].fire = false`.
+//!
+//! Kept apart from `config/mod.rs` because these are the knobs an operator
+//! tunes when a lamp or a kettle raises an alert. Why each default is what
+//! it is: README, "Fire and smoke".
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelFormat;
+
+/// What the fire model outputs.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FireFormat {
+    /// The project's own model (`models/fire.onnx`): NanoDet's input, one
+    /// output `[1, classes, H, W]` of per-cell probabilities.
+    Heatmap,
+    /// A YOLOv8 / YOLO11 export, `[1, 4 + classes, anchors]`.
+    Yolov8,
+    /// A YOLOX export, `[1, anchors, 5 + classes]`.
+    Yolox,
+    /// A NanoDet export (GFL heads).
+    Nanodet,
+}
+
+impl FireFormat {
+    /// The box-detector format, for the formats that are one.
+    pub fn boxes(self) -> Option<ModelFormat> {
+        match self {
+            FireFormat::Heatmap => None,
+            FireFormat::Yolov8 => Some(ModelFormat::Yolov8),
+            FireFormat::Yolox => Some(ModelFormat::Yolox),
+            FireFormat::Nanodet => Some(ModelFormat::Nanodet),
+        }
+    }
+}
+
+impl std::fmt::Display for FireFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.boxes() {
+            Some(b) => b.fmt(f),
+            None => f.write_str("heatmap"),
+        }
+    }
+}
+
+/// `[fire]`: the model and the rule defaults shared by every camera.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fire {
+    /// The ONNX file. Relative paths are resolved against the config file.
+    pub path: PathBuf,
+    #[serde(default = "default_format")]
+    pub format: FireFormat,
+    /// Square model input side in pixels (letterboxed).
+    #[serde(default = "default_input_size")]
+    pub input_size: u32,
+    /// The model's class names in output order. Default for `heatmap`:
+    /// `["fire", "smoke"]`; required for the box formats.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// Which model classes count as fire and as smoke.
+    #[serde(default)]
+    pub classes: ClassMap,
+    /// Expected sha256; default from `models.toml` next to the file.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// ONNX Runtime intra-op threads.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Analysis rate of the fire rule, frames per second. Fire is slow; this
+    /// keeps the model's cost low and independent of the camera's fps.
+    #[serde(default = "default_fps")]
+    pub fps: f64,
+    /// The rule for flames.
+    #[serde(default)]
+    pub fire: KindOverrides,
+    /// The rule for smoke.
+    #[serde(default)]
+    pub smoke: KindOverrides,
+    /// The flicker / shape-change check on candidate regions.
+    #[serde(default)]
+    pub flicker: Flicker,
+}
+
+/// `[fire.classes]`: model class names (case-insensitive) per kind. Classes
+/// in neither list are ignored.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassMap {
+    pub fire: Vec<String>,
+    pub smoke: Vec<String>,
+}
+
+impl Default for ClassMap {
+    fn default() -> Self {
+        ClassMap { fire: vec!["fire".into(), "flame".into()], smoke: vec!["smoke".into()] }
+    }
+}
+
+/// The two kinds the fire path reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FireKind {
+    Fire,
+    Smoke,
+}
+
+impl FireKind {
+    pub const ALL: [FireKind; 2] = [FireKind::Fire, FireKind::Smoke];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FireKind::Fire => "fire",
+            FireKind::Smoke => "smoke",
+        }
+    }
+}
+
+/// One kind's temporal rule, after defaults are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct KindRule {
+    /// A region's peak score must reach this to count as a hit.
+    pub min_score: f32,
+    /// Region area as a fraction of the frame: at least this…
+    pub min_area: f32,
+    /// …and at most this (a frame-filling "fire" is a lighting change).
+    pub max_area: f32,
+    /// `start` when at least `k` of the last `n` analysed frames hit.
+    pub k: u32,
+    pub n: u32,
+    /// `end` after this many seconds without a hit.
+    pub clear_s: f64,
+}
+
+/// `[fire.fire]` / `[fire.smoke]`: any key of [`KindRule`]; the rest keep
+/// the kind's default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KindOverrides {
+    pub min_score: Option<f32>,
+    pub min_area: Option<f32>,
+    pub max_area: Option<f32>,
+    pub k: Option<u32>,
+    pub n: Option<u32>,
+    pub clear_s: Option<f64>,
+}
+
+impl KindOverrides {
+    pub fn apply(&self, d: KindRule) -> KindRule {
+        KindRule {
+            min_score: self.min_score.unwrap_or(d.min_score),
+            min_area: self.min_area.unwrap_or(d.min_area),
+            max_area: self.max_area.unwrap_or(d.max_area),
+            k: self.k.unwrap_or(d.k),
+            n: self.n.unwrap_or(d.n),
+            clear_s: self.clear_s.unwrap_or(d.clear_s),
+        }
+    }
+}
+
+/// The defaults, measured on the development clips (README, "Fire and smoke").
+pub fn default_rule(kind: FireKind) -> KindRule {
+    match kind {
+        FireKind::Fire => KindRule { min_score: 0.5, min_area: 0.0005, max_area: 0.5, k: 4, n: 7, clear_s: 10.0 },
+        FireKind::Smoke => KindRule { min_score: 0.5, min_area: 0.002, max_area: 0.6, k: 5, n: 7, clear_s: 15.0 },
+    }
+}
+
+/// `[fire.flicker]`: flame changes shape and brightness from frame to frame
+/// (1–15 Hz) and has flame colours; lamps, neon and tail lights are static
+/// or flash as a whole, and vapour is colourless and fades. Measured on the
+/// camera-rate colour thumbnails the fire path keeps, over `window_s`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Flicker {
+    /// Run the check; when off, the temporal rule alone decides.
+    pub enabled: bool,
+    /// Seconds of thumbnails the check looks at.
+    pub window_s: f64,
+    /// Fire: fraction of the region's pixels with flame colour (Çelik &
+    /// Demirel's YCbCr rule), averaged over the window.
+    pub fire_min_colour: f32,
+    /// Fire: mean shape change of the flame-coloured area between
+    /// consecutive thumbnails (0–1); growing or shrinking in place, as a
+    /// flashing sign does, does not count.
+    pub fire_min_shape: f32,
+    /// Fire: mean non-uniform brightness change between consecutive
+    /// thumbnails, in grey levels (the region's common change — a sign
+    /// flashing as a whole — is subtracted first).
+    pub fire_min_change: f32,
+    /// Smoke: the same change measure; drifting smoke changes shape.
+    pub smoke_min_change: f32,
+    /// Smoke: the region must stay a smoke candidate for this long, because
+    /// exhaled vapour disperses within seconds while smoke keeps coming.
+    pub smoke_min_persist_s: f64,
+}
+
+impl Default for Flicker {
+    fn default() -> Self {
+        Flicker {
+            enabled: true,
+            window_s: 2.0,
+            fire_min_colour: 0.05,
+            fire_min_shape: 0.1,
+            fire_min_change: 2.0,
+            smoke_min_change: 1.0,
+            smoke_min_persist_s: 5.0,
+        }
+    }
+}
+
+impl Fire {
+    /// The model's class names: configured, or the heat-map's own two.
+    pub fn labels(&self) -> Vec<String> {
+        match &self.labels {
+            Some(l) => l.clone(),
+            None => vec!["fire".into(), "smoke".into()],
+        }
+    }
+
+    /// For each model class, the kind it reports (if any).
+    pub fn class_kinds(&self) -> Vec<Option<FireKind>> {
+        let has = |names: &[String], l: &str| names.iter().any(|n| n.eq_ignore_ascii_case(l));
+        self.labels()
+            .iter()
+            .map(|l| {
+                if has(&self.classes.fire, l) {
+                    Some(FireKind::Fire)
+                } else if has(&self.classes.smoke, l) {
+                    Some(FireKind::Smoke)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The rule for `kind` with `[fire.<kind>]` applied.
+    pub fn rule(&self, kind: FireKind) -> KindRule {
+        let o = match kind {
+            FireKind::Fire => &self.fire,
+            FireKind::Smoke => &self.smoke,
+        };
+        o.apply(default_rule(kind))
+    }
+
+    /// Range and consistency checks; returns the key path and message of
+    /// the first problem.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let err = |k: &str, m: String| Err((format!("fire.{k}"), m));
+        if self.input_size < 32 || self.input_size > 2048 || self.input_size % 32 != 0 {
+            return err("input_size", format!("{} is not a multiple of 32 between 32 and 2048", self.input_size));
+        }
+        if self.threads == 0 || self.threads > 64 {
+            return err("threads", "must be 1–64".into());
+        }
+        if !(self.fps > 0.0 && self.fps <= 30.0) {
+            return err("fps", format!("{} is outside (0, 30]", self.fps));
+        }
+        if let Some(h) = &self.sha256 {
+            if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return err("sha256", "must be 64 hex digits".into());
+            }
+        }
+        match &self.labels {
+            Some(l) if l.is_empty() => return err("labels", "must not be empty".into()),
+            None if self.format != FireFormat::Heatmap => {
+                return err(
+                    "labels",
+                    format!("is required for format {}: the model's class names in order", self.format),
+                )
+            }
+            _ => {}
+        }
+        let labels = self.labels();
+        // A mapping the operator wrote must name real classes (a typo would
+        // silently turn a kind off); the default one only maps what exists.
+        let written = self.classes != ClassMap::default();
+        for (key, names) in [("classes.fire", &self.classes.fire), ("classes.smoke", &self.classes.smoke)] {
+            for n in names.iter().filter(|_| written) {
+                if !labels.iter().any(|l| l.eq_ignore_ascii_case(n)) {
+                    return err(key, format!("{n:?} is not among fire.labels {labels:?}"));
+                }
+            }
+        }
+        let kinds = self.class_kinds();
+        if !kinds.iter().any(Option::is_some) {
+            return err(
+                "classes",
+                format!("none of the model's classes {labels:?} is mapped to fire or smoke; set fire.classes"),
+            );
+        }
+        for kind in FireKind::ALL {
+            let r = self.rule(kind);
+            let at = kind.as_str();
+            if !(0.0..=1.0).contains(&r.min_score) {
+                return err(&format!("{at}.min_score"), format!("{} is outside 0–1", r.min_score));
+            }
+            if !(0.0..=1.0).contains(&r.min_area) {
+                return err(&format!("{at}.min_area"), format!("{} is outside 0–1", r.min_area));
+            }
+            if !(r.min_area..=1.0).contains(&r.max_area) {
+                return err(&format!("{at}.max_area"), format!("{} must be between min_area and 1", r.max_area));
+            }
+            if r.n == 0 || r.n > 100 {
+                return err(&format!("{at}.n"), format!("{} is outside 1–100", r.n));
+            }
+            if r.k == 0 || r.k > r.n {
+                return err(&format!("{at}.k"), format!("{} must be between 1 and n ({})", r.k, r.n));
+            }
+            if !(r.clear_s >= 0.0 && r.clear_s <= 3600.0) {
+                return err(&format!("{at}.clear_s"), format!("{} is outside 0–3600", r.clear_s));
+            }
+        }
+        let f = &self.flicker;
+        if !(f.window_s > 0.0 && f.window_s <= 10.0) {
+            return err("flicker.window_s", format!("{} is outside (0, 10]", f.window_s));
+        }
+        for (k, v) in [("fire_min_colour", f.fire_min_colour), ("fire_min_shape", f.fire_min_shape)] {
+            if !(0.0..=1.0).contains(&v) {
+                return err(&format!("flicker.{k}"), format!("{v} is outside 0–1"));
+            }
+        }
+        for (k, v) in [("fire_min_change", f.fire_min_change), ("smoke_min_change", f.smoke_min_change)] {
+            if !(0.0..=255.0).contains(&v) {
+                return err(&format!("flicker.{k}"), format!("{v} is outside 0–255"));
+            }
+        }
+        if !(f.smoke_min_persist_s >= 0.0 && f.smoke_min_persist_s <= 600.0) {
+            return err("flicker.smoke_min_persist_s", format!("{} is outside 0–600", f.smoke_min_persist_s));
+        }
+        Ok(())
+    }
+}
+
+fn default_format() -> FireFormat {
+    FireFormat::Heatmap
+}
+fn default_input_size() -> u32 {
+    416
+}
+fn default_threads() -> usize {
+    1
+}
+fn default_fps() -> f64 {
+    2.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fire(text: &str) -> Fire {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn yolo_class_names_map_to_kinds_case_insensitively() {
+        let f = fire(
+            r#"path = "x.onnx"
+format = "yolov8"
+labels = ["Fire", "default", "smoke"]"#,
+        );
+        assert!(f.validate().is_ok());
+        assert_eq!(f.class_kinds(), vec![Some(FireKind::Fire), None, Some(FireKind::Smoke)]);
+        let f = fire(
+            r#"path = "x.onnx"
+format = "yolov8"
+labels = ["flame", "plume"]
+classes = { fire = ["flame"], smoke = ["plume"] }"#,
+        );
+        assert!(f.validate().is_ok());
+        assert_eq!(f.class_kinds(), vec![Some(FireKind::Fire), Some(FireKind::Smoke)]);
+    }
+
+    #[test]
+    fn box_formats_need_labels_and_a_mapping() {
+        let f = fire("path = \"x.onnx\"\nformat = \"yolov8\"");
+        assert_eq!(f.validate().unwrap_err().0, "fire.labels");
+        let f = fire("path = \"x.onnx\"\nformat = \"yolov8\"\nlabels = [\"a\", \"b\"]");
+        let (key, msg) = f.validate().unwrap_err();
+        assert_eq!(key, "fire.classes");
+        assert!(msg.contains("[\"a\", \"b\"]"), "{msg}");
+        let f = fire("path = \"x.onnx\"\nformat = \"yolov8\"\nlabels = [\"a\"]\nclasses = { fire = [\"b\"] }");
+        assert_eq!(f.validate().unwrap_err().0, "fire.classes.fire");
+    }
+
+    #[test]
+    fn kind_overrides_keep_the_kinds_own_defaults() {
+        let f = fire("path = \"x.onnx\"\n[smoke]\nk = 2\n[fire]\nmin_score = 0.7");
+        assert_eq!(f.rule(FireKind::Smoke).k, 2);
+        assert_eq!(f.rule(FireKind::Smoke).n, default_rule(FireKind::Smoke).n);
+        assert_eq!(f.rule(FireKind::Fire).min_score, 0.7);
+        assert_eq!(f.rule(FireKind::Fire).k, default_rule(FireKind::Fire).k);
+        let f = fire("path = \"x.onnx\"\n[smoke]\nk = 9\nn = 7");
+        let (key, msg) = f.validate().unwrap_err();
+        assert_eq!((key.as_str(), msg.as_str()), ("fire.smoke.k", "9 must be between 1 and n (7)"));
+    }
+}
