@@ -276,7 +276,11 @@ fn judge(f: &Flicker, kind: FireKind, persisted_s: f64, measure: impl FnOnce() -
         FireKind::Fire => {
             stats.colour >= f.fire_min_colour && stats.shape >= f.fire_min_shape && stats.change >= f.fire_min_change
         }
-        FireKind::Smoke => stats.change >= f.smoke_min_change && persisted_s >= f.smoke_min_persist_s,
+        FireKind::Smoke => {
+            stats.change >= f.smoke_min_change
+                && stats.chroma <= f.smoke_max_chroma
+                && persisted_s >= f.smoke_min_persist_s
+        }
     };
     FlickerVerdict { passed, checked: true, persisted_s, stats }
 }
@@ -331,11 +335,11 @@ mod tests {
 
     /// Stats that pass every check.
     fn lively(_: FireKind, _: &BBox) -> FlickerStats {
-        FlickerStats { frames: 10, colour: 0.3, shape: 0.4, change: 10.0 }
+        FlickerStats { frames: 10, colour: 0.3, shape: 0.4, change: 10.0, luma: 120.0, chroma: 10.0 }
     }
 
     fn still(_: FireKind, _: &BBox) -> FlickerStats {
-        FlickerStats { frames: 10, colour: 0.3, shape: 0.0, change: 0.2 }
+        FlickerStats { frames: 10, colour: 0.3, shape: 0.0, change: 0.2, luma: 120.0, chroma: 10.0 }
     }
 
     /// Feeds `frames` (hits per frame) at 2 fps; returns (time, kind, phase).
@@ -406,7 +410,7 @@ mod tests {
     #[test]
     fn overlapping_candidates_merge() {
         let b = |x1, x2| FireHit { kind: FireKind::Fire, score: x1, bbox: BBox { x1, y1: 0.1, x2, y2: 0.2 } };
-        let mut hits = vec![b(0.1, 0.2), b(0.35, 0.45), b(0.15, 0.3), b(0.7, 0.8)];
+        let mut hits = vec![b(0.1, 0.2), b(0.35, 0.45), b(0.15, 0.36), b(0.7, 0.8)];
         merge_overlapping(&mut hits);
         assert_eq!(hits.len(), 2, "{hits:?}");
         let first = hits.iter().find(|h| h.bbox.x1 == 0.1).unwrap();
@@ -424,7 +428,8 @@ mod tests {
     }
 
     /// With the flicker check on, a still region (a lamp) never starts; a
-    /// lively one does. Smoke must also persist `smoke_min_persist_s`.
+    /// lively one does. Smoke must also persist `smoke_min_persist_s` and
+    /// be grey.
     #[test]
     fn flicker_suppresses_still_lights_and_short_puffs() {
         let c = cfg("[fire]\nk = 2\nn = 3\n[smoke]\nk = 2\nn = 3\n[flicker]\nsmoke_min_persist_s = 2.0");
@@ -440,6 +445,15 @@ mod tests {
         // A puff: three frames, then gone; never starts.
         let mut rule = FireRule::new(&c, 60.0);
         assert_eq!(run(&mut rule, &smoke[..3], lively), vec![]);
+        // Lively but colourful (a flashing sign): never smoke.
+        let mut rule = FireRule::new(&c, 60.0);
+        assert_eq!(
+            run(&mut rule, &smoke, |_, _| FlickerStats {
+                chroma: 30.0,
+                ..lively(FireKind::Smoke, &BBox { x1: 0.0, y1: 0.0, x2: 1.0, y2: 1.0 })
+            }),
+            vec![]
+        );
     }
 
     /// While open, updates come at most every `update_interval_s`.

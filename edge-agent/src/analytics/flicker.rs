@@ -124,6 +124,11 @@ pub struct FlickerStats {
     /// where `d` is each pixel's change. A whole-region flash moves the
     /// median, not the residual.
     pub change: f32,
+    /// Mean brightness of the region (Y, 0–255): smoke must be visible.
+    pub luma: f32,
+    /// Mean colourfulness of the region, `|Cb − 128| + |Cr − 128|`: smoke
+    /// is grey; signs, lamps and lit walls are not.
+    pub chroma: f32,
 }
 
 /// Reads a region's statistics over the last `window_s` seconds. The region
@@ -146,12 +151,19 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
     let thumbs: Vec<&ColourThumb> = thumbs.into_iter().filter(same).collect();
     let idx = |x: usize, y: usize| y * w as usize + x;
     let mut masks: Vec<Vec<bool>> = Vec::with_capacity(thumbs.len());
-    let mut colour = 0.0;
+    let (mut colour, mut luma, mut chroma) = (0.0, 0u64, 0u64);
     for th in &thumbs {
         let mask = flame_mask(th, x0, y0, x1, y1);
         colour += mask.iter().filter(|&&m| m).count() as f32 / mask.len() as f32;
         masks.push(mask);
+        for y in y0..y1 {
+            for &[py, cb, cr] in &th.px[idx(x0, y)..idx(x1, y)] {
+                luma += py as u64;
+                chroma += (cb as i32 - 128).unsigned_abs() as u64 + (cr as i32 - 128).unsigned_abs() as u64;
+            }
+        }
     }
+    let samples = (thumbs.len() * (x1 - x0) * (y1 - y0)).max(1) as f32;
     let (mut shape, mut shape_n, mut change) = (0.0f32, 0usize, 0.0f32);
     let mut diffs: Vec<i16> = Vec::with_capacity((x1 - x0) * (y1 - y0));
     for k in 1..thumbs.len() {
@@ -184,6 +196,8 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
         colour: colour / thumbs.len().max(1) as f32,
         shape: if shape_n > 0 { shape / shape_n as f32 } else { 0.0 },
         change: change / pairs,
+        luma: luma as f32 / samples,
+        chroma: chroma as f32 / samples,
     }
 }
 

@@ -167,7 +167,7 @@ impl KindOverrides {
 pub fn default_rule(kind: FireKind) -> KindRule {
     match kind {
         FireKind::Fire => KindRule { min_score: 0.5, min_area: 0.0005, max_area: 0.5, k: 4, n: 7, clear_s: 10.0 },
-        FireKind::Smoke => KindRule { min_score: 0.5, min_area: 0.002, max_area: 0.6, k: 5, n: 7, clear_s: 15.0 },
+        FireKind::Smoke => KindRule { min_score: 0.8, min_area: 0.002, max_area: 0.6, k: 6, n: 7, clear_s: 15.0 },
     }
 }
 
@@ -195,6 +195,9 @@ pub struct Flicker {
     pub fire_min_change: f32,
     /// Smoke: the same change measure; drifting smoke changes shape.
     pub smoke_min_change: f32,
+    /// Smoke: mean colourfulness of the region (`|Cb − 128| + |Cr − 128|`)
+    /// at most this: smoke is grey; neon, lamps and lit walls are not.
+    pub smoke_max_chroma: f32,
     /// Smoke: the region must stay a smoke candidate for this long, because
     /// exhaled vapour disperses within seconds while smoke keeps coming.
     pub smoke_min_persist_s: f64,
@@ -208,7 +211,8 @@ impl Default for Flicker {
             fire_min_colour: 0.05,
             fire_min_shape: 0.1,
             fire_min_change: 2.0,
-            smoke_min_change: 1.0,
+            smoke_min_change: 4.0,
+            smoke_max_chroma: 20.0,
             smoke_min_persist_s: 5.0,
         }
     }
@@ -326,7 +330,11 @@ impl Fire {
                 return err(&format!("flicker.{k}"), format!("{v} is outside 0–1"));
             }
         }
-        for (k, v) in [("fire_min_change", f.fire_min_change), ("smoke_min_change", f.smoke_min_change)] {
+        for (k, v) in [
+            ("fire_min_change", f.fire_min_change),
+            ("smoke_min_change", f.smoke_min_change),
+            ("smoke_max_chroma", f.smoke_max_chroma),
+        ] {
             if !(0.0..=255.0).contains(&v) {
                 return err(&format!("flicker.{k}"), format!("{v} is outside 0–255"));
             }

@@ -188,8 +188,10 @@ fn regions(plane: &[f32], g: &Grid, lb: &Letterbox, floor: f32, kind: FireKind, 
     let inside = |r: usize, c: usize| (c as f32 * g.cell_w) < inner_w && (r as f32 * g.cell_h) < inner_h;
     let mut seen = vec![false; plane.len()];
     let mut stack = Vec::new();
+    // NaN cells are never hot.
+    let hot = |v: f32| v >= floor;
     for start in 0..plane.len() {
-        if seen[start] || !(plane[start] >= floor) || !inside(start / g.w, start % g.w) {
+        if seen[start] || !hot(plane[start]) || !inside(start / g.w, start % g.w) {
             continue;
         }
         seen[start] = true;
@@ -206,7 +208,7 @@ fn regions(plane: &[f32], g: &Grid, lb: &Letterbox, floor: f32, kind: FireKind, 
                         continue;
                     }
                     let j = nr as usize * g.w + nc as usize;
-                    if !seen[j] && plane[j] >= floor && inside(nr as usize, nc as usize) {
+                    if !seen[j] && hot(plane[j]) && inside(nr as usize, nc as usize) {
                         seen[j] = true;
                         stack.push(j);
                     }
