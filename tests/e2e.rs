@@ -297,7 +297,7 @@ fn check_config_accepts_the_example_and_names_the_line_of_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, out) = run_cli(&bin, &["check-config", example.to_str().unwrap()], dir.path());
     assert!(ok, "{out}");
-    assert!(out.contains("ok") && out.contains("2 camera(s)"), "{out}");
+    assert!(out.contains("ok") && out.contains("2 camera(s)") && out.contains("fire on 2 camera(s)"), "{out}");
 
     let bad = dir.path().join("bad.toml");
     let text = std::fs::read_to_string(&example).unwrap().replace("dwell_s = 60", "dwell_s = -5");

@@ -139,16 +139,21 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     if let Some(p) = &config.pose {
         edge_agent::infer::runtime::verify_model(&p.path, p.sha256.as_deref())?;
     }
+    if let Some(f) = &config.fire {
+        edge_agent::infer::runtime::verify_model(&f.path, f.sha256.as_deref())?;
+    }
+    let fire = if config.fire.is_some() { config.cameras.iter().filter(|c| c.fire).count() } else { 0 };
     let lib = edge_agent::infer::runtime::find_library(config.ort_library.as_deref())?;
     let falls = config.cameras.iter().filter(|c| config.falls_for(c).enabled).count();
     println!(
-        "{}: ok — agent {} at {}, {} camera(s), {} lane(s), falls on {} camera(s), model {} ({}), ONNX Runtime {}",
+        "{}: ok — agent {} at {}, {} camera(s), {} lane(s), falls on {} camera(s), fire on {} camera(s), model {} ({}), ONNX Runtime {}",
         file.display(),
         config.agent_id,
         config.site.path(),
         config.cameras.len(),
         config.cameras.iter().map(|c| c.lanes.len()).sum::<usize>(),
         falls,
+        fire,
         config.detector.path.display(),
         config.detector.format,
         lib.display()
