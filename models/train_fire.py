@@ -10,7 +10,7 @@ trained here:
     frame ─▶ NanoDet backbone + PAN ─┬─ stride 8 ─────────────────┐
                                      ├─ stride 16 ─ 2× upsample ──┼─ concat (384) ─ 1×1 conv ─ ReLU ─ 1×1 conv ─ sigmoid
                                      └─ stride 32 ─ 4× upsample ──┘
-                                                                   ─▶ heat-map [1, 2, 52, 52]: channel 0 fire, 1 smoke
+                                                                   ─▶ heat-map [1, 2, H/8, W/8]: channel 0 fire, 1 smoke
 
 Each output cell covers 8×8 input pixels, so a fire a few metres away on a
 street camera still fills a cell or two; the agent turns connected hot
@@ -334,7 +334,14 @@ def graft(base: Path, head, out: Path) -> None:
     g.node.extend(nodes)
     g.initializer.extend(inits)
     del g.output[:]
-    g.output.append(helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, [1, 2, GRID, GRID]))
+    g.output.append(helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, [1, 2, "h", "w"]))
+    # Any input size that is a multiple of 32 works (the backbone is fully
+    # convolutional and its Resizes use scales): the agent runs it at 640 to
+    # see small, distant fires, though it was trained at 416.
+    dims = g.input[0].type.tensor_type.shape.dim
+    for d, name in ((dims[2], "H"), (dims[3], "W")):
+        d.ClearField("dim_value")
+        d.dim_param = name
     # Drop NanoDet's detection heads: keep only what reaches the heat-map.
     needed, frontier = set(), ["heatmap"]
     producers = {o: n for n in g.node for o in n.output}

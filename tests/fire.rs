@@ -330,9 +330,10 @@ fn project_fire_model_loads_and_stays_quiet_on_a_plain_scene() {
     let grey = vec![120u8; 128 * 128 * 3];
     let events = run(&config(&fire), &grey, 6.0);
     assert!(events.is_empty(), "{events:#?}");
-    // A wrong input size is refused with the model's path and the shapes.
-    let bad = format!("{fire}\ninput_size = 320");
-    let Err(err) = Models::load(&config(&bad)) else { panic!("a 320 input must be refused") };
+    // Labels that do not match the output channels are refused, naming the
+    // model and the shape it needs.
+    let bad = format!("{fire}\nlabels = [\"fire\"]");
+    let Err(err) = Models::load(&config(&bad)) else { panic!("one label for a two-channel heat-map must be refused") };
     let msg = err.to_string();
-    assert!(msg.contains("fire.onnx") && msg.contains("416") && msg.contains("320"), "{msg}");
+    assert!(msg.contains("fire.onnx") && msg.contains("[1, 1, H, W]"), "{msg}");
 }

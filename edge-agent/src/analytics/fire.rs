@@ -38,6 +38,9 @@ pub struct FlickerVerdict {
     pub checked: bool,
     /// Seconds the region has been a candidate (smoke persistence).
     pub persisted_s: f64,
+    /// Smoke only: a fire region that passed its own flicker check was next
+    /// to this one, so the `near_fire_*` thresholds applied.
+    pub near_fire: bool,
     #[serde(flatten)]
     pub stats: FlickerStats,
 }
@@ -82,8 +85,9 @@ struct Open {
 }
 
 impl Region {
-    fn hits(&self) -> usize {
-        self.window.iter().filter(|s| s.score.is_some()).count()
+    /// Samples of the window scoring at least `min`.
+    fn hits(&self, min: f32) -> usize {
+        self.window.iter().filter(|s| s.score.is_some_and(|v| v >= min)).count()
     }
 
     fn transition(&self, kind: FireKind, phase: Phase, now: f64) -> FireTransition {
@@ -121,6 +125,8 @@ pub struct FireRule {
     next_id: u64,
     /// Per kind, this frame's candidates that passed score and area.
     scratch: Vec<FireHit>,
+    /// This frame's fire regions that passed the flicker check.
+    lively: Vec<BBox>,
 }
 
 impl FireRule {
@@ -132,6 +138,7 @@ impl FireRule {
             update_interval_s,
             next_id: 1,
             scratch: Vec::with_capacity(16),
+            lively: Vec::with_capacity(4),
         }
     }
 
@@ -152,7 +159,7 @@ impl FireRule {
     pub fn candidates(&self) -> impl Iterator<Item = (FireKind, BBox, usize)> + '_ {
         self.kinds
             .iter()
-            .flat_map(|k| k.regions.iter().filter(|r| r.open.is_none()).map(|r| (k.kind, r.bbox, r.hits())))
+            .flat_map(|k| k.regions.iter().filter(|r| r.open.is_none()).map(|r| (k.kind, r.bbox, r.hits(0.0))))
     }
 
     /// Feeds one analysed frame's candidates. `flicker` measures a region
@@ -165,13 +172,20 @@ impl FireRule {
         flicker: &mut dyn FnMut(FireKind, &BBox) -> FlickerStats,
         out: &mut Vec<FireTransition>,
     ) {
+        // Fire regions that hit on this frame and behave like flame: smoke
+        // next to one is corroborated (fire runs first, kinds are in order).
+        self.lively.clear();
         for ki in 0..self.kinds.len() {
             let kind = self.kinds[ki].kind;
             let rule = self.kinds[ki].rule;
+            let gate = match kind {
+                FireKind::Fire => rule.min_score,
+                FireKind::Smoke => rule.min_score.min(rule.near_fire_min_score),
+            };
             self.scratch.clear();
             self.scratch.extend(hits.iter().filter(|h| {
                 let a = h.bbox.area();
-                h.kind == kind && h.score >= rule.min_score && a >= rule.min_area && a <= rule.max_area
+                h.kind == kind && h.score >= gate && a >= rule.min_area && a <= rule.max_area
             }));
             merge_overlapping(&mut self.scratch);
             // Each candidate joins the region it overlaps most; several
@@ -182,7 +196,9 @@ impl FireRule {
                 let best = regions
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| (i, overlap(&r.bbox, &h.bbox)))
+                    // An open event holds on to its fire or smoke as it drifts
+                    // or grows: one fire, one event.
+                    .map(|(i, r)| (i, overlap(&grow_by(&r.bbox, if r.open.is_some() { 1.0 } else { 0.5 }), &h.bbox)))
                     .filter(|&(_, o)| o > 0.0)
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(i, _)| i);
@@ -227,22 +243,41 @@ impl FireRule {
                     r.window.pop_front();
                 }
                 let mut remove = false;
+                let near_fire = kind == FireKind::Smoke && self.lively.iter().any(|b| overlap(&grow(&r.bbox), b) > 0.0);
+                // Corroboration only ever relaxes the rule.
+                let (min, k) = if near_fire {
+                    (rule.near_fire_min_score.min(rule.min_score), rule.near_fire_k.min(rule.k))
+                } else {
+                    (rule.min_score, rule.k)
+                };
                 match r.open.as_mut() {
                     None => {
-                        if m.is_some() && r.hits() >= rule.k as usize {
-                            let verdict = judge(&self.flicker, kind, now - r.first_hit, || flicker(kind, &r.bbox));
+                        let ready = m.is_some() && r.hits(min) >= k as usize;
+                        // A fire region that hit is judged even before it is
+                        // ready: its verdict is what corroborates smoke.
+                        let judge_now = ready || (kind == FireKind::Fire && m.is_some());
+                        if judge_now {
+                            let verdict =
+                                judge(&self.flicker, kind, now - r.first_hit, near_fire, || flicker(kind, &r.bbox));
                             r.verdict = Some(verdict);
-                            if verdict.passed {
-                                let since = r.window.iter().find(|s| s.score.is_some()).map_or(now, |s| s.t);
-                                let score = m.map_or(0.0, |(s, _)| s);
-                                r.open = Some(Open { since, peak: score, last_update: now });
-                                out.push(r.transition(kind, Phase::Start, now));
+                            if kind == FireKind::Fire && verdict.passed {
+                                self.lively.push(r.bbox);
                             }
-                        } else if r.hits() == 0 && now - r.last_hit >= rule.clear_s {
+                        }
+                        let passed = r.verdict.is_some_and(|v| v.passed);
+                        if ready && passed {
+                            let since = r.window.iter().find(|s| s.score.is_some()).map_or(now, |s| s.t);
+                            let score = m.map_or(0.0, |(s, _)| s);
+                            r.open = Some(Open { since, peak: score, last_update: now });
+                            out.push(r.transition(kind, Phase::Start, now));
+                        } else if r.hits(0.0) == 0 && now - r.last_hit >= rule.clear_s {
                             remove = true;
                         }
                     }
                     Some(open) => {
+                        if kind == FireKind::Fire && m.is_some() {
+                            self.lively.push(r.bbox);
+                        }
                         if let Some((score, _)) = m {
                             open.peak = open.peak.max(score);
                             if now - open.last_update >= self.update_interval_s {
@@ -267,9 +302,15 @@ impl FireRule {
 }
 
 /// The flicker check's verdict for a region about to start.
-fn judge(f: &Flicker, kind: FireKind, persisted_s: f64, measure: impl FnOnce() -> FlickerStats) -> FlickerVerdict {
+fn judge(
+    f: &Flicker,
+    kind: FireKind,
+    persisted_s: f64,
+    near_fire: bool,
+    measure: impl FnOnce() -> FlickerStats,
+) -> FlickerVerdict {
     if !f.enabled {
-        return FlickerVerdict { passed: true, checked: false, persisted_s, stats: FlickerStats::default() };
+        return FlickerVerdict { passed: true, checked: false, persisted_s, near_fire, stats: FlickerStats::default() };
     }
     let stats = measure();
     let passed = match kind {
@@ -279,10 +320,12 @@ fn judge(f: &Flicker, kind: FireKind, persisted_s: f64, measure: impl FnOnce() -
         FireKind::Smoke => {
             stats.change >= f.smoke_min_change
                 && stats.chroma <= f.smoke_max_chroma
-                && persisted_s >= f.smoke_min_persist_s
+                && stats.edges <= f.smoke_max_edges
+                // Smoke rising from a confirmed flame needs no persistence.
+                && (near_fire || persisted_s >= f.smoke_min_persist_s)
         }
     };
-    FlickerVerdict { passed, checked: true, persisted_s, stats }
+    FlickerVerdict { passed, checked: true, persisted_s, near_fire, stats }
 }
 
 /// Merges candidates whose boxes overlap into one (union box, best score):
@@ -303,6 +346,18 @@ fn merge_overlapping(hits: &mut Vec<FireHit>) {
             }
         }
     }
+}
+
+/// A region's box widened by half its size each way: flame and smoke move
+/// and change shape between analysed frames.
+fn grow(b: &BBox) -> BBox {
+    grow_by(b, 0.5)
+}
+
+/// `b` widened by `f` times its size on each side.
+fn grow_by(b: &BBox, f: f32) -> BBox {
+    let (w, h) = ((b.x2 - b.x1) * f, (b.y2 - b.y1) * f);
+    BBox { x1: b.x1 - w, y1: b.y1 - h, x2: b.x2 + w, y2: b.y2 + h }
 }
 
 /// Intersection over the smaller box: a flame's box grows and shrinks.
@@ -335,11 +390,11 @@ mod tests {
 
     /// Stats that pass every check.
     fn lively(_: FireKind, _: &BBox) -> FlickerStats {
-        FlickerStats { frames: 10, colour: 0.3, shape: 0.4, change: 10.0, luma: 120.0, chroma: 10.0 }
+        FlickerStats { frames: 10, colour: 0.3, shape: 0.4, change: 10.0, luma: 120.0, chroma: 10.0, edges: 3.0 }
     }
 
     fn still(_: FireKind, _: &BBox) -> FlickerStats {
-        FlickerStats { frames: 10, colour: 0.3, shape: 0.0, change: 0.2, luma: 120.0, chroma: 10.0 }
+        FlickerStats { frames: 10, colour: 0.3, shape: 0.0, change: 0.2, luma: 120.0, chroma: 10.0, edges: 3.0 }
     }
 
     /// Feeds `frames` (hits per frame) at 2 fps; returns (time, kind, phase).
@@ -454,6 +509,27 @@ mod tests {
             }),
             vec![]
         );
+    }
+
+    /// Smoke below its own `min_score` starts after `near_fire_k` hits when
+    /// a fire region that passes the flicker check is next to it, without
+    /// waiting for persistence; next to a fire that fails the check (a
+    /// lamp), it does not start at all.
+    #[test]
+    fn smoke_next_to_a_lively_fire_is_corroborated() {
+        let c = cfg("[fire]\nk = 7\nn = 7\n[smoke]\nmin_score = 0.8\nnear_fire_min_score = 0.5\nnear_fire_k = 3");
+        let frame = vec![hit(FireKind::Fire, 0.9, 0.3), hit(FireKind::Smoke, 0.6, 0.35)];
+        let frames: Vec<Vec<FireHit>> = (0..6).map(|_| frame.clone()).collect();
+        let mut rule = FireRule::new(&c, 60.0);
+        let mut out = Vec::new();
+        let mut starts = Vec::new();
+        for (i, hits) in frames.iter().enumerate() {
+            rule.observe(i as f64 * 0.5, hits, &mut lively, &mut out);
+            starts.extend(out.drain(..).map(|t| (i as f64 * 0.5, t.kind, t.flicker.map(|f| f.near_fire))));
+        }
+        assert_eq!(starts, vec![(1.0, FireKind::Smoke, Some(true))]);
+        let mut rule = FireRule::new(&c, 60.0);
+        assert_eq!(run(&mut rule, &frames, still), vec![]);
     }
 
     /// While open, updates come at most every `update_interval_s`.

@@ -129,6 +129,10 @@ pub struct FlickerStats {
     /// Mean colourfulness of the region, `|Cb − 128| + |Cr − 128|`: smoke
     /// is grey; signs, lamps and lit walls are not.
     pub chroma: f32,
+    /// Mean local contrast of the region, `|∂Y/∂x| + |∂Y/∂y|` in grey
+    /// levels per thumbnail pixel: smoke is soft and blurs what is behind
+    /// it; people, signs and furniture have sharp edges.
+    pub edges: f32,
 }
 
 /// Reads a region's statistics over the last `window_s` seconds. The region
@@ -151,7 +155,7 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
     let thumbs: Vec<&ColourThumb> = thumbs.into_iter().filter(same).collect();
     let idx = |x: usize, y: usize| y * w as usize + x;
     let mut masks: Vec<Vec<bool>> = Vec::with_capacity(thumbs.len());
-    let (mut colour, mut luma, mut chroma) = (0.0, 0u64, 0u64);
+    let (mut colour, mut luma, mut chroma, mut edges, mut edge_n) = (0.0, 0u64, 0u64, 0u64, 0u64);
     for th in &thumbs {
         let mask = flame_mask(th, x0, y0, x1, y1);
         colour += mask.iter().filter(|&&m| m).count() as f32 / mask.len() as f32;
@@ -160,6 +164,14 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
             for &[py, cb, cr] in &th.px[idx(x0, y)..idx(x1, y)] {
                 luma += py as u64;
                 chroma += (cb as i32 - 128).unsigned_abs() as u64 + (cr as i32 - 128).unsigned_abs() as u64;
+            }
+        }
+        for y in y0..y1.saturating_sub(1) {
+            for x in x0..x1.saturating_sub(1) {
+                let p = th.px[idx(x, y)][0] as i32;
+                edges += ((th.px[idx(x + 1, y)][0] as i32 - p).unsigned_abs()
+                    + (th.px[idx(x, y + 1)][0] as i32 - p).unsigned_abs()) as u64;
+                edge_n += 1;
             }
         }
     }
@@ -198,6 +210,7 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
         change: change / pairs,
         luma: luma as f32 / samples,
         chroma: chroma as f32 / samples,
+        edges: edges as f32 / edge_n.max(1) as f32,
     }
 }
 

@@ -56,7 +56,9 @@ pub struct Fire {
     pub path: PathBuf,
     #[serde(default = "default_format")]
     pub format: FireFormat,
-    /// Square model input side in pixels (letterboxed).
+    /// Square model input side in pixels (letterboxed). The project model
+    /// was trained at 416 but runs at 640 by default: a distant fire then
+    /// covers enough cells to be seen.
     #[serde(default = "default_input_size")]
     pub input_size: u32,
     /// The model's class names in output order. Default for `heatmap`:
@@ -135,6 +137,12 @@ pub struct KindRule {
     pub n: u32,
     /// `end` after this many seconds without a hit.
     pub clear_s: f64,
+    /// Smoke next to a fire region that passed the flicker check (smoke
+    /// rising from a flame corroborates both) needs only `near_fire_k` of
+    /// the last `n` frames at `near_fire_min_score`, and no persistence.
+    /// Unused for fire.
+    pub near_fire_min_score: f32,
+    pub near_fire_k: u32,
 }
 
 /// `[fire.fire]` / `[fire.smoke]`: any key of [`KindRule`]; the rest keep
@@ -148,6 +156,8 @@ pub struct KindOverrides {
     pub k: Option<u32>,
     pub n: Option<u32>,
     pub clear_s: Option<f64>,
+    pub near_fire_min_score: Option<f32>,
+    pub near_fire_k: Option<u32>,
 }
 
 impl KindOverrides {
@@ -159,6 +169,8 @@ impl KindOverrides {
             k: self.k.unwrap_or(d.k),
             n: self.n.unwrap_or(d.n),
             clear_s: self.clear_s.unwrap_or(d.clear_s),
+            near_fire_min_score: self.near_fire_min_score.unwrap_or(d.near_fire_min_score),
+            near_fire_k: self.near_fire_k.unwrap_or(d.near_fire_k),
         }
     }
 }
@@ -166,8 +178,26 @@ impl KindOverrides {
 /// The defaults, measured on the development clips (README, "Fire and smoke").
 pub fn default_rule(kind: FireKind) -> KindRule {
     match kind {
-        FireKind::Fire => KindRule { min_score: 0.5, min_area: 0.0005, max_area: 0.5, k: 4, n: 7, clear_s: 10.0 },
-        FireKind::Smoke => KindRule { min_score: 0.8, min_area: 0.002, max_area: 0.6, k: 6, n: 7, clear_s: 15.0 },
+        FireKind::Fire => KindRule {
+            min_score: 0.4,
+            min_area: 0.0005,
+            max_area: 0.5,
+            k: 3,
+            n: 7,
+            clear_s: 10.0,
+            near_fire_min_score: 0.4,
+            near_fire_k: 3,
+        },
+        FireKind::Smoke => KindRule {
+            min_score: 0.8,
+            min_area: 0.002,
+            max_area: 0.6,
+            k: 7,
+            n: 7,
+            clear_s: 15.0,
+            near_fire_min_score: 0.5,
+            near_fire_k: 3,
+        },
     }
 }
 
@@ -198,6 +228,10 @@ pub struct Flicker {
     /// Smoke: mean colourfulness of the region (`|Cb − 128| + |Cr − 128|`)
     /// at most this: smoke is grey; neon, lamps and lit walls are not.
     pub smoke_max_chroma: f32,
+    /// Smoke: mean local contrast of the region (grey levels per thumbnail
+    /// pixel) at most this: smoke is soft; a moving person or a lit sign
+    /// has sharp edges.
+    pub smoke_max_edges: f32,
     /// Smoke: the region must stay a smoke candidate for this long, because
     /// exhaled vapour disperses within seconds while smoke keeps coming.
     pub smoke_min_persist_s: f64,
@@ -208,11 +242,12 @@ impl Default for Flicker {
         Flicker {
             enabled: true,
             window_s: 2.0,
-            fire_min_colour: 0.05,
-            fire_min_shape: 0.1,
-            fire_min_change: 2.0,
+            fire_min_colour: 0.12,
+            fire_min_shape: 0.15,
+            fire_min_change: 8.0,
             smoke_min_change: 4.0,
-            smoke_max_chroma: 20.0,
+            smoke_max_chroma: 18.0,
+            smoke_max_edges: 14.0,
             smoke_min_persist_s: 5.0,
         }
     }
@@ -317,6 +352,15 @@ impl Fire {
             if r.k == 0 || r.k > r.n {
                 return err(&format!("{at}.k"), format!("{} must be between 1 and n ({})", r.k, r.n));
             }
+            if !(0.0..=1.0).contains(&r.near_fire_min_score) {
+                return err(&format!("{at}.near_fire_min_score"), format!("{} is outside 0–1", r.near_fire_min_score));
+            }
+            if r.near_fire_k == 0 || r.near_fire_k > r.n {
+                return err(
+                    &format!("{at}.near_fire_k"),
+                    format!("{} must be between 1 and n ({})", r.near_fire_k, r.n),
+                );
+            }
             if !(r.clear_s >= 0.0 && r.clear_s <= 3600.0) {
                 return err(&format!("{at}.clear_s"), format!("{} is outside 0–3600", r.clear_s));
             }
@@ -334,6 +378,7 @@ impl Fire {
             ("fire_min_change", f.fire_min_change),
             ("smoke_min_change", f.smoke_min_change),
             ("smoke_max_chroma", f.smoke_max_chroma),
+            ("smoke_max_edges", f.smoke_max_edges),
         ] {
             if !(0.0..=255.0).contains(&v) {
                 return err(&format!("flicker.{k}"), format!("{v} is outside 0–255"));
@@ -350,7 +395,7 @@ fn default_format() -> FireFormat {
     FireFormat::Heatmap
 }
 fn default_input_size() -> u32 {
-    416
+    640
 }
 fn default_threads() -> usize {
     1

@@ -51,7 +51,12 @@ impl FireModel {
     pub fn load(cfg: &Fire, env: &ort::environment::Environment) -> Result<FireModel, InferError> {
         let labels = cfg.labels();
         let kinds = cfg.class_kinds();
-        let floor = [cfg.rule(FireKind::Fire).min_score, cfg.rule(FireKind::Smoke).min_score];
+        // The lowest score either path of a kind's rule can use.
+        let lowest = |k| {
+            let r = cfg.rule(k);
+            r.min_score.min(if k == FireKind::Smoke { r.near_fire_min_score } else { r.min_score })
+        };
+        let floor = [lowest(FireKind::Fire), lowest(FireKind::Smoke)];
         let shown = cfg.path.display().to_string();
         let model_err = |message: String| InferError::Model { path: shown.clone(), message };
         match cfg.format.boxes() {
