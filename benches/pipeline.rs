@@ -7,6 +7,8 @@
 //!   plus lane rule over 50 moving objects;
 //! - the person tracker plus fall rule over 6 people, and the motion
 //!   thumbnail the fall rule's vanish path needs;
+//! - the fire path's flicker thumbnail, its region measurement over a 2 s
+//!   window, and the fire rule over a frame's candidates;
 //! - JPEG snapshot encode of a 640x360 frame;
 //! - the default model and the pose model end to end (letterbox + ONNX
 //!   Runtime + decode), when ONNX Runtime and the models are available.
@@ -190,6 +192,47 @@ fn tracking(c: &mut Criterion) {
     });
 }
 
+fn fire_path(c: &mut Criterion) {
+    use edge_agent::analytics::flicker::{measure, FlickerHistory};
+    use edge_agent::analytics::FireRule;
+    use edge_agent::config::FireKind;
+    use edge_agent::infer::fire::FireHit;
+
+    let rgb = frame(640, 360);
+    let mut history = FlickerHistory::new(2.5);
+    let mut t = 0.0;
+    c.bench_function("flicker thumbnail 640x360 -> 160x90 YCbCr", |b| {
+        b.iter(|| {
+            t += 0.2;
+            history.push(t, black_box(&rgb), 640, 360)
+        })
+    });
+    let region = BBox { x1: 0.3, y1: 0.3, x2: 0.5, y2: 0.6 };
+    c.bench_function("flicker measure, 10 thumbnails, region 20% x 30%", |b| {
+        b.iter(|| black_box(measure(&history, t, 2.0, black_box(&region))))
+    });
+
+    let cfg: edge_agent::config::Fire = toml::from_str("path = \"x.onnx\"").unwrap();
+    let mut rule = FireRule::new(&cfg, 10.0);
+    let hits: Vec<FireHit> = (0..8)
+        .map(|i| {
+            let x = i as f32 * 0.12;
+            let kind = if i % 2 == 0 { FireKind::Fire } else { FireKind::Smoke };
+            FireHit { kind, score: 0.9, bbox: BBox { x1: x, y1: 0.4, x2: x + 0.08, y2: 0.5 } }
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut now = 0.0;
+    let mut stats = |_: FireKind, _: &BBox| edge_agent::analytics::flicker::FlickerStats::default();
+    c.bench_function("fire rule, 8 candidate regions", |b| {
+        b.iter(|| {
+            now += 0.5;
+            rule.observe(now, black_box(&hits), &mut stats, &mut out);
+            out.clear();
+        })
+    });
+}
+
 fn snapshot(c: &mut Criterion) {
     let rgb = frame(640, 360);
     let lane = [[0.1, 0.5], [0.9, 0.5], [1.0, 1.0], [0.0, 1.0]];
@@ -230,6 +273,22 @@ fn model(c: &mut Criterion) {
         })
     });
 
+    if let Some(fire_file) = edge_agent::demo::find_in_project("models/fire.onnx") {
+        let text = format!("path = \"{}\"\n", fire_file.display());
+        let cfg: edge_agent::config::Fire = toml::from_str(&text).unwrap();
+        let fire = edge_agent::infer::fire::FireModel::load(&cfg, env).unwrap();
+        let rgb = frame(640, 360);
+        let mut pre = fire.preprocessor();
+        let mut hits = Vec::new();
+        c.bench_function("fire heat-map 640 end to end (letterbox + ort + regions), 640x360 frame", |b| {
+            b.iter(|| {
+                let lb = pre.run(&rgb, 640, 360).unwrap();
+                fire.detect(&pre, &lb, &mut hits).unwrap();
+                black_box(hits.len())
+            })
+        });
+    }
+
     let Some(pose_file) = edge_agent::demo::find_in_project("models/movenet-multipose.onnx") else { return };
     let text = format!("path = \"{}\"\n", pose_file.display());
     let cfg: edge_agent::config::Pose = toml::from_str(&text).unwrap();
@@ -246,5 +305,5 @@ fn model(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, letterbox, decode_nms, lane_rules, tracking, snapshot, model);
+criterion_group!(benches, letterbox, decode_nms, lane_rules, tracking, fire_path, snapshot, model);
 criterion_main!(benches);
