@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 
+use super::motion::{span, thumb_size};
 use crate::infer::BBox;
 
 /// Width of every thumbnail; the height keeps the frame's aspect.
@@ -35,8 +36,7 @@ pub struct ColourThumb {
 impl ColourThumb {
     /// Refills from a packed RGB frame by area averaging.
     pub fn fill(&mut self, rgb: &[u8], width: u32, height: u32) {
-        let tw = THUMB_W.min(width.max(1));
-        let th = ((height as f64 * tw as f64 / width.max(1) as f64).round() as u32).max(1);
+        let (tw, th) = thumb_size(THUMB_W, width, height);
         self.w = tw;
         self.h = th;
         self.px.clear();
@@ -44,11 +44,13 @@ impl ColourThumb {
         if rgb.len() < width as usize * height as usize * 3 {
             return;
         }
-        let (w, h) = (width as usize, height as usize);
-        for ty in 0..th as usize {
-            let (y0, y1) = span(ty, th as usize, h);
-            for tx in 0..tw as usize {
-                let (x0, x1) = span(tx, tw as usize, w);
+        let w = width as usize;
+        for ty in 0..th {
+            let (y0, y1) = span(ty, th, height);
+            let (y0, y1) = (y0 as usize, y1 as usize);
+            for tx in 0..tw {
+                let (x0, x1) = span(tx, tw, width);
+                let (x0, x1) = (x0 as usize, x1 as usize);
                 let (mut r, mut g, mut b) = (0u32, 0u32, 0u32);
                 for y in y0..y1 {
                     for p in rgb[(y * w + x0) * 3..(y * w + x1) * 3].chunks_exact(3) {
@@ -62,17 +64,10 @@ impl ColourThumb {
                 let yy = 0.299 * r + 0.587 * g + 0.114 * b;
                 let cb = 128.0 - 0.168_736 * r - 0.331_264 * g + 0.5 * b;
                 let cr = 128.0 + 0.5 * r - 0.418_688 * g - 0.081_312 * b;
-                self.px[ty * tw as usize + tx] = [yy as u8, cb.clamp(0.0, 255.0) as u8, cr.clamp(0.0, 255.0) as u8];
+                self.px[(ty * tw + tx) as usize] = [yy as u8, cb.clamp(0.0, 255.0) as u8, cr.clamp(0.0, 255.0) as u8];
             }
         }
     }
-}
-
-/// Source pixel range covered by thumbnail cell `i` of `n` over `len`.
-fn span(i: usize, n: usize, len: usize) -> (usize, usize) {
-    let a = i * len / n;
-    let b = ((i + 1) * len).div_ceil(n).clamp(a + 1, len.max(a + 1));
-    (a, b.min(len))
 }
 
 /// The last seconds of thumbnails of one camera, with their times. Buffers
@@ -197,9 +192,9 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
                 diffs.push(thumbs[k].px[i][0] as i16 - thumbs[k - 1].px[i][0] as i16);
             }
         }
-        let mut sorted = diffs.clone();
-        let mid = sorted.len() / 2;
-        let median = *sorted.select_nth_unstable(mid).1 as f32;
+        // The residual's sum does not depend on order: partition in place.
+        let mid = diffs.len() / 2;
+        let median = *diffs.select_nth_unstable(mid).1 as f32;
         change += diffs.iter().map(|&d| (d as f32 - median).abs()).sum::<f32>() / diffs.len() as f32;
     }
     let pairs = thumbs.len().saturating_sub(1).max(1) as f32;

@@ -176,9 +176,9 @@ impl CameraAnalyzer {
     pub fn analyse(&mut self, frame: &FrameInput, out: &mut Vec<Outbound>) -> Result<(), InferError> {
         let (t, wall) = (frame.t, frame.wall);
         let half_frame = 0.5 / self.camera.fps;
-        if !due(&mut self.det_next, t, self.det_period, half_frame) {
-            // Lanes wait for their next slot; the other rules run below.
-        } else if let Some(pre) = self.det_pre.as_mut() {
+        // Lanes run only in their slots; the other rules run below.
+        let lanes_due = due(&mut self.det_next, t, self.det_period, half_frame);
+        if let (true, Some(pre)) = (lanes_due, self.det_pre.as_mut()) {
             let t0 = Instant::now();
             let lb = pre.run(frame.rgb, frame.width, frame.height)?;
             let t1 = Instant::now();
@@ -417,13 +417,7 @@ impl CameraAnalyzer {
 
     /// Builds the event message (with its snapshot) for a fall transition.
     fn fall_event(&mut self, tr: &FallTransition, now: f64, wall: SystemTime, frame: &FrameInput) -> Outbound {
-        let mut slot = self.fall_open.remove(&tr.track_id);
-        let open = open_event(&mut slot, tr.phase, wall, now, tr.fell_at);
-        if tr.phase != Phase::End {
-            if let Some(o) = slot {
-                self.fall_open.insert(tr.track_id, o);
-            }
-        }
+        let open = open_keyed(&mut self.fall_open, tr.track_id, tr.phase, wall, now, tr.fell_at);
         let ended_at = tr.ended_at.map(|e| back(wall, now, e));
         let kp_min = self.falls.as_ref().map(|r| r.params().keypoint_score).unwrap_or(0.2);
         let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, |c| {
@@ -485,14 +479,7 @@ impl CameraAnalyzer {
             FireKind::Fire => (EventKind::Fire, Severity::Critical),
             FireKind::Smoke => (EventKind::Smoke, Severity::Warning),
         };
-        let key = (tr.kind, tr.region);
-        let mut slot = stage.open.remove(&key);
-        let open = open_event(&mut slot, tr.phase, wall, now, tr.since);
-        if tr.phase != Phase::End {
-            if let Some(o) = slot {
-                stage.open.insert(key, o);
-            }
-        }
+        let open = open_keyed(&mut stage.open, (tr.kind, tr.region), tr.phase, wall, now, tr.since);
         let ended_at = tr.ended_at.map(|e| back(wall, now, e));
         let hit_boxes: Vec<crate::infer::BBox> = tr.window.iter().filter_map(|s| s.bbox).collect();
         let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, |c| {
@@ -674,6 +661,24 @@ fn open_event(
         _ => slot.get_or_insert_with(|| OpenEvent { id: event::new_id(), started_at: wall }),
     };
     (open.id.clone(), open.started_at)
+}
+
+/// [`open_event`] for rules with many events at once, keyed by track or
+/// region; the entry goes on `end`.
+fn open_keyed<K: std::hash::Hash + Eq>(
+    open: &mut HashMap<K, OpenEvent>,
+    key: K,
+    phase: Phase,
+    wall: SystemTime,
+    now: f64,
+    since: f64,
+) -> (String, SystemTime) {
+    let mut slot = open.remove(&key);
+    let event = open_event(&mut slot, phase, wall, now, since);
+    if let (Some(o), false) = (slot, phase == Phase::End) {
+        open.insert(key, o);
+    }
+    event
 }
 
 pub fn phase_str(p: Phase) -> &'static str {
