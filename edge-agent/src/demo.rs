@@ -51,6 +51,12 @@ impl Mosquitto {
 
     /// Starts mosquitto on `port` (to restart a broker where clients expect it).
     pub fn start_on(port: u16) -> std::io::Result<Mosquitto> {
+        Mosquitto::start_with(port, &format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+    }
+
+    /// Starts mosquitto on `port` with the given configuration lines (they
+    /// must open a listener on `port`): TLS, passwords, persistence.
+    pub fn start_with(port: u16, conf_lines: &str) -> std::io::Result<Mosquitto> {
         let bin = ["mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .find(|b| Command::new(b).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
@@ -61,7 +67,7 @@ impl Mosquitto {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"),
+            format!("{conf_lines}\nlog_dest stderr\n"),
         )?;
         let log = std::fs::File::create(dir.path().join("mosquitto.log"))?;
         let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn()?;
@@ -85,10 +91,26 @@ impl Mosquitto {
         self.port
     }
 
-    /// Stops the broker now (the tests' broker outage).
+    /// Stops the broker now (the tests' broker outage). SIGTERM, so a
+    /// broker with persistence saves its sessions.
     pub fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// What the broker logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 }
 
@@ -100,7 +122,12 @@ impl Drop for Mosquitto {
 
 /// The demo's configuration: one camera looking at the parked cars, one
 /// lane over them, the default detector, a local broker.
-pub fn demo_config(rtsp_url: &str, broker_port: u16, model: &Path) -> Result<Config, crate::config::ConfigError> {
+pub fn demo_config(
+    rtsp_url: &str,
+    broker_port: u16,
+    model: &Path,
+    state: &Path,
+) -> Result<Config, crate::config::ConfigError> {
     let text = format!(
         r#"
 agent_id = "demo-agent"
@@ -109,6 +136,8 @@ broker = {{ host = "127.0.0.1", port = {broker_port} }}
 detector = {{ path = "{model}", format = "nanodet", input_size = 416, score_threshold = 0.35 }}
 alerts = {{ update_interval_s = 5 }}
 source = {{ backoff_initial_s = 0.5, backoff_max_s = 5 }}
+spool = {{ path = "{spool}" }}
+http = {{ bind = "127.0.0.1:{http_port}" }}
 
 [[cameras]]
 id = "demo-cam"
@@ -119,6 +148,8 @@ lanes = [{{ name = "kerb-lane", polygon = {polygon}, classes = ["car", "truck", 
 "#,
         model = model.display(),
         polygon = DEMO_LANE,
+        spool = state.join("spool.sqlite").display(),
+        http_port = free_port().unwrap_or(9464),
     );
     Config::parse(&text, Path::new("<demo>"))
 }

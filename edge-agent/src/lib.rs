@@ -16,6 +16,7 @@
 //! - [`analytics`]: rules turning detections into event transitions.
 //! - [`alert`]: event payloads, snapshots, topics and the MQTT publisher.
 //! - [`metrics`]: Prometheus counters and per-stage histograms.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and `/api/cameras`.
 //! - [`pipeline`]: wires the stages together and runs the agent.
 //! - [`demo`]: the self-contained demo (in-process camera and broker).
 //! - [`redact`], [`shutdown`]: credential scrubbing and the stop signal.
@@ -24,6 +25,7 @@ pub mod alert;
 pub mod analytics;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod infer;
 pub mod metrics;
 pub mod overlay;

@@ -250,11 +250,13 @@ fn on_signals(shutdown: Shutdown) {
 }
 
 async fn run(config_path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&config_path)?;
+    // The config file with whatever centres `set` since (the overlay).
+    let config = edge_agent::config::overlay::load(&config_path)?;
     tracing::info!(agent = %config.agent_id, site = %config.site.path(), cameras = config.cameras.len(), "starting");
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone());
-    edge_agent::pipeline::run(config, shutdown, Arc::new(Metrics::new())).await?;
+    let source = edge_agent::pipeline::ConfigSource { file: config_path, watch: true };
+    edge_agent::pipeline::run(config, Some(source), shutdown, Arc::new(Metrics::new())).await?;
     Ok(())
 }
 
@@ -270,7 +272,8 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
 
     let server = RtspServer::start(&clip, 0, "/demo")?;
     let broker = demo::Mosquitto::start().context("cannot start mosquitto")?;
-    let config = demo::demo_config(&server.url(), broker.port(), &model)?;
+    let state = tempfile::tempdir().context("cannot make a folder for the demo's spool")?;
+    let config = demo::demo_config(&server.url(), broker.port(), &model, state.path())?;
     println!("alleywatch demo");
     println!("  camera : {} (serving {})", server.url(), clip.display());
     println!("  broker : mosquitto on 127.0.0.1:{}", broker.port());
@@ -292,7 +295,7 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
 
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone());
-    let agent = tokio::spawn(edge_agent::pipeline::run(config, shutdown.clone(), Arc::new(Metrics::new())));
+    let agent = tokio::spawn(edge_agent::pipeline::run(config, None, shutdown.clone(), Arc::new(Metrics::new())));
     let started = Instant::now();
     let deadline = tokio::time::sleep(Duration::from_secs(timeout_s));
     tokio::pin!(deadline);

@@ -5,7 +5,8 @@
 //! into a label and the series count stays fixed.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -19,11 +20,30 @@ pub struct Metrics {
     pub events: IntCounterVec,
     pub mqtt_connected: IntGauge,
     pub analysis_errors: IntCounterVec,
+    pub last_frame_age: GaugeVec,
+    pub spool_messages: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub spool_oldest_age: Gauge,
+    pub spool_dropped: IntCounterVec,
+    pub spool_errors: IntCounter,
+    pub last_seq: IntGauge,
+    pub published: IntCounterVec,
+    pub publish_failures: IntCounter,
+    pub events_suppressed: IntCounterVec,
+    pub commands: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub models_loaded: IntGauge,
 }
 
-/// Buckets from 0.5 ms to 2 s: preprocess sits near the bottom, inference
-/// in the middle, a slow snapshot at the top.
-const BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0];
+/// Buckets from 0.5 ms to 30 s: preprocess sits near the bottom, inference
+/// in the middle, capture-to-publish (which includes the broker's
+/// acknowledgement, and spooling through an outage) at the top.
+const BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+
+/// The stages of `alleywatch_stage_seconds`, in data-path order.
+pub const STAGES: &[&str] =
+    &["decode_to_slot", "preprocess", "inference", "postprocess", "rules", "capture_to_publish"];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -56,9 +76,50 @@ impl Metrics {
         )
         .expect("static metric definition");
         registry.register(Box::new(stage_seconds.clone())).expect("unique metric name");
-        let mqtt_connected = IntGauge::new("alleywatch_mqtt_connected", "1 while connected to the broker")
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            registry.register(Box::new(g.clone())).expect("unique metric name");
+            g
+        };
+        let mqtt_connected = gauge("alleywatch_mqtt_connected", "1 while connected to the broker");
+        let last_frame_age = GaugeVec::new(
+            Opts::new("alleywatch_camera_last_frame_age_seconds", "Seconds since the camera's last decoded frame"),
+            &["camera"],
+        )
+        .expect("static metric definition");
+        registry.register(Box::new(last_frame_age.clone())).expect("unique metric name");
+        let spool_messages = gauge("alleywatch_spool_messages", "Event messages waiting in the spool for a PUBACK");
+        let spool_bytes = gauge("alleywatch_spool_bytes", "Payload bytes in the spool");
+        let spool_oldest_age =
+            Gauge::new("alleywatch_spool_oldest_age_seconds", "Age of the oldest spooled message")
+                .expect("static metric definition");
+        registry.register(Box::new(spool_oldest_age.clone())).expect("unique metric name");
+        let spool_dropped = counter(
+            "alleywatch_spool_dropped_total",
+            "What a full spool gave up: whole updates, or snapshots of kept messages",
+            &["what"],
+        );
+        let spool_errors = IntCounter::new("alleywatch_spool_errors_total", "Spool writes that failed (sent from memory)")
             .expect("static metric definition");
-        registry.register(Box::new(mqtt_connected.clone())).expect("unique metric name");
+        registry.register(Box::new(spool_errors.clone())).expect("unique metric name");
+        let last_seq = gauge("alleywatch_event_seq", "The last event seq assigned (persists across restarts)");
+        let published =
+            counter("alleywatch_published_total", "Event messages acknowledged by the broker", &["kind", "type"]);
+        let publish_failures =
+            IntCounter::new("alleywatch_mqtt_failures_total", "Broker connection failures and lost connections")
+                .expect("static metric definition");
+        registry.register(Box::new(publish_failures.clone())).expect("unique metric name");
+        let events_suppressed = counter(
+            "alleywatch_events_suppressed_total",
+            "Event messages not sent because a centre acknowledged or resolved the event",
+            &["reason"],
+        );
+        let commands = counter("alleywatch_commands_total", "Commands from the centres", &["command", "result"]);
+        let reloads = counter("alleywatch_config_reloads_total", "Configuration reloads", &["result"]);
+        let models_loaded = gauge("alleywatch_models_loaded", "1 once every configured model is loaded");
+        for stage in STAGES {
+            stage_seconds.with_label_values(&[stage]);
+        }
         Metrics {
             registry,
             frames_decoded,
@@ -70,6 +131,19 @@ impl Metrics {
             events,
             mqtt_connected,
             analysis_errors,
+            last_frame_age,
+            spool_messages,
+            spool_bytes,
+            spool_oldest_age,
+            spool_dropped,
+            spool_errors,
+            last_seq,
+            published,
+            publish_failures,
+            events_suppressed,
+            commands,
+            reloads,
+            models_loaded,
         }
     }
 

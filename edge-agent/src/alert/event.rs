@@ -34,7 +34,7 @@ impl EventKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -48,7 +48,7 @@ pub struct Event {
     /// Globally unique; the same for the start, updates and end of one event.
     pub id: String,
     /// Per-agent, strictly increasing over every message, so a centre can
-    /// spot a gap. Assigned by the publisher in send order.
+    /// spot a gap. Assigned by the spool as the message is stored.
     pub seq: u64,
     pub kind: EventKind,
     #[serde(rename = "type")]
@@ -74,6 +74,50 @@ pub struct Event {
     pub rule: serde_json::Value,
     pub model: ModelInfo,
     pub snapshot: Option<SnapshotRef>,
+    /// What the command centres did with the event (ack, resolve) and
+    /// where it was escalated; absent until something happened.
+    #[serde(flatten)]
+    pub centre: CentreState,
+}
+
+/// The closed loop's marks on an event (see [`super::ledger`]).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CentreState {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack: Option<Ack>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Ack {
+    pub by: String,
+    pub note: Option<String>,
+    #[serde(with = "super::rfc3339")]
+    pub at: SystemTime,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Resolved {
+    pub by: String,
+    #[serde(with = "super::rfc3339")]
+    pub at: SystemTime,
+}
+
+/// Sent with `type = "escalate"`: the event went unacknowledged, so it is
+/// handed to the next level up of the site path.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Escalation {
+    /// `street` or `district`.
+    pub level: &'static str,
+    /// The site path of that level, e.g. `shapingba/fengwen`.
+    pub site: String,
+    /// 1 for the first escalation (community → street), 2 for the next.
+    pub attempt: u32,
+    /// Seconds the event had gone unacknowledged.
+    pub unacked_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]

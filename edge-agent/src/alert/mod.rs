@@ -4,20 +4,32 @@
 //!   transitions.
 //! - [`snapshot`]: the JPEG that goes with each event, boxes and lane drawn.
 //! - [`topics`]: the topic layout, in one place.
-//! - [`publisher`]: the MQTT client (QoS 1, retained statuses, last will).
+//! - [`outbox`]: where analysis and supervisors hand their messages in.
+//! - [`ledger`]: the closed loop with the centres (ack, resolve, escalate).
+//! - [`spool`]: the durable queue (SQLite) every event waits in until the
+//!   broker acknowledges it; it also owns the persistent `seq`.
+//! - [`publisher`]: the MQTT client (QoS 1, retained statuses, last will,
+//!   commands), draining the spool in order.
 //!
-//! Everything reaches the publisher as an [`Outbound`] message on one
-//! channel, in the order it happened. The durable spool (no alert lost
-//! across broker outages and restarts) slots in between that channel and
-//! the MQTT client; see [`publisher`].
+//! ```text
+//! analysis ─▶ Outbox ─▶ Ledger ─▶ Spool (on disk) ─▶ Publisher ─▶ broker
+//!                                                      ▲   │ commands/#
+//! supervisors ─▶ Outbox (latest status per camera) ────┘   ▼ ack/resolve → Ledger, set → reload
+//! ```
 
 pub mod event;
+pub mod ledger;
+pub mod outbox;
 pub mod publisher;
 pub mod snapshot;
+pub mod spool;
 pub mod topics;
 
 pub use event::{Event, EventKind, Severity};
-pub use publisher::{Publisher, PublisherError};
+pub use ledger::Ledger;
+pub use outbox::Outbox;
+pub use publisher::{Publisher, PublisherError, SetRequest};
+pub use spool::{Spool, SpoolError};
 pub use topics::Topics;
 
 use crate::source::CameraStatus;
@@ -29,6 +41,9 @@ pub enum Outbound {
     Event { event: Box<Event>, snapshot: Option<Vec<u8>> },
     /// A camera's retained status.
     Camera(CameraStatus),
+    /// End an open event now (its rule or camera went away): the alert
+    /// stage sends the `end`, built from the event's last message.
+    Close { event_id: String },
 }
 
 /// RFC 3339 (UTC, milliseconds) for `SystemTime` fields.

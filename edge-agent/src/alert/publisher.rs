@@ -1,164 +1,515 @@
-//! The MQTT publisher: QoS 1 events and snapshots, retained statuses, and a
-//! last will that marks the agent `offline` when it dies.
+//! The MQTT publisher: drains the spool to the broker at QoS 1, deleting
+//! each message only on its PUBACK; keeps the retained agent and camera
+//! statuses; takes the centres' commands; raises escalations.
 //!
-//! The rumqttc event loop is polled in its own task: it must keep running
-//! (keep-alives, PUBACKs, reconnects) even while this task waits for the
-//! next event, and a connection error there must never stop publishing
-//! here. While the broker is away, rumqttc queues requests and resends
-//! unacknowledged QoS 1 publishes after reconnecting; when its queue is
-//! full, `publish` waits, the channel from the analysis threads fills, and
-//! analysis drops frames, never events.
+//! One task owns the rumqttc event loop *and* decides what to publish, so
+//! the two never race. The reason is packet-id bookkeeping: a PUBACK names
+//! only a packet id, which rumqttc assigns when it sends. Every QoS 1 publish
+//! this task submits is tagged, in order, and the tag is bound to the packet
+//! id when the event loop reports `Outgoing::Publish(pkid)` (rumqttc sends
+//! requests in submission order). The broker session is clean, so after a
+//! reconnect rumqttc resends nothing of its own: this task resends every
+//! spooled message not yet acknowledged, oldest first, and a message is
+//! delivered at least once; centres deduplicate by `seq`.
 //!
-//! Seam for the durable spool: [`Publisher::run`] is the only consumer of
-//! the [`Outbound`] channel. A spool goes between the two: write each
-//! message to disk, publish it, and delete it on PUBACK, which the event
-//! loop task below already sees.
+//! The event loop's `poll` is never cancelled half-way (its future is kept
+//! across `select!` rounds), because a cancelled poll can lose a packet it
+//! had already taken from the queue.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS, Transport};
-use serde_json::json;
-use tokio::sync::mpsc;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing,
+    Packet, QoS, Transport,
+};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{Outbound, Topics};
+use super::outbox::Outbox;
+use super::Topics;
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherError {
-    #[error("broker.ca_file {path}: {source}")]
-    CaFile { path: String, source: std::io::Error },
-    #[error("MQTT client: {0}")]
-    Client(#[from] rumqttc::ClientError),
-    #[error("event encoding: {0}")]
-    Encode(#[from] serde_json::Error),
+    #[error("broker.{key} {}: {source}", path.display())]
+    File { key: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    #[error("broker.password_file {}: the file is empty", .0.display())]
+    EmptyPassword(std::path::PathBuf),
 }
+
+/// A `set` command handed to whoever owns the configuration (the pipeline's
+/// reload path). The answer is the reply's error text, if any.
+pub struct SetRequest {
+    pub changes: serde_json::Map<String, Value>,
+    pub by: String,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Spooled messages in flight at once. Small: a reconnect resends them.
+const WINDOW: usize = 16;
+/// How long a graceful stop waits for the spool to drain.
+const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
 
 pub struct Publisher {
     client: AsyncClient,
+    eventloop: EventLoop,
     topics: Topics,
-    seq: u64,
-    connected: Arc<AtomicBool>,
-    poller: tokio::task::JoinHandle<()>,
+    endpoint: String,
+    online: Vec<u8>,
+    offline: Vec<u8>,
+}
+
+/// What a submitted QoS 1 publish is, so its PUBACK can be matched.
+#[derive(Debug, Clone, Copy)]
+enum Tag {
+    /// One packet of a spooled message (row id).
+    Spooled(i64),
+    Other,
+}
+
+type PollFuture = Pin<Box<dyn Future<Output = (EventLoop, Result<MqttEvent, ConnectionError>)> + Send>>;
+
+fn poll_after(mut eventloop: EventLoop, delay: Option<Duration>) -> PollFuture {
+    Box::pin(async move {
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let r = eventloop.poll().await;
+        (eventloop, r)
+    })
+}
+
+/// Reads a secret file's first line.
+fn read_secret(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, PublisherError> {
+    std::fs::read(path).map_err(|source| PublisherError::File { key, path: path.to_path_buf(), source })
 }
 
 impl Publisher {
-    /// Connects (in the background) and announces the agent `online`.
-    pub fn start(config: &Config) -> Result<Publisher, PublisherError> {
+    /// Prepares the connection (it opens in [`Publisher::run`]).
+    pub fn new(config: &Config) -> Result<Publisher, PublisherError> {
         let topics = Topics::new(config);
         let b = &config.broker;
         let mut opts = MqttOptions::new(format!("alleywatch-{}", config.agent_id), &b.host, b.port);
         opts.set_keep_alive(Duration::from_secs(b.keep_alive_s));
-        // Keep the session so the broker holds our QoS 1 state across a
-        // short disconnect.
-        opts.set_clean_session(false);
+        // The spool, not the broker session, carries unacknowledged
+        // messages across a reconnect (see the module notes).
+        opts.set_clean_session(true);
         // Snapshots are a few hundred KB at most; the default is 10 KB.
         opts.set_max_packet_size(1 << 20, 8 << 20);
-        opts.set_last_will(LastWill::new(
-            topics.agent_status(),
-            agent_status(config, "offline"),
-            QoS::AtLeastOnce,
-            true,
-        ));
-        if let (Some(user), password) = (&b.username, &b.password) {
-            opts.set_credentials(user, password.clone().unwrap_or_default());
+        let offline = agent_status(config, "offline");
+        opts.set_last_will(LastWill::new(topics.agent_status(), offline.clone(), QoS::AtLeastOnce, true));
+        let password = match (&b.password, &b.password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(f)) => {
+                let text = String::from_utf8_lossy(&read_secret("password_file", f)?).into_owned();
+                let line = text.lines().next().unwrap_or("").trim_end().to_string();
+                if line.is_empty() {
+                    return Err(PublisherError::EmptyPassword(f.clone()));
+                }
+                Some(line)
+            }
+            (None, None) => None,
+        };
+        if let Some(user) = &b.username {
+            opts.set_credentials(user, password.unwrap_or_default());
         }
         if b.tls {
             // rustls is built without a default provider to keep aws-lc out
             // of the build; install ring once per process.
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let path = b.ca_file.clone().unwrap_or_default();
-            let ca = std::fs::read(&path)
-                .map_err(|source| PublisherError::CaFile { path: path.display().to_string(), source })?;
-            opts.set_transport(Transport::tls(ca, None, None));
+            let ca = read_secret("ca_file", b.ca_file.as_deref().unwrap_or(std::path::Path::new("")))?;
+            let client_auth = match (&b.client_cert, &b.client_key) {
+                (Some(c), Some(k)) => Some((read_secret("client_cert", c)?, read_secret("client_key", k)?)),
+                _ => None,
+            };
+            opts.set_transport(Transport::tls(ca, client_auth, None));
         }
-        let (client, mut eventloop) = AsyncClient::new(opts, 256);
-        let connected = Arc::new(AtomicBool::new(false));
-        let online = agent_status(config, "online");
-        let status_topic = topics.agent_status();
-        let (c2, conn) = (client.clone(), connected.clone());
-        let endpoint = format!("{}:{}", b.host, b.port);
-        let poller = tokio::spawn(async move {
-            let mut delay = Duration::from_millis(500);
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                        tracing::info!(broker = %endpoint, "MQTT connected");
-                        conn.store(true, Ordering::SeqCst);
-                        delay = Duration::from_millis(500);
-                        // Every (re)connect re-announces us: the will may
-                        // have marked us offline in between.
-                        if let Err(e) = c2.try_publish(&status_topic, QoS::AtLeastOnce, true, online.clone()) {
-                            tracing::warn!(error = %e, "cannot queue online status");
+        // Deep enough for a window of spooled messages plus every camera's
+        // status; this task never waits on it (`try_publish`).
+        let (client, eventloop) = AsyncClient::new(opts, 4096);
+        Ok(Publisher {
+            client,
+            eventloop,
+            topics,
+            endpoint: format!("{}:{}", b.host, b.port),
+            online: agent_status(config, "online"),
+            offline,
+        })
+    }
+
+    /// Runs until `closing` fires and the data path has stopped: drains
+    /// the spool while connected, then (on stop) waits briefly for what is
+    /// in flight, marks the agent offline and disconnects. What is not
+    /// acknowledged stays in the spool for the next start.
+    pub async fn run(self, outbox: Outbox, set_tx: mpsc::UnboundedSender<SetRequest>, closing: Shutdown) {
+        let Publisher { client, eventloop, topics, endpoint, online, offline } = self;
+        let mut s = State {
+            client,
+            topics,
+            outbox,
+            connected: false,
+            tags: VecDeque::new(),
+            pkids: HashMap::new(),
+            inflight: HashMap::new(),
+            cursor: 0,
+            last_error: None,
+        };
+        let metrics = s.outbox.metrics().clone();
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Value>();
+        let mut poll = poll_after(eventloop, None);
+        let mut delay = Duration::from_millis(250);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut stop_by: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                (el, ev) = &mut poll => {
+                    let mut next_delay = None;
+                    match ev {
+                        Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                            tracing::info!(broker = %endpoint, "MQTT connected");
+                            delay = Duration::from_millis(250);
+                            s.on_connect(&online);
+                        }
+                        Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => s.on_puback(ack.pkid),
+                        Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => s.on_sent(pkid),
+                        Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                            if let Some(reply) = s.on_command(&p.topic, &p.payload, &set_tx, &reply_tx) {
+                                s.publish_other(&s.topics.replies(), false, reply.to_string().into_bytes());
+                            }
+                        }
+                        Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => break,
+                        Ok(_) => {}
+                        Err(e) => {
+                            metrics.publish_failures.inc();
+                            s.on_disconnect(&endpoint, &e);
+                            next_delay = Some(delay);
+                            delay = (delay * 2).min(Duration::from_secs(10));
                         }
                     }
-                    Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => {
-                        conn.store(false, Ordering::SeqCst);
-                        break;
+                    metrics.mqtt_connected.set(s.connected as i64);
+                    poll = poll_after(el, next_delay);
+                }
+                Some(reply) = reply_rx.recv() => {
+                    s.publish_other(&s.topics.replies(), false, reply.to_string().into_bytes());
+                }
+                _ = s.outbox.woken() => {}
+                _ = tick.tick() => s.on_tick(),
+                _ = closing.wait(), if stop_by.is_none() => {
+                    stop_by = Some(tokio::time::Instant::now() + DRAIN_ON_STOP);
+                }
+            }
+            s.pump();
+            if let Some(deadline) = stop_by {
+                let drained = s.inflight.is_empty() && s.outbox.spool().depth().map(|d| d.messages == 0).unwrap_or(true);
+                if drained || tokio::time::Instant::now() >= deadline || !s.connected {
+                    break;
+                }
+            }
+        }
+        if s.connected {
+            let _ = s.client.try_publish(s.topics.agent_status(), QoS::AtLeastOnce, true, offline);
+            let _ = s.client.try_disconnect();
+            // Let the event loop send the status and the DISCONNECT.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let (mut el, _) = poll.await;
+                loop {
+                    match el.poll().await {
+                        Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                        _ => {}
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        if conn.swap(false, Ordering::SeqCst) {
-                            tracing::warn!(broker = %endpoint, error = %e, "MQTT connection lost");
+                }
+            })
+            .await;
+        }
+        s.on_tick();
+        if let Ok(d) = s.outbox.spool().depth() {
+            if d.messages > 0 {
+                tracing::info!(messages = d.messages, "unsent messages stay in the spool for the next start");
+            }
+        }
+    }
+}
+
+struct State {
+    client: AsyncClient,
+    topics: Topics,
+    outbox: Outbox,
+    connected: bool,
+    /// Tags of submitted QoS 1 publishes not yet given a packet id.
+    tags: VecDeque<Tag>,
+    /// Packet id → tag, until the PUBACK.
+    pkids: HashMap<u16, Tag>,
+    /// Spooled row id → its packets not yet acknowledged (and when it went).
+    inflight: HashMap<i64, (u8, Instant)>,
+    /// Highest spooled row submitted on this connection.
+    cursor: i64,
+    last_error: Option<String>,
+}
+
+impl State {
+    fn on_connect(&mut self, online: &[u8]) {
+        self.connected = true;
+        self.last_error = None;
+        // A clean session: nothing of the last connection is in flight.
+        self.tags.clear();
+        self.pkids.clear();
+        self.inflight.clear();
+        self.cursor = 0;
+        if let Err(e) = self.client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
+            tracing::warn!(error = %e, "cannot subscribe to commands");
+        }
+        // Every (re)connect re-announces us and every camera: the will may
+        // have marked us offline in between.
+        self.publish_other(&self.topics.agent_status(), true, online.to_vec());
+        let (all, removed) = self.outbox.take_dirty_statuses(true);
+        self.publish_statuses(all, removed);
+    }
+
+    fn on_disconnect(&mut self, endpoint: &str, e: &ConnectionError) {
+        let what = describe(e);
+        if self.connected {
+            tracing::warn!(broker = %endpoint, error = %what, "MQTT connection lost; alerts are spooled until it is back");
+        } else if self.last_error.as_deref() != Some(what.as_str()) {
+            // Once per distinct error, not once per retry.
+            tracing::error!(broker = %endpoint, error = %what, "cannot connect to the MQTT broker; alerts are spooled");
+        }
+        self.last_error = Some(what);
+        self.connected = false;
+    }
+
+    fn on_sent(&mut self, pkid: u16) {
+        if pkid == 0 {
+            return; // QoS 0: nothing to match.
+        }
+        match self.tags.pop_front() {
+            Some(tag) => {
+                self.pkids.insert(pkid, tag);
+            }
+            None => tracing::debug!(pkid, "publish with no tag"),
+        }
+    }
+
+    fn on_puback(&mut self, pkid: u16) {
+        let Some(Tag::Spooled(id)) = self.pkids.remove(&pkid) else { return };
+        let Some((left, _)) = self.inflight.get_mut(&id) else { return };
+        *left -= 1;
+        if *left > 0 {
+            return;
+        }
+        self.inflight.remove(&id);
+        if let Err(e) = self.outbox.spool().remove(id) {
+            // It will be sent again: a duplicate, never a loss.
+            tracing::error!(error = %e, "cannot delete an acknowledged message from the spool");
+        }
+    }
+
+    fn publish_other(&mut self, topic: &str, retain: bool, payload: Vec<u8>) {
+        if !self.connected {
+            return;
+        }
+        match self.client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
+            Ok(()) => self.tags.push_back(Tag::Other),
+            Err(e) => tracing::warn!(error = %e, topic, "cannot queue publish"),
+        }
+    }
+
+    fn publish_statuses(&mut self, statuses: Vec<crate::source::CameraStatus>, removed: Vec<String>) {
+        for st in statuses {
+            match serde_json::to_vec(&st) {
+                Ok(payload) => self.publish_other(&self.topics.camera_status(&st.camera), true, payload),
+                Err(e) => tracing::warn!(error = %e, "cannot encode camera status"),
+            }
+        }
+        for camera in removed {
+            // An empty retained message clears the topic.
+            self.publish_other(&self.topics.camera_status(&camera), true, Vec::new());
+        }
+    }
+
+    /// Sends what is waiting: statuses, unspooled messages, then spooled
+    /// messages up to the window.
+    fn pump(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let (dirty, removed) = self.outbox.take_dirty_statuses(false);
+        self.publish_statuses(dirty, removed);
+        for (event, snapshot) in self.outbox.take_unspooled() {
+            let kind = event.kind.as_str();
+            if let Some(jpeg) = snapshot {
+                self.publish_other(&self.topics.snapshot(kind, &event.id), false, jpeg);
+            }
+            if let Ok(payload) = serde_json::to_vec(&event) {
+                self.publish_other(&self.topics.event(kind), false, payload);
+            }
+        }
+        while self.inflight.len() < WINDOW {
+            let entries = match self.outbox.spool().after(self.cursor, WINDOW - self.inflight.len()) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool");
+                    return;
+                }
+            };
+            if entries.is_empty() {
+                return;
+            }
+            for entry in entries {
+                self.cursor = entry.id;
+                let mut parts = 0u8;
+                if let Some((topic, jpeg)) = entry.snapshot {
+                    if self.client.try_publish(topic, QoS::AtLeastOnce, false, jpeg).is_err() {
+                        return;
+                    }
+                    self.tags.push_back(Tag::Spooled(entry.id));
+                    parts += 1;
+                }
+                if self.client.try_publish(&entry.topic, QoS::AtLeastOnce, false, entry.payload).is_err() {
+                    return;
+                }
+                self.tags.push_back(Tag::Spooled(entry.id));
+                parts += 1;
+                self.inflight.insert(entry.id, (parts, Instant::now()));
+                let m = self.outbox.metrics();
+                let kind = entry.topic.rsplit('/').next().unwrap_or("");
+                m.published.with_label_values(&[kind, &entry.phase]).inc();
+                let age = (now_ms() - entry.created_ms).max(0) as f64 / 1000.0;
+                m.stage("capture_to_publish").observe(age);
+                tracing::info!(kind, phase = %entry.phase, camera = %entry.camera, id = %entry.event_id, seq = entry.seq, "event");
+            }
+        }
+    }
+
+    /// Once a second: escalations and the spool gauges.
+    fn on_tick(&mut self) {
+        let due = self.outbox.ledger().due_escalations(Instant::now());
+        for ev in due {
+            let e = ev.centre.escalation.as_ref();
+            tracing::warn!(id = %ev.id, level = e.map(|e| e.level).unwrap_or(""), "escalating an unacknowledged event");
+            self.outbox.event(ev, None);
+        }
+        let m = self.outbox.metrics();
+        if let Ok(d) = self.outbox.spool().depth() {
+            m.spool_messages.set(d.messages as i64);
+            m.spool_bytes.set(d.bytes as i64);
+            m.spool_oldest_age.set(d.oldest_age_s);
+        }
+    }
+
+    /// Handles a message on the commands topic; returns the reply to publish
+    /// now (`set` replies later, once the reload path answers).
+    fn on_command(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        set_tx: &mpsc::UnboundedSender<SetRequest>,
+        reply_tx: &mpsc::UnboundedSender<Value>,
+    ) -> Option<Value> {
+        let prefix = format!("{}/commands/", self.topics.base());
+        let command = topic.strip_prefix(&prefix)?.to_string();
+        let m = self.outbox.metrics().clone();
+        let body: Value = match serde_json::from_slice(payload) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return Some(self.reply(&command, &Value::Null, Err("payload must be a JSON object".into()), &m)),
+            Err(e) => return Some(self.reply(&command, &Value::Null, Err(format!("payload is not JSON: {e}")), &m)),
+        };
+        let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+        let need = |k: &str| text(k).ok_or_else(|| format!("{command}: field {k:?} (a string) is required"));
+        let result: Result<(), String> = match command.as_str() {
+            "ack" => (|| {
+                let (id, by) = (need("event_id")?, need("by")?);
+                self.outbox.ledger().ack(&id, &by, text("note")).map_err(|e| e.to_string())?;
+                tracing::info!(id = %id, by = %by, "event acknowledged");
+                Ok(())
+            })(),
+            "resolve" => (|| {
+                let (id, by) = (need("event_id")?, need("by")?);
+                let end = self.outbox.ledger().resolve(&id, &by).map_err(|e| e.to_string())?;
+                tracing::info!(id = %id, by = %by, "event resolved by the centre");
+                self.outbox.event(end, None);
+                Ok(())
+            })(),
+            "set" => {
+                let parsed = (|| {
+                    let by = need("by")?;
+                    let changes = body
+                        .get("changes")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .ok_or_else(|| "set: field \"changes\" (an object of key path → value) is required".to_string())?;
+                    Ok::<_, String>((by, changes))
+                })();
+                match parsed {
+                    Err(e) => Err(e),
+                    Ok((by, changes)) => {
+                        let (tx, rx) = oneshot::channel();
+                        if set_tx.send(SetRequest { changes, by, reply: tx }).is_err() {
+                            Err("set: the agent is stopping".into())
                         } else {
-                            tracing::debug!(broker = %endpoint, error = %e, "MQTT connect failed");
+                            let (reply_tx, body, command) = (reply_tx.clone(), body.clone(), command.clone());
+                            tokio::spawn(async move {
+                                let result = rx.await.unwrap_or_else(|_| Err("set: no answer".into()));
+                                let label = if result.is_ok() { "ok" } else { "error" };
+                                m.commands.with_label_values(&["set", label]).inc();
+                                let _ = reply_tx.send(reply_body(&command, &body, result));
+                            });
+                            return None;
                         }
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
                     }
                 }
             }
-        });
-        Ok(Publisher { client, topics, seq: 0, connected, poller })
+            other => Err(format!("unknown command {other:?} (known: ack, resolve, set)")),
+        };
+        Some(self.reply(&command, &body, result, &m))
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
-    }
-
-    /// A handle on the connection state, for metrics and readiness.
-    pub fn connected_flag(&self) -> Arc<AtomicBool> {
-        self.connected.clone()
-    }
-
-    /// Publishes every message from `rx` until every sender is gone (the
-    /// sources and analysis threads have stopped, so whatever they sent
-    /// last still goes out), then marks the agent offline and disconnects.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Outbound>, config: Config) -> Result<(), PublisherError> {
-        while let Some(msg) = rx.recv().await {
-            self.publish(msg).await?;
+    fn reply(&self, command: &str, body: &Value, result: Result<(), String>, m: &crate::metrics::Metrics) -> Value {
+        let known = matches!(command, "ack" | "resolve" | "set");
+        let label = if result.is_ok() { "ok" } else { "error" };
+        m.commands.with_label_values(&[if known { command } else { "unknown" }, label]).inc();
+        if let Err(e) = &result {
+            tracing::warn!(command, error = %e, "command rejected");
         }
-        self.client
-            .publish(self.topics.agent_status(), QoS::AtLeastOnce, true, agent_status(&config, "offline"))
-            .await?;
-        self.client.disconnect().await?;
-        // Give the event loop a moment to flush what is queued.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.poller).await;
-        Ok(())
+        reply_body(command, body, result)
     }
+}
 
-    /// Publishes one message, in order: a snapshot goes out before its
-    /// event, so the picture is there when the centre reads the event.
-    pub async fn publish(&mut self, msg: Outbound) -> Result<(), PublisherError> {
-        match msg {
-            Outbound::Event { mut event, snapshot } => {
-                self.seq += 1;
-                event.seq = self.seq;
-                let kind = event.kind.as_str();
-                if let Some(jpeg) = snapshot {
-                    self.client.publish(self.topics.snapshot(kind, &event.id), QoS::AtLeastOnce, false, jpeg).await?;
-                }
-                let payload = serde_json::to_vec(&event)?;
-                tracing::info!(kind, phase = ?event.phase, camera = %event.camera.id, zone = ?event.zone, id = %event.id, seq = event.seq, "event");
-                self.client.publish(self.topics.event(kind), QoS::AtLeastOnce, false, payload).await?;
+/// The reply on `{base}/replies`: which command, for which event or
+/// request, and whether it took effect.
+fn reply_body(command: &str, body: &Value, result: Result<(), String>) -> Value {
+    json!({
+        "command": command,
+        "request_id": body.get("request_id"),
+        "event_id": body.get("event_id"),
+        "by": body.get("by"),
+        "ok": result.is_ok(),
+        "error": result.err(),
+        "at": super::rfc3339::format(&SystemTime::now()),
+    })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A connection error in words a technician can act on.
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => match code {
+            ConnectReturnCode::BadUserNamePassword => {
+                "the broker refused the connection: bad username or password (check broker.username and broker.password_file)".into()
             }
-            Outbound::Camera(status) => {
-                let payload = serde_json::to_vec(&status)?;
-                self.client.publish(self.topics.camera_status(&status.camera), QoS::AtLeastOnce, true, payload).await?;
+            ConnectReturnCode::NotAuthorized => {
+                "the broker refused the connection: not authorised (check broker.username, the password and the broker's ACL)".into()
             }
-        }
-        Ok(())
+            other => format!("the broker refused the connection: {other:?}"),
+        },
+        ConnectionError::Tls(t) => format!("TLS: {t} (check broker.ca_file, broker.client_cert and broker.client_key)"),
+        other => other.to_string(),
     }
 }
 

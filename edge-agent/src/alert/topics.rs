@@ -5,7 +5,8 @@
 //! {root}/{site}/{agent}/cameras/{camera}/status             retained camera state
 //! {root}/{site}/{agent}/events/{kind}                       event JSON
 //! {root}/{site}/{agent}/events/{kind}/{event_id}/snapshot   JPEG
-//! {root}/{site}/{agent}/commands/#                          from the centre
+//! {root}/{site}/{agent}/commands/{ack|resolve|set}          from the centre
+//! {root}/{site}/{agent}/replies                             the agent's answers to commands
 //! ```
 //!
 //! Every level comes from validated config ids (topic-safe) or from ids the
@@ -41,6 +42,11 @@ impl Topics {
 
     pub fn snapshot(&self, kind: &str, event_id: &str) -> String {
         format!("{}/events/{kind}/{event_id}/snapshot", self.base)
+    }
+
+    /// Answers to commands (`ack`, `resolve`, `set`).
+    pub fn replies(&self) -> String {
+        format!("{}/replies", self.base)
     }
 
     pub fn commands(&self) -> String {

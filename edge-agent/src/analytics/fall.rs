@@ -153,6 +153,11 @@ impl FallRule {
         FallRule { p: params, confident, people: HashMap::new() }
     }
 
+    /// New parameters from a reload; people being followed stay followed.
+    pub fn set_params(&mut self, params: Falls) {
+        self.p = params;
+    }
+
     pub fn params(&self) -> &Falls {
         &self.p
     }

@@ -142,6 +142,15 @@ impl FireRule {
         }
     }
 
+    /// New parameters from a reload; regions being followed stay followed.
+    pub fn reconfigure(&mut self, cfg: &Fire, update_interval_s: f64) {
+        for k in &mut self.kinds {
+            k.rule = cfg.rule(k.kind);
+        }
+        self.flicker = cfg.flicker;
+        self.update_interval_s = update_interval_s;
+    }
+
     pub fn flicker(&self) -> &Flicker {
         &self.flicker
     }

@@ -22,6 +22,9 @@ pub enum Phase {
     Start,
     Update,
     End,
+    /// Never made by a rule: the alert stage's hand-over of an
+    /// unacknowledged event to the next level up (see `alert::ledger`).
+    Escalate,
 }
 
 /// What the rule reports on a frame where the lane's event changes.
@@ -65,6 +68,17 @@ impl LaneRule {
     pub fn new(lane: Lane, labels: &[String], update_interval_s: f64) -> LaneRule {
         let class_ids = labels.iter().enumerate().filter(|(_, l)| lane.classes.contains(l)).map(|(i, _)| i).collect();
         LaneRule { polygon: Polygon::new(&lane.polygon), lane, class_ids, update_interval_s, state: State::Clear }
+    }
+
+    /// New parameters from a reload (polygon, classes, dwell and clear
+    /// times). An open event stays open; the new times apply from now on.
+    pub fn reconfigure(&mut self, lane: Lane, labels: &[String], update_interval_s: f64) {
+        let state = std::mem::replace(&mut self.state, State::Clear);
+        *self = LaneRule { state, ..LaneRule::new(lane, labels, update_interval_s) };
+    }
+
+    pub fn name(&self) -> &str {
+        &self.lane.name
     }
 
     pub fn lane(&self) -> &Lane {

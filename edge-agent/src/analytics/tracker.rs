@@ -116,6 +116,11 @@ impl Tracker {
         Tracker { params, tracks: Vec::new(), next_id: 1, pairs: Vec::new(), det_used: Vec::new() }
     }
 
+    /// New parameters from a reload; live tracks keep their ids.
+    pub fn set_params(&mut self, params: TrackerParams) {
+        self.params = params;
+    }
+
     /// Every live track, tentative ones included.
     pub fn tracks(&self) -> &[Track] {
         &self.tracks

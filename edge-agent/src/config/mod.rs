@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 mod falls;
 mod fire;
+pub mod overlay;
 mod people;
 
 pub use fire::{ClassMap, Fire, FireFormat, FireKind, Flicker, KindOverrides, KindRule};
@@ -58,6 +59,9 @@ pub struct Config {
     /// The HTTP listener (metrics and health).
     #[serde(default)]
     pub http: Http,
+    /// Where alerts wait for the broker's acknowledgement.
+    #[serde(default)]
+    pub spool: Spool,
     /// Defaults for how every camera stream is pulled.
     #[serde(default)]
     pub source: SourceDefaults,
@@ -93,10 +97,21 @@ pub struct Broker {
     /// PEM file with the CA that signed the broker's certificate (TLS only).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     #[serde(default)]
     pub username: Option<String>,
+    /// Inline password. Prefer `password_file`, so the config can be shown
+    /// and shared without the secret.
     #[serde(default)]
     pub password: Option<String>,
+    /// A file whose first line is the password (read at start and reload).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// First level of every topic.
     #[serde(default = "default_topic_root")]
     pub topic_root: String,
@@ -172,11 +187,53 @@ pub struct Alerts {
     /// JPEG quality of snapshots (1–100).
     #[serde(default = "default_jpeg_quality")]
     pub snapshot_quality: u8,
+    /// Minimum seconds between two `update`s of an event a centre has
+    /// acknowledged (`ack` command).
+    #[serde(default = "default_acked_update_interval_s")]
+    pub acked_update_interval_s: f64,
+    /// Seconds a `start` may go unacknowledged before the agent escalates it
+    /// to the next level up of the site path; 0 turns escalation off.
+    #[serde(default = "default_escalate_after_s")]
+    pub escalate_after_s: f64,
+    /// Events below this severity are never escalated.
+    #[serde(default = "default_escalate_min_severity")]
+    pub escalate_min_severity: crate::alert::Severity,
 }
 
 impl Default for Alerts {
     fn default() -> Self {
-        Alerts { update_interval_s: default_update_interval_s(), snapshot_quality: default_jpeg_quality() }
+        Alerts {
+            update_interval_s: default_update_interval_s(),
+            snapshot_quality: default_jpeg_quality(),
+            acked_update_interval_s: default_acked_update_interval_s(),
+            escalate_after_s: default_escalate_after_s(),
+            escalate_min_severity: default_escalate_min_severity(),
+        }
+    }
+}
+
+/// The durable alert spool (see `alert::spool`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spool {
+    /// The SQLite file. Relative paths resolve against the config file.
+    #[serde(default = "default_spool_path")]
+    pub path: PathBuf,
+    /// Bound on spooled payload bytes, in MiB. When full, the oldest
+    /// `update`s go first, never a `start` or an `end`.
+    #[serde(default = "default_spool_max_mb")]
+    pub max_mb: f64,
+}
+
+impl Default for Spool {
+    fn default() -> Self {
+        Spool { path: default_spool_path(), max_mb: default_spool_max_mb() }
+    }
+}
+
+impl Spool {
+    pub fn max_bytes(&self) -> u64 {
+        (self.max_mb * 1024.0 * 1024.0) as u64
     }
 }
 
@@ -297,6 +354,21 @@ fn default_update_interval_s() -> f64 {
 fn default_jpeg_quality() -> u8 {
     80
 }
+fn default_acked_update_interval_s() -> f64 {
+    60.0
+}
+fn default_escalate_after_s() -> f64 {
+    120.0
+}
+fn default_escalate_min_severity() -> crate::alert::Severity {
+    crate::alert::Severity::Warning
+}
+fn default_spool_path() -> PathBuf {
+    PathBuf::from("/var/lib/alleywatch/spool.sqlite")
+}
+fn default_spool_max_mb() -> f64 {
+    256.0
+}
 fn default_http_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
 }
@@ -404,9 +476,14 @@ impl Config {
         if let Some(p) = self.ort_library.as_mut() {
             resolve(p);
         }
-        if let Some(p) = self.broker.ca_file.as_mut() {
+        for p in [&mut self.broker.ca_file, &mut self.broker.client_cert, &mut self.broker.client_key]
+            .into_iter()
+            .chain([&mut self.broker.password_file])
+            .flatten()
+        {
             resolve(p);
         }
+        resolve(&mut self.spool.path);
     }
 
     /// The fall parameters in force on `camera`: `[falls]` with the camera's
@@ -447,8 +524,17 @@ impl Config {
         if !b.tls && b.ca_file.is_some() {
             return err("broker.tls", "ca_file is set but tls is false".into());
         }
-        if b.password.is_some() && b.username.is_none() {
+        if (b.password.is_some() || b.password_file.is_some()) && b.username.is_none() {
             return err("broker.username", "is required when a password is set".into());
+        }
+        if b.password.is_some() && b.password_file.is_some() {
+            return err("broker.password_file", "set either password or password_file, not both".into());
+        }
+        if b.client_cert.is_some() != b.client_key.is_some() {
+            return err("broker.client_key", "client_cert and client_key go together".into());
+        }
+        if !b.tls && b.client_cert.is_some() {
+            return err("broker.tls", "client_cert is set but tls is false".into());
         }
         for (i, level) in b.topic_root.split('/').enumerate() {
             topic_safe(level).or_else(|m| err("broker.topic_root", format!("level {}: {m}", i + 1)))?;
@@ -489,6 +575,15 @@ impl Config {
         }
         if !at_least(self.alerts.update_interval_s, 0.0) {
             return err("alerts.update_interval_s", "must be ≥ 0".into());
+        }
+        if !at_least(self.alerts.acked_update_interval_s, 0.0) {
+            return err("alerts.acked_update_interval_s", "must be ≥ 0".into());
+        }
+        if !at_least(self.alerts.escalate_after_s, 0.0) {
+            return err("alerts.escalate_after_s", "must be ≥ 0 (0 turns escalation off)".into());
+        }
+        if !(self.spool.max_mb >= 0.01 && self.spool.max_mb <= 1_048_576.0) {
+            return err("spool.max_mb", format!("{} is outside 0.01–1048576", self.spool.max_mb));
         }
         let s = &self.source;
         if !at_least(s.backoff_initial_s, 0.001) {
@@ -719,7 +814,7 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
     fn unknown_top_level_key() {
         assert_eq!(
             bad("agent_id", "agnet_id = \"x\"\nagent_id"),
-            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `pose`, `tracking`, `falls`, `fire`, `alerts`, `http`, `source`, `cameras`"
+            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `pose`, `tracking`, `falls`, `fire`, `alerts`, `http`, `spool`, `source`, `cameras`"
         );
     }
 

@@ -135,12 +135,25 @@ impl Detector {
     /// Runs the model on the tensor `pre` holds and decodes detections into
     /// `out` (cleared first), in normalised frame coordinates.
     pub fn detect(&self, pre: &Preprocessor, lb: &Letterbox, out: &mut Vec<Detection>) -> Result<(), InferError> {
+        self.detect_timed(pre, lb, out).map(|_| ())
+    }
+
+    /// As [`Detector::detect`], and returns how long decoding and NMS took
+    /// (the `postprocess` stage; the rest of the call is inference).
+    pub fn detect_timed(
+        &self,
+        pre: &Preprocessor,
+        lb: &Letterbox,
+        out: &mut Vec<Detection>,
+    ) -> Result<std::time::Duration, InferError> {
+        let mut post = std::time::Duration::ZERO;
         let input =
             TensorRef::from_array_view((pre.shape(), pre.tensor())).map_err(|e| InferError::Run(e.to_string()))?;
         let mut found: Vec<Candidate> = Vec::with_capacity(64);
         {
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
+            let t_post = std::time::Instant::now();
             let size = self.spec.width as usize;
             let mut nano: [NanoLevel; 3] = [(None, None); 3];
             for (i, role) in self.outputs.iter().enumerate() {
@@ -165,7 +178,9 @@ impl Detector {
                     decode::nanodet(level, scores, boxes, self.classes, size, self.threshold, &mut found);
                 }
             }
+            post += t_post.elapsed();
         }
+        let t_nms = std::time::Instant::now();
         decode::nms(&mut found, self.nms_iou, 100);
         out.clear();
         out.extend(found.iter().map(|c| Detection {
@@ -175,7 +190,7 @@ impl Detector {
             track_id: None,
         }));
         out.retain(|d| d.bbox.area() > 0.0);
-        Ok(())
+        Ok(post + t_nms.elapsed())
     }
 }
 

@@ -78,6 +78,7 @@ struct OpenEvent {
 struct Timers {
     pre: prometheus::Histogram,
     infer: prometheus::Histogram,
+    post: prometheus::Histogram,
     rules: prometheus::Histogram,
 }
 
@@ -162,6 +163,7 @@ impl CameraAnalyzer {
             timers: Timers {
                 pre: metrics.stage("preprocess"),
                 infer: metrics.stage("inference"),
+                post: metrics.stage("postprocess"),
                 rules: metrics.stage("rules"),
             },
             metrics,
@@ -170,6 +172,84 @@ impl CameraAnalyzer {
 
     pub fn camera(&self) -> &Camera {
         &self.camera
+    }
+
+    /// Applies reloaded rule parameters without touching the stream:
+    /// lanes are matched by name (an open lane event stays open), the fall
+    /// and fire rules take their new settings, and trackers keep their
+    /// tracks. A rule switched off, or a lane removed, closes its open
+    /// events (`Outbound::Close`, ended by the alert stage).
+    pub fn reconfigure(&mut self, config: &Config, camera: &Camera, out: &mut Vec<Outbound>) {
+        let update_s = config.alerts.update_interval_s;
+        self.labels = config.labels();
+        self.quality = config.alerts.snapshot_quality;
+        self.score_threshold = config.detector.score_threshold;
+        self.det_period = 1.0 / config.detector.fps;
+        self.objects.set_params(TrackerParams::objects(config.detector.score_threshold, &config.tracking));
+        if let Some(p) = &config.pose {
+            self.people.set_params(TrackerParams::people(p, &config.tracking));
+        }
+
+        let mut old: Vec<(LaneRule, Option<OpenEvent>)> =
+            std::mem::take(&mut self.lanes).into_iter().zip(std::mem::take(&mut self.lane_open)).collect();
+        for lane in &camera.lanes {
+            match old.iter().position(|(r, _)| r.name() == lane.name) {
+                Some(i) => {
+                    let (mut rule, open) = old.swap_remove(i);
+                    rule.reconfigure(lane.clone(), &self.labels, update_s);
+                    self.lanes.push(rule);
+                    self.lane_open.push(open);
+                }
+                None => {
+                    self.lanes.push(LaneRule::new(lane.clone(), &self.labels, update_s));
+                    self.lane_open.push(None);
+                }
+            }
+        }
+        for (_, open) in old {
+            if let Some(o) = open {
+                out.push(Outbound::Close { event_id: o.id });
+            }
+        }
+        if self.lanes.is_empty() {
+            self.det_pre = None;
+        } else if self.det_pre.is_none() {
+            self.det_pre = Some(self.models.detector.preprocessor());
+        }
+
+        let falls_cfg = config.falls_for(camera);
+        match (&mut self.falls, &config.pose, falls_cfg.enabled && self.models.pose.is_some()) {
+            (Some(rule), _, true) => rule.set_params(falls_cfg),
+            (None, Some(pose), true) => self.falls = Some(FallRule::new(falls_cfg, pose.track_score)),
+            (_, _, false) => {
+                self.falls = None;
+                out.extend(self.fall_open.drain().map(|(_, o)| Outbound::Close { event_id: o.id }));
+            }
+            (None, None, true) => {}
+        }
+
+        match (&mut self.fire, &config.fire, camera.fire) {
+            (Some(stage), Some(cfg), true) => {
+                stage.rule.reconfigure(cfg, update_s);
+                stage.period = 1.0 / cfg.fps;
+            }
+            (None, Some(_), true) => self.fire = FireStage::new(config, camera, &self.models.fire),
+            (Some(stage), _, _) => {
+                out.extend(stage.open.drain().map(|(_, o)| Outbound::Close { event_id: o.id }));
+                self.fire = None;
+            }
+            (None, _, _) => {}
+        }
+        self.camera = camera.clone();
+    }
+
+    /// Closes every open event (the camera is stopping).
+    pub fn close_all(&mut self, out: &mut Vec<Outbound>) {
+        out.extend(self.lane_open.iter_mut().filter_map(Option::take).map(|o| Outbound::Close { event_id: o.id }));
+        out.extend(self.fall_open.drain().map(|(_, o)| Outbound::Close { event_id: o.id }));
+        if let Some(stage) = &mut self.fire {
+            out.extend(stage.open.drain().map(|(_, o)| Outbound::Close { event_id: o.id }));
+        }
     }
 
     /// Runs every stage on one frame and appends resulting messages to `out`.
@@ -183,9 +263,10 @@ impl CameraAnalyzer {
             let lb = pre.run(frame.rgb, frame.width, frame.height)?;
             let t1 = Instant::now();
             self.timers.pre.observe((t1 - t0).as_secs_f64());
-            self.models.detector.detect(pre, &lb, &mut self.detections)?;
+            let post = self.models.detector.detect_timed(pre, &lb, &mut self.detections)?;
             let t2 = Instant::now();
-            self.timers.infer.observe((t2 - t1).as_secs_f64());
+            self.timers.infer.observe((t2 - t1).saturating_sub(post).as_secs_f64());
+            self.timers.post.observe(post.as_secs_f64());
             self.objects.update(t, &self.detections);
             // Confirmed tracks seen on this frame, low-score matches
             // included: a parked car whose score dips under the threshold
@@ -562,6 +643,7 @@ impl CameraAnalyzer {
             rule: p.rule,
             model: p.model,
             snapshot: snapshot_ref,
+            centre: Default::default(),
         };
         self.metrics.events.with_label_values(&[p.kind.as_str(), phase_str(p.phase)]).inc();
         Outbound::Event { event: Box::new(event), snapshot: jpeg }
@@ -686,6 +768,7 @@ pub fn phase_str(p: Phase) -> &'static str {
         Phase::Start => "start",
         Phase::Update => "update",
         Phase::End => "end",
+        Phase::Escalate => "escalate",
     }
 }
 

@@ -1,4 +1,5 @@
-//! Wires the stages together: source → infer → analytics → alert.
+//! Wires the stages together: source → infer → analytics → alert, and keeps
+//! them in step with the configuration.
 //!
 //! Per camera there are two threads:
 //! - a **supervisor** ([`crate::source::supervisor`]) that keeps the
@@ -7,27 +8,34 @@
 //!   and hands it to the camera's [`CameraAnalyzer`] ([`camera`]): models,
 //!   trackers, rules, events with snapshots.
 //!
-//! `replay` ([`crate::replay`]) drives the same [`CameraAnalyzer`] from a
-//! file instead of a slot.
+//! Both hand plain messages to the [`Outbox`] (events are spooled on disk
+//! there), which the MQTT [`Publisher`] task drains. `replay`
+//! ([`crate::replay`]) drives the same [`CameraAnalyzer`] from a file.
 //!
-//! Both send plain [`Outbound`] messages down one channel to the MQTT
-//! [`Publisher`], which runs on the async runtime. Nothing here is shared
-//! and mutable except the slot and the models' session locks.
+//! Reload ([`reload`]): on SIGHUP, a change of the config file, or a `set`
+//! command, the new config is validated and compared with the running one.
+//! Rule parameters go to each analysis thread as a plain message (no stream
+//! restarts); an added camera starts, a removed one stops, and a camera
+//! whose stream settings changed restarts alone.
 //!
 //! Shutdown runs in data-path order: sources stop, analysis drains, then
-//! the publisher sends what is left and marks the agent offline.
+//! the publisher sends what it can and leaves the rest in the spool.
 
 pub mod camera;
+pub mod reload;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 pub use camera::{CameraAnalyzer, FrameInput, Models};
 
-use crate::alert::{Outbound, Publisher};
+use crate::alert::{Ledger, Outbox, Publisher, SetRequest, Spool, Topics};
 use crate::config::{Camera, Config};
+use crate::http::{Frames, HttpState, LatestFrame};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::pipeline::SourceOptions;
@@ -43,18 +51,59 @@ pub enum AgentError {
     Infer(#[from] crate::infer::InferError),
     #[error(transparent)]
     Publish(#[from] crate::alert::PublisherError),
+    #[error(transparent)]
+    Spool(#[from] crate::alert::SpoolError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("cannot start thread: {0}")]
     Thread(#[from] std::io::Error),
 }
 
-/// Channel depth between analysis and the publisher. Deep enough to ride
-/// out a slow broker for a while; when full, analysis waits (dropping
-/// frames in the slot), so events themselves are never dropped.
-const OUTBOUND_DEPTH: usize = 1024;
+/// Where the running config came from, for reloads. `None` (the demo): no
+/// reloads, no overlay.
+pub struct ConfigSource {
+    pub file: PathBuf,
+    /// Also reload when the file changes on disk (besides SIGHUP).
+    pub watch: bool,
+}
+
+/// A running camera: its threads and how to reach them.
+struct CameraHandle {
+    camera: Camera,
+    stop: Shutdown,
+    slot: Arc<FrameSlot>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    control: std_mpsc::Sender<Arc<Config>>,
+}
+
+impl CameraHandle {
+    fn stop(self) -> Vec<std::thread::JoinHandle<()>> {
+        self.stop.trigger();
+        self.slot.close();
+        self.threads
+    }
+}
+
+/// What every camera needs from the agent.
+struct Shared {
+    models: Models,
+    outbox: Outbox,
+    metrics: Arc<Metrics>,
+    frames: Frames,
+}
 
 /// Runs the agent until `shutdown` fires.
-pub async fn run(config: Config, shutdown: Shutdown, metrics: Arc<Metrics>) -> Result<(), AgentError> {
+pub async fn run(
+    config: Config,
+    source: Option<ConfigSource>,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+) -> Result<(), AgentError> {
     crate::source::init()?;
+    let spool = Spool::open(&config.spool.path, config.spool.max_bytes())?;
+    // Bind before the slow model load, so a port clash fails fast.
+    let listener = crate::http::bind(config.http.bind).await?;
+    let publisher = Publisher::new(&config)?;
     let cfg = config.clone();
     let models = tokio::task::spawn_blocking(move || Models::load(&cfg))
         .await
@@ -64,56 +113,87 @@ pub async fn run(config: Config, shutdown: Shutdown, metrics: Arc<Metrics>) -> R
     if let Some(p) = &models.pose {
         tracing::info!(model = %p.info().name, version = %p.info().version, "pose model loaded");
     }
-
-    let publisher = Publisher::start(&config)?;
-    let (tx, rx) = mpsc::channel(OUTBOUND_DEPTH);
-    let mut threads = Vec::new();
-    let mut slots = Vec::new();
-    for camera in &config.cameras {
-        let slot = Arc::new(FrameSlot::new());
-        slots.push(slot.clone());
-        threads.push(spawn_supervisor(&config, camera, slot.clone(), tx.clone(), shutdown.clone(), metrics.clone())?);
-        let analysis = LiveAnalysis {
-            analyzer: CameraAnalyzer::new(&config, camera, models.clone(), metrics.clone()),
-            slot,
-            tx: tx.clone(),
-            metrics: metrics.clone(),
-            epoch: Instant::now(),
-        };
-        threads
-            .push(std::thread::Builder::new().name(format!("analysis-{}", camera.id)).spawn(move || analysis.run())?);
+    metrics.models_loaded.set(1);
+    let depth = spool.depth()?;
+    if depth.messages > 0 {
+        tracing::info!(messages = depth.messages, "the spool holds unsent messages from an earlier run; sending them first");
     }
-    // The publisher ends once every sender is gone: ours goes now, the
-    // threads' go as they stop.
-    drop(tx);
 
-    let closer = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown.wait().await;
-            tracing::info!("stopping cameras");
-            for slot in &slots {
-                slot.close();
+    let outbox =
+        Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), metrics.clone());
+    let frames: Frames = Default::default();
+    let shared = Shared { models, outbox: outbox.clone(), metrics: metrics.clone(), frames: frames.clone() };
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        HttpState {
+            metrics: metrics.clone(),
+            outbox: outbox.clone(),
+            frames,
+            quality: config.alerts.snapshot_quality,
+        },
+        shutdown.clone(),
+    ));
+    tracing::info!(bind = %config.http.bind, "HTTP listening (/metrics, /healthz, /readyz, /api/cameras)");
+
+    let closing = Shutdown::new();
+    let (set_tx, mut set_rx) = mpsc::unbounded_channel::<SetRequest>();
+    let publisher = tokio::spawn(publisher.run(outbox.clone(), set_tx, closing.clone()));
+
+    let mut cameras = HashMap::new();
+    let config = Arc::new(config);
+    for camera in &config.cameras {
+        cameras.insert(camera.id.clone(), spawn_camera(&config, camera, &shared)?);
+    }
+
+    let mut triggers = reload::Triggers::new(source.as_ref());
+    let mut running = config;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            why = triggers.next() => {
+                let Some(file) = source.as_ref().map(|s| s.file.clone()) else { continue };
+                let loaded = tokio::task::spawn_blocking(move || crate::config::overlay::load(&file)).await;
+                match loaded {
+                    Ok(Ok(new)) => {
+                        running = apply(running, new, &mut cameras, &shared).await;
+                        metrics.reloads.with_label_values(&["ok"]).inc();
+                        tracing::info!(trigger = why, "configuration reloaded");
+                    }
+                    Ok(Err(e)) => {
+                        metrics.reloads.with_label_values(&["rejected"]).inc();
+                        tracing::error!(trigger = why, error = %e, "new configuration rejected; the running one stays in force");
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload task failed"),
+                }
             }
-        })
-    };
-    let connected = metrics.mqtt_connected.clone();
-    let watch = tokio::spawn({
-        let flag = publisher.connected_flag();
-        let shutdown = shutdown.clone();
-        async move {
-            while !shutdown.is_triggered() {
-                connected.set(flag.load(std::sync::atomic::Ordering::SeqCst) as i64);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.wait() => {}
+            Some(req) = set_rx.recv() => {
+                let Some(file) = source.as_ref().map(|s| s.file.clone()) else {
+                    let _ = req.reply.send(Err("set: this agent runs without a config file".into()));
+                    continue;
+                };
+                let (changes, by) = (req.changes.clone(), req.by.clone());
+                let result = tokio::task::spawn_blocking(move || crate::config::overlay::set(&file, &changes, &by)).await;
+                match result {
+                    Ok(Ok(new)) => {
+                        tracing::info!(by = %req.by, keys = ?req.changes.keys().collect::<Vec<_>>(), "set command applied");
+                        running = apply(running, new, &mut cameras, &shared).await;
+                        metrics.reloads.with_label_values(&["ok"]).inc();
+                        let _ = req.reply.send(Ok(()));
+                    }
+                    Ok(Err(e)) => {
+                        metrics.reloads.with_label_values(&["rejected"]).inc();
+                        let _ = req.reply.send(Err(e.to_string()));
+                    }
+                    Err(e) => {
+                        let _ = req.reply.send(Err(e.to_string()));
+                    }
                 }
             }
         }
-    });
-    let result = publisher.run(rx, config.clone()).await;
-    let _ = closer.await;
-    let _ = watch.await;
+    }
+
+    tracing::info!("stopping cameras");
+    let threads: Vec<_> = cameras.into_values().flat_map(CameraHandle::stop).collect();
     tokio::task::spawn_blocking(move || {
         for t in threads {
             let _ = t.join();
@@ -121,17 +201,94 @@ pub async fn run(config: Config, shutdown: Shutdown, metrics: Arc<Metrics>) -> R
     })
     .await
     .ok();
+    closing.trigger();
+    let _ = publisher.await;
+    let _ = http.await;
     tracing::info!("agent stopped");
-    result.map_err(Into::into)
+    Ok(())
+}
+
+/// Brings the running cameras in line with `new`; returns it as the
+/// running config. Model and broker settings need a restart (logged).
+async fn apply(
+    old: Arc<Config>,
+    new: Config,
+    cameras: &mut HashMap<String, CameraHandle>,
+    shared: &Shared,
+) -> Arc<Config> {
+    for what in reload::needs_restart(&old, &new) {
+        tracing::warn!(setting = what, "this setting changed but takes effect only after a restart of the agent");
+    }
+    let new = Arc::new(new);
+    shared.outbox.ledger().reconfigure(&new.alerts, &new.site);
+    let plan = reload::plan(&old, &new);
+    let mut stopped = Vec::new();
+    for id in plan.stop.iter().chain(plan.restart.iter()) {
+        if let Some(h) = cameras.remove(id) {
+            tracing::info!(camera = %id, "stopping camera");
+            stopped.extend(h.stop());
+        }
+        if plan.stop.contains(id) {
+            shared.outbox.camera_removed(id);
+            shared.frames.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        }
+    }
+    // Threads stop within a poll interval; wait so a restarted camera's old
+    // stream is gone before the new one opens.
+    tokio::task::spawn_blocking(move || {
+        for t in stopped {
+            let _ = t.join();
+        }
+    })
+    .await
+    .ok();
+    for id in plan.start.iter().chain(plan.restart.iter()) {
+        let Some(camera) = new.cameras.iter().find(|c| &c.id == id) else { continue };
+        match spawn_camera(&new, camera, shared) {
+            Ok(h) => {
+                tracing::info!(camera = %id, "camera started");
+                cameras.insert(id.clone(), h);
+            }
+            Err(e) => tracing::error!(camera = %id, error = %e, "cannot start camera"),
+        }
+    }
+    for h in cameras.values() {
+        if plan.start.contains(&h.camera.id) || plan.restart.contains(&h.camera.id) {
+            continue;
+        }
+        // Rule parameters: the analysis thread applies them between frames.
+        let _ = h.control.send(new.clone());
+    }
+    new
+}
+
+fn spawn_camera(config: &Arc<Config>, camera: &Camera, shared: &Shared) -> std::io::Result<CameraHandle> {
+    let stop = Shutdown::new();
+    let slot = Arc::new(FrameSlot::with_timer(shared.metrics.stage("decode_to_slot")));
+    let latest = Arc::new(LatestFrame::new(&camera.name));
+    shared.frames.lock().unwrap_or_else(|p| p.into_inner()).insert(camera.id.clone(), latest.clone());
+    let supervisor = spawn_supervisor(config, camera, slot.clone(), shared.outbox.clone(), stop.clone(), &shared.metrics)?;
+    let (control, rx) = std_mpsc::channel();
+    let analysis = LiveAnalysis {
+        analyzer: CameraAnalyzer::new(config, camera, shared.models.clone(), shared.metrics.clone()),
+        slot: slot.clone(),
+        outbox: shared.outbox.clone(),
+        metrics: shared.metrics.clone(),
+        epoch: Instant::now(),
+        control: rx,
+        latest,
+    };
+    let analysis = std::thread::Builder::new().name(format!("analysis-{}", camera.id)).spawn(move || analysis.run())?;
+    Ok(CameraHandle { camera: camera.clone(), stop, slot, threads: vec![supervisor, analysis], control })
 }
 
 fn spawn_supervisor(
     config: &Config,
     camera: &Camera,
     slot: Arc<FrameSlot>,
-    tx: mpsc::Sender<Outbound>,
-    shutdown: Shutdown,
-    metrics: Arc<Metrics>,
+    outbox: Outbox,
+    stop: Shutdown,
+    metrics: &Metrics,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let up = metrics.camera_up.with_label_values(&[camera.id.as_str()]);
     let reconnects = metrics.reconnects.with_label_values(&[camera.id.as_str()]);
@@ -143,28 +300,32 @@ fn spawn_supervisor(
         backoff_max: Duration::from_secs_f64(s.backoff_max_s),
         stall_after: Duration::from_secs_f64(s.stall_timeout_s),
         slot,
-        shutdown,
+        shutdown: stop,
         on_status: Box::new(move |status| {
             up.set((status.state == CameraState::Streaming) as i64);
             if status.state != CameraState::Streaming {
                 reconnects.inc();
             }
-            // Statuses are retained and superseded by the next one; if the
-            // channel is closed we are shutting down anyway.
-            let _ = tx.blocking_send(Outbound::Camera(status));
+            outbox.camera_status(status);
         }),
     };
     std::thread::Builder::new().name(format!("camera-{}", camera.id)).spawn(move || sup.run())
 }
 
+/// How often a camera's latest frame is copied for `/api/.../snapshot.jpg`.
+const VIEW_EVERY: Duration = Duration::from_secs(1);
+
 /// The live loop of one camera: take the latest frame from the slot,
-/// analyse it, send what it produced.
+/// analyse it, hand what it produced to the outbox.
 struct LiveAnalysis {
     analyzer: CameraAnalyzer,
     slot: Arc<FrameSlot>,
-    tx: mpsc::Sender<Outbound>,
+    outbox: Outbox,
     metrics: Arc<Metrics>,
     epoch: Instant,
+    /// New configs from a reload, applied between frames.
+    control: std_mpsc::Receiver<Arc<Config>>,
+    latest: Arc<LatestFrame>,
 }
 
 impl LiveAnalysis {
@@ -176,13 +337,27 @@ impl LiveAnalysis {
         let (analysed, decoded) =
             (m.frames_analysed.with_label_values(&[&id]), m.frames_decoded.with_label_values(&[&id]));
         let dropped = m.frames_dropped.with_label_values(&[id.as_str(), "analysis_busy"]);
+        let age = m.last_frame_age.with_label_values(&[id.as_str()]);
         let (pre_errors, infer_errors) = (
             m.analysis_errors.with_label_values(&[id.as_str(), "preprocess"]),
             m.analysis_errors.with_label_values(&[id.as_str(), "inference"]),
         );
         let mut seen = Default::default();
         let mut out = Vec::with_capacity(4);
+        let mut viewed: Option<Instant> = None;
         loop {
+            while let Ok(config) = self.control.try_recv() {
+                if let Some(camera) = config.cameras.iter().find(|c| c.id == id) {
+                    self.analyzer.reconfigure(&config, camera, &mut out);
+                    tracing::info!("rule parameters updated");
+                }
+            }
+            for msg in out.drain(..) {
+                self.outbox.send(msg);
+            }
+            if let Some((t, _)) = self.slot.last_frame() {
+                age.set(t.elapsed().as_secs_f64());
+            }
             let Some(frame) = self.slot.take(Duration::from_millis(500)) else {
                 if self.slot.is_closed() {
                     break;
@@ -195,6 +370,10 @@ impl LiveAnalysis {
             decoded.inc_by(stats.decoded - d0);
             dropped.inc_by(stats.dropped - x0);
             seen = stats;
+            if viewed.is_none_or(|v| v.elapsed() >= VIEW_EVERY) {
+                self.latest.store(&frame.data, frame.width, frame.height, frame.wall);
+                viewed = Some(Instant::now());
+            }
 
             let input = FrameInput {
                 rgb: &frame.data,
@@ -211,12 +390,17 @@ impl LiveAnalysis {
                 tracing::warn!(error = %e, "analysis failed");
             }
             for msg in out.drain(..) {
-                if self.tx.blocking_send(msg).is_err() {
-                    tracing::error!("publisher gone; event not sent");
-                }
+                self.outbox.send(msg);
             }
             analysed.inc();
             self.slot.recycle(frame.data);
+        }
+        // Open events end with the camera (removed, restarted or stopping),
+        // so a centre never waits for an `end` that cannot come. (After a
+        // crash they stay open; the next start raises fresh ones.)
+        self.analyzer.close_all(&mut out);
+        for msg in out.drain(..) {
+            self.outbox.send(msg);
         }
     }
 }

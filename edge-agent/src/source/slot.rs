@@ -46,11 +46,18 @@ pub struct SlotStats {
 pub struct FrameSlot {
     state: Mutex<State>,
     ready: Condvar,
+    /// Times the copy from the decoder into the slot (`decode_to_slot`).
+    timer: Option<prometheus::Histogram>,
 }
 
 impl FrameSlot {
     pub fn new() -> FrameSlot {
         FrameSlot::default()
+    }
+
+    /// A slot that reports each frame's copy time to `timer`.
+    pub fn with_timer(timer: prometheus::Histogram) -> FrameSlot {
+        FrameSlot { timer: Some(timer), ..FrameSlot::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -72,7 +79,11 @@ impl FrameSlot {
             }
         };
         // Copy outside the lock: analysis may be taking the previous frame.
+        let t0 = Instant::now();
         let filled = fill(&mut buf);
+        if let Some(t) = &self.timer {
+            t.observe(t0.elapsed().as_secs_f64());
+        }
         let mut s = self.lock();
         match filled {
             Some((width, height)) => {

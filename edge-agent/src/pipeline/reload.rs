@@ -1,0 +1,211 @@
+//! Hot reload: what asks for one (SIGHUP, a change of the config file) and
+//! what a new config changes in the running agent.
+//!
+//! The comparison is by category, so each change costs the least it can:
+//! - rule parameters (thresholds, dwell times, lanes, fall and fire
+//!   settings, alert timing) are sent to the analysis threads: no stream
+//!   restarts;
+//! - a camera added or removed starts or stops alone;
+//! - a camera whose stream settings changed (URL, fps, analysis width, the
+//!   `[source]` defaults) restarts alone;
+//! - models, broker, HTTP listener and spool are opened once at start; a
+//!   change there is logged as needing a restart.
+
+use std::path::PathBuf;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::ConfigSource;
+use crate::config::{Camera, Config};
+
+/// The events that ask for a reload.
+pub struct Triggers {
+    hup: Option<tokio::signal::unix::Signal>,
+    files: Option<mpsc::UnboundedReceiver<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Triggers {
+    pub fn new(source: Option<&ConfigSource>) -> Triggers {
+        let Some(source) = source else { return Triggers { hup: None, files: None, _watcher: None } };
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
+            .ok();
+        let (files, watcher) = if source.watch { watch(&source.file) } else { (None, None) };
+        Triggers { hup, files, _watcher: watcher }
+    }
+
+    /// Waits for the next trigger and names it. Several file events in a
+    /// burst (an editor's write, rename and chmod) are one reload.
+    pub async fn next(&mut self) -> &'static str {
+        let hup = async {
+            match self.hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let file = async {
+            match self.files.as_mut() {
+                Some(rx) => {
+                    if rx.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    while rx.try_recv().is_ok() {}
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = hup => "SIGHUP",
+            _ = file => "config file changed",
+        }
+    }
+}
+
+/// Watches the config file's folder (editors replace files by renaming) and
+/// reports events that touch the file itself.
+fn watch(file: &std::path::Path) -> (Option<mpsc::UnboundedReceiver<()>>, Option<notify::RecommendedWatcher>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let name = file.file_name().map(|n| n.to_os_string());
+    let dir: PathBuf = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).into();
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if ev.kind.is_access() {
+            return;
+        }
+        if ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+            let _ = tx.send(());
+        }
+    };
+    match notify::recommended_watcher(handler).and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|_| w)) {
+        Ok(w) => (Some(rx), Some(w)),
+        Err(e) => {
+            tracing::warn!(error = %e, folder = %dir.display(), "cannot watch the config file; reload with SIGHUP");
+            (None, None)
+        }
+    }
+}
+
+/// Which cameras to stop, start and restart.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub stop: Vec<String>,
+    pub start: Vec<String>,
+    pub restart: Vec<String>,
+}
+
+/// The settings of a camera's stream: any change restarts it.
+fn stream_key(c: &Camera, config: &Config) -> String {
+    format!("{}|{:?}|{}|{}|{:?}", c.url, c.snapshot_url, c.fps, c.analysis_width, config.source)
+}
+
+pub fn plan(old: &Config, new: &Config) -> Plan {
+    let mut p = Plan::default();
+    for c in &old.cameras {
+        match new.cameras.iter().find(|n| n.id == c.id) {
+            None => p.stop.push(c.id.clone()),
+            Some(n) if stream_key(n, new) != stream_key(c, old) => p.restart.push(c.id.clone()),
+            Some(_) => {}
+        }
+    }
+    for n in &new.cameras {
+        if !old.cameras.iter().any(|c| c.id == n.id) {
+            p.start.push(n.id.clone());
+        }
+    }
+    p
+}
+
+/// Settings that changed but are only read at start.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let model = |c: &Config| {
+        let d = &c.detector;
+        format!(
+            "{:?}|{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}",
+            d.path,
+            d.format,
+            d.input_size,
+            d.labels,
+            d.sha256,
+            d.threads,
+            c.pose.as_ref().map(|p| (&p.path, &p.sha256)),
+            c.fire.as_ref().map(|f| (&f.path, &f.sha256, f.input_size))
+        )
+    };
+    if model(old) != model(new) {
+        v.push("models ([detector], [pose] or [fire] files)");
+    }
+    if format!("{:?}", old.broker) != format!("{:?}", new.broker) {
+        v.push("[broker]");
+    }
+    if old.http.bind != new.http.bind {
+        v.push("http.bind");
+    }
+    if format!("{:?}", old.spool) != format!("{:?}", new.spool) {
+        v.push("[spool]");
+    }
+    if old.agent_id != new.agent_id || old.site != new.site {
+        v.push("agent_id / site");
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(cameras: &str) -> Config {
+        let text = format!(
+            r#"agent_id = "a"
+site = {{ district = "d", street = "s", community = "c" }}
+broker = {{ host = "127.0.0.1" }}
+detector = {{ path = "/m.onnx", format = "nanodet", input_size = 416 }}
+{cameras}"#
+        );
+        Config::parse(&text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn only_what_changed_restarts() {
+        let old = config(
+            r#"[[cameras]]
+id = "a"
+name = "A"
+url = "rtsp://h/a"
+[[cameras]]
+id = "b"
+name = "B"
+url = "rtsp://h/b"
+lanes = [{ name = "l", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"], dwell_s = 30 }]
+[[cameras]]
+id = "c"
+name = "C"
+url = "rtsp://h/c"
+"#,
+        );
+        let new = config(
+            r#"[[cameras]]
+id = "a"
+name = "A"
+url = "rtsp://h/a2"
+[[cameras]]
+id = "b"
+name = "B"
+url = "rtsp://h/b"
+lanes = [{ name = "l", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"], dwell_s = 5 }]
+[[cameras]]
+id = "d"
+name = "D"
+url = "rtsp://h/d"
+"#,
+        );
+        let p = plan(&old, &new);
+        assert_eq!(p, Plan { stop: vec!["c".into()], start: vec!["d".into()], restart: vec!["a".into()] });
+        assert!(needs_restart(&old, &new).is_empty(), "a dwell time is a rule parameter");
+    }
+}
