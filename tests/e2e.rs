@@ -42,6 +42,8 @@ broker = {{ host = "127.0.0.1", port = {broker_port}, keep_alive_s = 5 }}
 detector = {{ path = "{model}", format = "nanodet", input_size = 416 }}
 alerts = {{ update_interval_s = 60 }}
 source = {{ backoff_initial_s = 0.2, backoff_max_s = 1, stall_timeout_s = 3 }}
+spool = {{ path = "{spool}" }}
+http = {{ bind = "127.0.0.1:{http}" }}
 
 [[cameras]]
 id = "cam-1"
@@ -50,7 +52,9 @@ url = "rtsp://admin:{SECRET}@127.0.0.1:{rtsp_port}/cam"
 fps = 5
 lanes = [{{ name = "kerb", polygon = {DEMO_LANE}, classes = ["car", "truck", "bus"], dwell_s = 3, clear_s = 2 }}]
 "#,
-            model = model.display()
+            model = model.display(),
+            spool = dir.path().join("spool.sqlite").display(),
+            http = edge_agent::demo::free_port().unwrap(),
         );
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, config).unwrap();

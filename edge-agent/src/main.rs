@@ -33,6 +33,9 @@ enum Cmd {
         /// The configuration file.
         #[arg(short, long, default_value = "/etc/alleywatch/alleywatch.toml")]
         config: PathBuf,
+        /// Reload only on SIGHUP, not when the file changes.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate a configuration file (and its model and ONNX Runtime) and exit.
     CheckConfig { file: PathBuf },
@@ -113,7 +116,7 @@ fn main() -> ExitCode {
         Cmd::Eval { labels, config, json, only, no_flicker } => {
             eval(&labels, config.as_deref(), json.as_deref(), only.as_deref(), !no_flicker)
         }
-        Cmd::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+        Cmd::Run { config, no_watch } => runtime().and_then(|rt| rt.block_on(run(config, !no_watch))),
         Cmd::Demo { clip, out, timeout_s } => runtime().and_then(|rt| rt.block_on(run_demo(clip, out, timeout_s))),
     };
     match result {
@@ -249,13 +252,13 @@ fn on_signals(shutdown: Shutdown) {
     });
 }
 
-async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+async fn run(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
     // The config file with whatever centres `set` since (the overlay).
     let config = edge_agent::config::overlay::load(&config_path)?;
     tracing::info!(agent = %config.agent_id, site = %config.site.path(), cameras = config.cameras.len(), "starting");
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone());
-    let source = edge_agent::pipeline::ConfigSource { file: config_path, watch: true };
+    let source = edge_agent::pipeline::ConfigSource { file: config_path, watch };
     edge_agent::pipeline::run(config, Some(source), shutdown, Arc::new(Metrics::new())).await?;
     Ok(())
 }

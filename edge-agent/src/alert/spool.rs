@@ -345,7 +345,7 @@ url = "rtsp://h/s"
         let t = topics();
         // Room for about four 1000-byte snapshots.
         let spool = Spool::open(&dir.path().join("s.sqlite"), 6000).unwrap();
-        let mut push = |id: &str, phase| spool.push(&mut event(id, phase), Some(vec![0; 1000]), &t).unwrap();
+        let push = |id: &str, phase| spool.push(&mut event(id, phase), Some(vec![0; 1000]), &t).unwrap();
         push("a", Phase::Start);
         push("a", Phase::Update);
         push("a", Phase::Update);

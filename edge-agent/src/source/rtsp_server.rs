@@ -38,11 +38,18 @@ impl RtspServer {
             "( filesrc location=\"{}\" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
             clip.display().to_string().replace('"', "\\\"")
         );
+        RtspServer::start_launch(&launch, port, mount)
+    }
+
+    /// Serves a `gst-launch` description (its payloader named `pay0`), e.g.
+    /// a live test pattern encoded to H.264 that never ends.
+    pub fn start_launch(launch: &str, port: u16, mount: &str) -> Result<RtspServer, SourceError> {
+        super::init()?;
         let server = rtsp::RTSPServer::new();
         server.set_address("127.0.0.1");
         server.set_service(&port.to_string());
         let factory = rtsp::RTSPMediaFactory::new();
-        factory.set_launch(&launch);
+        factory.set_launch(launch);
         factory.set_shared(false);
         let mounts =
             server.mount_points().ok_or_else(|| SourceError::Build("RTSP server has no mount points".into()))?;
