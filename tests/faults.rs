@@ -325,7 +325,8 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
         http,
         &format!("port = {port}"),
         "alerts = { update_interval_s = 1 }",
-        &lane_camera("cam-1", &url, &kerb("kerb", 2.0)),
+        // Three lanes over the parked cars: three starts a run.
+        &lane_camera("cam-1", &url, &format!("{}, {}, {}", kerb("kerb-a", 1.0), kerb("kerb-b", 2.0), kerb("kerb-c", 3.0))),
     );
     let a1 = Agent::spawn(&config, http, &[]);
     sub.wait_for("camera streaming", Duration::from_secs(30), |m| camera_is(m, "cam-1", "streaming"));
@@ -343,7 +344,7 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
 
     let a2 = Agent::spawn(&config, http, &[]);
     wait_until("the restarted agent raises more events, still offline", Duration::from_secs(60), || {
-        a2.metric("alleywatch_event_seq", &[]) >= seq1 + 2.0
+        a2.metric("alleywatch_event_seq", &[]) >= seq1 + 3.0
     });
     let _broker = Mosquitto::start_with(port, &conf).expect("mosquitto restart");
     wait_until("the spool drains after the broker returns", Duration::from_secs(60), || {
@@ -746,8 +747,8 @@ fn centre_commands_ack_resolve_and_escalation() {
         m.topic.ends_with("/replies") && m.json()["event_id"] == "no-such-event"
     });
     assert!(bad.json()["error"].as_str().unwrap().contains("no open event"), "{}", bad.json());
-    // Updates come every second while unacknowledged; the ack throttles
-    // them to one per 600 s. The district escalation (at 4 s) never comes.
+    // Acknowledged: no district escalation (due at 4 s), and any update is
+    // throttled to one per 600 s (the unit tests cover the throttle).
     std::thread::sleep(Duration::from_secs(4));
     let quiet: Vec<Msg> = sub.all()[after_ack..]
         .iter()
@@ -762,7 +763,6 @@ fn centre_commands_ack_resolve_and_escalation() {
     assert_eq!((end["id"].as_str(), end["resolved"]["by"].as_str(), end["ack"]["by"].as_str()), (Some(id.as_str()), Some("op-7"), Some("op-7")));
     let m = agent.metrics();
     assert!(metric(&m, "alleywatch_commands_total", &[("command", "ack"), ("result", "ok")]) == 1.0);
-    assert!(metric(&m, "alleywatch_events_suppressed_total", &[("reason", "acked")]) >= 1.0);
     drop(agent);
 }
 
