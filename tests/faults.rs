@@ -224,7 +224,12 @@ impl Sub {
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     // The broker is away: rumqttc reconnects on the next poll.
-                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                    Err(e) => {
+                        if std::env::var_os("E2E_AGENT_LOG").is_some() {
+                            eprintln!("subscriber: {e}");
+                        }
+                        std::thread::sleep(Duration::from_millis(200))
+                    }
                 }
             }
         });
@@ -769,13 +774,19 @@ fn centre_commands_ack_resolve_and_escalation() {
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as
 /// PEM files in `dir`: (ca, server cert, server key, client cert, client key).
 fn make_pki(dir: &Path) -> [PathBuf; 5] {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    // Distinct subject names: OpenSSL takes a leaf whose subject equals its
+    // issuer for self-signed, and rejects it.
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.distinguished_name.push(DnType::CommonName, "alleywatch test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let leaf = |names: Vec<String>| {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0].as_str());
+        let cert = params.signed_by(&key, &ca).unwrap();
         (cert.pem(), key.serialize_pem())
     };
     let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()]);
