@@ -586,10 +586,10 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
             std::fs::write(&path, bytes).unwrap();
         }
         let sha = sha.map(|_| format!(", sha256 = \"{}\"", "0".repeat(64))).unwrap_or_default();
-        let text = base(&cam("test://ball"), "")
-            .replace(&format!("path = \"{}\"", good_model.display()), &format!("path = \"{}\"{sha}", path.display()))
-            + &format!("spool = {{ path = \"{}/s.sqlite\" }}\nhttp = {{ bind = \"127.0.0.1:0\" }}\n", dir.path().display());
-        let cfg = dir.path().join(format!("{file}.toml"));
+        let state = format!("spool = {{ path = \"{}/s.sqlite\" }}\nhttp = {{ bind = \"127.0.0.1:0\" }}", dir.path().display());
+        let text = base(&cam("test://ball"), &state)
+            .replace(&format!("path = \"{}\"", good_model.display()), &format!("path = \"{}\"{sha}", path.display()));
+        let cfg = dir.path().join(format!("model-case-{checked}.toml"));
         std::fs::write(&cfg, text).unwrap();
         let out = Command::new(bin).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

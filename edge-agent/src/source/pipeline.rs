@@ -186,15 +186,30 @@ pub fn copy_rgb(src: &[u8], info: &gst_video::VideoInfo, out: &mut Vec<u8>) -> O
     Some((w, h))
 }
 
-/// A bus error as text, with the element path, and credentials removed.
+/// A bus error as text a technician can act on: which element (`rtspsrc`,
+/// `filesrc`, `decodebin`), GStreamer's message, and the cause from the
+/// debug text (source-code locations dropped), credentials removed.
 pub fn describe_error(err: &gst::message::Error) -> SourceError {
-    let element = err.src().map(|s| s.path_string().to_string()).unwrap_or_else(|| "pipeline".into());
+    let element = err
+        .src()
+        .map(|s| s.path_string().to_string())
+        .and_then(|p| p.rsplit('/').next().map(str::to_string))
+        .map(|last| {
+            let ty = last.split(':').next().unwrap_or(&last);
+            ty.strip_prefix("Gst").unwrap_or(ty).to_ascii_lowercase()
+        })
+        .unwrap_or_else(|| "pipeline".into());
     let mut message = err.error().to_string();
     if let Some(debug) = err.debug() {
-        // The first line of the debug text usually names the real cause
-        // (e.g. "Unauthorized", "Could not connect to server").
-        if let Some(first) = debug.lines().find(|l| !l.trim().is_empty()) {
-            message = format!("{message} ({})", first.trim());
+        let cause: Vec<&str> = debug
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.contains(".c(") && !l.starts_with("/Gst"))
+            .collect();
+        if debug.contains("not-linked") {
+            message = format!("{message} (no video stream the agent can decode: audio only, or an unknown codec?)");
+        } else if !cause.is_empty() {
+            message = format!("{message} ({})", cause.join("; "));
         }
     }
     SourceError::Stream { element: redact(&element), message: redact(&message) }
