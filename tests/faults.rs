@@ -331,7 +331,11 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
         &format!("port = {port}"),
         "alerts = { update_interval_s = 1 }",
         // Three lanes over the parked cars: three starts a run.
-        &lane_camera("cam-1", &url, &format!("{}, {}, {}", kerb("kerb-a", 1.0), kerb("kerb-b", 2.0), kerb("kerb-c", 3.0))),
+        &lane_camera(
+            "cam-1",
+            &url,
+            &format!("{}, {}, {}", kerb("kerb-a", 1.0), kerb("kerb-b", 2.0), kerb("kerb-c", 3.0)),
+        ),
     );
     let a1 = Agent::spawn(&config, http, &[]);
     sub.wait_for("camera streaming", Duration::from_secs(30), |m| camera_is(m, "cam-1", "streaming"));
@@ -359,7 +363,11 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
     let last = a2.metric("alleywatch_event_seq", &[]) as u64;
     assert!(last as f64 >= seq1 + 2.0);
     let events = |sub: &Sub| -> Vec<Value> {
-        sub.all().iter().filter(|m| m.topic.contains("/events/") && !m.topic.ends_with("/snapshot")).map(Msg::json).collect()
+        sub.all()
+            .iter()
+            .filter(|m| m.topic.contains("/events/") && !m.topic.ends_with("/snapshot"))
+            .map(Msg::json)
+            .collect()
     };
     wait_until("every seq up to the last reaches the subscriber", Duration::from_secs(30), || {
         let got: std::collections::HashSet<u64> = events(&sub).iter().filter_map(|e| e["seq"].as_u64()).collect();
@@ -531,20 +539,63 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         ("duplicate id", base(&format!("{ok_cam}{ok_cam}"), ""), "cameras[1].id: duplicate camera id"),
         ("unsafe id", base(&cam("rtsp://h/s").replace("\"c1\"\nname", "\"c/1\"\nname"), ""), "cameras[0].id"),
         ("negative dwell", base(&lane(&kerb("k", -1.0)), ""), "cameras[0].lanes[0].dwell_s"),
-        ("two-point polygon", base(&lane("{ name = \"k\", polygon = [[0, 0], [1, 1]], classes = [\"car\"], dwell_s = 5 }"), ""), "cameras[0].lanes[0].polygon"),
-        ("polygon off the frame", base(&lane("{ name = \"k\", polygon = [[0, 0], [2, 0], [1, 1]], classes = [\"car\"], dwell_s = 5 }"), ""), "cameras[0].lanes[0].polygon"),
-        ("unknown class", base(&lane("{ name = \"k\", polygon = [[0, 0], [1, 0], [1, 1]], classes = [\"dragon\"], dwell_s = 5 }"), ""), "cameras[0].lanes[0].classes"),
+        (
+            "two-point polygon",
+            base(&lane("{ name = \"k\", polygon = [[0, 0], [1, 1]], classes = [\"car\"], dwell_s = 5 }"), ""),
+            "cameras[0].lanes[0].polygon",
+        ),
+        (
+            "polygon off the frame",
+            base(&lane("{ name = \"k\", polygon = [[0, 0], [2, 0], [1, 1]], classes = [\"car\"], dwell_s = 5 }"), ""),
+            "cameras[0].lanes[0].polygon",
+        ),
+        (
+            "unknown class",
+            base(
+                &lane("{ name = \"k\", polygon = [[0, 0], [1, 0], [1, 1]], classes = [\"dragon\"], dwell_s = 5 }"),
+                "",
+            ),
+            "cameras[0].lanes[0].classes",
+        ),
         ("fps zero", base(&format!("{ok_cam}fps = 0\n"), ""), "cameras[0].fps"),
-        ("broker port zero", base(&ok_cam, "").replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\", port = 0"), "broker.port"),
-        ("tls without ca", base(&ok_cam, "").replace("host = \"127.0.0.1\"", "host = \"h\", tls = true"), "broker.ca_file"),
-        ("password without user", base(&ok_cam, "").replace("host = \"127.0.0.1\"", "host = \"h\", password = \"x\""), "broker.username"),
-        ("password twice", base(&ok_cam, "").replace("host = \"127.0.0.1\"", "host = \"h\", username = \"u\", password = \"x\", password_file = \"/p\""), "broker.password_file"),
-        ("cert without key", base(&ok_cam, "").replace("host = \"127.0.0.1\"", "host = \"h\", tls = true, ca_file = \"/ca\", client_cert = \"/c\""), "broker.client_key"),
+        (
+            "broker port zero",
+            base(&ok_cam, "").replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\", port = 0"),
+            "broker.port",
+        ),
+        (
+            "tls without ca",
+            base(&ok_cam, "").replace("host = \"127.0.0.1\"", "host = \"h\", tls = true"),
+            "broker.ca_file",
+        ),
+        (
+            "password without user",
+            base(&ok_cam, "").replace("host = \"127.0.0.1\"", "host = \"h\", password = \"x\""),
+            "broker.username",
+        ),
+        (
+            "password twice",
+            base(&ok_cam, "").replace(
+                "host = \"127.0.0.1\"",
+                "host = \"h\", username = \"u\", password = \"x\", password_file = \"/p\"",
+            ),
+            "broker.password_file",
+        ),
+        (
+            "cert without key",
+            base(&ok_cam, "")
+                .replace("host = \"127.0.0.1\"", "host = \"h\", tls = true, ca_file = \"/ca\", client_cert = \"/c\""),
+            "broker.client_key",
+        ),
         ("spool bound", base(&ok_cam, "spool = { max_mb = 0 }"), "spool.max_mb"),
         ("escalation", base(&ok_cam, "alerts = { escalate_after_s = -1 }"), "alerts.escalate_after_s"),
         ("severity", base(&ok_cam, "alerts = { escalate_min_severity = \"dire\" }"), "alerts.escalate_min_severity"),
         ("input size", base(&ok_cam, "").replace("input_size = 416", "input_size = 100"), "detector.input_size"),
-        ("score", base(&ok_cam, "").replace("input_size = 416", "input_size = 416, score_threshold = 1.5"), "detector.score_threshold"),
+        (
+            "score",
+            base(&ok_cam, "").replace("input_size = 416", "input_size = 416, score_threshold = 1.5"),
+            "detector.score_threshold",
+        ),
         ("http url", base(&cam("http://cam/stream"), ""), "cameras[0].url"),
         ("empty url", base(&cam(""), ""), "cameras[0].url"),
         ("not a url", base(&cam("camera one"), ""), "cameras[0].url"),
@@ -553,7 +604,10 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
     ];
     let run = |args: &[&str]| {
         let out = Command::new(bin).args(args).output().unwrap();
-        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
     };
     let mut checked = 0;
     for (name, text, want) in &cases {
@@ -586,7 +640,8 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
             std::fs::write(&path, bytes).unwrap();
         }
         let sha = sha.map(|_| format!(", sha256 = \"{}\"", "0".repeat(64))).unwrap_or_default();
-        let state = format!("spool = {{ path = \"{}/s.sqlite\" }}\nhttp = {{ bind = \"127.0.0.1:0\" }}", dir.path().display());
+        let state =
+            format!("spool = {{ path = \"{}/s.sqlite\" }}\nhttp = {{ bind = \"127.0.0.1:0\" }}", dir.path().display());
         let text = base(&cam("test://ball"), &state)
             .replace(&format!("path = \"{}\"", good_model.display()), &format!("path = \"{}\"{sha}", path.display()));
         let cfg = dir.path().join(format!("model-case-{checked}.toml"));
@@ -630,7 +685,9 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         let cams = agent.api("/api/cameras");
         bad.iter().all(|(id, _)| {
             cams.as_array().into_iter().flatten().any(|c| {
-                c["camera"] == *id && c["state"] != "streaming" && c["last_error"].as_str().is_some_and(|e| !e.is_empty())
+                c["camera"] == *id
+                    && c["state"] != "streaming"
+                    && c["last_error"].as_str().is_some_and(|e| !e.is_empty())
             })
         })
     });
@@ -673,7 +730,12 @@ fn reload_by_set_command_and_sighup_restarts_no_stream() {
         json!({"by": "centre-1", "request_id": "r1", "changes": {"cameras.cam-1.lanes.kerb.dwell_s": 2}}),
     );
     let reply = sub.wait_for("set reply", Duration::from_secs(10), |m| m.topic == format!("{BASE}/replies"));
-    assert_eq!((reply.json()["ok"].as_bool(), reply.json()["request_id"].as_str()), (Some(true), Some("r1")), "{:?}", reply.json());
+    assert_eq!(
+        (reply.json()["ok"].as_bool(), reply.json()["request_id"].as_str()),
+        (Some(true), Some("r1")),
+        "{:?}",
+        reply.json()
+    );
     let start = sub.wait_for("kerb start after the set", Duration::from_secs(30), |m| {
         is_event(m, "lane_blocked", "start") && m.json()["zone"] == "kerb"
     });
@@ -686,7 +748,9 @@ fn reload_by_set_command_and_sighup_restarts_no_stream() {
         &format!("{BASE}/commands/set"),
         json!({"by": "centre-1", "request_id": "r2", "changes": {"cameras.cam-1.lanes.kerb.dwell_s": -3}}),
     );
-    let reply = sub.wait_for("rejected set reply", Duration::from_secs(10), |m| m.topic.ends_with("/replies") && m.json()["request_id"] == "r2");
+    let reply = sub.wait_for("rejected set reply", Duration::from_secs(10), |m| {
+        m.topic.ends_with("/replies") && m.json()["request_id"] == "r2"
+    });
     assert_eq!(reply.json()["ok"], false);
     assert!(reply.json()["error"].as_str().unwrap().contains("cameras[0].lanes[0].dwell_s"), "{}", reply.json());
 
@@ -700,7 +764,8 @@ fn reload_by_set_command_and_sighup_restarts_no_stream() {
     assert_eq!(start2.json()["rule"]["dwell_s"], 1.0);
 
     // 4. An invalid file and SIGHUP: rejected, the running config stays.
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("dwell_s = 1,", "dwell_s = -1,")).unwrap();
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("dwell_s = 1,", "dwell_s = -1,"))
+        .unwrap();
     agent.signal("-HUP");
     wait_until("the invalid reload is rejected", Duration::from_secs(10), || {
         agent.metric("alleywatch_config_reloads_total", &[("result", "rejected")]) >= 2.0
@@ -739,9 +804,13 @@ fn centre_commands_ack_resolve_and_escalation() {
     let agent = Agent::spawn(&config, http, &[]);
     let start = sub.wait_for("start", Duration::from_secs(40), |m| is_event(m, "lane_blocked", "start"));
     let id = start.json()["id"].as_str().unwrap().to_string();
-    let esc = sub.wait_for("escalation to the street", Duration::from_secs(10), |m| is_event(m, "lane_blocked", "escalate"));
+    let esc =
+        sub.wait_for("escalation to the street", Duration::from_secs(10), |m| is_event(m, "lane_blocked", "escalate"));
     let e = esc.json();
-    assert_eq!((e["id"].as_str(), e["escalation"]["level"].as_str(), e["escalation"]["site"].as_str()), (Some(id.as_str()), Some("street"), Some("d1/s1")));
+    assert_eq!(
+        (e["id"].as_str(), e["escalation"]["level"].as_str(), e["escalation"]["site"].as_str()),
+        (Some(id.as_str()), Some("street"), Some("d1/s1"))
+    );
 
     sub.publish(&format!("{BASE}/commands/ack"), json!({"event_id": id, "by": "op-7", "note": "on the way"}));
     let reply = sub.wait_for("ack reply", Duration::from_secs(10), |m| m.topic.ends_with("/replies"));
@@ -760,12 +829,19 @@ fn centre_commands_ack_resolve_and_escalation() {
         .filter(|m| m.topic.contains("/events/") && m.json()["id"] == id.as_str())
         .cloned()
         .collect();
-    assert!(quiet.is_empty(), "acked event still chatty: {:?}", quiet.iter().map(|m| m.json()["type"].clone()).collect::<Vec<_>>());
+    assert!(
+        quiet.is_empty(),
+        "acked event still chatty: {:?}",
+        quiet.iter().map(|m| m.json()["type"].clone()).collect::<Vec<_>>()
+    );
 
     sub.publish(&format!("{BASE}/commands/resolve"), json!({"event_id": id, "by": "op-7"}));
     let end = sub.wait_for("end from resolve", Duration::from_secs(10), |m| is_event(m, "lane_blocked", "end"));
     let end = end.json();
-    assert_eq!((end["id"].as_str(), end["resolved"]["by"].as_str(), end["ack"]["by"].as_str()), (Some(id.as_str()), Some("op-7"), Some("op-7")));
+    assert_eq!(
+        (end["id"].as_str(), end["resolved"]["by"].as_str(), end["ack"]["by"].as_str()),
+        (Some(id.as_str()), Some("op-7"), Some("op-7"))
+    );
     let m = agent.metrics();
     assert!(metric(&m, "alleywatch_commands_total", &[("command", "ack"), ("result", "ok")]) == 1.0);
     drop(agent);
@@ -779,7 +855,8 @@ fn make_pki(dir: &Path) -> [PathBuf; 5] {
     // issuer for self-signed, and rejects it.
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     ca_params.distinguished_name.push(DnType::CommonName, "alleywatch test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let leaf = |names: Vec<String>| {
@@ -814,7 +891,12 @@ fn tls_with_client_certificate_and_password_file_and_no_secret_anywhere() {
     let dir = tempfile::tempdir().unwrap();
     let [ca, server_cert, server_key, client_cert, client_key] = make_pki(dir.path());
     let passwd = dir.path().join("mosquitto.passwd");
-    let st = Command::new("mosquitto_passwd").args(["-c", "-b"]).arg(&passwd).args(["agent", BROKER_PASSWORD]).status().unwrap();
+    let st = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwd)
+        .args(["agent", BROKER_PASSWORD])
+        .status()
+        .unwrap();
     assert!(st.success());
     let port = free_port().unwrap();
     let conf = format!(
@@ -889,7 +971,8 @@ fn tls_with_client_certificate_and_password_file_and_no_secret_anywhere() {
     let log = agent.stop();
     assert!(log.contains("MQTT connected"), "{log}");
     // No credential in any output: log, topics, payloads, /api, /metrics.
-    let mut outputs = vec![("agent log".to_string(), log.into_bytes()), ("wrong-password log".into(), log2.into_bytes())];
+    let mut outputs =
+        vec![("agent log".to_string(), log.into_bytes()), ("wrong-password log".into(), log2.into_bytes())];
     outputs.push(("/api/cameras".into(), api));
     outputs.push(("/metrics".into(), metrics));
     for m in sub.all() {

@@ -65,10 +65,7 @@ impl Mosquitto {
             })?;
         let dir = tempfile::tempdir()?;
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("{conf_lines}\nlog_dest stderr\n"),
-        )?;
+        std::fs::write(&conf, format!("{conf_lines}\nlog_dest stderr\n"))?;
         let log = std::fs::File::create(dir.path().join("mosquitto.log"))?;
         let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn()?;
         let mut m = Mosquitto { child, port, _dir: dir };

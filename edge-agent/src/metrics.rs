@@ -38,8 +38,7 @@ pub struct Metrics {
 /// Buckets from 0.5 ms to 30 s: preprocess sits near the bottom, inference
 /// in the middle, capture-to-publish (which includes the broker's
 /// acknowledgement, and spooling through an outage) at the top.
-const BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
 
 /// The stages of `alleywatch_stage_seconds`, in data-path order.
 pub const STAGES: &[&str] =
@@ -90,17 +89,17 @@ impl Metrics {
         registry.register(Box::new(last_frame_age.clone())).expect("unique metric name");
         let spool_messages = gauge("alleywatch_spool_messages", "Event messages waiting in the spool for a PUBACK");
         let spool_bytes = gauge("alleywatch_spool_bytes", "Payload bytes in the spool");
-        let spool_oldest_age =
-            Gauge::new("alleywatch_spool_oldest_age_seconds", "Age of the oldest spooled message")
-                .expect("static metric definition");
+        let spool_oldest_age = Gauge::new("alleywatch_spool_oldest_age_seconds", "Age of the oldest spooled message")
+            .expect("static metric definition");
         registry.register(Box::new(spool_oldest_age.clone())).expect("unique metric name");
         let spool_dropped = counter(
             "alleywatch_spool_dropped_total",
             "What a full spool gave up: whole updates, or snapshots of kept messages",
             &["what"],
         );
-        let spool_errors = IntCounter::new("alleywatch_spool_errors_total", "Spool writes that failed (sent from memory)")
-            .expect("static metric definition");
+        let spool_errors =
+            IntCounter::new("alleywatch_spool_errors_total", "Spool writes that failed (sent from memory)")
+                .expect("static metric definition");
         registry.register(Box::new(spool_errors.clone())).expect("unique metric name");
         let last_seq = gauge("alleywatch_event_seq", "The last event seq assigned (persists across restarts)");
         let published =

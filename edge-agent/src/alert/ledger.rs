@@ -267,7 +267,11 @@ mod tests {
         assert!(end.ended_at.is_some());
         assert_eq!(l.admit(&mut event("e", Phase::Update, Severity::Warning), t0), Verdict::Suppress("resolved"));
         assert_eq!(l.admit(&mut event("e", Phase::End, Severity::Warning), t0), Verdict::Suppress("resolved"));
-        assert_eq!(l.resolve("e", "op2").unwrap_err(), CommandError::UnknownEvent("e".into()), "the rule's end closed it");
+        assert_eq!(
+            l.resolve("e", "op2").unwrap_err(),
+            CommandError::UnknownEvent("e".into()),
+            "the rule's end closed it"
+        );
     }
 
     #[test]

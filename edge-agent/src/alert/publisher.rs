@@ -204,7 +204,8 @@ impl Publisher {
             }
             s.pump();
             if let Some(deadline) = stop_by {
-                let drained = s.inflight.is_empty() && s.outbox.spool().depth().map(|d| d.messages == 0).unwrap_or(true);
+                let drained =
+                    s.inflight.is_empty() && s.outbox.spool().depth().map(|d| d.messages == 0).unwrap_or(true);
                 if drained || tokio::time::Instant::now() >= deadline || !s.connected {
                     break;
                 }
@@ -436,11 +437,9 @@ impl State {
             "set" => {
                 let parsed = (|| {
                     let by = need("by")?;
-                    let changes = body
-                        .get("changes")
-                        .and_then(Value::as_object)
-                        .cloned()
-                        .ok_or_else(|| "set: field \"changes\" (an object of key path → value) is required".to_string())?;
+                    let changes = body.get("changes").and_then(Value::as_object).cloned().ok_or_else(|| {
+                        "set: field \"changes\" (an object of key path → value) is required".to_string()
+                    })?;
                     Ok::<_, String>((by, changes))
                 })();
                 match parsed {

@@ -139,7 +139,8 @@ impl Spool {
     pub fn push(&self, event: &mut Event, snapshot: Option<Vec<u8>>, topics: &Topics) -> Result<Pushed, SpoolError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let last: Option<i64> = tx.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0)).optional()?;
+        let last: Option<i64> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0)).optional()?;
         let seq = last.unwrap_or(0) as u64 + 1;
         tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seq', ?1)", params![seq as i64])?;
         event.seq = seq;
@@ -208,11 +209,10 @@ impl Spool {
 
     pub fn depth(&self) -> Result<Depth, SpoolError> {
         let conn = self.lock();
-        let (messages, bytes, oldest): (i64, Option<i64>, Option<i64>) = conn.query_row(
-            "SELECT COUNT(*), SUM(bytes), MIN(created_ms) FROM outbox",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        let (messages, bytes, oldest): (i64, Option<i64>, Option<i64>) =
+            conn.query_row("SELECT COUNT(*), SUM(bytes), MIN(created_ms) FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
         let oldest_age_s = oldest.map_or(0.0, |t| ((now_ms() - t).max(0) as f64) / 1000.0);
         Ok(Depth { messages: messages as u64, bytes: bytes.unwrap_or(0) as u64, oldest_age_s })
     }
@@ -331,7 +331,10 @@ url = "rtsp://h/s"
         assert_eq!(spool.last_seq().unwrap(), 3, "seq is on disk");
         let left = spool.after(0, 10).unwrap();
         assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3], "unacked messages stay, in order");
-        assert_eq!(left[0].snapshot.as_ref().map(|(topic, jpeg)| (topic.ends_with("/snapshot"), jpeg.len())), Some((true, 100)));
+        assert_eq!(
+            left[0].snapshot.as_ref().map(|(topic, jpeg)| (topic.ends_with("/snapshot"), jpeg.len())),
+            Some((true, 100))
+        );
         let payload: serde_json::Value = serde_json::from_slice(&left[1].payload).unwrap();
         assert_eq!((payload["seq"].as_u64(), payload["type"].as_str()), (Some(3), Some("end")));
         let mut e = event("e2", Phase::Start);

@@ -208,7 +208,8 @@ fn read(path: &Path) -> Result<Vec<(String, Value)>, OverlayError> {
         key: String,
         value: Value,
     }
-    let f: File = toml::from_str(&text).map_err(|e| OverlayError::File { path: path.into(), message: e.to_string() })?;
+    let f: File =
+        toml::from_str(&text).map_err(|e| OverlayError::File { path: path.into(), message: e.to_string() })?;
     Ok(f.set.into_iter().map(|c| (c.key, c.value)).collect())
 }
 
@@ -219,7 +220,11 @@ fn write(path: &Path, changes: &[(String, Value)], by: &str) -> Result<(), Overl
          # applied over the config file at every load. Last change by {by:?}.\n"
     );
     for (k, v) in changes {
-        out.push_str(&format!("\n[[set]]\nkey = {}\nvalue = {}\n", toml_edit::value(k.as_str()), to_toml(v).ok_or_else(|| ferr("null value".into()))?));
+        out.push_str(&format!(
+            "\n[[set]]\nkey = {}\nvalue = {}\n",
+            toml_edit::value(k.as_str()),
+            to_toml(v).ok_or_else(|| ferr("null value".into()))?
+        ));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| ferr(e.to_string()))?;

@@ -116,21 +116,18 @@ pub async fn run(
     metrics.models_loaded.set(1);
     let depth = spool.depth()?;
     if depth.messages > 0 {
-        tracing::info!(messages = depth.messages, "the spool holds unsent messages from an earlier run; sending them first");
+        tracing::info!(
+            messages = depth.messages,
+            "the spool holds unsent messages from an earlier run; sending them first"
+        );
     }
 
-    let outbox =
-        Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), metrics.clone());
+    let outbox = Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), metrics.clone());
     let frames: Frames = Default::default();
     let shared = Shared { models, outbox: outbox.clone(), metrics: metrics.clone(), frames: frames.clone() };
     let http = tokio::spawn(crate::http::serve(
         listener,
-        HttpState {
-            metrics: metrics.clone(),
-            outbox: outbox.clone(),
-            frames,
-            quality: config.alerts.snapshot_quality,
-        },
+        HttpState { metrics: metrics.clone(), outbox: outbox.clone(), frames, quality: config.alerts.snapshot_quality },
         shutdown.clone(),
     ));
     tracing::info!(bind = %config.http.bind, "HTTP listening (/metrics, /healthz, /readyz, /api/cameras)");
@@ -267,7 +264,8 @@ fn spawn_camera(config: &Arc<Config>, camera: &Camera, shared: &Shared) -> std::
     let slot = Arc::new(FrameSlot::with_timer(shared.metrics.stage("decode_to_slot")));
     let latest = Arc::new(LatestFrame::new(&camera.name));
     shared.frames.lock().unwrap_or_else(|p| p.into_inner()).insert(camera.id.clone(), latest.clone());
-    let supervisor = spawn_supervisor(config, camera, slot.clone(), shared.outbox.clone(), stop.clone(), &shared.metrics)?;
+    let supervisor =
+        spawn_supervisor(config, camera, slot.clone(), shared.outbox.clone(), stop.clone(), &shared.metrics)?;
     let (control, rx) = std_mpsc::channel();
     let analysis = LiveAnalysis {
         analyzer: CameraAnalyzer::new(config, camera, shared.models.clone(), shared.metrics.clone()),
