@@ -631,7 +631,7 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         ("truncated.onnx", good_bytes[..good_bytes.len() / 3].to_vec(), None, "truncated.onnx"),
         ("text.onnx", b"this is not a model\n".to_vec(), None, "text.onnx"),
         ("empty.onnx", Vec::new(), None, "empty.onnx"),
-        ("mismatch.onnx", good_bytes.clone(), Some(&"0"), "sha256"),
+        ("mismatch.onnx", good_bytes.clone(), Some("0"), "sha256"),
         ("absent.onnx", Vec::new(), None, "absent.onnx"),
     ];
     for (file, bytes, sha, want) in &models {
