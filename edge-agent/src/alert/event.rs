@@ -177,3 +177,30 @@ pub struct SnapshotRef {
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// A minimal event for unit tests of the alert stage.
+#[cfg(test)]
+pub(crate) fn sample(id: &str, phase: Phase, severity: Severity) -> Event {
+    Event {
+        schema: SCHEMA,
+        id: id.into(),
+        seq: 0,
+        kind: EventKind::LaneBlocked,
+        phase,
+        severity,
+        agent: "a".into(),
+        site: "d/s/c".into(),
+        camera: CameraRef { id: "cam".into(), name: "Cam".into() },
+        zone: Some("lane".into()),
+        started_at: SystemTime::now(),
+        updated_at: SystemTime::now(),
+        ended_at: None,
+        duration_s: 0.0,
+        score: Scores { peak: 1.0, current: 1.0 },
+        evidence: Evidence::default(),
+        rule: serde_json::Value::Null,
+        model: ModelInfo { name: "m".into(), version: "1".into(), format: "nanodet".into() },
+        snapshot: None,
+        centre: Default::default(),
+    }
+}

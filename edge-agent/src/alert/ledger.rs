@@ -204,8 +204,6 @@ fn end_of(o: &Open) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::event::{CameraRef, Evidence, Scores};
-    use crate::alert::EventKind;
     use std::time::Duration;
 
     fn site() -> Site {
@@ -217,28 +215,7 @@ mod tests {
     }
 
     fn event(id: &str, phase: Phase, severity: Severity) -> Event {
-        Event {
-            schema: crate::alert::event::SCHEMA,
-            id: id.into(),
-            seq: 0,
-            kind: EventKind::LaneBlocked,
-            phase,
-            severity,
-            agent: "a".into(),
-            site: "d/s/c".into(),
-            camera: CameraRef { id: "cam".into(), name: "Cam".into() },
-            zone: Some("lane".into()),
-            started_at: SystemTime::now(),
-            updated_at: SystemTime::now(),
-            ended_at: None,
-            duration_s: 0.0,
-            score: Scores { peak: 1.0, current: 1.0 },
-            evidence: Evidence::default(),
-            rule: serde_json::Value::Null,
-            model: crate::infer::ModelInfo { name: "m".into(), version: "1".into(), format: "nanodet".into() },
-            snapshot: None,
-            centre: Default::default(),
-        }
+        crate::alert::event::sample(id, phase, severity)
     }
 
     #[test]

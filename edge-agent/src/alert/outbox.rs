@@ -87,7 +87,7 @@ impl Outbox {
             tracing::debug!(id = %event.id, reason, "event message suppressed");
             return;
         }
-        match self.inner.spool.push(&mut event, snapshot.clone(), &self.inner.topics) {
+        match self.inner.spool.push(&mut event, snapshot.as_deref(), &self.inner.topics) {
             Ok(pushed) => {
                 m.last_seq.set(pushed.seq as i64);
                 for d in &pushed.dropped {

@@ -136,7 +136,7 @@ impl Spool {
     /// Stores one event message: assigns its `seq`, encodes it, and makes
     /// room (oldest updates first, then old snapshots) when the spool is
     /// over its bound. Durable when this returns.
-    pub fn push(&self, event: &mut Event, snapshot: Option<Vec<u8>>, topics: &Topics) -> Result<Pushed, SpoolError> {
+    pub fn push(&self, event: &mut Event, snapshot: Option<&[u8]>, topics: &Topics) -> Result<Pushed, SpoolError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let last: Option<i64> =
@@ -271,8 +271,7 @@ fn make_room(tx: &rusqlite::Transaction, max_bytes: u64) -> Result<(Vec<Dropped>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::event::{CameraRef, Evidence, Scores};
-    use crate::alert::{EventKind, Severity};
+    use crate::alert::Severity;
 
     fn topics() -> Topics {
         let text = r#"agent_id = "a"
@@ -288,28 +287,7 @@ url = "rtsp://h/s"
     }
 
     fn event(id: &str, phase: Phase) -> Event {
-        Event {
-            schema: crate::alert::event::SCHEMA,
-            id: id.into(),
-            seq: 0,
-            kind: EventKind::LaneBlocked,
-            phase,
-            severity: Severity::Warning,
-            agent: "a".into(),
-            site: "d/s/c".into(),
-            camera: CameraRef { id: "cam".into(), name: "Cam".into() },
-            zone: None,
-            started_at: SystemTime::now(),
-            updated_at: SystemTime::now(),
-            ended_at: None,
-            duration_s: 0.0,
-            score: Scores { peak: 1.0, current: 1.0 },
-            evidence: Evidence::default(),
-            rule: serde_json::Value::Null,
-            model: crate::infer::ModelInfo { name: "m".into(), version: "1".into(), format: "nanodet".into() },
-            snapshot: None,
-            centre: Default::default(),
-        }
+        crate::alert::event::sample(id, phase, Severity::Warning)
     }
 
     #[test]
@@ -321,7 +299,7 @@ url = "rtsp://h/s"
             let spool = Spool::open(&path, 1 << 20).unwrap();
             for (i, phase) in [Phase::Start, Phase::Update, Phase::End].into_iter().enumerate() {
                 let mut e = event("e1", phase);
-                let pushed = spool.push(&mut e, Some(vec![7; 100]), &t).unwrap();
+                let pushed = spool.push(&mut e, Some(&[7; 100]), &t).unwrap();
                 assert_eq!((pushed.seq, e.seq), (i as u64 + 1, i as u64 + 1));
             }
             let first = spool.after(0, 10).unwrap();
@@ -348,7 +326,7 @@ url = "rtsp://h/s"
         let t = topics();
         // Room for about four 1000-byte snapshots.
         let spool = Spool::open(&dir.path().join("s.sqlite"), 6000).unwrap();
-        let push = |id: &str, phase| spool.push(&mut event(id, phase), Some(vec![0; 1000]), &t).unwrap();
+        let push = |id: &str, phase| spool.push(&mut event(id, phase), Some(&[0; 1000]), &t).unwrap();
         push("a", Phase::Start);
         push("a", Phase::Update);
         push("a", Phase::Update);
