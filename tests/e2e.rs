@@ -247,6 +247,33 @@ fn lane_blocked_start_and_end_arrive_with_snapshot() {
     }
 }
 
+/// A graceful stop ends what is open, so a centre is never left waiting
+/// for an `end` that cannot come; the `end` says the agent closed it.
+#[test]
+fn stopping_the_agent_ends_its_open_events() {
+    let broker = Mosquitto::start().expect("mosquitto");
+    let server = RtspServer::start(&clip(), 0, "/cam").expect("rtsp server");
+    let mut sub = Subscriber::start(broker.port());
+    let agent = Agent::start(server.port(), broker.port());
+    let (_, start) =
+        sub.wait_for("lane_blocked start", Duration::from_secs(60), |t, p| event(t, p, "lane_blocked", "start"));
+    let start = json(&start);
+    let log = agent.stop();
+    let (_, end) =
+        sub.wait_for("end sent on the way out", Duration::from_secs(15), |t, p| event(t, p, "lane_blocked", "end"));
+    let end = json(&end);
+    assert_valid(&schema(), &end);
+    assert_eq!(end["id"], start["id"], "the open event is the one ended");
+    assert_eq!(end["closed"], "camera_stopped", "the end says the agent closed it: {end}");
+    assert!(end["duration_s"].as_f64().unwrap() < 20.0, "ended at the stop, not when the cars left");
+    sub.wait_for("agent offline", Duration::from_secs(15), |t, p| {
+        t.ends_with("e2e-agent/status") && json(p)["state"] == "offline"
+    });
+    if std::env::var_os("E2E_AGENT_LOG").is_none() {
+        assert!(!log.contains("panicked"), "clean stop: {log}");
+    }
+}
+
 #[test]
 fn camera_reconnects_after_rtsp_server_restart() {
     let broker = Mosquitto::start().expect("mosquitto");

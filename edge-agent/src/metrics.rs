@@ -47,11 +47,16 @@ pub const STAGES: &[&str] =
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+        // Every definition below is static, so a failure is a programming
+        // error caught by the first test that builds `Metrics`.
+        fn add<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: prometheus::Result<C>) -> C {
+            let c = c.expect("static metric definition");
             registry.register(Box::new(c.clone())).expect("unique metric name");
             c
-        };
+        }
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| add(&registry, IntCounterVec::new(Opts::new(name, help), labels));
+        let gauge = |name: &str, help: &str| add(&registry, IntGauge::new(name, help));
         let frames_decoded = counter(
             "alleywatch_frames_decoded_total",
             "Frames decoded and handed to the latest-frame slot",
@@ -65,49 +70,46 @@ impl Metrics {
         let events = counter("alleywatch_events_total", "Event messages sent", &["kind", "type"]);
         let analysis_errors =
             counter("alleywatch_analysis_errors_total", "Frames whose analysis failed", &["camera", "stage"]);
-        let camera_up =
-            IntGaugeVec::new(Opts::new("alleywatch_camera_up", "1 while the camera is streaming"), &["camera"])
-                .expect("static metric definition");
-        registry.register(Box::new(camera_up.clone())).expect("unique metric name");
-        let stage_seconds = HistogramVec::new(
-            HistogramOpts::new("alleywatch_stage_seconds", "Time spent per data-path stage").buckets(BUCKETS.to_vec()),
-            &["stage"],
-        )
-        .expect("static metric definition");
-        registry.register(Box::new(stage_seconds.clone())).expect("unique metric name");
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("static metric definition");
-            registry.register(Box::new(g.clone())).expect("unique metric name");
-            g
-        };
+        let camera_up = add(
+            &registry,
+            IntGaugeVec::new(Opts::new("alleywatch_camera_up", "1 while the camera is streaming"), &["camera"]),
+        );
+        let stage_seconds = add(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new("alleywatch_stage_seconds", "Time spent per data-path stage")
+                    .buckets(BUCKETS.to_vec()),
+                &["stage"],
+            ),
+        );
         let mqtt_connected = gauge("alleywatch_mqtt_connected", "1 while connected to the broker");
-        let last_frame_age = GaugeVec::new(
-            Opts::new("alleywatch_camera_last_frame_age_seconds", "Seconds since the camera's last decoded frame"),
-            &["camera"],
-        )
-        .expect("static metric definition");
-        registry.register(Box::new(last_frame_age.clone())).expect("unique metric name");
+        let last_frame_age = add(
+            &registry,
+            GaugeVec::new(
+                Opts::new("alleywatch_camera_last_frame_age_seconds", "Seconds since the camera's last decoded frame"),
+                &["camera"],
+            ),
+        );
         let spool_messages = gauge("alleywatch_spool_messages", "Event messages waiting in the spool for a PUBACK");
         let spool_bytes = gauge("alleywatch_spool_bytes", "Payload bytes in the spool");
-        let spool_oldest_age = Gauge::new("alleywatch_spool_oldest_age_seconds", "Age of the oldest spooled message")
-            .expect("static metric definition");
-        registry.register(Box::new(spool_oldest_age.clone())).expect("unique metric name");
+        let spool_oldest_age =
+            add(&registry, Gauge::new("alleywatch_spool_oldest_age_seconds", "Age of the oldest spooled message"));
         let spool_dropped = counter(
             "alleywatch_spool_dropped_total",
             "What a full spool gave up: whole updates, or snapshots of kept messages",
             &["what"],
         );
-        let spool_errors =
-            IntCounter::new("alleywatch_spool_errors_total", "Spool writes that failed (sent from memory)")
-                .expect("static metric definition");
-        registry.register(Box::new(spool_errors.clone())).expect("unique metric name");
+        let spool_errors = add(
+            &registry,
+            IntCounter::new("alleywatch_spool_errors_total", "Spool writes that failed (sent from memory)"),
+        );
         let last_seq = gauge("alleywatch_event_seq", "The last event seq assigned (persists across restarts)");
         let published =
             counter("alleywatch_published_total", "Event messages acknowledged by the broker", &["kind", "type"]);
-        let publish_failures =
-            IntCounter::new("alleywatch_mqtt_failures_total", "Broker connection failures and lost connections")
-                .expect("static metric definition");
-        registry.register(Box::new(publish_failures.clone())).expect("unique metric name");
+        let publish_failures = add(
+            &registry,
+            IntCounter::new("alleywatch_mqtt_failures_total", "Broker connection failures and lost connections"),
+        );
         let events_suppressed = counter(
             "alleywatch_events_suppressed_total",
             "Event messages not sent because a centre acknowledged or resolved the event",

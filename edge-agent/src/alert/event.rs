@@ -89,6 +89,9 @@ pub struct CentreState {
     pub resolved: Option<Resolved>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escalation: Option<Escalation>,
+    /// On an `end` the agent forced (camera stopped, rule removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed: Option<super::CloseReason>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

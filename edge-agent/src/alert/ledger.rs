@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 use super::event::{Ack, Escalation, Resolved};
-use super::{Event, Severity};
+use super::{CloseReason, Event, Severity};
 use crate::analytics::Phase;
 use crate::config::{Alerts, Site};
 
@@ -146,9 +146,13 @@ impl Ledger {
 
     /// Ends an open event whose rule went away (a lane removed, a camera
     /// stopped): returns its `end`, or `None` if it is not open.
-    pub fn close(&mut self, event_id: &str) -> Option<Event> {
+    pub fn close(&mut self, event_id: &str, reason: CloseReason) -> Option<Event> {
         let o = self.open.remove(event_id)?;
-        (!o.resolved).then(|| end_of(&o))
+        (!o.resolved).then(|| {
+            let mut end = end_of(&o);
+            end.centre.closed = Some(reason);
+            end
+        })
     }
 
     /// The `escalate` messages due at `now`.
@@ -272,5 +276,20 @@ mod tests {
         l.admit(&mut event("hot", Phase::Start, Severity::Critical), t0);
         l.ack("hot", "op", None).unwrap();
         assert!(l.due_escalations(t0 + Duration::from_secs(100)).is_empty(), "acked events stay put");
+    }
+
+    #[test]
+    fn close_ends_an_open_event_once_and_says_why() {
+        let mut l = Ledger::new(&alerts(0.0), &site());
+        let t0 = Instant::now();
+        l.admit(&mut event("e", Phase::Start, Severity::Warning), t0);
+        let end = l.close("e", CloseReason::CameraStopped).expect("an end for the open event");
+        assert_eq!((end.phase, end.centre.closed), (Phase::End, Some(CloseReason::CameraStopped)));
+        assert!(end.ended_at.is_some());
+        assert!(l.close("e", CloseReason::CameraStopped).is_none(), "only once");
+
+        l.admit(&mut event("r", Phase::Start, Severity::Warning), t0);
+        l.resolve("r", "op").unwrap();
+        assert!(l.close("r", CloseReason::RuleRemoved).is_none(), "a resolved event already has its end");
     }
 }

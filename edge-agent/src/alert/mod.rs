@@ -42,8 +42,21 @@ pub enum Outbound {
     /// A camera's retained status.
     Camera(CameraStatus),
     /// End an open event now (its rule or camera went away): the alert
-    /// stage sends the `end`, built from the event's last message.
-    Close { event_id: String },
+    /// stage sends the `end`, built from the event's last message and
+    /// marked with `reason`, so a centre can tell it from a scene that
+    /// cleared.
+    Close { event_id: String, reason: CloseReason },
+}
+
+/// Why the agent ended an event itself (the event's `closed` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The camera stopped: the agent is shutting down, or the camera was
+    /// removed or restarted by a reload.
+    CameraStopped,
+    /// A reload removed or turned off the rule (lane, falls, fire).
+    RuleRemoved,
 }
 
 /// RFC 3339 (UTC, milliseconds) for `SystemTime` fields.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use crate::alert::event::{self, CameraRef, Evidence, EvidenceObject, Scores, SnapshotRef};
-use crate::alert::{snapshot, Event, EventKind, Outbound, Severity, Topics};
+use crate::alert::{snapshot, CloseReason, Event, EventKind, Outbound, Severity, Topics};
 use crate::analytics::flicker::{self, FlickerHistory};
 use crate::analytics::motion::MotionHistory;
 use crate::analytics::{
@@ -208,7 +208,7 @@ impl CameraAnalyzer {
         }
         for (_, open) in old {
             if let Some(o) = open {
-                out.push(Outbound::Close { event_id: o.id });
+                out.push(Outbound::Close { event_id: o.id, reason: CloseReason::RuleRemoved });
             }
         }
         if self.lanes.is_empty() {
@@ -223,7 +223,11 @@ impl CameraAnalyzer {
             (None, Some(pose), true) => self.falls = Some(FallRule::new(falls_cfg, pose.track_score)),
             (_, _, false) => {
                 self.falls = None;
-                out.extend(self.fall_open.drain().map(|(_, o)| Outbound::Close { event_id: o.id }));
+                out.extend(
+                    self.fall_open
+                        .drain()
+                        .map(|(_, o)| Outbound::Close { event_id: o.id, reason: CloseReason::RuleRemoved }),
+                );
             }
             (None, None, true) => {}
         }
@@ -235,7 +239,12 @@ impl CameraAnalyzer {
             }
             (None, Some(_), true) => self.fire = FireStage::new(config, camera, &self.models.fire),
             (Some(stage), _, _) => {
-                out.extend(stage.open.drain().map(|(_, o)| Outbound::Close { event_id: o.id }));
+                out.extend(
+                    stage
+                        .open
+                        .drain()
+                        .map(|(_, o)| Outbound::Close { event_id: o.id, reason: CloseReason::RuleRemoved }),
+                );
                 self.fire = None;
             }
             (None, _, _) => {}
@@ -245,10 +254,11 @@ impl CameraAnalyzer {
 
     /// Closes every open event (the camera is stopping).
     pub fn close_all(&mut self, out: &mut Vec<Outbound>) {
-        out.extend(self.lane_open.iter_mut().filter_map(Option::take).map(|o| Outbound::Close { event_id: o.id }));
-        out.extend(self.fall_open.drain().map(|(_, o)| Outbound::Close { event_id: o.id }));
+        let close = |id: String| Outbound::Close { event_id: id, reason: CloseReason::CameraStopped };
+        out.extend(self.lane_open.iter_mut().filter_map(Option::take).map(|o| close(o.id)));
+        out.extend(self.fall_open.drain().map(|(_, o)| close(o.id)));
         if let Some(stage) = &mut self.fire {
-            out.extend(stage.open.drain().map(|(_, o)| Outbound::Close { event_id: o.id }));
+            out.extend(stage.open.drain().map(|(_, o)| close(o.id)));
         }
     }
 
