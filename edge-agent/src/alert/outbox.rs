@@ -36,7 +36,13 @@ struct Inner {
     /// Messages the spool could not store (disk full, I/O error): sent
     /// from memory, so an alert still goes out while the box is up.
     unspooled: Mutex<VecDeque<(Event, Option<Vec<u8>>)>>,
+    /// The last [`RECENT`] event messages sent, newest last, for the
+    /// technician's page (a summary each, without evidence).
+    recent: Mutex<VecDeque<serde_json::Value>>,
 }
+
+/// How many recent event messages `/api/events` shows.
+pub const RECENT: usize = 50;
 
 #[derive(Default)]
 struct Statuses {
@@ -61,6 +67,7 @@ impl Outbox {
                 wake: Notify::new(),
                 statuses: Mutex::default(),
                 unspooled: Mutex::default(),
+                recent: Mutex::default(),
             }),
         }
     }
@@ -70,8 +77,8 @@ impl Outbox {
         match msg {
             Outbound::Event { event, snapshot } => self.event(*event, snapshot),
             Outbound::Camera(status) => self.camera_status(status),
-            Outbound::Close { event_id } => {
-                let end = self.ledger().close(&event_id);
+            Outbound::Close { event_id, reason } => {
+                let end = self.ledger().close(&event_id, reason);
                 if let Some(end) = end {
                     self.event(end, None);
                 }
@@ -87,7 +94,9 @@ impl Outbox {
             tracing::debug!(id = %event.id, reason, "event message suppressed");
             return;
         }
-        match self.inner.spool.push(&mut event, snapshot.as_deref(), &self.inner.topics) {
+        let pushed = self.inner.spool.push(&mut event, snapshot.as_deref(), &self.inner.topics);
+        self.remember(&event);
+        match pushed {
             Ok(pushed) => {
                 m.last_seq.set(pushed.seq as i64);
                 for d in &pushed.dropped {
@@ -112,6 +121,22 @@ impl Outbox {
             }
         }
         self.inner.wake.notify_one();
+    }
+
+    fn remember(&self, event: &Event) {
+        let Ok(serde_json::Value::Object(full)) = serde_json::to_value(event) else { return };
+        let keep = ["id", "seq", "kind", "type", "severity", "camera", "zone", "updated_at", "duration_s", "score"];
+        let summary: serde_json::Map<_, _> = full.into_iter().filter(|(k, _)| keep.contains(&k.as_str())).collect();
+        let mut r = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == RECENT {
+            r.pop_front();
+        }
+        r.push_back(serde_json::Value::Object(summary));
+    }
+
+    /// The most recent event messages, newest first.
+    pub fn recent_events(&self) -> Vec<serde_json::Value> {
+        self.inner.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().cloned().collect()
     }
 
     /// Records a camera's latest status for the retained topic and `/api`.

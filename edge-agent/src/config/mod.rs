@@ -244,11 +244,35 @@ pub struct Http {
     /// should not expose it unless the technician says so.
     #[serde(default = "default_http_bind")]
     pub bind: SocketAddr,
+    /// Bearer token every path but `/healthz` and `/readyz` then needs.
+    /// Required when `bind` is not loopback. Prefer `token_file`.
+    pub token: Option<String>,
+    /// A file whose first line is the token.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Http { bind: default_http_bind() }
+        Http { bind: default_http_bind(), token: None, token_file: None }
+    }
+}
+
+impl Http {
+    /// The configured token, read from `token_file` if that is how it is
+    /// given. An error names the key and the file.
+    pub fn read_token(&self) -> Result<Option<String>, String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Some(f)) => {
+                let text = std::fs::read_to_string(f).map_err(|e| format!("http.token_file {}: {e}", f.display()))?;
+                let line = text.lines().next().unwrap_or("").trim().to_string();
+                if line.is_empty() {
+                    return Err(format!("http.token_file {}: the file is empty", f.display()));
+                }
+                Ok(Some(line))
+            }
+            (None, None) => Ok(None),
+        }
     }
 }
 
@@ -314,7 +338,7 @@ pub struct Camera {
 }
 
 /// A lane (zone) that must stay clear.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Lane {
     pub name: String,
@@ -478,7 +502,7 @@ impl Config {
         }
         for p in [&mut self.broker.ca_file, &mut self.broker.client_cert, &mut self.broker.client_key]
             .into_iter()
-            .chain([&mut self.broker.password_file])
+            .chain([&mut self.broker.password_file, &mut self.http.token_file])
             .flatten()
         {
             resolve(p);
@@ -529,6 +553,22 @@ impl Config {
         }
         if b.password.is_some() && b.password_file.is_some() {
             return err("broker.password_file", "set either password or password_file, not both".into());
+        }
+        let h = &self.http;
+        if h.token.is_some() && h.token_file.is_some() {
+            return err("http.token_file", "set either token or token_file, not both".into());
+        }
+        if h.token.as_deref().is_some_and(|t| t.trim().len() < 16) {
+            return err("http.token", "must be at least 16 characters (e.g. `openssl rand -hex 16`)".into());
+        }
+        if !h.bind.ip().is_loopback() && h.token.is_none() && h.token_file.is_none() {
+            return err(
+                "http.token_file",
+                format!(
+                    "http.bind {} is not loopback: set http.token_file (or http.token) so the page, /api and /metrics need a token",
+                    h.bind
+                ),
+            );
         }
         if b.client_cert.is_some() != b.client_key.is_some() {
             return err("broker.client_key", "client_cert and client_key go together".into());

@@ -3,15 +3,23 @@
 //!
 //! | path | what |
 //! |---|---|
+//! | `/` | the technician's page ([`technician`]) |
 //! | `/metrics` | Prometheus text format |
 //! | `/healthz` | 200 while the process serves requests (liveness) |
 //! | `/readyz` | 200 once models are loaded and the broker is connected or the spool accepts writes; 503 otherwise |
 //! | `/api/cameras` | every camera's status, JSON (credentials removed) |
 //! | `/api/cameras/{id}/snapshot.jpg` | the camera's latest analysed frame |
+//! | `/api/cameras/{id}/lanes` | POST: save a lane drawn on the page |
+//! | `/api/config` | the running rule settings (no URLs or secrets) |
+//! | `/api/events` | the last event messages sent |
 //!
 //! One small stack (axum on hyper, on the agent's tokio runtime). It binds
-//! to loopback unless `http.bind` says otherwise. Handlers only read shared
-//! state; none of them can stall a camera.
+//! to loopback unless `http.bind` says otherwise; bound elsewhere it needs a
+//! token ([`auth`]). Handlers only read shared state or hand a change to the
+//! reload path; none of them can stall a camera.
+
+pub mod auth;
+pub mod technician;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,19 +29,22 @@ use std::time::SystemTime;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::alert::Outbox;
+use crate::alert::{Outbox, SetRequest};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
-#[error("http.bind {addr}: {source}")]
-pub struct HttpError {
-    addr: SocketAddr,
-    source: std::io::Error,
+pub enum HttpError {
+    #[error("http.bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// `http.token_file` unreadable or empty (the message names it).
+    #[error("{0}")]
+    Token(String),
 }
 
 /// The latest frame of one camera, kept for viewers (copied at most once a
@@ -81,22 +92,37 @@ pub struct HttpState {
     pub outbox: Outbox,
     pub frames: Frames,
     pub quality: u8,
+    /// The running configuration, replaced by every reload.
+    pub config: tokio::sync::watch::Receiver<Arc<Config>>,
+    /// Where a lane saved on the page goes: the reload path.
+    pub set: tokio::sync::mpsc::UnboundedSender<SetRequest>,
+    /// `http.token`, when one is configured.
+    pub token: Option<Arc<str>>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let guarded = Router::new()
+        .route("/", get(technician::page))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
         .route("/api/cameras", get(cameras))
         .route("/api/cameras/{id}/snapshot.jpg", get(snapshot))
+        .route("/api/cameras/{id}/lanes", post(technician::save_lane))
+        .route("/api/config", get(technician::config))
+        .route("/api/events", get(technician::events))
+        .route_layer(axum::middleware::from_fn_with_state(state.token.clone(), auth::require));
+    // Liveness and readiness stay open: probes carry no token, and they
+    // reveal nothing.
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(guarded)
         .with_state(state)
 }
 
 /// Binds now (so a bad address fails the start with a clear error) and
 /// serves until `shutdown`.
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError { addr, source })
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, shutdown: Shutdown) {

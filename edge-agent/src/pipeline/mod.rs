@@ -103,6 +103,7 @@ pub async fn run(
     let spool = Spool::open(&config.spool.path, config.spool.max_bytes())?;
     // Bind before the slow model load, so a port clash fails fast.
     let listener = crate::http::bind(config.http.bind).await?;
+    let token = config.http.read_token().map_err(crate::http::HttpError::Token)?.map(Arc::from);
     let publisher = Publisher::new(&config)?;
     let cfg = config.clone();
     let models = tokio::task::spawn_blocking(move || Models::load(&cfg))
@@ -125,28 +126,44 @@ pub async fn run(
     let outbox = Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), metrics.clone());
     let frames: Frames = Default::default();
     let shared = Shared { models, outbox: outbox.clone(), metrics: metrics.clone(), frames: frames.clone() };
-    let http = tokio::spawn(crate::http::serve(
-        listener,
-        HttpState { metrics: metrics.clone(), outbox: outbox.clone(), frames, quality: config.alerts.snapshot_quality },
-        shutdown.clone(),
-    ));
-    tracing::info!(bind = %config.http.bind, "HTTP listening (/metrics, /healthz, /readyz, /api/cameras)");
-
     let closing = Shutdown::new();
     let (set_tx, mut set_rx) = mpsc::unbounded_channel::<SetRequest>();
+    let config = Arc::new(config);
+    let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        HttpState {
+            metrics: metrics.clone(),
+            outbox: outbox.clone(),
+            frames,
+            quality: config.alerts.snapshot_quality,
+            config: config_rx,
+            set: set_tx.clone(),
+            token,
+        },
+        shutdown.clone(),
+    ));
+    tracing::info!(bind = %config.http.bind, "HTTP listening (/, /metrics, /healthz, /readyz, /api)");
     let publisher = tokio::spawn(publisher.run(outbox.clone(), set_tx, closing.clone()));
 
     let mut cameras = HashMap::new();
-    let config = Arc::new(config);
     for camera in &config.cameras {
         cameras.insert(camera.id.clone(), spawn_camera(&config, camera, &shared)?);
     }
 
     let mut triggers = reload::Triggers::new(source.as_ref());
     let mut running = config;
+    let mut service = crate::service::Service::ready();
     loop {
+        // The running config, for the HTTP side (page, /api/config).
+        if !Arc::ptr_eq(&running, &config_tx.borrow()) {
+            config_tx.send_replace(running.clone());
+        }
         tokio::select! {
             _ = shutdown.wait() => break,
+            // The watchdog is fed from this loop, so a wedged manager (not
+            // just a live process) makes systemd restart the agent.
+            _ = service.watchdog_due() => service.ping(),
             why = triggers.next() => {
                 let Some(file) = source.as_ref().map(|s| s.file.clone()) else { continue };
                 let loaded = tokio::task::spawn_blocking(move || crate::config::overlay::load(&file)).await;
@@ -189,6 +206,7 @@ pub async fn run(
         }
     }
 
+    service.stopping();
     tracing::info!("stopping cameras");
     let threads: Vec<_> = cameras.into_values().flat_map(CameraHandle::stop).collect();
     tokio::task::spawn_blocking(move || {

@@ -67,7 +67,9 @@ impl Triggers {
 }
 
 /// Watches the config file's folder (editors replace files by renaming) and
-/// reports events that touch the file itself.
+/// reports events that touch the file itself, or Kubernetes' `..data` link:
+/// a mounted ConfigMap changes by swapping that link (atomically, by
+/// rename), and the file, a link through it, sees no event of its own.
 fn watch(file: &std::path::Path) -> (Option<mpsc::UnboundedReceiver<()>>, Option<notify::RecommendedWatcher>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let name = file.file_name().map(|n| n.to_os_string());
@@ -77,7 +79,11 @@ fn watch(file: &std::path::Path) -> (Option<mpsc::UnboundedReceiver<()>>, Option
         if ev.kind.is_access() {
             return;
         }
-        if ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+        let ours = |p: &std::path::PathBuf| {
+            let n = p.file_name().map(|n| n.to_os_string());
+            n == name || n.as_deref() == Some(std::ffi::OsStr::new("..data"))
+        };
+        if ev.paths.iter().any(ours) {
             let _ = tx.send(());
         }
     };
@@ -207,5 +213,29 @@ url = "rtsp://h/d"
         let p = plan(&old, &new);
         assert_eq!(p, Plan { stop: vec!["c".into()], start: vec!["d".into()], restart: vec!["a".into()] });
         assert!(needs_restart(&old, &new).is_empty(), "a dwell time is a rule parameter");
+    }
+
+    /// A mounted ConfigMap as the kubelet updates it: `alleywatch.toml` is
+    /// a link to `..data/alleywatch.toml`, and an update renames a new
+    /// `..data` link over the old one.
+    #[test]
+    fn a_configmap_swap_is_seen_as_a_change() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for v in ["..v1", "..v2"] {
+            std::fs::create_dir(d.join(v)).unwrap();
+            std::fs::write(d.join(v).join("alleywatch.toml"), v).unwrap();
+        }
+        symlink("..v1", d.join("..data")).unwrap();
+        symlink("..data/alleywatch.toml", d.join("alleywatch.toml")).unwrap();
+        let (rx, _watcher) = watch(&d.join("alleywatch.toml"));
+        let mut rx = rx.expect("watching");
+        symlink("..v2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let seen = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await });
+        assert!(matches!(seen, Ok(Some(()))), "the swap triggers a reload");
+        assert_eq!(std::fs::read_to_string(d.join("alleywatch.toml")).unwrap(), "..v2");
     }
 }

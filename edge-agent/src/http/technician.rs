@@ -1,0 +1,126 @@
+//! The technician's page: cameras and their status, each camera's latest
+//! frame with its lanes drawn, a way to click out a new lane and save it,
+//! and a read-only view of the thresholds and recent events.
+//!
+//! The page is one static HTML file with a little plain JavaScript
+//! (`technician.html`), served from the binary: no front-end build, nothing
+//! fetched from elsewhere. It reads `/api/cameras`, `/api/config` and
+//! `/api/events`. Saving a lane posts to `/api/cameras/{id}/lanes`, which
+//! becomes a `set` of `cameras.{id}.lanes.{name}.*` — the same validated
+//! path as a centre's `set` command and a hot reload: the overlay file
+//! keeps it, a bad polygon is rejected with the key that is wrong, and no
+//! stream restarts.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
+
+use super::HttpState;
+use crate::alert::SetRequest;
+use crate::config::FireKind;
+
+const PAGE: &str = include_str!("technician.html");
+
+pub async fn page() -> Response {
+    // The page is small and changes with the binary: never cache it.
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], PAGE).into_response()
+}
+
+/// The running configuration's operator-facing parts (no URLs, no
+/// credentials, no file paths): what a technician checks on the box.
+pub async fn config(State(s): State<HttpState>) -> Response {
+    let c = s.config.borrow().clone();
+    let cameras: Vec<Value> = c
+        .cameras
+        .iter()
+        .map(|cam| {
+            json!({
+                "id": cam.id,
+                "name": cam.name,
+                "fps": cam.fps,
+                "analysis_width": cam.analysis_width,
+                "lanes": cam.lanes,
+                "falls": c.falls_for(cam),
+                "fire": cam.fire && c.fire.is_some(),
+            })
+        })
+        .collect();
+    let fire = c.fire.as_ref().map(|f| {
+        json!({
+            "fps": f.fps,
+            "fire": f.rule(FireKind::Fire),
+            "smoke": f.rule(FireKind::Smoke),
+            "flicker": f.flicker,
+        })
+    });
+    Json(json!({
+        "agent_id": c.agent_id,
+        "site": c.site.path(),
+        "detector": {
+            "score_threshold": c.detector.score_threshold,
+            "fps": c.detector.fps,
+            "labels": c.labels(),
+        },
+        "alerts": {
+            "update_interval_s": c.alerts.update_interval_s,
+            "acked_update_interval_s": c.alerts.acked_update_interval_s,
+            "escalate_after_s": c.alerts.escalate_after_s,
+            "escalate_min_severity": c.alerts.escalate_min_severity,
+        },
+        "fire": fire,
+        "cameras": cameras,
+    }))
+    .into_response()
+}
+
+pub async fn events(State(s): State<HttpState>) -> Response {
+    Json(s.outbox.recent_events()).into_response()
+}
+
+/// A lane drawn on the page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneForm {
+    name: String,
+    polygon: Vec<[f64; 2]>,
+    classes: Vec<String>,
+    dwell_s: f64,
+    clear_s: Option<f64>,
+}
+
+/// Saves a lane (new, or replacing the one with that name) through the
+/// validated `set` path. 200 with the applied keys, or 400 with the error.
+pub async fn save_lane(State(s): State<HttpState>, Path(camera): Path<String>, Json(form): Json<LaneForm>) -> Response {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, Json(json!({ "ok": false, "error": m }))).into_response();
+    if form.name.is_empty() || form.name.contains('.') {
+        return bad("name: must not be empty or contain '.'".into());
+    }
+    if !s.config.borrow().cameras.iter().any(|c| c.id == camera) {
+        return (StatusCode::NOT_FOUND, Json(json!({ "ok": false, "error": format!("no camera {camera:?}") })))
+            .into_response();
+    }
+    let key = |k: &str| format!("cameras.{camera}.lanes.{}.{k}", form.name);
+    let mut changes = Map::new();
+    changes.insert(key("polygon"), json!(form.polygon));
+    changes.insert(key("classes"), json!(form.classes));
+    changes.insert(key("dwell_s"), json!(form.dwell_s));
+    if let Some(c) = form.clear_s {
+        changes.insert(key("clear_s"), json!(c));
+    }
+    let keys: Vec<String> = changes.keys().cloned().collect();
+    let (reply, answer) = oneshot::channel();
+    if s.set.send(SetRequest { changes, by: "technician page".into(), reply }).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "error": "the agent is stopping" })))
+            .into_response();
+    }
+    match answer.await {
+        Ok(Ok(())) => Json(json!({ "ok": true, "keys": keys })).into_response(),
+        Ok(Err(e)) => bad(e),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "error": "no answer from the agent" })))
+            .into_response(),
+    }
+}

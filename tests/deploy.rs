@@ -1,0 +1,533 @@
+//! Deployment checks with the real tools: Prometheus (Debian's package)
+//! scraping a running agent through its token, headless Chromium drawing a
+//! lane on the technician's page, the token gate itself, and every deploy
+//! artefact validated by `tests/deploy/check.sh` (systemd, promtool,
+//! Kubernetes schemas, the Grafana dashboard, install.sh run twice).
+//!
+//! Each test starts its own agent on free loopback ports with a real RTSP
+//! camera and a real broker; every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use edge_agent::demo::{find_in_project, free_port, Mosquitto, DEFAULT_MODEL, DEMO_CLIP, DEMO_LANE};
+use edge_agent::source::rtsp_server::RtspServer;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "0123456789abcdef-deploy-test";
+
+/// One agent at a time: they share 2 cores with Chromium and Prometheus.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A plain HTTP/1.1 request on loopback: (status, body).
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).ok()?;
+    // Read until the body is complete: not every server closes on
+    // `Connection: close` (Chromium's DevTools endpoint does not).
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    let split = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+        .and_then(Result::ok);
+    match length {
+        Some(len) => {
+            while raw.len() < split + 4 + len {
+                let n = s.read(&mut buf).ok()?;
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            s.read_to_end(&mut raw).ok()?;
+        }
+    }
+    let mut body = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Some((status, body))
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if n == 0 || b.len() < i + 2 + n {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+    out
+}
+
+fn get_json(port: u16, path: &str) -> Option<Value> {
+    let auth = format!("Bearer {TOKEN}");
+    let (status, body) = http(port, "GET", path, &[("Authorization", &auth)], "")?;
+    (status == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
+}
+
+/// The agent with one RTSP camera that has one lane, its HTTP guarded by
+/// [`TOKEN`] (from a token file).
+struct Agent {
+    child: Child,
+    http: u16,
+    dir: tempfile::TempDir,
+    _broker: Mosquitto,
+    _server: RtspServer,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Mosquitto::start().expect("mosquitto");
+        let clip = find_in_project(DEMO_CLIP).expect("demo clip: run deploy/setup.sh");
+        let server = RtspServer::start(&clip, 0, "/cam").expect("rtsp server");
+        let model = find_in_project(DEFAULT_MODEL).expect("models/nanodet.onnx");
+        let http = free_port().unwrap();
+        std::fs::write(dir.path().join("http.token"), format!("{TOKEN}\n")).unwrap();
+        let config = format!(
+            r#"agent_id = "deploy-agent"
+site = {{ district = "d1", street = "s1", community = "c1" }}
+broker = {{ host = "127.0.0.1", port = {broker} }}
+detector = {{ path = "{model}", format = "nanodet", input_size = 416, threads = 1 }}
+spool = {{ path = "state/spool.sqlite" }}
+http = {{ bind = "127.0.0.1:{http}", token_file = "http.token" }}
+
+[[cameras]]
+id = "cam-1"
+name = "Back lane"
+url = "rtsp://127.0.0.1:{rtsp}/cam"
+fps = 5
+fire = false
+lanes = [{{ name = "kerb", polygon = {DEMO_LANE}, classes = ["car"], dwell_s = 30 }}]
+"#,
+            broker = broker.port(),
+            model = model.display(),
+            rtsp = server.port(),
+        );
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start edge-agent");
+        let agent = Agent { child, http, dir, _broker: broker, _server: server };
+        wait_until("camera streaming (via /api/cameras)", Duration::from_secs(60), || {
+            let cams = get_json(http, "/api/cameras")?;
+            (cams[0]["state"] == "streaming").then_some(())
+        });
+        agent
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let auth = format!("Bearer {TOKEN}");
+        let (_, body) = http(self.http, "GET", "/metrics", &[("Authorization", &auth)], "").expect("metrics");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(candidates: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    candidates.iter().flat_map(|c| std::env::split_paths(&path).map(move |d| d.join(c))).find(|p| p.is_file())
+}
+
+#[test]
+fn the_token_guards_everything_but_health() {
+    let _serial = serial();
+    let agent = Agent::start();
+    for path in ["/", "/metrics", "/api/cameras", "/api/config", "/api/events", "/api/cameras/cam-1/snapshot.jpg"] {
+        let (status, _) = http(agent.http, "GET", path, &[], "").unwrap();
+        assert_eq!(status, 401, "{path} without a token");
+        let (status, _) =
+            http(agent.http, "GET", path, &[("Authorization", "Bearer wrong-token-wrong-token")], "").unwrap();
+        assert_eq!(status, 401, "{path} with a wrong token");
+        let auth = format!("Bearer {TOKEN}");
+        let (status, _) = http(agent.http, "GET", path, &[("Authorization", &auth)], "").unwrap();
+        assert_eq!(status, 200, "{path} with the token");
+    }
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(http(agent.http, "GET", path, &[], "").unwrap().0, 200, "{path} is open to probes");
+    }
+    let (status, _) =
+        http(agent.http, "POST", "/api/cameras/cam-1/lanes", &[("Content-Type", "application/json")], "{}").unwrap();
+    assert_eq!(status, 401, "saving a lane needs the token too");
+
+    // A bad lane is refused by the config's own validation, naming the key.
+    let auth = format!("Bearer {TOKEN}");
+    let bad = json!({ "name": "tiny", "polygon": [[0.1, 0.1], [0.2, 0.2]], "classes": ["car"], "dwell_s": 5 });
+    let (status, body) = http(
+        agent.http,
+        "POST",
+        "/api/cameras/cam-1/lanes",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        &bad.to_string(),
+    )
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, &answer["ok"]), (400, &json!(false)), "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("cameras[0].lanes[1].polygon"), "{answer}");
+    let config = get_json(agent.http, "/api/config").unwrap();
+    assert_eq!(config["cameras"][0]["lanes"].as_array().unwrap().len(), 1, "the bad lane is not in force");
+    let text = config.to_string();
+    assert!(!text.contains("rtsp://") && !text.contains(TOKEN), "no URLs or secrets in /api/config");
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_through_its_token() {
+    let Some(prometheus) = which(&["prometheus"]) else {
+        panic!("prometheus not found: tests/run.sh installs it (Debian package `prometheus`)");
+    };
+    let _serial = serial();
+    let agent = Agent::start();
+    let dir = agent.dir.path();
+    let alerts = find_in_project("deploy/prometheus/alerts.yml").expect("deploy/prometheus/alerts.yml");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {alerts}\nscrape_configs:\n  \
+         - job_name: alleywatch\n    authorization:\n      type: Bearer\n      credentials_file: {token}\n    \
+         static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+        alerts = alerts.display(),
+        token = dir.join("http.token").display(),
+        port = agent.http,
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let web = free_port().unwrap();
+    let mut prom = Command::new(prometheus)
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start prometheus");
+    let api = |q: &str| -> Option<Value> {
+        let (status, body) = http(web, "GET", q, &[], "")?;
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        (status == 200 && v["status"] == "success").then_some(v["data"].clone())
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let target = wait_until("the agent's target up in Prometheus", Duration::from_secs(60), || {
+            let t = api("/api/v1/targets")?;
+            let t = t["activeTargets"].as_array()?.first()?.clone();
+            (t["health"] == "up").then_some(t)
+        });
+        assert_eq!(target["labels"]["job"], "alleywatch");
+        let names = wait_until("alleywatch series stored", Duration::from_secs(30), || {
+            let n = api("/api/v1/label/__name__/values")?;
+            let n: Vec<String> = n.as_array()?.iter().filter_map(|v| v.as_str().map(String::from)).collect();
+            n.iter().any(|x| x == "alleywatch_frames_analysed_total").then_some(n)
+        });
+        for want in [
+            "alleywatch_frames_decoded_total",
+            "alleywatch_frames_analysed_total",
+            "alleywatch_camera_up",
+            "alleywatch_camera_last_frame_age_seconds",
+            "alleywatch_stage_seconds_bucket",
+            "alleywatch_mqtt_connected",
+            "alleywatch_spool_messages",
+            "alleywatch_spool_oldest_age_seconds",
+            "alleywatch_models_loaded",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} scraped; have {names:?}");
+        }
+        let analysed = wait_until("frames analysed > 0 in Prometheus", Duration::from_secs(30), || {
+            let r = api("/api/v1/query?query=alleywatch_frames_analysed_total%7Bcamera%3D%22cam-1%22%7D")?;
+            let v: f64 = r["result"][0]["value"][1].as_str()?.parse().ok()?;
+            (v > 0.0).then_some(v)
+        });
+        assert!(analysed > 0.0);
+        // The project's alert rules load in the real Prometheus.
+        let rules = api("/api/v1/rules").expect("rules API");
+        let groups = rules["groups"].as_array().expect("rule groups");
+        assert!(!groups.is_empty(), "deploy/prometheus/alerts.yml loaded: {rules}");
+    }));
+    let _ = prom.kill();
+    let _ = prom.wait();
+    if let Err(e) = result {
+        let mut log = String::new();
+        if let Some(mut err) = prom.stderr.take() {
+            let _ = err.read_to_string(&mut log);
+        }
+        eprintln!("prometheus log:\n{}", &log[log.len().saturating_sub(4000)..]);
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// A Chrome DevTools Protocol session on one page (the protocol is JSON
+/// over a WebSocket; no driver needed).
+struct Cdp {
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
+    next: u64,
+}
+
+impl Cdp {
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let msg = json!({ "id": id, "method": method, "params": params }).to_string();
+        self.ws.send(tungstenite::Message::text(msg)).expect("CDP send");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let msg = match self.ws.read() {
+                Ok(m) => m,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    continue
+                }
+                Err(e) => panic!("CDP read: {e}"),
+            };
+            let Ok(text) = msg.to_text() else { continue };
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            if v["id"] == id {
+                assert!(v["error"].is_null(), "CDP {method}: {}", v["error"]);
+                return v["result"].clone();
+            }
+        }
+        panic!("CDP {method}: no answer in 30 s");
+    }
+
+    /// Evaluates `js` in the page (awaiting a promise) and returns its value.
+    fn eval(&mut self, js: &str) -> Value {
+        let r = self.call("Runtime.evaluate", json!({ "expression": js, "returnByValue": true, "awaitPromise": true }));
+        assert!(r["exceptionDetails"].is_null(), "page script failed: {js}: {}", r["exceptionDetails"]);
+        r["result"]["value"].clone()
+    }
+
+    /// A real mouse click (pressed and released) at page coordinates.
+    fn click(&mut self, x: f64, y: f64) {
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }),
+            );
+        }
+    }
+
+    /// Clicks the centre of the element `selector`.
+    fn click_on(&mut self, selector: &str) {
+        let r = self.eval(&format!(
+            "(() => {{ const r = document.querySelector({selector:?}).getBoundingClientRect(); \
+             return [r.left + r.width / 2, r.top + r.height / 2]; }})()"
+        ));
+        self.click(r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+    }
+
+    fn wait_for(&mut self, what: &str, js: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.eval(js) != json!(true) {
+            assert!(Instant::now() < deadline, "timed out waiting in the page for {what} ({js})");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Headless Chromium with remote debugging on a free port; killed on drop.
+struct Chromium {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    fn start() -> Chromium {
+        let bin = std::env::var_os("CHROMIUM")
+            .map(PathBuf::from)
+            .or_else(|| which(&["chromium", "chromium-browser", "google-chrome"]))
+            .expect("chromium not found: tests/run.sh installs it (Debian package `chromium`)");
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "--window-size=1280,1100",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start chromium");
+        // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…"
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
+                    let _ = tx.send(rest.split('/').next().unwrap_or("").parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(60)).ok().flatten().expect("chromium's DevTools port");
+        Chromium { child, port, _profile: profile }
+    }
+
+    fn page(&self) -> Cdp {
+        let url = wait_until("a page target", Duration::from_secs(20), || {
+            let (_, body) = http(self.port, "GET", "/json/list", &[], "")?;
+            let list: Value = serde_json::from_slice(&body).ok()?;
+            list.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"].as_str().map(String::from)
+        });
+        let (ws, _) = tungstenite::connect(url.as_str()).expect("CDP websocket");
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        }
+        Cdp { ws, next: 0 }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn technician_draws_a_lane_in_chromium_and_the_agent_applies_it() {
+    let _serial = serial();
+    let agent = Agent::start();
+    let browser = Chromium::start();
+    let mut page = browser.page();
+    page.call("Page.enable", json!({}));
+    // The token once in the address: the agent turns it into a cookie and
+    // redirects, as a technician's first visit would.
+    page.call("Page.navigate", json!({ "url": format!("http://127.0.0.1:{}/?token={TOKEN}", agent.http) }));
+    page.wait_for("the page at / with the cookie", "location.pathname === '/' && document.readyState === 'complete'");
+
+    // 1–2: the page loads, with the camera and its latest frame.
+    page.wait_for(
+        "the camera listed as streaming",
+        "[...document.querySelectorAll('#cameras tr.camera')].some(r => r.textContent.includes('streaming'))",
+    );
+    page.wait_for("the snapshot", "document.getElementById('snapshot').naturalWidth > 0");
+    page.wait_for("the configured lane drawn", "document.querySelectorAll('#overlay polygon.lane').length === 1");
+    assert_eq!(page.eval("document.getElementById('snapshot').naturalWidth"), json!(640), "analysis width");
+
+    // 3: draw a polygon with real clicks on the picture.
+    page.click_on("#draw");
+    let rect = page.eval(
+        "(() => { const r = document.getElementById('overlay').getBoundingClientRect(); \
+         return [r.left, r.top, r.width, r.height]; })()",
+    );
+    let (left, top, w, h) =
+        (rect[0].as_f64().unwrap(), rect[1].as_f64().unwrap(), rect[2].as_f64().unwrap(), rect[3].as_f64().unwrap());
+    let corners = [(0.1, 0.5), (0.6, 0.5), (0.6, 0.9), (0.1, 0.9)];
+    for (x, y) in corners {
+        page.click(left + x * w, top + y * h);
+    }
+    page.wait_for("a 4-point draft", "document.querySelectorAll('#overlay circle.vertex').length === 4");
+    page.eval("document.getElementById('lane-name').value = 'drawn-lane'; document.getElementById('lane-dwell').value = '5'; true");
+
+    // 4: save.
+    page.click_on("#save");
+    page.wait_for("the save confirmed", "document.getElementById('status').className === 'ok'");
+    page.wait_for("both lanes drawn", "document.querySelectorAll('#overlay polygon.lane').length === 2");
+
+    // 5: the agent's running config has the lane, from the clicks, with no
+    // stream restart, and the overlay file keeps it for the next start.
+    let config = get_json(agent.http, "/api/config").unwrap();
+    let lanes = config["cameras"][0]["lanes"].as_array().unwrap().clone();
+    let lane = lanes.iter().find(|l| l["name"] == "drawn-lane").expect("drawn-lane in the running config");
+    let polygon: Vec<(f64, f64)> =
+        lane["polygon"].as_array().unwrap().iter().map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap())).collect();
+    assert_eq!(polygon.len(), 4);
+    for ((x, y), (ex, ey)) in polygon.iter().zip(corners) {
+        assert!((x - ex).abs() < 0.01 && (y - ey).abs() < 0.01, "clicked {ex},{ey}, saved {x},{y}");
+    }
+    assert_eq!(lane["dwell_s"], 5.0);
+    assert_eq!(agent.metric("alleywatch_camera_reconnects_total"), 0.0, "no stream restart");
+    let overlay = std::fs::read_to_string(agent.dir.path().join("state/overlay.toml")).expect("overlay.toml");
+    assert!(overlay.contains("drawn-lane"), "{overlay}");
+
+    // 6: a screenshot of the page with both lanes.
+    let shot = page.call("Page.captureScreenshot", json!({ "format": "png" }));
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).expect("base64");
+    let img = image::load_from_memory(&png).expect("screenshot is a PNG");
+    assert!(img.width() >= 1000 && img.height() >= 600, "{}x{}", img.width(), img.height());
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("technician-page.png");
+    std::fs::write(&out, &png).unwrap();
+    eprintln!("screenshot: {}", out.display());
+}
+
+#[test]
+fn deploy_artefacts_validate() {
+    let script = find_in_project("tests/deploy/check.sh").expect("tests/deploy/check.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("EDGE_AGENT_BIN", env!("CARGO_BIN_EXE_edge-agent"))
+        .output()
+        .expect("run tests/deploy/check.sh");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "deploy checks failed:\n{text}");
+}
