@@ -120,6 +120,11 @@ struct Agent {
 
 impl Agent {
     fn start() -> Agent {
+        Agent::start_with(&[])
+    }
+
+    /// With extra environment variables for the agent.
+    fn start_with(env: &[(&str, &std::ffi::OsStr)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let broker = Mosquitto::start().expect("mosquitto");
         let clip = find_in_project(DEMO_CLIP).expect("demo clip: run deploy/setup.sh");
@@ -153,6 +158,7 @@ lanes = [{{ name = "kerb", polygon = {DEMO_LANE}, classes = ["car"], dwell_s = 3
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -235,6 +241,38 @@ fn the_token_guards_everything_but_health() {
     assert_eq!(config["cameras"][0]["lanes"].as_array().unwrap().len(), 1, "the bad lane is not in force");
     let text = config.to_string();
     assert!(!text.contains("rtsp://") && !text.contains(TOKEN), "no URLs or secrets in /api/config");
+}
+
+/// systemd's side of `Type=notify` and `WatchdogSec=`, played by the test:
+/// a datagram socket in `NOTIFY_SOCKET` and a 2 s `WATCHDOG_USEC`.
+#[test]
+fn systemd_hears_ready_then_watchdog_pings_then_stopping() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let agent = Agent::start_with(&[("NOTIFY_SOCKET", path.as_os_str()), ("WATCHDOG_USEC", "2000000".as_ref())]);
+    let mut heard: Vec<String> = Vec::new();
+    let mut listen_for = |what: &str, heard: &mut Vec<String>| -> Instant {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("waiting for {what}: {e}; heard {heard:?}"));
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            heard.push(msg.clone());
+            if msg.lines().any(|l| l == what) {
+                return Instant::now();
+            }
+        }
+    };
+    listen_for("READY=1", &mut heard);
+    let first = listen_for("WATCHDOG=1", &mut heard);
+    let second = listen_for("WATCHDOG=1", &mut heard);
+    let gap = second - first;
+    assert!(gap < Duration::from_millis(1900), "pings at half the watchdog timeout, got {gap:?}");
+    let _ = Command::new("kill").args(["-TERM", &agent.child.id().to_string()]).status();
+    listen_for("STOPPING=1", &mut heard);
+    assert_eq!(heard.iter().filter(|m| m.lines().any(|l| l == "READY=1")).count(), 1, "{heard:?}");
 }
 
 #[test]

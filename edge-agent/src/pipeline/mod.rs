@@ -354,6 +354,7 @@ impl LiveAnalysis {
             (m.frames_analysed.with_label_values(&[&id]), m.frames_decoded.with_label_values(&[&id]));
         let dropped = m.frames_dropped.with_label_values(&[id.as_str(), "analysis_busy"]);
         let age = m.last_frame_age.with_label_values(&[id.as_str()]);
+        let started = Instant::now();
         let (pre_errors, infer_errors) = (
             m.analysis_errors.with_label_values(&[id.as_str(), "preprocess"]),
             m.analysis_errors.with_label_values(&[id.as_str(), "inference"]),
@@ -371,9 +372,10 @@ impl LiveAnalysis {
             for msg in out.drain(..) {
                 self.outbox.send(msg);
             }
-            if let Some((t, _)) = self.slot.last_frame() {
-                age.set(t.elapsed().as_secs_f64());
-            }
+            // A camera that never delivered a frame ages from its start, so
+            // `age > N` alerts catch it as well as one that went quiet.
+            let last = self.slot.last_frame().map(|(t, _)| t).unwrap_or(started);
+            age.set(last.elapsed().as_secs_f64());
             let Some(frame) = self.slot.take(Duration::from_millis(500)) else {
                 if self.slot.is_closed() {
                     break;

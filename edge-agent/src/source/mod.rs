@@ -10,6 +10,7 @@
 //! - [`rtsp_server`]: an in-process RTSP server for the demo and the tests.
 
 pub mod pipeline;
+pub mod probe;
 pub mod rtsp_server;
 pub mod slot;
 pub mod supervisor;

@@ -124,7 +124,15 @@ impl Supervisor {
             }
             failures += 1;
             reconnects += 1;
-            let err = end.error.map(|e| e.to_string()).unwrap_or_else(|| "stopped".into());
+            let mut err = end.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "stopped".into());
+            if let Some(SourceError::Stream { element, message }) = &end.error {
+                // rtspsrc words every connection failure alike; find the step.
+                if element == "rtspsrc" && message.contains("Failed to connect") {
+                    if let Some(why) = super::probe::diagnose(&self.camera.url) {
+                        err = format!("{err}: {why}");
+                    }
+                }
+            }
             tracing::warn!(error = %err, retry_in_s = delay.as_secs_f64(), "camera stream lost");
             last_error = Some(err);
             let state = if failures >= FAILED_AFTER { CameraState::Failed } else { CameraState::Reconnecting };
