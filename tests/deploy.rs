@@ -254,7 +254,7 @@ fn systemd_hears_ready_then_watchdog_pings_then_stopping() {
     sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let agent = Agent::start_with(&[("NOTIFY_SOCKET", path.as_os_str()), ("WATCHDOG_USEC", "2000000".as_ref())]);
     let mut heard: Vec<String> = Vec::new();
-    let mut listen_for = |what: &str, heard: &mut Vec<String>| -> Instant {
+    let listen_for = |what: &str, heard: &mut Vec<String>| -> Instant {
         let mut buf = [0u8; 4096];
         loop {
             let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("waiting for {what}: {e}; heard {heard:?}"));

@@ -667,6 +667,7 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
     let refused = free_port().unwrap();
     let bad: Vec<(&str, String)> = vec![
         ("audio-only", format!("rtsp://127.0.0.1:{}/audio", audio.port())),
+        ("wrong-path", format!("rtsp://127.0.0.1:{}/no-such-stream", audio.port())),
         ("garbage", format!("rtsp://127.0.0.1:{}/cam", garbage_server())),
         ("hangs", format!("rtsp://127.0.0.1:{}/cam", silent_server())),
         ("refused", format!("rtsp://127.0.0.1:{refused}/cam")),
@@ -701,6 +702,14 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         eprintln!("{id:>13}: {} — {}", c["state"], c["last_error"]);
         checked += 1;
     }
+    // The connection failures say which step failed, not only rtspsrc's
+    // one message for all of them.
+    let error_of = |id: &str| {
+        cams.as_array().unwrap().iter().find(|c| c["camera"] == id).unwrap()["last_error"].as_str().unwrap().to_string()
+    };
+    assert!(error_of("refused").contains("refused the connection"), "{}", error_of("refused"));
+    assert!(error_of("no-such-host").contains("does not resolve"), "{}", error_of("no-such-host"));
+    assert!(error_of("wrong-path").to_lowercase().contains("not found"), "{}", error_of("wrong-path"));
     let good = cams.as_array().unwrap().iter().find(|c| c["camera"] == "good").unwrap();
     assert_eq!(good["state"], "streaming", "{cams}");
     let log = agent.stop();

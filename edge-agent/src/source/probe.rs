@@ -49,7 +49,9 @@ pub fn diagnose(url: &str) -> Option<String> {
     let (host, port) = endpoint(url)?;
     let addrs: Vec<_> = match (host.as_str(), port).to_socket_addrs() {
         Ok(a) => a.collect(),
-        Err(_) => return Some(format!("the host {host} does not resolve: check the camera's address and the box's DNS")),
+        Err(_) => {
+            return Some(format!("the host {host} does not resolve: check the camera's address and the box's DNS"))
+        }
     };
     let Some(addr) = addrs.first() else {
         return Some(format!("the host {host} does not resolve: check the camera's address and the box's DNS"));
