@@ -851,6 +851,19 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
     }
 
     #[test]
+    fn an_open_http_listener_needs_a_token() {
+        let open = |http: &str| GOOD.replacen("[broker]", &format!("http = {{ {http} }}\n\n[broker]"), 1);
+        let e = parse(&open(r#"bind = "0.0.0.0:9464""#)).unwrap_err();
+        assert!(e.contains("http.token_file") && e.contains("not loopback"), "{e}");
+        assert!(parse(&open(r#"bind = "0.0.0.0:9464", token_file = "t""#)).is_ok());
+        assert!(parse(&open(r#"bind = "[::1]:9464""#)).is_ok(), "IPv6 loopback is loopback");
+        let e = parse(&open(r#"bind = "0.0.0.0:9464", token = "short""#)).unwrap_err();
+        assert!(e.contains("http.token") && e.contains("16"), "{e}");
+        let e = parse(&open(r#"token = "0123456789abcdef0", token_file = "t""#)).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
     fn unknown_top_level_key() {
         assert_eq!(
             bad("agent_id", "agnet_id = \"x\"\nagent_id"),
