@@ -9,6 +9,8 @@
 //!   thumbnail the fall rule's vanish path needs;
 //! - the fire path's flicker thumbnail, its region measurement over a 2 s
 //!   window, and the fire rule over a frame's candidates;
+//! - the class-agnostic obstruction cue on one lane (half the frame) against
+//!   its clear reference;
 //! - JPEG snapshot encode of a 640x360 frame;
 //! - the default model and the pose model end to end (letterbox + ONNX
 //!   Runtime + decode), when ONNX Runtime and the models are available.
@@ -305,5 +307,35 @@ fn model(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, letterbox, decode_nms, lane_rules, tracking, fire_path, snapshot, model);
+/// The obstruction cue per lane per analysed frame: the lane covers the
+/// lower half of the frame (~100 cells), a stack of goods a quarter of it.
+/// The 160x90 thumbnail it reads is the fire path's (benched above), made
+/// once per frame for every lane.
+fn obstruction(c: &mut Criterion) {
+    use edge_agent::analytics::flicker::ColourThumb;
+    use edge_agent::analytics::geometry::Polygon;
+    use edge_agent::analytics::obstruction::{ObstructionCue, ObstructionParams};
+    let rgb = frame(640, 360);
+    let mut clear = ColourThumb::default();
+    clear.fill(&rgb, 640, 360);
+    let mut blocked = clear.clone();
+    for y in 60..90 {
+        for x in 40..120 {
+            blocked.px[(y * clear.w + x) as usize] = [200, 110, 135];
+        }
+    }
+    let lane = Polygon::new(&[[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]);
+    let mut cue = ObstructionCue::new(lane, ObstructionParams::default());
+    cue.set_reference(0.0, &clear);
+    let mut t = 0.0;
+    cue.observe(t, &blocked, &[]);
+    c.bench_function("obstruction cue, one lane (half a 160x90 thumbnail), blocked", |b| {
+        b.iter(|| {
+            t += 0.5;
+            black_box(cue.observe(t, black_box(&blocked), &[]))
+        })
+    });
+}
+
+criterion_group!(benches, letterbox, decode_nms, lane_rules, tracking, fire_path, obstruction, snapshot, model);
 criterion_main!(benches);

@@ -18,9 +18,10 @@
 pub mod fall;
 pub mod fire;
 pub mod flicker;
-mod geometry;
+pub mod geometry;
 mod lane;
 pub mod motion;
+pub mod obstruction;
 pub mod tracker;
 
 pub use fall::{FallFeatures, FallRule, FallTransition};
