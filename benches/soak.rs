@@ -38,7 +38,7 @@ fn fds(pid: u32) -> usize {
 fn metric(port: u16, name: &str) -> f64 {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0.0 };
-    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
     body.lines()

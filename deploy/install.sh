@@ -346,6 +346,9 @@ else
   fi
   if systemctl is-enabled --quiet "$SERVICE"; then
     say "  already enabled"
+  elif grep -Eq '^[[:space:]]*host[[:space:]]*=[[:space:]]*"broker\.district\.example"' "$CONFIG"; then
+    # Enabled with the example's broker, it would restart every 5 s at boot.
+    say "  not enabled yet: set broker.host in $CONFIG, then rerun this script"
   else
     systemctl enable --quiet "$SERVICE"
     say "  enabled (starts at boot)"

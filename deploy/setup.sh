@@ -51,9 +51,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod 0755 /usr/sbin/policy-rc.d
     veto=1
+    # Never leave the veto behind, even when the install fails.
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ "$veto" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  if [ "$veto" = 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 else
   say "apt packages present"
 fi

@@ -784,6 +784,8 @@ fn reload_by_set_command_and_sighup_restarts_no_stream() {
     // ends with a reconnect, so this is read well before).
     let m = agent.metrics();
     assert_eq!(metric(&m, "alleywatch_camera_reconnects_total", &[("camera", "cam-1")]), 0.0, "a stream restarted");
+    // A restart by reload starts the camera anew (not a reconnect).
+    assert_eq!(metric(&m, "alleywatch_camera_starts_total", &[("camera", "cam-1")]), 1.0, "the camera was restarted");
     assert!(metric(&m, "alleywatch_config_reloads_total", &[("result", "ok")]) >= 2.0);
     assert!(!sub.all().iter().any(|m| camera_is(m, "cam-1", "reconnecting")));
     let log = agent.stop();

@@ -148,6 +148,25 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let fire = if config.fire.is_some() { config.cameras.iter().filter(|c| c.fire).count() } else { 0 };
     let lib = edge_agent::infer::runtime::find_library(config.ort_library.as_deref())?;
     let falls = config.cameras.iter().filter(|c| config.falls_for(c).enabled).count();
+    // Secret files are read at start; say now if one is missing or unreadable.
+    let b = &config.broker;
+    let files = [
+        ("broker.password_file", &b.password_file),
+        ("broker.ca_file", &b.ca_file),
+        ("broker.client_cert", &b.client_cert),
+        ("broker.client_key", &b.client_key),
+    ];
+    let mut problems: Vec<String> = files
+        .iter()
+        .filter_map(|(key, path)| {
+            let path = path.as_ref()?;
+            std::fs::File::open(path).err().map(|e| format!("{key} {}: {e}", path.display()))
+        })
+        .collect();
+    problems.extend(config.http.read_token().err());
+    for p in &problems {
+        eprintln!("warning: {p} (the agent will not start until this is fixed)");
+    }
     println!(
         "{}: ok — agent {} at {}, {} camera(s), {} lane(s), falls on {} camera(s), fire on {} camera(s), model {} ({}), ONNX Runtime {}",
         file.display(),

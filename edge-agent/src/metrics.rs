@@ -16,6 +16,9 @@ pub struct Metrics {
     pub frames_analysed: IntCounterVec,
     pub camera_up: IntGaugeVec,
     pub reconnects: IntCounterVec,
+    /// Camera starts: at agent start, and each time a reload adds or
+    /// restarts the camera (a stream reconnect is `reconnects`).
+    pub camera_starts: IntCounterVec,
     pub stage_seconds: HistogramVec,
     pub events: IntCounterVec,
     pub mqtt_connected: IntGauge,
@@ -67,6 +70,11 @@ impl Metrics {
         let frames_analysed =
             counter("alleywatch_frames_analysed_total", "Frames run through detection and rules", &["camera"]);
         let reconnects = counter("alleywatch_camera_reconnects_total", "Camera stream restarts", &["camera"]);
+        let camera_starts = counter(
+            "alleywatch_camera_starts_total",
+            "Camera starts: at agent start, and when a reload adds or restarts the camera",
+            &["camera"],
+        );
         let events = counter("alleywatch_events_total", "Event messages sent", &["kind", "type"]);
         let analysis_errors =
             counter("alleywatch_analysis_errors_total", "Frames whose analysis failed", &["camera", "stage"]);
@@ -128,6 +136,7 @@ impl Metrics {
             frames_analysed,
             camera_up,
             reconnects,
+            camera_starts,
             stage_seconds,
             events,
             mqtt_connected,
@@ -145,6 +154,20 @@ impl Metrics {
             commands,
             reloads,
             models_loaded,
+        }
+    }
+
+    /// Drops a removed camera's series, so dashboards and alerts do not
+    /// keep a camera that is no longer configured.
+    pub fn forget_camera(&self, id: &str) {
+        for vec in [&self.frames_decoded, &self.frames_analysed, &self.reconnects, &self.camera_starts] {
+            let _ = vec.remove_label_values(&[id]);
+        }
+        let _ = self.camera_up.remove_label_values(&[id]);
+        let _ = self.last_frame_age.remove_label_values(&[id]);
+        let _ = self.frames_dropped.remove_label_values(&[id, "analysis_busy"]);
+        for stage in ["preprocess", "inference"] {
+            let _ = self.analysis_errors.remove_label_values(&[id, stage]);
         }
     }
 

@@ -4,11 +4,15 @@
 //! `READY=1` goes out once models are loaded and the cameras are started,
 //! so `systemctl start` returns when the agent really runs and a unit that
 //! orders itself after it waits for that. `WATCHDOG=1` pings come from the
-//! pipeline manager's own loop at half of `WatchdogSec`: if that loop
-//! wedges, the pings stop and systemd restarts the agent. Outside systemd
-//! (no `NOTIFY_SOCKET`, no `WATCHDOG_USEC`) every call is a no-op.
+//! pipeline manager's own loop at half of `WatchdogSec`, and only while
+//! every camera's analysis thread shows a recent [`Heartbeat`]: if the
+//! manager or an analysis thread wedges (a stuck inference, a deadlock),
+//! the pings stop and systemd restarts the agent. Outside systemd (no
+//! `NOTIFY_SOCKET`, no `WATCHDOG_USEC`) every call is a no-op.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
@@ -38,11 +42,17 @@ impl Service {
         }
     }
 
-    pub fn ping(&mut self) {
-        if let Some(every) = self.every {
+    /// Pings the watchdog, unless a thread in `stale` stopped beating:
+    /// then the ping is withheld (and logged), so systemd restarts a wedged
+    /// agent rather than one that merely looks alive.
+    pub fn ping(&mut self, stale: &[String]) {
+        let Some(every) = self.every else { return };
+        if stale.is_empty() {
             notify(&[NotifyState::Watchdog]);
-            self.next = tokio::time::Instant::now() + every;
+        } else {
+            tracing::error!(threads = ?stale, "no sign of life from these threads; withholding the watchdog ping");
         }
+        self.next = tokio::time::Instant::now() + every;
     }
 
     /// Graceful stop begins (draining may take a while).
@@ -54,5 +64,53 @@ impl Service {
 fn notify(state: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(state) {
         tracing::warn!(error = %e, "cannot notify the service manager");
+    }
+}
+
+/// A thread's sign of life for the watchdog: it beats on every cycle of its
+/// loop (the analysis loop cycles at least twice a second, frames or not).
+#[derive(Debug, Clone)]
+pub struct Heartbeat(Arc<AtomicU64>);
+
+/// How long a thread may go without a beat before the watchdog ping is
+/// withheld (well under the unit's `WatchdogSec=30`).
+pub const STALE: Duration = Duration::from_secs(20);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        let h = Heartbeat(Arc::new(AtomicU64::new(0)));
+        h.beat();
+        h
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn age(&self) -> Duration {
+        epoch().elapsed().saturating_sub(Duration::from_millis(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_ages_until_it_beats() {
+        let h = Heartbeat::default();
+        assert!(h.age() < Duration::from_secs(1));
+        h.0.store(0, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(h.age() >= Duration::from_millis(20), "{:?}", h.age());
+        h.beat();
+        assert!(h.age() < Duration::from_millis(20));
     }
 }

@@ -426,9 +426,6 @@ check_config() {
     "$file" >"$dir/alleywatch.toml"
   if out=$(ORT_DYLIB_PATH=$ORT_LIB "$EDGE_AGENT_BIN" check-config "$dir/alleywatch.toml" 2>&1); then
     pass "check-config $name"
-  elif grep -q 'unknown field .token_file.' <<<"$out"; then
-    # Only until the binary under test knows http.token_file.
-    say "  SKIP check-config $name: this edge-agent predates http.token_file"
   else
     fail "check-config $name"
     printf '%s\n' "$out" | sed 's/^/        /' >&2

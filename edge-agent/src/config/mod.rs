@@ -109,7 +109,8 @@ pub struct Broker {
     /// and shared without the secret.
     #[serde(default)]
     pub password: Option<String>,
-    /// A file whose first line is the password (read at start and reload).
+    /// A file whose first line is the password (read at start: a changed
+    /// password needs a restart).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// First level of every topic.
@@ -257,6 +258,18 @@ impl Default for Http {
     }
 }
 
+/// A token goes into headers, a cookie and a query string unescaped: at
+/// least 16 characters, URL- and cookie-safe ones only.
+fn check_token(t: &str) -> Result<(), String> {
+    if t.len() < 16 {
+        return Err("must be at least 16 characters (e.g. `openssl rand -hex 24`)".into());
+    }
+    if !t.chars().all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c)) {
+        return Err("may use only letters, digits and - . _ ~ (e.g. `openssl rand -hex 24`)".into());
+    }
+    Ok(())
+}
+
 impl Http {
     /// The configured token, read from `token_file` if that is how it is
     /// given. An error names the key and the file.
@@ -266,9 +279,7 @@ impl Http {
             (None, Some(f)) => {
                 let text = std::fs::read_to_string(f).map_err(|e| format!("http.token_file {}: {e}", f.display()))?;
                 let line = text.lines().next().unwrap_or("").trim().to_string();
-                if line.is_empty() {
-                    return Err(format!("http.token_file {}: the file is empty", f.display()));
-                }
+                check_token(&line).map_err(|m| format!("http.token_file {}: the token {m}", f.display()))?;
                 Ok(Some(line))
             }
             (None, None) => Ok(None),
@@ -558,8 +569,8 @@ impl Config {
         if h.token.is_some() && h.token_file.is_some() {
             return err("http.token_file", "set either token or token_file, not both".into());
         }
-        if h.token.as_deref().is_some_and(|t| t.trim().len() < 16) {
-            return err("http.token", "must be at least 16 characters (e.g. `openssl rand -hex 16`)".into());
+        if let Some(t) = &h.token {
+            check_token(t).or_else(|m| err("http.token", m))?;
         }
         if !h.bind.ip().is_loopback() && h.token.is_none() && h.token_file.is_none() {
             return err(

@@ -63,7 +63,7 @@ pub fn load(file: &Path) -> Result<Config, OverlayError> {
     if changes.is_empty() {
         return Ok(base);
     }
-    merged(file, &changes)
+    merged(file, &changes, true)
 }
 
 /// Adds `changes` to the overlay of `file`, validates the result and, only
@@ -77,12 +77,15 @@ pub fn set(file: &Path, changes: &serde_json::Map<String, Value>, by: &str) -> R
         all.retain(|(key, _)| key != k);
         all.push((k.clone(), v.clone()));
     }
-    let config = merged(file, &all)?;
+    let config = merged(file, &all, false)?;
     write(&overlay, &all, by)?;
     Ok(config)
 }
 
-fn merged(file: &Path, changes: &[(String, Value)]) -> Result<Config, OverlayError> {
+/// The config file with `changes` applied. At load (`lenient`), a change
+/// for a camera the file no longer has is skipped with a warning: a camera
+/// removed from the file must not keep the agent from starting.
+fn merged(file: &Path, changes: &[(String, Value)], lenient: bool) -> Result<Config, OverlayError> {
     let text = std::fs::read_to_string(file)
         .map_err(|source| OverlayError::Config(ConfigError::Read { file: file.to_path_buf(), source }))?;
     let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| OverlayError::Key {
@@ -90,7 +93,12 @@ fn merged(file: &Path, changes: &[(String, Value)]) -> Result<Config, OverlayErr
         message: e.message().to_string(),
     })?;
     for (k, v) in changes {
-        apply(&mut doc, k, v)?;
+        match apply(&mut doc, k, v) {
+            Err(OverlayError::Key { key, message }) if lenient && message.starts_with("no camera") => {
+                tracing::warn!(key = %key, "overlay change for a camera the config no longer has; skipped");
+            }
+            r => r?,
+        }
     }
     Ok(Config::from_text(&doc.to_string(), file)?)
 }
@@ -299,5 +307,16 @@ lanes = [{{ name = "kerb", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"]
         assert!(e.to_string().contains("cannot be set remotely"), "{e}");
         let e = set(&file, &changes(serde_json::json!({"cameras.nope.lanes.kerb.dwell_s": 1})), "op").unwrap_err();
         assert!(e.to_string().contains("no camera \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn a_camera_removed_from_the_file_does_not_stop_the_agent_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = base(dir.path());
+        set(&file, &changes(serde_json::json!({"cameras.cam-1.lanes.kerb.dwell_s": 5})), "op").unwrap();
+        let text = std::fs::read_to_string(&file).unwrap().replace("id = \"cam-1\"", "id = \"cam-2\"");
+        std::fs::write(&file, text).unwrap();
+        let c = load(&file).expect("the stale overlay key is skipped, not fatal");
+        assert_eq!((c.cameras[0].id.as_str(), c.cameras[0].lanes[0].dwell_s), ("cam-2", 30.0));
     }
 }

@@ -5,6 +5,11 @@
 //! token (`http.token_file`), and then every request must carry it, as
 //! `Authorization: Bearer …` (Prometheus, scripts) or as the cookie a
 //! browser gets by opening the page once with `?token=…`.
+//!
+//! Without a token, requests must name a loopback host (`localhost`,
+//! `127.0.0.1`, `[::1]`): a web page in the technician's browser could
+//! otherwise point a host name of its own at 127.0.0.1 (DNS rebinding) and
+//! read snapshots or save lanes through the browser.
 
 use std::sync::Arc;
 
@@ -18,7 +23,16 @@ const COOKIE: &str = "alleywatch_token";
 /// The middleware: passes a request with the token, turns `?token=` into a
 /// cookie, and answers 401 otherwise.
 pub async fn require(State(token): State<Option<Arc<str>>>, req: Request, next: Next) -> Response {
-    let Some(token) = token else { return next.run(req).await };
+    let Some(token) = token else {
+        if loopback_host(req.headers()) {
+            return next.run(req).await;
+        }
+        return (
+            StatusCode::FORBIDDEN,
+            "this listener answers loopback host names only (localhost, 127.0.0.1); set http.token_file to serve others\n",
+        )
+            .into_response();
+    };
     if presented(req.headers()).is_some_and(|t| same(t.as_bytes(), token.as_bytes())) {
         return next.run(req).await;
     }
@@ -54,6 +68,16 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
         .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
+/// Whether the `Host` header names this machine's loopback (any port).
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    matches!(name.to_ascii_lowercase().as_str(), "localhost" | "127.0.0.1" | "::1")
+}
+
 fn query_token(query: Option<&str>) -> Option<&str> {
     query?.split('&').find_map(|kv| kv.strip_prefix("token="))
 }
@@ -79,5 +103,17 @@ mod tests {
         assert_eq!(presented(&HeaderMap::new()), None);
         assert_eq!(query_token(Some("x=1&token=t0k")), Some("t0k"));
         assert!(same(b"secret", b"secret") && !same(b"secret", b"secreT") && !same(b"s", b"secret"));
+    }
+
+    #[test]
+    fn only_loopback_host_names_pass_without_a_token() {
+        let host = |h: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_static(h));
+            loopback_host(&m)
+        };
+        assert!(host("127.0.0.1:9464") && host("localhost") && host("LOCALHOST:80") && host("[::1]:9464"));
+        assert!(!host("evil.example:9464") && !host("127.0.0.1.evil.example") && !host("10.0.0.5:9464"));
+        assert!(!loopback_host(&HeaderMap::new()), "no Host header: refused");
     }
 }

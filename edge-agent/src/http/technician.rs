@@ -117,10 +117,12 @@ pub async fn save_lane(State(s): State<HttpState>, Path(camera): Path<String>, J
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "error": "the agent is stopping" })))
             .into_response();
     }
-    match answer.await {
-        Ok(Ok(())) => Json(json!({ "ok": true, "keys": keys })).into_response(),
-        Ok(Err(e)) => bad(e),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "error": "no answer from the agent" })))
-            .into_response(),
+    match tokio::time::timeout(std::time::Duration::from_secs(30), answer).await {
+        Ok(Ok(Ok(()))) => Json(json!({ "ok": true, "keys": keys })).into_response(),
+        Ok(Ok(Err(e))) => bad(e),
+        Ok(Err(_)) | Err(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "error": "no answer from the agent" })))
+                .into_response()
+        }
     }
 }

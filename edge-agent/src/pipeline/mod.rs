@@ -37,6 +37,7 @@ use crate::alert::{Ledger, Outbox, Publisher, SetRequest, Spool, Topics};
 use crate::config::{Camera, Config};
 use crate::http::{Frames, HttpState, LatestFrame};
 use crate::metrics::Metrics;
+use crate::service::Heartbeat;
 use crate::shutdown::Shutdown;
 use crate::source::pipeline::SourceOptions;
 use crate::source::supervisor::Supervisor;
@@ -74,6 +75,8 @@ struct CameraHandle {
     slot: Arc<FrameSlot>,
     threads: Vec<std::thread::JoinHandle<()>>,
     control: std_mpsc::Sender<Arc<Config>>,
+    /// The analysis thread's sign of life, for the systemd watchdog.
+    beat: Heartbeat,
 }
 
 impl CameraHandle {
@@ -163,7 +166,14 @@ pub async fn run(
             _ = shutdown.wait() => break,
             // The watchdog is fed from this loop, so a wedged manager (not
             // just a live process) makes systemd restart the agent.
-            _ = service.watchdog_due() => service.ping(),
+            _ = service.watchdog_due() => {
+                let stale: Vec<String> = cameras
+                    .values()
+                    .filter(|h| h.beat.age() > crate::service::STALE)
+                    .map(|h| format!("analysis-{}", h.camera.id))
+                    .collect();
+                service.ping(&stale);
+            }
             why = triggers.next() => {
                 let Some(file) = source.as_ref().map(|s| s.file.clone()) else { continue };
                 let loaded = tokio::task::spawn_blocking(move || crate::config::overlay::load(&file)).await;
@@ -192,6 +202,8 @@ pub async fn run(
                         tracing::info!(by = %req.by, keys = ?req.changes.keys().collect::<Vec<_>>(), "set command applied");
                         running = apply(running, new, &mut cameras, &shared).await;
                         metrics.reloads.with_label_values(&["ok"]).inc();
+                        // In force (and visible on /api/config) before the answer.
+                        config_tx.send_replace(running.clone());
                         let _ = req.reply.send(Ok(()));
                     }
                     Ok(Err(e)) => {
@@ -207,6 +219,12 @@ pub async fn run(
     }
 
     service.stopping();
+    // Answer what is queued (a lane saved on the page, a centre's `set`):
+    // the HTTP server waits for its handlers before it stops.
+    set_rx.close();
+    while let Ok(req) = set_rx.try_recv() {
+        let _ = req.reply.send(Err("the agent is stopping".into()));
+    }
     tracing::info!("stopping cameras");
     let threads: Vec<_> = cameras.into_values().flat_map(CameraHandle::stop).collect();
     tokio::task::spawn_blocking(move || {
@@ -245,6 +263,7 @@ async fn apply(
         }
         if plan.stop.contains(id) {
             shared.outbox.camera_removed(id);
+            shared.metrics.forget_camera(id);
             shared.frames.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         }
     }
@@ -279,13 +298,16 @@ async fn apply(
 
 fn spawn_camera(config: &Arc<Config>, camera: &Camera, shared: &Shared) -> std::io::Result<CameraHandle> {
     let stop = Shutdown::new();
+    shared.metrics.camera_starts.with_label_values(&[camera.id.as_str()]).inc();
     let slot = Arc::new(FrameSlot::with_timer(shared.metrics.stage("decode_to_slot")));
     let latest = Arc::new(LatestFrame::new(&camera.name));
     shared.frames.lock().unwrap_or_else(|p| p.into_inner()).insert(camera.id.clone(), latest.clone());
     let supervisor =
         spawn_supervisor(config, camera, slot.clone(), shared.outbox.clone(), stop.clone(), &shared.metrics)?;
     let (control, rx) = std_mpsc::channel();
+    let beat = Heartbeat::default();
     let analysis = LiveAnalysis {
+        beat: beat.clone(),
         analyzer: CameraAnalyzer::new(config, camera, shared.models.clone(), shared.metrics.clone()),
         slot: slot.clone(),
         outbox: shared.outbox.clone(),
@@ -295,7 +317,7 @@ fn spawn_camera(config: &Arc<Config>, camera: &Camera, shared: &Shared) -> std::
         latest,
     };
     let analysis = std::thread::Builder::new().name(format!("analysis-{}", camera.id)).spawn(move || analysis.run())?;
-    Ok(CameraHandle { camera: camera.clone(), stop, slot, threads: vec![supervisor, analysis], control })
+    Ok(CameraHandle { camera: camera.clone(), stop, slot, threads: vec![supervisor, analysis], control, beat })
 }
 
 fn spawn_supervisor(
@@ -342,6 +364,7 @@ struct LiveAnalysis {
     /// New configs from a reload, applied between frames.
     control: std_mpsc::Receiver<Arc<Config>>,
     latest: Arc<LatestFrame>,
+    beat: Heartbeat,
 }
 
 impl LiveAnalysis {
@@ -363,6 +386,7 @@ impl LiveAnalysis {
         let mut out = Vec::with_capacity(4);
         let mut viewed: Option<Instant> = None;
         loop {
+            self.beat.beat();
             while let Ok(config) = self.control.try_recv() {
                 if let Some(camera) = config.cameras.iter().find(|c| c.id == id) {
                     self.analyzer.reconfigure(&config, camera, &mut out);

@@ -24,44 +24,57 @@ pub struct Triggers {
     hup: Option<tokio::signal::unix::Signal>,
     files: Option<mpsc::UnboundedReceiver<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
+    /// A file change was seen; reload once the burst settles.
+    file_due: Option<tokio::time::Instant>,
 }
 
 impl Triggers {
     pub fn new(source: Option<&ConfigSource>) -> Triggers {
-        let Some(source) = source else { return Triggers { hup: None, files: None, _watcher: None } };
+        let Some(source) = source else { return Triggers { hup: None, files: None, _watcher: None, file_due: None } };
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
             .ok();
         let (files, watcher) = if source.watch { watch(&source.file) } else { (None, None) };
-        Triggers { hup, files, _watcher: watcher }
+        Triggers { hup, files, _watcher: watcher, file_due: None }
     }
 
     /// Waits for the next trigger and names it. Several file events in a
-    /// burst (an editor's write, rename and chmod) are one reload.
+    /// burst (an editor's write, rename and chmod) are one reload, 300 ms
+    /// after the last. Cancel-safe: the caller's `select!` may drop this
+    /// future at any point (the watchdog tick, a `set` command) and a file
+    /// event already received is still pending on the next call.
     pub async fn next(&mut self) -> &'static str {
-        let hup = async {
-            match self.hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let file = async {
-            match self.files.as_mut() {
-                Some(rx) => {
-                    if rx.recv().await.is_none() {
-                        std::future::pending::<()>().await;
+        const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+        loop {
+            let due = self.file_due;
+            let (hup, files) = (&mut self.hup, &mut self.files);
+            tokio::select! {
+                _ = async {
+                    match hup.as_mut() {
+                        Some(h) => { h.recv().await; }
+                        None => std::future::pending::<()>().await,
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                    while rx.try_recv().is_ok() {}
+                } => return "SIGHUP",
+                got = async {
+                    match files.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match got {
+                    Some(()) => self.file_due = Some(tokio::time::Instant::now() + SETTLE),
+                    // The watcher is gone: no more file triggers.
+                    None => self.files = None,
+                },
+                _ = async {
+                    match due {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.file_due = None;
+                    return "config file changed";
                 }
-                None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            _ = hup => "SIGHUP",
-            _ = file => "config file changed",
         }
     }
 }
@@ -149,8 +162,9 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if format!("{:?}", old.broker) != format!("{:?}", new.broker) {
         v.push("[broker]");
     }
-    if old.http.bind != new.http.bind {
-        v.push("http.bind");
+    let http = |c: &Config| (c.http.bind, c.http.token.clone(), c.http.token_file.clone());
+    if http(old) != http(new) {
+        v.push("[http] (bind, token)");
     }
     if format!("{:?}", old.spool) != format!("{:?}", new.spool) {
         v.push("[spool]");

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 /// How long the probe waits for a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long it waits for the resolver, which has no timeout we can set (a
+/// dead DNS server can hold it for half a minute).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The host and port an `rtsp://` or `rtsps://` URL points at, without the
 /// credentials (they never leave this function).
@@ -47,16 +50,31 @@ pub fn endpoint(url: &str) -> Option<(String, u16)> {
 /// opens (then the RTSP exchange itself failed, and `rtspsrc` says why).
 pub fn diagnose(url: &str) -> Option<String> {
     let (host, port) = endpoint(url)?;
-    let addrs: Vec<_> = match (host.as_str(), port).to_socket_addrs() {
-        Ok(a) => a.collect(),
+    let unresolved = format!("the host {host} does not resolve: check the camera's address and the box's DNS");
+    // Resolve on a helper thread, so a dead DNS server costs this camera's
+    // supervisor (and a stop waiting for it) a bounded wait.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.clone();
+    std::thread::Builder::new()
+        .name("probe-dns".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+        })
+        .ok()?;
+    let addr = match rx.recv_timeout(RESOLVE_TIMEOUT) {
+        Ok(Ok(addrs)) => match addrs.first() {
+            Some(a) => *a,
+            None => return Some(unresolved),
+        },
+        Ok(Err(_)) => return Some(unresolved),
         Err(_) => {
-            return Some(format!("the host {host} does not resolve: check the camera's address and the box's DNS"))
+            return Some(format!(
+                "the host {host} did not resolve within {} s: the box's DNS server does not answer",
+                RESOLVE_TIMEOUT.as_secs()
+            ))
         }
     };
-    let Some(addr) = addrs.first() else {
-        return Some(format!("the host {host} does not resolve: check the camera's address and the box's DNS"));
-    };
-    match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
+    match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
         Ok(_) => None,
         Err(e) => Some(match e.kind() {
             ErrorKind::ConnectionRefused => format!(
@@ -89,8 +107,9 @@ mod tests {
 
     #[test]
     fn names_the_step_that_failed() {
-        // A port nothing listens on: bind one, then free it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // A port nothing listens on: 1 (tcpmux) is never served on loopback
+        // (binding a free port and closing it again would race).
+        let port = 1;
         let refused = diagnose(&format!("rtsp://user:secret@127.0.0.1:{port}/s")).unwrap();
         assert!(refused.contains("refused") && !refused.contains("secret"), "{refused}");
         let unresolved = diagnose("rtsp://cam-17.invalid/s").unwrap();

@@ -127,7 +127,7 @@ impl Supervisor {
             let mut err = end.error.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "stopped".into());
             if let Some(SourceError::Stream { element, message }) = &end.error {
                 // rtspsrc words every connection failure alike; find the step.
-                if element == "rtspsrc" && message.contains("Failed to connect") {
+                if element == "rtspsrc" && message.contains("Failed to connect") && !self.shutdown.is_triggered() {
                     if let Some(why) = super::probe::diagnose(&self.camera.url) {
                         err = format!("{err}: {why}");
                     }
