@@ -99,6 +99,10 @@ pub async fn save_lane(State(s): State<HttpState>, Path(camera): Path<String>, J
     if form.name.is_empty() || form.name.contains('.') {
         return bad("name: must not be empty or contain '.'".into());
     }
+    if camera.contains('.') {
+        // Remote changes address cameras by dotted key paths.
+        return bad(format!("camera {camera:?}: an id with '.' cannot be changed from here; edit the config file"));
+    }
     if !s.config.borrow().cameras.iter().any(|c| c.id == camera) {
         return (StatusCode::NOT_FOUND, Json(json!({ "ok": false, "error": format!("no camera {camera:?}") })))
             .into_response();
