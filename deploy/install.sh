@@ -102,6 +102,20 @@ elif [ "$(id -u)" -ne 0 ]; then
   die "run as root (sudo $0 ...), or set ALLEYWATCH_ROOT to stage into a folder"
 fi
 
+# fix_mode_owner PATH MODE [OWNER:GROUP]: sets CHANGED=1 when it had to
+# change the mode or (not when staging) the owner.
+fix_mode_owner() {
+  local path=$1 mode=$2 owner=${3:-}
+  if [ "$(stat -c %a "$path")" != "${mode#0}" ]; then
+    chmod "$mode" "$path"
+    CHANGED=1
+  fi
+  if [ -n "$owner" ] && ! staging && [ "$(stat -c %U:%G "$path")" != "$owner" ]; then
+    chown "$owner" "$path"
+    CHANGED=1
+  fi
+}
+
 # ensure_dir DIR MODE [OWNER:GROUP]
 ensure_dir() {
   local dir=$1 mode=$2 owner=${3:-}
@@ -109,14 +123,8 @@ ensure_dir() {
   if [ ! -d "$dir" ]; then
     install -d -m "$mode" "$dir"
     CHANGED=1
-  elif [ "$(stat -c %a "$dir")" != "${mode#0}" ]; then
-    chmod "$mode" "$dir"
-    CHANGED=1
   fi
-  if [ -n "$owner" ] && ! staging && [ "$(stat -c %U:%G "$dir")" != "$owner" ]; then
-    chown "$owner" "$dir"
-    CHANGED=1
-  fi
+  fix_mode_owner "$dir" "$mode" "$owner"
   if [ $CHANGED -eq 1 ]; then
     say "  created or fixed $dir"
     CHANGES=$((CHANGES + 1))
@@ -130,14 +138,7 @@ install_file() {
   local src=$1 dest=$2 mode=$3 owner=${4:-}
   CHANGED=0
   if [ -f "$dest" ] && cmp -s "$src" "$dest"; then
-    if [ "$(stat -c %a "$dest")" != "${mode#0}" ]; then
-      chmod "$mode" "$dest"
-      CHANGED=1
-    fi
-    if [ -n "$owner" ] && ! staging && [ "$(stat -c %U:%G "$dest")" != "$owner" ]; then
-      chown "$owner" "$dest"
-      CHANGED=1
-    fi
+    fix_mode_owner "$dest" "$mode" "$owner"
     if [ $CHANGED -eq 1 ]; then
       say "  fixed mode/owner of $dest"
       CHANGES=$((CHANGES + 1))
