@@ -84,6 +84,8 @@ fn lane_rules(c: &mut Criterion) {
         classes: vec!["car".into(), "truck".into()],
         dwell_s: 30.0,
         clear_s: 3.0,
+        cue: Default::default(),
+        min_occupancy: 0.3,
     };
     let mut rule = LaneRule::new(lane, &labels, 10.0);
     let dets: Vec<Detection> = (0..50)
@@ -120,6 +122,8 @@ fn tracking(c: &mut Criterion) {
         classes: vec!["car".into()],
         dwell_s: 30.0,
         clear_s: 3.0,
+        cue: Default::default(),
+        min_occupancy: 0.3,
     };
     let mut rule = LaneRule::new(lane, &labels, 10.0);
     let params = TrackerParams {

@@ -155,6 +155,13 @@ pub struct Evidence {
     /// Fire/smoke events: the flicker check's verdict and measurements.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flicker: Option<serde_json::Value>,
+    /// Lane events: what blocked the lane (`object` or `obstruction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::analytics::Cause>,
+    /// Lane events with the obstruction cue: `{occupancy, light, cells,
+    /// considered, changed: [[x1, y1, x2, y2], …]}` (the changed cells).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub obstruction: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]

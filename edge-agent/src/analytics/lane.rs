@@ -10,10 +10,28 @@
 //! missed detection or a passer-by occluding the car — neither resets the
 //! dwell nor ends the event. While blocked, an `update` goes out when the
 //! number of blocking objects changes, at most once per `update_interval_s`.
+//!
+//! What blocks depends on the lane's `cue`: tracked objects of its classes
+//! (`objects`, the default), the class-agnostic obstruction cue
+//! ([`super::obstruction`]: enough of the lane differs from its clear
+//! reference, `obstruction`), or either (`both`). Each transition says which
+//! one started it (`cause`).
 
+use super::flicker::ColourThumb;
 use super::geometry::Polygon;
+use super::obstruction::{ObstructionCue, ObstructionParams, Reading};
 use crate::config::Lane;
 use crate::infer::{BBox, Detection};
+
+/// What made a lane count as blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    /// A tracked detection of one of the lane's classes.
+    Object,
+    /// The class-agnostic cue: the lane differs from its clear reference.
+    Obstruction,
+}
 
 /// Where an event is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -43,6 +61,10 @@ pub struct LaneTransition {
     pub peak: f32,
     /// Fraction of the lane covered by the blocking boxes.
     pub occupancy: f32,
+    /// Objects on this frame, or else the obstruction cue.
+    pub cause: Cause,
+    /// The obstruction cue's reading on this frame, when the lane uses it.
+    pub obstruction: Option<Reading>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +82,8 @@ pub struct LaneRule {
     class_ids: Vec<usize>,
     update_interval_s: f64,
     state: State,
+    /// The class-agnostic cue, when the lane's `cue` uses it.
+    obstruction: Option<ObstructionCue>,
 }
 
 impl LaneRule {
@@ -67,14 +91,40 @@ impl LaneRule {
     /// against it when the config was loaded.
     pub fn new(lane: Lane, labels: &[String], update_interval_s: f64) -> LaneRule {
         let class_ids = labels.iter().enumerate().filter(|(_, l)| lane.classes.contains(l)).map(|(i, _)| i).collect();
-        LaneRule { polygon: Polygon::new(&lane.polygon), lane, class_ids, update_interval_s, state: State::Clear }
+        LaneRule {
+            polygon: Polygon::new(&lane.polygon),
+            lane,
+            class_ids,
+            update_interval_s,
+            state: State::Clear,
+            obstruction: None,
+        }
+    }
+
+    /// Turns the obstruction cue on (when the lane's `cue` uses it) or off,
+    /// keeping a learnt reference across reconfigurations.
+    pub fn set_obstruction(&mut self, params: ObstructionParams) {
+        if !self.lane.cue.obstruction() {
+            self.obstruction = None;
+            return;
+        }
+        match &mut self.obstruction {
+            Some(cue) => cue.reconfigure(self.polygon.clone(), params),
+            None => self.obstruction = Some(ObstructionCue::new(self.polygon.clone(), params)),
+        }
+    }
+
+    /// The obstruction cue, for its references (save, load, set).
+    pub fn obstruction_mut(&mut self) -> Option<&mut ObstructionCue> {
+        self.obstruction.as_mut()
     }
 
     /// New parameters from a reload (polygon, classes, dwell and clear
     /// times). An open event stays open; the new times apply from now on.
     pub fn reconfigure(&mut self, lane: Lane, labels: &[String], update_interval_s: f64) {
         let state = std::mem::replace(&mut self.state, State::Clear);
-        *self = LaneRule { state, ..LaneRule::new(lane, labels, update_interval_s) };
+        let obstruction = self.obstruction.take();
+        *self = LaneRule { state, obstruction, ..LaneRule::new(lane, labels, update_interval_s) };
     }
 
     pub fn name(&self) -> &str {
@@ -101,11 +151,37 @@ impl LaneRule {
     }
 
     /// Advances the rule to time `now` (seconds, monotonic) with this
-    /// frame's detections.
+    /// frame's detections (objects cue only).
     pub fn observe(&mut self, now: f64, detections: &[Detection]) -> Option<LaneTransition> {
-        let objects: Vec<Detection> = detections.iter().filter(|d| self.blocks(d)).cloned().collect();
-        let score = objects.iter().map(|d| d.score).fold(0.0, f32::max);
-        let occupied = !objects.is_empty();
+        self.observe_frame(now, detections, None, &[])
+    }
+
+    /// Advances the rule with this frame's detections and, for the
+    /// obstruction cue, the frame's thumbnail and the boxes it must leave
+    /// out (people, moving objects).
+    pub fn observe_frame(
+        &mut self,
+        now: f64,
+        detections: &[Detection],
+        thumb: Option<&ColourThumb>,
+        masks: &[BBox],
+    ) -> Option<LaneTransition> {
+        let reading = match (self.obstruction.as_mut(), thumb) {
+            (Some(cue), Some(t)) => cue.observe(now, t, masks),
+            _ => None,
+        };
+        let obstructed = reading.as_ref().is_some_and(|r| r.occupancy as f64 >= self.lane.min_occupancy);
+        let objects: Vec<Detection> = if self.lane.cue.objects() {
+            detections.iter().filter(|d| self.blocks(d)).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let cause = if objects.is_empty() { Cause::Obstruction } else { Cause::Object };
+        let score = match (objects.is_empty(), &reading) {
+            (true, Some(r)) if obstructed => r.occupancy,
+            _ => objects.iter().map(|d| d.score).fold(0.0, f32::max),
+        };
+        let occupied = !objects.is_empty() || obstructed;
         let dwell = self.lane.dwell_s;
         let clear_s = self.lane.clear_s;
 
@@ -114,14 +190,14 @@ impl LaneRule {
                 if occupied {
                     self.state = State::Pending { since: now, clear_since: None, peak: score };
                     // A zero dwell fires on the first frame.
-                    return self.observe_pending(now, objects, score, dwell);
+                    return self.observe_pending(now, objects, score, dwell, (cause, reading));
                 }
                 None
             }
             State::Pending { clear_since, .. } => {
                 if occupied {
                     *clear_since = None;
-                    self.observe_pending(now, objects, score, dwell)
+                    self.observe_pending(now, objects, score, dwell, (cause, reading))
                 } else {
                     let cs = *clear_since.get_or_insert(now);
                     if now - cs >= clear_s {
@@ -147,6 +223,8 @@ impl LaneRule {
                             score,
                             peak,
                             occupancy,
+                            cause,
+                            obstruction: reading,
                         });
                     }
                     None
@@ -161,6 +239,8 @@ impl LaneRule {
                             score: 0.0,
                             peak: *peak,
                             occupancy: 0.0,
+                            cause,
+                            obstruction: reading,
                         };
                         self.state = State::Clear;
                         return Some(t);
@@ -171,7 +251,14 @@ impl LaneRule {
         }
     }
 
-    fn observe_pending(&mut self, now: f64, objects: Vec<Detection>, score: f32, dwell: f64) -> Option<LaneTransition> {
+    fn observe_pending(
+        &mut self,
+        now: f64,
+        objects: Vec<Detection>,
+        score: f32,
+        dwell: f64,
+        (cause, obstruction): (Cause, Option<Reading>),
+    ) -> Option<LaneTransition> {
         let State::Pending { since, peak, .. } = &mut self.state else {
             return None;
         };
@@ -182,7 +269,17 @@ impl LaneRule {
         let (since, peak) = (*since, *peak);
         self.state = State::Blocked { since, clear_since: None, peak, reported: objects.len(), last_report: now };
         let occupancy = coverage(&self.polygon, &objects);
-        Some(LaneTransition { phase: Phase::Start, since, cleared_at: None, objects, score, peak, occupancy })
+        Some(LaneTransition {
+            phase: Phase::Start,
+            since,
+            cleared_at: None,
+            objects,
+            score,
+            peak,
+            occupancy,
+            cause,
+            obstruction,
+        })
     }
 }
 
@@ -209,6 +306,8 @@ mod tests {
             classes: vec!["car".into()],
             dwell_s,
             clear_s,
+            cue: Default::default(),
+            min_occupancy: 0.3,
         };
         LaneRule::new(lane, &labels(), 5.0)
     }
@@ -317,5 +416,51 @@ mod tests {
         assert_eq!(end.peak, 0.95);
         assert_eq!(end.cleared_at, Some(0.4));
         assert_eq!(end.since, 0.0);
+    }
+
+    /// A lane on the obstruction cue alone: goods nobody's detector names
+    /// block it past the dwell; a person standing there does not.
+    #[test]
+    fn the_obstruction_cue_blocks_a_lane_without_any_detection() {
+        use crate::analytics::obstruction::fixtures::{scene, with_box};
+        use crate::config::LaneCue;
+        let lane = Lane {
+            name: "fire-escape".into(),
+            polygon: vec![[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]],
+            classes: vec![],
+            dwell_s: 5.0,
+            clear_s: 2.0,
+            cue: LaneCue::Obstruction,
+            min_occupancy: 0.2,
+        };
+        let mut rule = LaneRule::new(lane, &labels(), 5.0);
+        rule.set_obstruction(ObstructionParams::default());
+        let clear = scene(1.0);
+        let goods = with_box(scene(1.0), 40, 50, 104, 90);
+        type Seen = Vec<(f64, Phase, Cause, Option<f32>)>;
+        fn feed(rule: &mut LaneRule, from: f64, to: f64, thumb: &ColourThumb, masks: &[BBox]) -> Seen {
+            let mut seen = Vec::new();
+            let mut t = from;
+            while t < to {
+                // A parked "car" the lane does not list: ignored by this cue.
+                if let Some(tr) = rule.observe_frame(t, &[car(0.9, 0.9)], Some(thumb), masks) {
+                    seen.push((t, tr.phase, tr.cause, tr.obstruction.map(|r| r.occupancy)));
+                }
+                t += 0.5;
+            }
+            seen
+        }
+        let mut events = feed(&mut rule, 0.0, 10.0, &clear, &[]); // learns the clear lane
+        let person = [BBox { x1: 0.2, y1: 0.4, x2: 0.7, y2: 1.0 }];
+        events.extend(feed(&mut rule, 10.0, 30.0, &goods, &person)); // someone stands on the goods' spot
+        assert!(events.is_empty(), "a person (masked) is no obstruction: {events:?}");
+        events.extend(feed(&mut rule, 30.0, 60.0, &goods, &[]));
+        events.extend(feed(&mut rule, 60.0, 70.0, &clear, &[]));
+        let phases: Vec<_> = events.iter().map(|e| (e.1, e.2)).collect();
+        assert_eq!(phases, [(Phase::Start, Cause::Obstruction), (Phase::End, Cause::Obstruction)], "{events:?}");
+        let (start_t, _, _, occ) = events[0];
+        assert!((35.0..=36.5).contains(&start_t), "start one dwell after the lane read blocked: {start_t}");
+        assert!(occ.unwrap() >= 0.2, "{occ:?}");
+        assert!((62.0..=63.5).contains(&events[1].0), "end clear_s after the goods left: {}", events[1].0);
     }
 }

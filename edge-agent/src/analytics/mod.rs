@@ -27,5 +27,5 @@ pub mod tracker;
 pub use fall::{FallFeatures, FallRule, FallTransition};
 pub use fire::{FireRule, FireTransition};
 pub use geometry::{point_in_polygon, polygon_area, Polygon};
-pub use lane::{LaneRule, LaneTransition, Phase};
+pub use lane::{Cause, LaneRule, LaneTransition, Phase};
 pub use tracker::{Track, Tracker, TrackerParams};

@@ -20,7 +20,7 @@
 //! - occupancy is the fraction of the remaining lane cells that differ.
 //!
 //! The reference is kept per light regime (day and night, by frame
-//! brightness and colourfulness: IR night images are grey), learned from
+//! brightness), learned from
 //! frames where the lane is quiet — nothing masked, nothing moving — over
 //! `learn_s`, and then follows slow changes (the sun moving) while the lane
 //! reads clear. An operator can also say "the lane is clear now"
@@ -93,13 +93,13 @@ impl Light {
         self as usize
     }
 
-    /// Night when the frame is dark, or grey (an IR image has no colour).
+    /// Night when the frame is dark. Brightness only: colour would flip
+    /// with the scene (grey asphalt reads as a colourless IR image until a
+    /// red car parks on it, and that car must not pick the other reference).
     pub fn of(thumb: &ColourThumb, night_luma: f32) -> Light {
         let n = thumb.px.len().max(1) as f32;
         let luma = thumb.px.iter().map(|p| p[0] as f32).sum::<f32>() / n;
-        let chroma =
-            thumb.px.iter().map(|p| (p[1] as f32 - 128.0).abs() + (p[2] as f32 - 128.0).abs()).sum::<f32>() / n;
-        if luma < night_luma || chroma < 1.5 {
+        if luma < night_luma {
             Light::Night
         } else {
             Light::Day
@@ -449,14 +449,15 @@ fn differs(c: &Cell, thumb: &ColourThumb, reference: &Plane, gain: f32, p: &Obst
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    //! Synthetic thumbnails for the cue's tests and the lane rule's.
+    use super::ColourThumb;
 
-    const W: u32 = 160;
-    const H: u32 = 90;
+    pub const W: u32 = 160;
+    pub const H: u32 = 90;
 
     /// A textured "pavement": a brick-like pattern with colour.
-    fn scene(gain: f32) -> ColourThumb {
+    pub fn scene(gain: f32) -> ColourThumb {
         let mut px = Vec::with_capacity((W * H) as usize);
         for y in 0..H {
             for x in 0..W {
@@ -473,7 +474,7 @@ mod tests {
     }
 
     /// `base` with a flat box (a stack of goods) over `[x0, x1) × [y0, y1)`.
-    fn with_box(mut t: ColourThumb, x0: u32, y0: u32, x1: u32, y1: u32) -> ColourThumb {
+    pub fn with_box(mut t: ColourThumb, x0: u32, y0: u32, x1: u32, y1: u32) -> ColourThumb {
         for y in y0..y1 {
             for x in x0..x1 {
                 t.px[(y * W + x) as usize] = [200, 110, 135];
@@ -481,6 +482,12 @@ mod tests {
         }
         t
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{scene, with_box, H, W};
+    use super::*;
 
     fn lane() -> Polygon {
         Polygon::new(&[[0.0, 0.4], [1.0, 0.4], [1.0, 1.0], [0.0, 1.0]])

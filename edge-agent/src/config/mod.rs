@@ -62,6 +62,10 @@ pub struct Config {
     /// Where alerts wait for the broker's acknowledgement.
     #[serde(default)]
     pub spool: Spool,
+    /// Thresholds of the class-agnostic obstruction cue (lanes with
+    /// `cue = "obstruction"` or `"both"`).
+    #[serde(default)]
+    pub obstruction: crate::analytics::obstruction::ObstructionParams,
     /// Defaults for how every camera stream is pulled.
     #[serde(default)]
     pub source: SourceDefaults,
@@ -363,6 +367,39 @@ pub struct Lane {
     /// inside this window do not reset the dwell.
     #[serde(default = "default_clear_s")]
     pub clear_s: f64,
+    /// What counts as blocking: tracked objects of `classes`, the
+    /// class-agnostic obstruction cue (the lane differs from its clear
+    /// reference), or either.
+    #[serde(default)]
+    pub cue: LaneCue,
+    /// Obstruction cue: the fraction of the lane's cells that must differ
+    /// from the clear reference.
+    #[serde(default = "default_min_occupancy")]
+    pub min_occupancy: f64,
+}
+
+/// Which cue blocks a lane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaneCue {
+    #[default]
+    Objects,
+    Obstruction,
+    Both,
+}
+
+impl LaneCue {
+    pub fn objects(self) -> bool {
+        self != LaneCue::Obstruction
+    }
+
+    pub fn obstruction(self) -> bool {
+        self != LaneCue::Objects
+    }
+}
+
+fn default_min_occupancy() -> f64 {
+    0.3
 }
 
 fn default_broker_port() -> u16 {
@@ -713,8 +750,11 @@ impl Config {
                 if crate::analytics::polygon_area(&lane.polygon) < 1e-4 {
                     return err(&at("polygon"), "has no area (points in a line?)".into());
                 }
-                if lane.classes.is_empty() {
-                    return err(&at("classes"), "must list at least one class".into());
+                if lane.classes.is_empty() && lane.cue.objects() {
+                    return err(&at("classes"), "must list at least one class (or set cue = \"obstruction\")".into());
+                }
+                if !(lane.min_occupancy > 0.0 && lane.min_occupancy <= 1.0) {
+                    return err(&at("min_occupancy"), format!("{} must be in (0, 1]", lane.min_occupancy));
                 }
                 for class in &lane.classes {
                     if !labels.contains(class) {
@@ -878,7 +918,7 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
     fn unknown_top_level_key() {
         assert_eq!(
             bad("agent_id", "agnet_id = \"x\"\nagent_id"),
-            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `pose`, `tracking`, `falls`, `fire`, `alerts`, `http`, `spool`, `source`, `cameras`"
+            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `pose`, `tracking`, `falls`, `fire`, `alerts`, `http`, `spool`, `obstruction`, `source`, `cameras`"
         );
     }
 
@@ -886,7 +926,7 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
     fn unknown_lane_key_names_the_path() {
         assert_eq!(
             bad("dwell_s = 30", "dwell = 30"),
-            "test.toml:16: cameras[0].lanes[0].dwell: unknown field `dwell`, expected one of `name`, `polygon`, `classes`, `dwell_s`, `clear_s`"
+            "test.toml:16: cameras[0].lanes[0].dwell: unknown field `dwell`, expected one of `name`, `polygon`, `classes`, `dwell_s`, `clear_s`, `cue`, `min_occupancy`"
         );
     }
 

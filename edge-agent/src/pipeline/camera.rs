@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::alert::event::{self, CameraRef, Evidence, EvidenceObject, Scores, SnapshotRef};
 use crate::alert::{snapshot, CloseReason, Event, EventKind, Outbound, Severity, Topics};
-use crate::analytics::flicker::{self, FlickerHistory};
+use crate::analytics::flicker::{self, ColourThumb, FlickerHistory};
 use crate::analytics::motion::MotionHistory;
 use crate::analytics::{
     FallRule, FallTransition, FireRule, FireTransition, LaneRule, LaneTransition, Phase, Track, Tracker, TrackerParams,
@@ -34,7 +34,7 @@ use crate::analytics::{
 use crate::config::{Camera, Config, FireKind};
 use crate::infer::fire::{FireHit, FireModel};
 use crate::infer::pose::{Keypoint, Pose, PoseModel, KEYPOINT_NAMES};
-use crate::infer::{Detection, Detector, InferError, ModelInfo, Preprocessor};
+use crate::infer::{BBox, Detection, Detector, InferError, ModelInfo, Preprocessor};
 use crate::metrics::Metrics;
 use crate::overlay::{self, Canvas};
 
@@ -105,6 +105,9 @@ pub struct CameraAnalyzer {
     people: Tracker,
     lanes: Vec<LaneRule>,
     lane_open: Vec<Option<OpenEvent>>,
+    /// The frame's 160-px YCbCr thumbnail for the lanes' obstruction cue,
+    /// made at the lane rate when a lane uses the cue.
+    lane_thumb: ColourThumb,
     falls: Option<FallRule>,
     fall_open: HashMap<u64, OpenEvent>,
     fall_out: Vec<FallTransition>,
@@ -119,8 +122,11 @@ pub struct CameraAnalyzer {
 impl CameraAnalyzer {
     pub fn new(config: &Config, camera: &Camera, models: Models, metrics: Arc<Metrics>) -> CameraAnalyzer {
         let labels = config.labels();
-        let lanes: Vec<LaneRule> =
+        let mut lanes: Vec<LaneRule> =
             camera.lanes.iter().map(|l| LaneRule::new(l.clone(), &labels, config.alerts.update_interval_s)).collect();
+        for rule in &mut lanes {
+            rule.set_obstruction(config.obstruction);
+        }
         let falls_cfg = config.falls_for(camera);
         let falls = match (&config.pose, falls_cfg.enabled) {
             (Some(pose), true) if models.pose.is_some() => Some(FallRule::new(falls_cfg, pose.track_score)),
@@ -153,6 +159,7 @@ impl CameraAnalyzer {
             objects: Tracker::new(TrackerParams::objects(config.detector.score_threshold, &config.tracking)),
             people: Tracker::new(people_params),
             lane_open: lanes.iter().map(|_| None).collect(),
+            lane_thumb: ColourThumb::default(),
             lanes,
             falls,
             fall_open: HashMap::new(),
@@ -197,11 +204,14 @@ impl CameraAnalyzer {
                 Some(i) => {
                     let (mut rule, open) = old.swap_remove(i);
                     rule.reconfigure(lane.clone(), &self.labels, update_s);
+                    rule.set_obstruction(config.obstruction);
                     self.lanes.push(rule);
                     self.lane_open.push(open);
                 }
                 None => {
-                    self.lanes.push(LaneRule::new(lane.clone(), &self.labels, update_s));
+                    let mut rule = LaneRule::new(lane.clone(), &self.labels, update_s);
+                    rule.set_obstruction(config.obstruction);
+                    self.lanes.push(rule);
                     self.lane_open.push(None);
                 }
             }
@@ -285,10 +295,19 @@ impl CameraAnalyzer {
             // tracks as well would delay every `end` by `max_age_s`.
             self.tracked.clear();
             self.tracked.extend(self.objects.confirmed().filter(|t| t.is_visible()).map(Track::detection));
-            for i in 0..self.lanes.len() {
-                if let Some(tr) = self.lanes[i].observe(t, &self.tracked) {
-                    out.push(self.lane_event(i, &tr, t, wall, frame));
-                }
+            // The obstruction cue compares the lane with its clear reference;
+            // people in it are passers-by, not a blockage.
+            let thumb = self.lanes.iter().any(|l| l.lane().cue.obstruction()).then(|| {
+                self.lane_thumb.fill(frame.rgb, frame.width, frame.height);
+                &self.lane_thumb
+            });
+            let person = self.labels.iter().position(|l| l == "person");
+            let masks: Vec<BBox> = self.tracked.iter().filter(|d| Some(d.class_id) == person).map(|d| d.bbox).collect();
+            let transitions: Vec<(usize, LaneTransition)> = (0..self.lanes.len())
+                .filter_map(|i| self.lanes[i].observe_frame(t, &self.tracked, thumb, &masks).map(|tr| (i, tr)))
+                .collect();
+            for (i, tr) in transitions {
+                out.push(self.lane_event(i, &tr, t, wall, frame));
             }
             self.timers.rules.observe(t2.elapsed().as_secs_f64());
         }
@@ -460,8 +479,13 @@ impl CameraAnalyzer {
         let rule = &self.lanes[lane];
         let lane_cfg = rule.lane();
         let boxes: Vec<_> = tr.objects.iter().map(|d| d.bbox).collect();
+        let changed: &[BBox] = tr.obstruction.as_ref().map_or(&[], |r| &r.changed);
         let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, |c| {
             c.polygon(&rule.polygon().points, overlay::YELLOW);
+            // The obstruction cue's changed cells: why the lane reads blocked.
+            for cell in changed {
+                c.rect(cell, overlay::CYAN);
+            }
             for b in &boxes {
                 c.rect(b, overlay::RED);
             }
@@ -479,6 +503,16 @@ impl CameraAnalyzer {
                 .collect(),
             track_ids: tr.objects.iter().filter_map(|d| d.track_id).collect(),
             occupancy: Some(tr.occupancy),
+            cause: Some(tr.cause),
+            obstruction: tr.obstruction.as_ref().map(|r| {
+                json!({
+                    "occupancy": r.occupancy,
+                    "light": r.light,
+                    "cells": r.cells,
+                    "considered": r.considered,
+                    "changed": r.changed.iter().map(|b| [b.x1, b.y1, b.x2, b.y2]).collect::<Vec<_>>(),
+                })
+            }),
             ..Evidence::default()
         };
         let rule_json = json!({
@@ -488,6 +522,8 @@ impl CameraAnalyzer {
             "classes": lane_cfg.classes,
             "dwell_s": lane_cfg.dwell_s,
             "clear_s": lane_cfg.clear_s,
+            "cue": lane_cfg.cue,
+            "min_occupancy": lane_cfg.min_occupancy,
             "score_threshold": self.score_threshold,
         });
         let parts = Parts {
