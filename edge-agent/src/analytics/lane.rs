@@ -84,6 +84,8 @@ pub struct LaneRule {
     state: State,
     /// The class-agnostic cue, when the lane's `cue` uses it.
     obstruction: Option<ObstructionCue>,
+    /// The cue's last reading (`None` while it learns its reference).
+    reading: Option<Reading>,
 }
 
 impl LaneRule {
@@ -98,6 +100,7 @@ impl LaneRule {
             update_interval_s,
             state: State::Clear,
             obstruction: None,
+            reading: None,
         }
     }
 
@@ -108,10 +111,19 @@ impl LaneRule {
             self.obstruction = None;
             return;
         }
-        match &mut self.obstruction {
-            Some(cue) => cue.reconfigure(self.polygon.clone(), params),
-            None => self.obstruction = Some(ObstructionCue::new(self.polygon.clone(), params)),
-        }
+        let cue = match &mut self.obstruction {
+            Some(cue) => {
+                cue.reconfigure(self.polygon.clone(), params);
+                cue
+            }
+            None => self.obstruction.insert(ObstructionCue::new(self.polygon.clone(), params)),
+        };
+        cue.adapt_below(self.lane.min_occupancy as f32 / 2.0);
+    }
+
+    /// The obstruction cue's reading on the last frame.
+    pub fn reading(&self) -> Option<&Reading> {
+        self.reading.as_ref()
     }
 
     /// The obstruction cue, for its references (save, load, set).
@@ -171,6 +183,7 @@ impl LaneRule {
             _ => None,
         };
         let obstructed = reading.as_ref().is_some_and(|r| r.occupancy as f64 >= self.lane.min_occupancy);
+        self.reading.clone_from(&reading);
         let objects: Vec<Detection> = if self.lane.cue.objects() {
             detections.iter().filter(|d| self.blocks(d)).cloned().collect()
         } else {

@@ -30,6 +30,8 @@
 //! This module owns the cue only; the lane rule decides what occupancy over
 //! how long is a blockage.
 
+use std::path::{Path, PathBuf};
+
 use super::flicker::ColourThumb;
 use super::geometry::Polygon;
 use crate::infer::BBox;
@@ -193,6 +195,11 @@ pub struct ObstructionCue {
     prev: Option<ColourThumb>,
     /// Set when a reference changed since [`ObstructionCue::take_changed`].
     dirty: bool,
+    /// When the references were last saved ([`ObstructionCue::save_due`]).
+    saved_at: Option<f64>,
+    /// The reference follows the scene only while occupancy is at most
+    /// this (the lane rule sets half its `min_occupancy`).
+    adapt_below: f32,
 }
 
 impl ObstructionCue {
@@ -205,7 +212,16 @@ impl ObstructionCue {
             slots: Default::default(),
             prev: None,
             dirty: false,
+            saved_at: None,
+            adapt_below: 0.0,
         }
+    }
+
+    /// Lets the reference follow the scene while occupancy is at most
+    /// `occupancy`, so a few stale cells (someone who stood there while it
+    /// learnt) heal, while a blockage is never learnt in.
+    pub fn adapt_below(&mut self, occupancy: f32) {
+        self.adapt_below = occupancy;
     }
 
     /// New thresholds or polygon from a reload; the references stay.
@@ -232,7 +248,10 @@ impl ObstructionCue {
             .zip(&moving)
             .map(|(c, &m)| !m && !masks.iter().any(|b| overlaps(b, c, thumb.w, thumb.h)))
             .collect();
-        let quiet = free.iter().all(|&f| f);
+        // Quiet: at least 90 % of the lane is unmasked and still, so a
+        // corner that never stops moving (a flag, a tree, a screen) does not
+        // keep the lane from ever learning.
+        let quiet = free.iter().filter(|&&f| f).count() * 10 >= free.len() * 9;
         self.prev.get_or_insert_with(ColourThumb::default).clone_from(thumb);
 
         let p = self.params;
@@ -262,7 +281,7 @@ impl ObstructionCue {
         let occupancy = if considered == 0 { 0.0 } else { changed.len() as f32 / considered as f32 };
         // Follow slow changes only while the lane reads clear and quiet, so
         // an object that stays is never learnt into the reference.
-        if quiet && changed.is_empty() && p.adapt_s > 0.0 {
+        if quiet && occupancy <= self.adapt_below && p.adapt_s > 0.0 {
             let alpha = slot.last.map_or(0.0, |last| ((t - last) / p.adapt_s).clamp(0.0, 1.0)) as f32;
             if let Some(r) = slot.plane.as_mut() {
                 r.blend(thumb, alpha);
@@ -301,6 +320,47 @@ impl ObstructionCue {
         std::mem::take(&mut self.dirty)
     }
 
+    /// Whether to save now: a reference changed, and the last save is at
+    /// least `every_s` old (a reference that follows the light changes a
+    /// little on every clear frame; the disk needs it now and then).
+    pub fn save_due(&mut self, t: f64, every_s: f64) -> bool {
+        if !self.dirty || self.saved_at.is_some_and(|s| t - s < every_s) {
+            return false;
+        }
+        self.dirty = false;
+        self.saved_at = Some(t);
+        true
+    }
+
+    /// Writes the references in use to `dir` ([`reference_path`]), each
+    /// atomically (a crash never leaves half a PNG).
+    pub fn save(&self, dir: &Path, camera: &str, lane: &str) -> std::io::Result<()> {
+        for (light, plane) in self.references() {
+            let path = reference_path(dir, camera, lane, light);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let png = plane.to_png().ok_or_else(|| std::io::Error::other("PNG encoding failed"))?;
+            let tmp = path.with_extension("png.tmp");
+            std::fs::write(&tmp, png)?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(())
+    }
+
+    /// Installs the references saved in `dir`; returns the lights found.
+    pub fn load(&mut self, dir: &Path, camera: &str, lane: &str) -> Vec<Light> {
+        let mut found = Vec::new();
+        for light in Light::ALL {
+            let path = reference_path(dir, camera, lane, light);
+            if let Some(plane) = std::fs::read(&path).ok().and_then(|b| Plane::from_png(&b)) {
+                self.load_reference(light, plane);
+                found.push(light);
+            }
+        }
+        found
+    }
+
     fn layout(&mut self, w: u32, h: u32) {
         if self.grid == (w, h) {
             return;
@@ -336,6 +396,19 @@ impl ObstructionCue {
             })
             .collect()
     }
+}
+
+/// Where a lane's reference for `light` is kept:
+/// `{dir}/{camera}/{lane}-{day|night}.png`, names reduced to `[A-Za-z0-9._-]`.
+pub fn reference_path(dir: &Path, camera: &str, lane: &str, light: Light) -> PathBuf {
+    let safe = |s: &str| -> String {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect()
+    };
+    let light = match light {
+        Light::Day => "day",
+        Light::Night => "night",
+    };
+    dir.join(safe(camera)).join(format!("{}-{light}.png", safe(lane)))
 }
 
 /// Learning step; true when the slot became ready.
@@ -588,5 +661,24 @@ mod tests {
         other.load_reference(light, back);
         assert_eq!(other.observe(0.0, &scene(1.0), &[]).unwrap().occupancy, 0.0);
         assert!(Plane::from_png(b"not a png").is_none());
+    }
+
+    #[test]
+    fn references_survive_a_restart_through_the_state_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cue = learnt();
+        cue.observe(6.0, &scene(1.0), &[]); // a clear frame: the reference follows it
+        assert!(cue.save_due(6.0, 60.0), "a changed reference is saved");
+        cue.save(dir.path(), "cam/1", "fire escape").unwrap();
+        assert!(dir.path().join("cam_1/fire_escape-day.png").is_file());
+        assert!(!cue.save_due(7.0, 60.0), "nothing changed since");
+
+        // The next start: no learning needed, the goods read at once.
+        let mut restarted = ObstructionCue::new(lane(), ObstructionParams::default());
+        assert_eq!(restarted.load(dir.path(), "cam/1", "fire escape"), [Light::Day]);
+        let goods = with_box(scene(1.0), 40, 50, 104, 90);
+        restarted.observe(0.0, &goods, &[]);
+        assert!(restarted.observe(0.5, &goods, &[]).unwrap().occupancy > 0.25);
+        assert!(ObstructionCue::new(lane(), ObstructionParams::default()).load(dir.path(), "other", "x").is_empty());
     }
 }

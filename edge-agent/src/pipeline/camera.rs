@@ -108,6 +108,9 @@ pub struct CameraAnalyzer {
     /// The frame's 160-px YCbCr thumbnail for the lanes' obstruction cue,
     /// made at the lane rate when a lane uses the cue.
     lane_thumb: ColourThumb,
+    /// Where the lanes' clear references are kept (live agent only; a
+    /// replay learns its own and writes nothing).
+    references: Option<std::path::PathBuf>,
     falls: Option<FallRule>,
     fall_open: HashMap<u64, OpenEvent>,
     fall_out: Vec<FallTransition>,
@@ -160,6 +163,7 @@ impl CameraAnalyzer {
             people: Tracker::new(people_params),
             lane_open: lanes.iter().map(|_| None).collect(),
             lane_thumb: ColourThumb::default(),
+            references: None,
             lanes,
             falls,
             fall_open: HashMap::new(),
@@ -260,6 +264,44 @@ impl CameraAnalyzer {
             (None, _, _) => {}
         }
         self.camera = camera.clone();
+        // A lane that gained the cue finds its saved reference.
+        self.load_references();
+    }
+
+    /// Keeps the lanes' clear references in `dir` (the agent's state
+    /// folder): loads what is there, and saves them as they change.
+    pub fn keep_references(&mut self, dir: std::path::PathBuf) {
+        self.references = Some(dir);
+        self.load_references();
+    }
+
+    /// Loads saved references for lanes whose cue has none yet.
+    fn load_references(&mut self) {
+        let Some(dir) = &self.references else { return };
+        for rule in &mut self.lanes {
+            let lane = rule.lane().name.clone();
+            if let Some(cue) = rule.obstruction_mut().filter(|c| c.references().next().is_none()) {
+                let found = cue.load(dir, &self.camera.id, &lane);
+                if !found.is_empty() {
+                    tracing::info!(lane = %lane, lights = ?found, "clear-lane reference loaded");
+                }
+            }
+        }
+    }
+
+    /// Saves the references that changed (at most once a minute per lane).
+    fn save_references(&mut self, t: f64) {
+        let Some(dir) = &self.references else { return };
+        for rule in &mut self.lanes {
+            let lane = rule.lane().name.clone();
+            if let Some(cue) = rule.obstruction_mut().filter(|c| c.references().next().is_some()) {
+                if cue.save_due(t, 60.0) {
+                    if let Err(e) = cue.save(dir, &self.camera.id, &lane) {
+                        tracing::warn!(lane = %lane, error = %e, "cannot save the clear-lane reference");
+                    }
+                }
+            }
+        }
     }
 
     /// Closes every open event (the camera is stopping).
@@ -309,6 +351,15 @@ impl CameraAnalyzer {
             for (i, tr) in transitions {
                 out.push(self.lane_event(i, &tr, t, wall, frame));
             }
+            for rule in self.lanes.iter().filter(|r| r.lane().cue.obstruction()) {
+                match rule.reading() {
+                    Some(r) => {
+                        tracing::debug!(lane = %rule.name(), occupancy = r.occupancy, considered = r.considered, light = ?r.light, "obstruction cue")
+                    }
+                    None => tracing::debug!(lane = %rule.name(), "obstruction cue learning its clear reference"),
+                }
+            }
+            self.save_references(t);
             self.timers.rules.observe(t2.elapsed().as_secs_f64());
         }
         self.analyse_fire(frame, half_frame, out)?;

@@ -308,7 +308,11 @@ fn spawn_camera(config: &Arc<Config>, camera: &Camera, shared: &Shared) -> std::
     let beat = Heartbeat::default();
     let analysis = LiveAnalysis {
         beat: beat.clone(),
-        analyzer: CameraAnalyzer::new(config, camera, shared.models.clone(), shared.metrics.clone()),
+        analyzer: {
+            let mut a = CameraAnalyzer::new(config, camera, shared.models.clone(), shared.metrics.clone());
+            a.keep_references(config.spool.path.with_file_name("references"));
+            a
+        },
         slot: slot.clone(),
         outbox: shared.outbox.clone(),
         metrics: shared.metrics.clone(),
