@@ -29,6 +29,12 @@ pub fn endpoint(url: &str) -> Option<(String, u16)> {
         _ => return None,
     };
     let authority = rest.split(['/', '?', '#']).next()?;
+    // An '@' past the authority means a password with an unescaped '/',
+    // '?' or '#': the split above would take part of it for the host or
+    // port, and the diagnosis would print it. Say nothing instead.
+    if rest[authority.len()..].contains('@') {
+        return None;
+    }
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
         let (h, tail) = v6.split_once(']')?;
@@ -103,6 +109,7 @@ mod tests {
         assert_eq!(endpoint("rtsps://u:p@[fe80::1]/x"), Some(("fe80::1".into(), 322)));
         assert_eq!(endpoint("file:///tmp/x.mp4"), None);
         assert_eq!(endpoint("rtsp://host:notaport/x"), None);
+        assert_eq!(endpoint("rtsp://admin:43/21@cam/s"), None, "a password with '/' is never half-parsed");
     }
 
     #[test]
