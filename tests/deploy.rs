@@ -7,12 +7,15 @@
 //! Each test starts its own agent on free loopback ports with a real RTSP
 //! camera and a real broker; every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+#[path = "support/http.rs"]
+mod http;
 
 use edge_agent::demo::{find_in_project, free_port, Mosquitto, DEFAULT_MODEL, DEMO_CLIP, DEMO_LANE};
 use edge_agent::source::rtsp_server::RtspServer;
@@ -38,73 +41,9 @@ fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
-/// A plain HTTP/1.1 request on loopback: (status, body).
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).ok()?;
-    // Read until the body is complete: not every server closes on
-    // `Connection: close` (Chromium's DevTools endpoint does not).
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16384];
-    let split = loop {
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = s.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        raw.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
-        .and_then(Result::ok);
-    match length {
-        Some(len) => {
-            while raw.len() < split + 4 + len {
-                let n = s.read(&mut buf).ok()?;
-                if n == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&buf[..n]);
-            }
-        }
-        None => {
-            s.read_to_end(&mut raw).ok()?;
-        }
-    }
-    let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    Some((status, body))
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
-        if n == 0 || b.len() < i + 2 + n {
-            break;
-        }
-        out.extend_from_slice(&b[i + 2..i + 2 + n]);
-        b = &b[i + 2 + n + 2..];
-    }
-    out
-}
-
 fn get_json(port: u16, path: &str) -> Option<Value> {
     let auth = format!("Bearer {TOKEN}");
-    let (status, body) = http(port, "GET", path, &[("Authorization", &auth)], "")?;
+    let (status, body) = http::request(port, "GET", path, &[("Authorization", &auth)], "")?;
     (status == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
 }
 
@@ -173,12 +112,8 @@ lanes = [{{ name = "kerb", polygon = {DEMO_LANE}, classes = ["car"], dwell_s = 3
 
     fn metric(&self, name: &str) -> f64 {
         let auth = format!("Bearer {TOKEN}");
-        let (_, body) = http(self.http, "GET", "/metrics", &[("Authorization", &auth)], "").expect("metrics");
-        String::from_utf8_lossy(&body)
-            .lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        let (_, body) = http::request(self.http, "GET", "/metrics", &[("Authorization", &auth)], "").expect("metrics");
+        http::metric(&String::from_utf8_lossy(&body), name, &[])
     }
 }
 
@@ -207,26 +142,27 @@ fn the_token_guards_everything_but_health() {
     let _serial = serial();
     let agent = Agent::start();
     for path in ["/", "/metrics", "/api/cameras", "/api/config", "/api/events", "/api/cameras/cam-1/snapshot.jpg"] {
-        let (status, _) = http(agent.http, "GET", path, &[], "").unwrap();
+        let (status, _) = http::get(agent.http, path).unwrap();
         assert_eq!(status, 401, "{path} without a token");
         let (status, _) =
-            http(agent.http, "GET", path, &[("Authorization", "Bearer wrong-token-wrong-token")], "").unwrap();
+            http::request(agent.http, "GET", path, &[("Authorization", "Bearer wrong-token-wrong-token")], "").unwrap();
         assert_eq!(status, 401, "{path} with a wrong token");
         let auth = format!("Bearer {TOKEN}");
-        let (status, _) = http(agent.http, "GET", path, &[("Authorization", &auth)], "").unwrap();
+        let (status, _) = http::request(agent.http, "GET", path, &[("Authorization", &auth)], "").unwrap();
         assert_eq!(status, 200, "{path} with the token");
     }
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(http(agent.http, "GET", path, &[], "").unwrap().0, 200, "{path} is open to probes");
+        assert_eq!(http::get(agent.http, path).unwrap().0, 200, "{path} is open to probes");
     }
     let (status, _) =
-        http(agent.http, "POST", "/api/cameras/cam-1/lanes", &[("Content-Type", "application/json")], "{}").unwrap();
+        http::request(agent.http, "POST", "/api/cameras/cam-1/lanes", &[("Content-Type", "application/json")], "{}")
+            .unwrap();
     assert_eq!(status, 401, "saving a lane needs the token too");
 
     // A bad lane is refused by the config's own validation, naming the key.
     let auth = format!("Bearer {TOKEN}");
     let bad = json!({ "name": "tiny", "polygon": [[0.1, 0.1], [0.2, 0.2]], "classes": ["car"], "dwell_s": 5 });
-    let (status, body) = http(
+    let (status, body) = http::request(
         agent.http,
         "POST",
         "/api/cameras/cam-1/lanes",
@@ -311,7 +247,7 @@ fn prometheus_scrapes_the_agent_through_its_token() {
         .spawn()
         .expect("start prometheus");
     let api = |q: &str| -> Option<Value> {
-        let (status, body) = http(web, "GET", q, &[], "")?;
+        let (status, body) = http::get(web, q)?;
         let v: Value = serde_json::from_slice(&body).ok()?;
         (status == 200 && v["status"] == "success").then_some(v["data"].clone())
     };
@@ -479,7 +415,7 @@ impl Chromium {
 
     fn page(&self) -> Cdp {
         let url = wait_until("a page target", Duration::from_secs(20), || {
-            let (_, body) = http(self.port, "GET", "/json/list", &[], "")?;
+            let (_, body) = http::get(self.port, "/json/list")?;
             let list: Value = serde_json::from_slice(&body).ok()?;
             list.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"].as_str().map(String::from)
         });

@@ -19,12 +19,15 @@
 //! rates, and several agents at once on 2 cores would measure each other.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+#[path = "support/http.rs"]
+mod http;
 
 use edge_agent::demo::{find_in_project, free_port, Mosquitto, DEFAULT_MODEL, DEMO_CLIP, DEMO_LANE};
 use edge_agent::source::rtsp_server::RtspServer;
@@ -53,49 +56,6 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A minimal HTTP GET (the tests need no HTTP client crate).
-fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let mut body = buf[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    Some((status, body))
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[eol + 2 + n + 2..];
-    }
-    out
-}
-
-/// The value of one series in Prometheus text, 0 when absent.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            (n == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))).then_some(value)
-        })
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum()
 }
 
 /// A running agent: its config, HTTP port and captured log.
@@ -133,15 +93,15 @@ impl Agent {
     }
 
     fn metrics(&self) -> String {
-        http_get(self.http, "/metrics").map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        http::get(self.http, "/metrics").map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric(&self.metrics(), name, labels)
+        http::metric(&self.metrics(), name, labels)
     }
 
     fn api(&self, path: &str) -> Value {
-        http_get(self.http, path).and_then(|(_, b)| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
+        http::get(self.http, path).and_then(|(_, b)| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
     }
 
     fn log(&self) -> String {
@@ -344,7 +304,8 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
     broker.stop();
     wait_until("three events spooled during the outage", Duration::from_secs(60), || {
         let m = a1.metrics();
-        metric(&m, "alleywatch_event_seq", &[]) >= 3.0 && metric(&m, "alleywatch_mqtt_connected", &[]) == 0.0
+        http::metric(&m, "alleywatch_event_seq", &[]) >= 3.0
+            && http::metric(&m, "alleywatch_mqtt_connected", &[]) == 0.0
     });
     let seq1 = a1.metric("alleywatch_event_seq", &[]);
     // And the agent dies hard, mid-outage.
@@ -358,7 +319,8 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
     let _broker = Mosquitto::start_with(port, &conf).expect("mosquitto restart");
     wait_until("the spool drains after the broker returns", Duration::from_secs(60), || {
         let m = a2.metrics();
-        metric(&m, "alleywatch_mqtt_connected", &[]) == 1.0 && metric(&m, "alleywatch_spool_messages", &[]) == 0.0
+        http::metric(&m, "alleywatch_mqtt_connected", &[]) == 1.0
+            && http::metric(&m, "alleywatch_spool_messages", &[]) == 0.0
     });
     let last = a2.metric("alleywatch_event_seq", &[]) as u64;
     assert!(last as f64 >= seq1 + 2.0);
@@ -783,10 +745,18 @@ fn reload_by_set_command_and_sighup_restarts_no_stream() {
     // No stream restarted through all of it (the clip is 30 s long and
     // ends with a reconnect, so this is read well before).
     let m = agent.metrics();
-    assert_eq!(metric(&m, "alleywatch_camera_reconnects_total", &[("camera", "cam-1")]), 0.0, "a stream restarted");
+    assert_eq!(
+        http::metric(&m, "alleywatch_camera_reconnects_total", &[("camera", "cam-1")]),
+        0.0,
+        "a stream restarted"
+    );
     // A restart by reload starts the camera anew (not a reconnect).
-    assert_eq!(metric(&m, "alleywatch_camera_starts_total", &[("camera", "cam-1")]), 1.0, "the camera was restarted");
-    assert!(metric(&m, "alleywatch_config_reloads_total", &[("result", "ok")]) >= 2.0);
+    assert_eq!(
+        http::metric(&m, "alleywatch_camera_starts_total", &[("camera", "cam-1")]),
+        1.0,
+        "the camera was restarted"
+    );
+    assert!(http::metric(&m, "alleywatch_config_reloads_total", &[("result", "ok")]) >= 2.0);
     assert!(!sub.all().iter().any(|m| camera_is(m, "cam-1", "reconnecting")));
     let log = agent.stop();
     assert!(log.contains("trigger=\"SIGHUP\"") || log.contains("trigger=SIGHUP"), "{log}");
@@ -854,7 +824,7 @@ fn centre_commands_ack_resolve_and_escalation() {
         (Some(id.as_str()), Some("op-7"), Some("op-7"))
     );
     let m = agent.metrics();
-    assert!(metric(&m, "alleywatch_commands_total", &[("command", "ack"), ("result", "ok")]) == 1.0);
+    assert!(http::metric(&m, "alleywatch_commands_total", &[("command", "ack"), ("result", "ok")]) == 1.0);
     drop(agent);
 }
 
@@ -959,9 +929,9 @@ fn tls_with_client_certificate_and_password_file_and_no_secret_anywhere() {
     sub.wait_for("the locked camera's error", Duration::from_secs(30), |m| {
         m.topic.ends_with("/cameras/locked/status") && m.json()["last_error"].is_string()
     });
-    let api = http_get(http, "/api/cameras").unwrap().1;
-    let metrics = http_get(http, "/metrics").unwrap().1;
-    let (ready, _) = http_get(http, "/readyz").unwrap();
+    let api = http::get(http, "/api/cameras").unwrap().1;
+    let metrics = http::get(http, "/metrics").unwrap().1;
+    let (ready, _) = http::get(http, "/readyz").unwrap();
     assert_eq!(ready, 200);
 
     // A second agent with the wrong password: a clear error, no panic.
