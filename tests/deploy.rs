@@ -491,8 +491,25 @@ fn technician_draws_a_lane_in_chromium_and_the_agent_applies_it() {
     assert_eq!(agent.metric("alleywatch_camera_starts_total"), 1.0, "no camera restart");
     let overlay = std::fs::read_to_string(agent.dir.path().join("state/overlay.toml")).expect("overlay.toml");
     assert!(overlay.contains("drawn-lane"), "{overlay}");
+    assert_eq!(lane["cue"], "both", "the page's default cue");
 
-    // 6: a screenshot of the page with both lanes.
+    // 6: "Lane is clear now" on the new lane: the latest frame becomes its
+    // clear reference, saved beside the spool at once.
+    page.wait_for(
+        "the clear-now button of drawn-lane",
+        "!!document.querySelector('#thresholds button[data-lane=\"drawn-lane\"]')",
+    );
+    page.eval("document.querySelector('#thresholds button[data-lane=\"drawn-lane\"]').click(); true");
+    page.wait_for(
+        "the reference confirmed",
+        "document.getElementById('status').className === 'ok' && document.getElementById('status').textContent.includes('clear now')",
+    );
+    let dir = agent.dir.path().join("state/references/cam-1");
+    let reference = ["day", "night"].map(|l| dir.join(format!("drawn-lane-{l}.png"))).into_iter().find(|p| p.is_file());
+    let png = image::open(reference.expect("the reference PNG beside the spool")).unwrap();
+    assert_eq!((png.width(), png.height()), (160, 90), "the cue's 160-px thumbnail");
+
+    // 7: a screenshot of the page with both lanes.
     let shot = page.call("Page.captureScreenshot", json!({ "format": "png" }));
     use base64::Engine as _;
     let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).expect("base64");

@@ -19,249 +19,22 @@
 //! rates, and several agents at once on 2 cores would measure each other.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "support/agent.rs"]
+mod agent;
 #[path = "support/http.rs"]
 mod http;
+use agent::*;
 
-use edge_agent::demo::{find_in_project, free_port, Mosquitto, DEFAULT_MODEL, DEMO_CLIP, DEMO_LANE};
+use edge_agent::demo::{free_port, Mosquitto, DEMO_LANE};
 use edge_agent::source::rtsp_server::RtspServer;
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS, Transport};
+use rumqttc::{MqttOptions, Transport};
 use serde_json::{json, Value};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn clip() -> PathBuf {
-    find_in_project(DEMO_CLIP).expect("demo clip missing: run deploy/setup.sh")
-}
-
-fn model() -> PathBuf {
-    find_in_project(DEFAULT_MODEL).expect("models/nanodet.onnx")
-}
-
-/// Polls `cond` every 50 ms until it holds; panics with `what` after
-/// `timeout`. The conditions are observable events (a metric, a message).
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A running agent: its config, HTTP port and captured log.
-struct Agent {
-    child: Child,
-    http: u16,
-    log: Arc<Mutex<String>>,
-}
-
-impl Agent {
-    fn spawn(config: &Path, http: u16, extra_args: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args(["run", "--config"])
-            .arg(config)
-            .args(extra_args)
-            .env("RUST_LOG", "info,edge_agent=debug,ort=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start edge-agent");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        let echo = std::env::var_os("E2E_AGENT_LOG").is_some();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if echo {
-                    eprintln!("agent: {line}");
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        Agent { child, http, log }
-    }
-
-    fn metrics(&self) -> String {
-        http::get(self.http, "/metrics").map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-    }
-
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        http::metric(&self.metrics(), name, labels)
-    }
-
-    fn api(&self, path: &str) -> Value {
-        http::get(self.http, path).and_then(|(_, b)| serde_json::from_slice(&b).ok()).unwrap_or(Value::Null)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn signal(&self, sig: &str) {
-        Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
-    }
-
-    fn kill9(mut self) -> String {
-        self.signal("-KILL");
-        let _ = self.child.wait();
-        self.log()
-    }
-
-    /// Graceful stop; returns the whole log.
-    fn stop(mut self) -> String {
-        self.signal("-TERM");
-        let _ = self.child.wait();
-        // The reader thread sees EOF right after exit.
-        std::thread::sleep(Duration::from_millis(100));
-        self.log()
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Msg {
-    topic: String,
-    payload: Vec<u8>,
-}
-
-impl Msg {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
-    }
-}
-
-/// A subscriber to `alleywatch/#` that rides out broker restarts.
-struct Sub {
-    client: Client,
-    seen: Arc<Mutex<Vec<Msg>>>,
-}
-
-impl Sub {
-    /// `persistent`: a broker-side session (clean_session = false), so the
-    /// broker queues what is published while this subscriber is away.
-    fn start(opts: MqttOptions, persistent: bool) -> Sub {
-        let mut opts = opts;
-        opts.set_max_packet_size(8 << 20, 1 << 20);
-        opts.set_clean_session(!persistent);
-        opts.set_keep_alive(Duration::from_secs(5));
-        let (client, mut conn) = Client::new(opts, 64);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (sink, c2) = (seen.clone(), client.clone());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for ev in conn.iter() {
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = c2.try_subscribe("alleywatch/#", QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = ready_tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        sink.lock().unwrap().push(Msg { topic: p.topic.clone(), payload: p.payload.to_vec() })
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-                    Ok(_) => {}
-                    // The broker is away: rumqttc reconnects on the next poll.
-                    Err(e) => {
-                        if std::env::var_os("E2E_AGENT_LOG").is_some() {
-                            eprintln!("subscriber: {e}");
-                        }
-                        std::thread::sleep(Duration::from_millis(200))
-                    }
-                }
-            }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(15)).expect("subscription acknowledged");
-        Sub { client, seen }
-    }
-
-    fn plain(port: u16, id: &str) -> Sub {
-        Sub::start(MqttOptions::new(id, "127.0.0.1", port), false)
-    }
-
-    fn all(&self) -> Vec<Msg> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Msg) -> bool) -> Msg {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(m) = self.seen.lock().unwrap().iter().find(|m| pred(m)) {
-                return m.clone();
-            }
-            if Instant::now() > deadline {
-                let seen: Vec<String> = self
-                    .all()
-                    .iter()
-                    .map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload[..m.payload.len().min(160)])))
-                    .collect();
-                panic!("timed out after {timeout:?} waiting for {what}; saw:\n{}", seen.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn publish(&self, topic: &str, body: Value) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, body.to_string()).unwrap();
-    }
-}
-
-fn is_event(m: &Msg, kind: &str, ty: &str) -> bool {
-    m.topic.ends_with(&format!("/events/{kind}")) && m.json()["type"] == ty
-}
-
-fn camera_is(m: &Msg, camera: &str, state: &str) -> bool {
-    m.topic.ends_with(&format!("/cameras/{camera}/status")) && m.json()["state"] == state
-}
-
-const BASE: &str = "alleywatch/d1/s1/c1/fault-agent";
-
-/// An agent config: `broker` is the inline table's body, `cameras` the
-/// `[[cameras]]` blocks, `extra` more top-level keys.
-fn write_config(dir: &Path, http: u16, broker: &str, extra: &str, cameras: &str) -> PathBuf {
-    let text = format!(
-        r#"agent_id = "fault-agent"
-site = {{ district = "d1", street = "s1", community = "c1" }}
-broker = {{ host = "127.0.0.1", keep_alive_s = 5, {broker} }}
-detector = {{ path = "{model}", format = "nanodet", input_size = 416, threads = 1 }}
-source = {{ backoff_initial_s = 0.2, backoff_max_s = 1, stall_timeout_s = 3 }}
-spool = {{ path = "{spool}" }}
-http = {{ bind = "127.0.0.1:{http}" }}
-{extra}
-{cameras}"#,
-        model = model().display(),
-        spool = dir.join("state/spool.sqlite").display(),
-    );
-    let path = dir.join("agent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn lane_camera(id: &str, url: &str, lanes: &str) -> String {
-    format!("[[cameras]]\nid = \"{id}\"\nname = \"Camera {id}\"\nurl = \"{url}\"\nfps = 5\nfire = false\nlanes = [{lanes}]\n")
-}
 
 fn kerb(name: &str, dwell_s: f64) -> String {
     format!("{{ name = \"{name}\", polygon = {DEMO_LANE}, classes = [\"car\", \"truck\", \"bus\"], dwell_s = {dwell_s}, clear_s = 2 }}")
@@ -848,7 +621,7 @@ fn make_pki(dir: &Path) -> [PathBuf; 5] {
         (cert.pem(), key.serialize_pem())
     };
     let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()]);
-    let (client_cert, client_key) = leaf(vec!["fault-agent".into()]);
+    let (client_cert, client_key) = leaf(vec!["test-agent".into()]);
     let files = [
         ("ca.pem", ca.pem()),
         ("server.pem", server_cert),

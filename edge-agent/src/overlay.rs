@@ -143,6 +143,31 @@ impl<'a> Canvas<'a> {
         }
     }
 
+    /// A small picture (packed RGB, `w` × `h`) in the top-right corner,
+    /// scaled to a quarter of the frame's width, framed and labelled: the
+    /// clear-lane reference beside the frame that differs from it.
+    pub fn inset(&mut self, rgb: &[u8], w: u32, h: u32, label: &str) {
+        if w == 0 || h == 0 || rgb.len() < (w * h * 3) as usize {
+            return;
+        }
+        let iw = (self.w / 4).max(1) as i64;
+        let ih = (iw * h as i64 / w as i64).max(1);
+        let (x0, y0) = (self.w as i64 - iw - 4, 4i64);
+        for y in -2..ih + 2 {
+            for x in -2..iw + 2 {
+                let c = if x < 0 || y < 0 || x >= iw || y >= ih {
+                    WHITE
+                } else {
+                    let (sx, sy) = ((x * w as i64 / iw) as usize, (y * h as i64 / ih) as usize);
+                    let i = (sy * w as usize + sx) * 3;
+                    [rgb[i], rgb[i + 1], rgb[i + 2]]
+                };
+                self.put(x0 + x, y0 + y, c);
+            }
+        }
+        self.text(x0, y0 + ih + 4, label, WHITE, 1);
+    }
+
     /// A label at the top-left corner of a normalised box.
     pub fn label(&mut self, b: &BBox, s: &str, c: Rgb) {
         let (x, y) = ((b.x1 * self.w as f32) as i64, (b.y1 * self.h as f32) as i64 - 10);

@@ -41,12 +41,24 @@ pub enum PublisherError {
     EmptyPassword(std::path::PathBuf),
 }
 
-/// A `set` command handed to whoever owns the configuration (the pipeline's
-/// reload path). The answer is the reply's error text, if any.
-pub struct SetRequest {
-    pub changes: serde_json::Map<String, Value>,
+/// A change asked for by a centre (command) or the technician's page,
+/// handed to whoever owns the configuration and the cameras (the pipeline's
+/// manager). The answer is the reply's error text, if any.
+pub struct Request {
+    pub change: Change,
     pub by: String,
     pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// What a [`Request`] changes.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// `set`: key path → value, through the validated overlay.
+    Set(serde_json::Map<String, Value>),
+    /// `reference`: "the lane is clear now" — the camera's latest frame
+    /// becomes the clear-lane reference of `lane` (of every lane using the
+    /// obstruction cue when `None`).
+    Reference { camera: String, lane: Option<String> },
 }
 
 /// Spooled messages in flight at once. Small: a reconnect resends them.
@@ -145,7 +157,7 @@ impl Publisher {
     /// the spool while connected, then (on stop) waits briefly for what is
     /// in flight, marks the agent offline and disconnects. What is not
     /// acknowledged stays in the spool for the next start.
-    pub async fn run(self, outbox: Outbox, set_tx: mpsc::UnboundedSender<SetRequest>, closing: Shutdown) {
+    pub async fn run(self, outbox: Outbox, requests: mpsc::UnboundedSender<Request>, closing: Shutdown) {
         let Publisher { client, eventloop, topics, endpoint, online, offline } = self;
         let mut s = State {
             client,
@@ -177,7 +189,7 @@ impl Publisher {
                         Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => s.on_puback(ack.pkid),
                         Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => s.on_sent(pkid),
                         Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                            if let Some(reply) = s.on_command(&p.topic, &p.payload, &set_tx, &reply_tx) {
+                            if let Some(reply) = s.on_command(&p.topic, &p.payload, &requests, &reply_tx) {
                                 s.publish_other(&s.topics.replies(), false, reply.to_string().into_bytes());
                             }
                         }
@@ -407,7 +419,7 @@ impl State {
         &mut self,
         topic: &str,
         payload: &[u8],
-        set_tx: &mpsc::UnboundedSender<SetRequest>,
+        requests: &mpsc::UnboundedSender<Request>,
         reply_tx: &mpsc::UnboundedSender<Value>,
     ) -> Option<Value> {
         let prefix = format!("{}/commands/", self.topics.base());
@@ -434,26 +446,40 @@ impl State {
                 self.outbox.event(end, None);
                 Ok(())
             })(),
-            "set" => {
+            "set" | "reference" => {
                 let parsed = (|| {
                     let by = need("by")?;
-                    let changes = body.get("changes").and_then(Value::as_object).cloned().ok_or_else(|| {
-                        "set: field \"changes\" (an object of key path → value) is required".to_string()
-                    })?;
-                    Ok::<_, String>((by, changes))
+                    let change = if command == "set" {
+                        Change::Set(body.get("changes").and_then(Value::as_object).cloned().ok_or_else(|| {
+                            "set: field \"changes\" (an object of key path → value) is required".to_string()
+                        })?)
+                    } else {
+                        let lane = match body.get("lane") {
+                            None | Some(Value::Null) => None,
+                            Some(Value::String(l)) => Some(l.clone()),
+                            Some(_) => return Err("reference: field \"lane\" must be a string".to_string()),
+                        };
+                        Change::Reference { camera: need("camera")?, lane }
+                    };
+                    Ok::<_, String>((by, change))
                 })();
                 match parsed {
                     Err(e) => Err(e),
-                    Ok((by, changes)) => {
+                    Ok((by, change)) => {
                         let (tx, rx) = oneshot::channel();
-                        if set_tx.send(SetRequest { changes, by, reply: tx }).is_err() {
-                            Err("set: the agent is stopping".into())
+                        if requests.send(Request { change, by, reply: tx }).is_err() {
+                            Err(format!("{command}: the agent is stopping"))
                         } else {
+                            // Answered once the manager (and, for a
+                            // reference, the camera) has acted.
                             let (reply_tx, body, command) = (reply_tx.clone(), body.clone(), command.clone());
                             tokio::spawn(async move {
-                                let result = rx.await.unwrap_or_else(|_| Err("set: no answer".into()));
+                                let result = rx.await.unwrap_or_else(|_| Err(format!("{command}: no answer")));
                                 let label = if result.is_ok() { "ok" } else { "error" };
-                                m.commands.with_label_values(&["set", label]).inc();
+                                m.commands.with_label_values(&[&command, label]).inc();
+                                if let Err(e) = &result {
+                                    tracing::warn!(command = %command, error = %e, "command rejected");
+                                }
                                 let _ = reply_tx.send(reply_body(&command, &body, result));
                             });
                             return None;
@@ -461,13 +487,13 @@ impl State {
                     }
                 }
             }
-            other => Err(format!("unknown command {other:?} (known: ack, resolve, set)")),
+            other => Err(format!("unknown command {other:?} (known: ack, resolve, set, reference)")),
         };
         Some(self.reply(&command, &body, result, &m))
     }
 
     fn reply(&self, command: &str, body: &Value, result: Result<(), String>, m: &crate::metrics::Metrics) -> Value {
-        let known = matches!(command, "ack" | "resolve" | "set");
+        let known = matches!(command, "ack" | "resolve" | "set" | "reference");
         let label = if result.is_ok() { "ok" } else { "error" };
         m.commands.with_label_values(&[if known { command } else { "unknown" }, label]).inc();
         if let Err(e) = &result {

@@ -126,6 +126,11 @@ impl LaneRule {
         self.reading.as_ref()
     }
 
+    /// The obstruction cue, when the lane uses it.
+    pub fn obstruction(&self) -> Option<&ObstructionCue> {
+        self.obstruction.as_ref()
+    }
+
     /// The obstruction cue, for its references (save, load, set).
     pub fn obstruction_mut(&mut self) -> Option<&mut ObstructionCue> {
         self.obstruction.as_mut()

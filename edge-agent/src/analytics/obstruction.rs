@@ -56,6 +56,11 @@ pub struct ObstructionParams {
     /// Mean luma change (grey levels) between two analysed frames that
     /// marks a cell as moving.
     pub motion_min: f32,
+    /// Seconds a cell stays left out after it last moved. The inside of a
+    /// plain-coloured passer-by does not change from frame to frame; its
+    /// front edge moved over those cells a moment ago, its back edge will
+    /// shortly.
+    pub motion_hold_s: f64,
     /// Seconds of quiet frames before a new reference is used.
     pub learn_s: f64,
     /// Time constant (seconds) of the reference following slow changes
@@ -73,6 +78,7 @@ impl Default for ObstructionParams {
             chroma_max: 0.12,
             luma_max: 0.35,
             motion_min: 12.0,
+            motion_hold_s: 1.5,
             learn_s: 5.0,
             adapt_s: 120.0,
             night_luma: 40.0,
@@ -142,6 +148,17 @@ impl Plane {
         Some(out.into_inner())
     }
 
+    /// The reference as packed RGB (for the snapshot's inset).
+    pub fn to_rgb(&self) -> Vec<u8> {
+        self.px
+            .iter()
+            .flat_map(|&[y, cb, cr]| {
+                let (cb, cr) = (cb - 128.0, cr - 128.0);
+                [y + 1.402 * cr, y - 0.344_136 * cb - 0.714_136 * cr, y + 1.772 * cb].map(|v| v.clamp(0.0, 255.0) as u8)
+            })
+            .collect()
+    }
+
     /// Reads what [`Plane::to_png`] wrote.
     pub fn from_png(bytes: &[u8]) -> Option<Plane> {
         let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png).ok()?.to_rgb8();
@@ -193,6 +210,8 @@ pub struct ObstructionCue {
     cells: Vec<Cell>,
     slots: [Slot; 2],
     prev: Option<ColourThumb>,
+    /// Per lane cell: when it last moved.
+    moved_at: Vec<f64>,
     /// Set when a reference changed since [`ObstructionCue::take_changed`].
     dirty: bool,
     /// When the references were last saved ([`ObstructionCue::save_due`]).
@@ -211,6 +230,7 @@ impl ObstructionCue {
             cells: Vec::new(),
             slots: Default::default(),
             prev: None,
+            moved_at: Vec::new(),
             dirty: false,
             saved_at: None,
             adapt_below: 0.0,
@@ -242,6 +262,13 @@ impl ObstructionCue {
         self.layout(thumb.w, thumb.h);
         let light = Light::of(thumb, self.params.night_luma);
         let moving = self.moving(thumb);
+        let hold = self.params.motion_hold_s;
+        for (at, &m) in self.moved_at.iter_mut().zip(&moving) {
+            if m {
+                *at = t;
+            }
+        }
+        let moving: Vec<bool> = self.moved_at.iter().map(|&at| t - at < hold).collect();
         let free: Vec<bool> = self
             .cells
             .iter()
@@ -305,6 +332,11 @@ impl ObstructionCue {
     /// Installs a saved reference (from the state folder at start).
     pub fn load_reference(&mut self, light: Light, plane: Plane) {
         self.slots[light.index()] = Slot { plane: Some(plane), learning: None, ready: true, last: None };
+    }
+
+    /// The reference in use for `light`.
+    pub fn reference(&self, light: Light) -> Option<&Plane> {
+        self.references().find(|(l, _)| *l == light).map(|(_, p)| p)
     }
 
     /// The references in use, to save.
@@ -377,6 +409,7 @@ impl ObstructionCue {
             }
         }
         self.prev = None;
+        self.moved_at = vec![f64::NEG_INFINITY; self.cells.len()];
     }
 
     /// Per lane cell: did it change since the previous analysed frame?
@@ -591,14 +624,17 @@ mod tests {
         // First frame: the box appeared since the last frame: moving, masked.
         let first = cue.observe(7.0, &boxed, &[]).unwrap();
         assert!(first.occupancy < 0.05, "just arrived counts as moving: {}", first.occupancy);
+        // Still left out while it may be moving (motion_hold_s).
+        assert!(cue.observe(7.5, &boxed, &[]).unwrap().occupancy < 0.05);
         for i in 0..600 {
-            let r = cue.observe(7.5 + i as f64 * 0.5, &boxed, &[]).unwrap();
+            let r = cue.observe(9.0 + i as f64 * 0.5, &boxed, &[]).unwrap();
             // 8 of 20 columns × the 5 lane rows under the box: ~0.36 of the lane.
             assert!((0.25..0.5).contains(&r.occupancy), "frame {i}: {}", r.occupancy);
         }
         let cleared = cue.observe(400.0, &scene(1.0), &[]).unwrap();
         assert!(cleared.occupancy < 0.05, "the box left (moving this frame): {}", cleared.occupancy);
-        let after = cue.observe(400.5, &scene(1.0), &[]).unwrap();
+        let after = cue.observe(402.0, &scene(1.0), &[]).unwrap();
+        assert_eq!(after.considered, after.cells, "nothing moving any more");
         assert_eq!(after.occupancy, 0.0, "the reference never took the box in");
     }
 
@@ -617,6 +653,32 @@ mod tests {
             let r = cue.observe(10.0 + i as f64, &scene(g), &[]).unwrap();
             assert!(r.occupancy < 0.1, "gain {g}: {}", r.occupancy);
         }
+    }
+
+    #[test]
+    fn a_plain_passer_by_is_left_out_inside_as_well_as_at_its_edges() {
+        let mut cue = learnt();
+        // 16 × 40 px of one colour walking 2 px a frame: the cells inside
+        // it do not change between frames, only its edges do.
+        let mut worst = 0.0f32;
+        for i in 0..60u32 {
+            let x = 10 + 2 * i;
+            let r = cue.observe(7.0 + i as f64 * 0.2, &with_box(scene(1.0), x, 45, x + 16, 85), &[]).unwrap();
+            worst = worst.max(r.occupancy);
+        }
+        assert!(worst < 0.02, "a passer-by read as obstruction: {worst}");
+        let params = ObstructionParams { motion_hold_s: 0.0, ..Default::default() };
+        let mut no_hold = ObstructionCue::new(lane(), params);
+        for i in 0..=10 {
+            no_hold.observe(i as f64 * 0.5, &scene(1.0), &[]);
+        }
+        let counted = (0..60u32)
+            .filter_map(|i| {
+                let x = 10 + 2 * i;
+                no_hold.observe(7.0 + i as f64 * 0.2, &with_box(scene(1.0), x, 45, x + 16, 85), &[])
+            })
+            .any(|r| r.occupancy > 0.0);
+        assert!(counted, "without the hold its still inside would count (the test's premise)");
     }
 
     #[test]
@@ -640,12 +702,11 @@ mod tests {
         let light = cue.set_reference(10.5, &covered);
         assert_eq!(light, Light::Day);
         cue.observe(11.0, &covered, &[]);
-        let r = cue.observe(11.5, &covered, &[]).unwrap();
+        let r = cue.observe(13.0, &covered, &[]).unwrap();
         assert_eq!(r.considered, r.cells, "nothing moving");
         assert_eq!(r.occupancy, 0.0, "the operator's reference replaces the learnt one");
-        let r = cue.observe(12.0, &scene(1.0), &[]).unwrap();
-        cue.observe(12.5, &scene(1.0), &[]);
-        let r2 = cue.observe(13.0, &scene(1.0), &[]).unwrap();
+        let r = cue.observe(14.0, &scene(1.0), &[]).unwrap();
+        let r2 = cue.observe(16.0, &scene(1.0), &[]).unwrap();
         assert!(r.considered < r.cells && r2.occupancy > 0.5, "against it, the bare lane differs: {}", r2.occupancy);
         assert_eq!(cue.references().count(), 1, "only day is ready");
     }

@@ -33,7 +33,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::alert::{Outbox, SetRequest};
+use crate::alert::{Outbox, Request};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -94,8 +94,9 @@ pub struct HttpState {
     pub quality: u8,
     /// The running configuration, replaced by every reload.
     pub config: tokio::sync::watch::Receiver<Arc<Config>>,
-    /// Where a lane saved on the page goes: the reload path.
-    pub set: tokio::sync::mpsc::UnboundedSender<SetRequest>,
+    /// Where a lane saved on the page, or "the lane is clear now", goes:
+    /// the pipeline's manager.
+    pub requests: tokio::sync::mpsc::UnboundedSender<Request>,
     /// `http.token`, when one is configured.
     pub token: Option<Arc<str>>,
 }
@@ -107,6 +108,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/cameras", get(cameras))
         .route("/api/cameras/{id}/snapshot.jpg", get(snapshot))
         .route("/api/cameras/{id}/lanes", post(technician::save_lane))
+        .route("/api/cameras/{id}/reference", post(technician::set_reference))
+        .route("/api/cameras/{id}/lanes/{lane}/reference", post(technician::set_lane_reference))
         .route("/api/config", get(technician::config))
         .route("/api/events", get(technician::events))
         .route_layer(axum::middleware::from_fn_with_state(state.token.clone(), auth::require));

@@ -10,6 +10,10 @@
 //! path as a centre's `set` command and a hot reload: the overlay file
 //! keeps it, a bad polygon is rejected with the key that is wrong, and no
 //! stream restarts.
+//!
+//! "The lane is clear now" posts to `/api/cameras/{id}/lanes/{lane}/reference`
+//! (or `/api/cameras/{id}/reference` for every lane with the obstruction
+//! cue), the same request as a centre's `reference` command.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -20,7 +24,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
 use super::HttpState;
-use crate::alert::SetRequest;
+use crate::alert::{Change, Request};
 use crate::config::FireKind;
 
 const PAGE: &str = include_str!("technician.html");
@@ -90,6 +94,9 @@ pub struct LaneForm {
     classes: Vec<String>,
     dwell_s: f64,
     clear_s: Option<f64>,
+    /// `objects`, `obstruction` or `both`; kept as it is when absent.
+    cue: Option<String>,
+    min_occupancy: Option<f64>,
 }
 
 /// Saves a lane (new, or replacing the one with that name) through the
@@ -115,18 +122,39 @@ pub async fn save_lane(State(s): State<HttpState>, Path(camera): Path<String>, J
     if let Some(c) = form.clear_s {
         changes.insert(key("clear_s"), json!(c));
     }
+    if let Some(c) = form.cue {
+        changes.insert(key("cue"), json!(c));
+    }
+    if let Some(m) = form.min_occupancy {
+        changes.insert(key("min_occupancy"), json!(m));
+    }
     let keys: Vec<String> = changes.keys().cloned().collect();
+    ask(&s, Change::Set(changes), json!({ "ok": true, "keys": keys })).await
+}
+
+/// "Every lane of this camera that uses the obstruction cue is clear now."
+pub async fn set_reference(State(s): State<HttpState>, Path(camera): Path<String>) -> Response {
+    ask(&s, Change::Reference { camera: camera.clone(), lane: None }, json!({ "ok": true, "camera": camera })).await
+}
+
+/// "This lane is clear now": the camera's latest frame becomes the lane's
+/// clear reference (for the light of that frame), in use and saved at once.
+pub async fn set_lane_reference(State(s): State<HttpState>, Path((camera, lane)): Path<(String, String)>) -> Response {
+    let done = json!({ "ok": true, "camera": camera, "lane": lane });
+    ask(&s, Change::Reference { camera, lane: Some(lane) }, done).await
+}
+
+/// Hands `change` to the manager; 200 with `done`, 400 with its error.
+async fn ask(s: &HttpState, change: Change, done: Value) -> Response {
+    let unavailable =
+        |m: &str| (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "error": m }))).into_response();
     let (reply, answer) = oneshot::channel();
-    if s.set.send(SetRequest { changes, by: "technician page".into(), reply }).is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "error": "the agent is stopping" })))
-            .into_response();
+    if s.requests.send(Request { change, by: "technician page".into(), reply }).is_err() {
+        return unavailable("the agent is stopping");
     }
     match tokio::time::timeout(std::time::Duration::from_secs(30), answer).await {
-        Ok(Ok(Ok(()))) => Json(json!({ "ok": true, "keys": keys })).into_response(),
-        Ok(Ok(Err(e))) => bad(e),
-        Ok(Err(_)) | Err(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "error": "no answer from the agent" })))
-                .into_response()
-        }
+        Ok(Ok(Ok(()))) => Json(done).into_response(),
+        Ok(Ok(Err(e))) => (StatusCode::BAD_REQUEST, Json(json!({ "ok": false, "error": e }))).into_response(),
+        Ok(Err(_)) | Err(_) => unavailable("no answer from the agent"),
     }
 }

@@ -83,6 +83,25 @@ struct Timers {
 }
 
 /// Per-camera analysis state: preprocessors, trackers, rules, open events.
+/// How old the latest lane frame may be for "the lane is clear now".
+pub const REFERENCE_MAX_AGE_S: f64 = 5.0;
+
+/// Why "the lane is clear now" was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("camera {camera:?} has no lane {lane:?} (its lanes: {known:?})")]
+    NoLane { camera: String, lane: String, known: Vec<String> },
+    #[error("lane {lane:?} of camera {camera:?} uses cue = \"objects\"; a clear reference is for cue = \"obstruction\" or \"both\"")]
+    NoCue { camera: String, lane: String },
+    #[error("camera {camera:?} has no lane with cue = \"obstruction\" or \"both\"")]
+    NoCueLanes { camera: String },
+    #[error("camera {camera:?} has no recent frame to take as the clear lane ({})", match age {
+        Some(a) => format!("the latest is {a:.0} s old"),
+        None => "none analysed yet".to_string(),
+    })]
+    NoFrame { camera: String, age: Option<f64> },
+}
+
 pub struct CameraAnalyzer {
     camera: Camera,
     agent: String,
@@ -108,6 +127,8 @@ pub struct CameraAnalyzer {
     /// The frame's 160-px YCbCr thumbnail for the lanes' obstruction cue,
     /// made at the lane rate when a lane uses the cue.
     lane_thumb: ColourThumb,
+    /// When `lane_thumb` was made (frame time); `None` before the first.
+    lane_thumb_t: Option<f64>,
     /// Where the lanes' clear references are kept (live agent only; a
     /// replay learns its own and writes nothing).
     references: Option<std::path::PathBuf>,
@@ -163,6 +184,7 @@ impl CameraAnalyzer {
             people: Tracker::new(people_params),
             lane_open: lanes.iter().map(|_| None).collect(),
             lane_thumb: ColourThumb::default(),
+            lane_thumb_t: None,
             references: None,
             lanes,
             falls,
@@ -289,6 +311,22 @@ impl CameraAnalyzer {
         }
     }
 
+    /// Saves every reference that changed since its last save (the camera
+    /// is stopping: what it learnt in its last minute is kept too).
+    fn flush_references(&mut self) {
+        let Some(dir) = &self.references else { return };
+        for rule in &mut self.lanes {
+            let lane = rule.lane().name.clone();
+            if let Some(cue) = rule.obstruction_mut().filter(|c| c.references().next().is_some()) {
+                if cue.take_changed() {
+                    if let Err(e) = cue.save(dir, &self.camera.id, &lane) {
+                        tracing::warn!(lane = %lane, error = %e, "cannot save the clear-lane reference");
+                    }
+                }
+            }
+        }
+    }
+
     /// Saves the references that changed (at most once a minute per lane).
     fn save_references(&mut self, t: f64) {
         let Some(dir) = &self.references else { return };
@@ -304,8 +342,53 @@ impl CameraAnalyzer {
         }
     }
 
+    /// "The lane is clear now": the latest lane frame becomes the clear
+    /// reference of `lane` (of every lane using the obstruction cue when
+    /// `None`), for that frame's light, in use and saved at once. `now` is
+    /// the analysis clock; a frame older than [`REFERENCE_MAX_AGE_S`] is
+    /// not "now". Returns the lanes set.
+    pub fn set_reference(&mut self, lane: Option<&str>, now: f64) -> Result<Vec<String>, ReferenceError> {
+        let camera = self.camera.id.clone();
+        let lanes: Vec<usize> = match lane {
+            Some(name) => {
+                let Some(i) = self.lanes.iter().position(|r| r.name() == name) else {
+                    let known = self.lanes.iter().map(|r| r.name().to_string()).collect();
+                    return Err(ReferenceError::NoLane { camera, lane: name.into(), known });
+                };
+                if !self.lanes[i].lane().cue.obstruction() {
+                    return Err(ReferenceError::NoCue { camera, lane: name.into() });
+                }
+                vec![i]
+            }
+            None => (0..self.lanes.len()).filter(|&i| self.lanes[i].lane().cue.obstruction()).collect(),
+        };
+        if lanes.is_empty() {
+            return Err(ReferenceError::NoCueLanes { camera });
+        }
+        let age = self.lane_thumb_t.map(|t| now - t);
+        if !age.is_some_and(|a| a <= REFERENCE_MAX_AGE_S) {
+            return Err(ReferenceError::NoFrame { camera, age });
+        }
+        let t = self.lane_thumb_t.unwrap_or(now);
+        let mut set = Vec::new();
+        for i in lanes {
+            let name = self.lanes[i].name().to_string();
+            let Some(cue) = self.lanes[i].obstruction_mut() else { continue };
+            let light = cue.set_reference(t, &self.lane_thumb);
+            if let Some(dir) = &self.references {
+                cue.take_changed();
+                if let Err(e) = cue.save(dir, &camera, &name) {
+                    tracing::warn!(lane = %name, error = %e, "cannot save the clear-lane reference");
+                }
+            }
+            set.push(format!("{name} ({light:?})").to_lowercase());
+        }
+        Ok(set)
+    }
+
     /// Closes every open event (the camera is stopping).
     pub fn close_all(&mut self, out: &mut Vec<Outbound>) {
+        self.flush_references();
         let close = |id: String| Outbound::Close { event_id: id, reason: CloseReason::CameraStopped };
         out.extend(self.lane_open.iter_mut().filter_map(Option::take).map(|o| close(o.id)));
         out.extend(self.fall_open.drain().map(|(_, o)| close(o.id)));
@@ -341,6 +424,7 @@ impl CameraAnalyzer {
             // people in it are passers-by, not a blockage.
             let thumb = self.lanes.iter().any(|l| l.lane().cue.obstruction()).then(|| {
                 self.lane_thumb.fill(frame.rgb, frame.width, frame.height);
+                self.lane_thumb_t = Some(t);
                 &self.lane_thumb
             });
             let person = self.labels.iter().position(|l| l == "person");
@@ -531,7 +615,16 @@ impl CameraAnalyzer {
         let lane_cfg = rule.lane();
         let boxes: Vec<_> = tr.objects.iter().map(|d| d.bbox).collect();
         let changed: &[BBox] = tr.obstruction.as_ref().map_or(&[], |r| &r.changed);
+        // The clear reference the frame was compared with, beside it.
+        let reference = tr
+            .obstruction
+            .as_ref()
+            .and_then(|r| rule.obstruction()?.reference(r.light))
+            .map(|p| (p.to_rgb(), p.w, p.h));
         let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, |c| {
+            if let Some((rgb, w, h)) = &reference {
+                c.inset(rgb, *w, *h, "clear reference");
+            }
             c.polygon(&rule.polygon().points, overlay::YELLOW);
             // The obstruction cue's changed cells: why the lane reads blocked.
             for cell in changed {

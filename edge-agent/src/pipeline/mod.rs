@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 
 pub use camera::{CameraAnalyzer, FrameInput, Models};
 
-use crate::alert::{Ledger, Outbox, Publisher, SetRequest, Spool, Topics};
+use crate::alert::{Change, Ledger, Outbox, Publisher, Request, Spool, Topics};
 use crate::config::{Camera, Config};
 use crate::http::{Frames, HttpState, LatestFrame};
 use crate::metrics::Metrics;
@@ -74,7 +74,7 @@ struct CameraHandle {
     stop: Shutdown,
     slot: Arc<FrameSlot>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    control: std_mpsc::Sender<Arc<Config>>,
+    control: std_mpsc::Sender<Control>,
     /// The analysis thread's sign of life, for the systemd watchdog.
     beat: Heartbeat,
 }
@@ -85,6 +85,15 @@ impl CameraHandle {
         self.slot.close();
         self.threads
     }
+}
+
+/// What the manager tells a camera's analysis thread, between frames.
+enum Control {
+    /// New rule parameters (a reload or a `set`).
+    Config(Arc<Config>),
+    /// "The lane is clear now" (`None`: every lane with the obstruction
+    /// cue); answered once the reference is in use.
+    Reference { lane: Option<String>, by: String, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
 }
 
 /// What every camera needs from the agent.
@@ -130,7 +139,7 @@ pub async fn run(
     let frames: Frames = Default::default();
     let shared = Shared { models, outbox: outbox.clone(), metrics: metrics.clone(), frames: frames.clone() };
     let closing = Shutdown::new();
-    let (set_tx, mut set_rx) = mpsc::unbounded_channel::<SetRequest>();
+    let (requests_tx, mut requests) = mpsc::unbounded_channel::<Request>();
     let config = Arc::new(config);
     let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
     let http = tokio::spawn(crate::http::serve(
@@ -141,13 +150,13 @@ pub async fn run(
             frames,
             quality: config.alerts.snapshot_quality,
             config: config_rx,
-            set: set_tx.clone(),
+            requests: requests_tx.clone(),
             token,
         },
         shutdown.clone(),
     ));
     tracing::info!(bind = %config.http.bind, "HTTP listening (/, /metrics, /healthz, /readyz, /api)");
-    let publisher = tokio::spawn(publisher.run(outbox.clone(), set_tx, closing.clone()));
+    let publisher = tokio::spawn(publisher.run(outbox.clone(), requests_tx, closing.clone()));
 
     let mut cameras = HashMap::new();
     for camera in &config.cameras {
@@ -190,28 +199,50 @@ pub async fn run(
                     Err(e) => tracing::error!(error = %e, "reload task failed"),
                 }
             }
-            Some(req) = set_rx.recv() => {
+            Some(req) = requests.recv() => {
+                let Request { change, by, reply } = req;
+                let changes = match change {
+                    Change::Set(changes) => changes,
+                    Change::Reference { camera, lane } => {
+                        // The camera's analysis thread holds the frame and
+                        // the references; it answers.
+                        match cameras.get(&camera) {
+                            Some(h) => {
+                                if let Err(e) = h.control.send(Control::Reference { lane, by, reply }) {
+                                    if let Control::Reference { reply, .. } = e.0 {
+                                        let _ = reply.send(Err(format!("camera {camera:?} is stopping")));
+                                    }
+                                }
+                            }
+                            None => {
+                                let _ = reply.send(Err(format!("reference: no camera {camera:?} on this agent")));
+                            }
+                        }
+                        continue;
+                    }
+                };
                 let Some(file) = source.as_ref().map(|s| s.file.clone()) else {
-                    let _ = req.reply.send(Err("set: this agent runs without a config file".into()));
+                    let _ = reply.send(Err("set: this agent runs without a config file".into()));
                     continue;
                 };
-                let (changes, by) = (req.changes.clone(), req.by.clone());
-                let result = tokio::task::spawn_blocking(move || crate::config::overlay::set(&file, &changes, &by)).await;
+                let keys: Vec<String> = changes.keys().cloned().collect();
+                let who = by.clone();
+                let result = tokio::task::spawn_blocking(move || crate::config::overlay::set(&file, &changes, &who)).await;
                 match result {
                     Ok(Ok(new)) => {
-                        tracing::info!(by = %req.by, keys = ?req.changes.keys().collect::<Vec<_>>(), "set command applied");
+                        tracing::info!(by = %by, keys = ?keys, "set command applied");
                         running = apply(running, new, &mut cameras, &shared).await;
                         metrics.reloads.with_label_values(&["ok"]).inc();
                         // In force (and visible on /api/config) before the answer.
                         config_tx.send_replace(running.clone());
-                        let _ = req.reply.send(Ok(()));
+                        let _ = reply.send(Ok(()));
                     }
                     Ok(Err(e)) => {
                         metrics.reloads.with_label_values(&["rejected"]).inc();
-                        let _ = req.reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(e.to_string()));
                     }
                     Err(e) => {
-                        let _ = req.reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(e.to_string()));
                     }
                 }
             }
@@ -221,8 +252,8 @@ pub async fn run(
     service.stopping();
     // Answer what is queued (a lane saved on the page, a centre's `set`):
     // the HTTP server waits for its handlers before it stops.
-    set_rx.close();
-    while let Ok(req) = set_rx.try_recv() {
+    requests.close();
+    while let Ok(req) = requests.try_recv() {
         let _ = req.reply.send(Err("the agent is stopping".into()));
     }
     tracing::info!("stopping cameras");
@@ -291,7 +322,7 @@ async fn apply(
             continue;
         }
         // Rule parameters: the analysis thread applies them between frames.
-        let _ = h.control.send(new.clone());
+        let _ = h.control.send(Control::Config(new.clone()));
     }
     new
 }
@@ -365,8 +396,9 @@ struct LiveAnalysis {
     outbox: Outbox,
     metrics: Arc<Metrics>,
     epoch: Instant,
-    /// New configs from a reload, applied between frames.
-    control: std_mpsc::Receiver<Arc<Config>>,
+    /// New configs from a reload and operators' requests, applied
+    /// between frames.
+    control: std_mpsc::Receiver<Control>,
     latest: Arc<LatestFrame>,
     beat: Heartbeat,
 }
@@ -391,10 +423,25 @@ impl LiveAnalysis {
         let mut viewed: Option<Instant> = None;
         loop {
             self.beat.beat();
-            while let Ok(config) = self.control.try_recv() {
-                if let Some(camera) = config.cameras.iter().find(|c| c.id == id) {
-                    self.analyzer.reconfigure(&config, camera, &mut out);
-                    tracing::info!("rule parameters updated");
+            while let Ok(control) = self.control.try_recv() {
+                match control {
+                    Control::Config(config) => {
+                        if let Some(camera) = config.cameras.iter().find(|c| c.id == id) {
+                            self.analyzer.reconfigure(&config, camera, &mut out);
+                            tracing::info!("rule parameters updated");
+                        }
+                    }
+                    Control::Reference { lane, by, reply } => {
+                        let now = self.epoch.elapsed().as_secs_f64();
+                        let result = self.analyzer.set_reference(lane.as_deref(), now);
+                        match &result {
+                            Ok(lanes) => {
+                                tracing::info!(by = %by, lanes = ?lanes, "clear-lane reference set by an operator")
+                            }
+                            Err(e) => tracing::warn!(by = %by, error = %e, "clear-lane reference not set"),
+                        }
+                        let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
+                    }
                 }
             }
             for msg in out.drain(..) {

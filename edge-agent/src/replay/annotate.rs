@@ -28,6 +28,7 @@ impl Annotator {
         let make = |name: &'static str| {
             gst::ElementFactory::make(name).build().map_err(|_| err(format!("GStreamer element {name} missing")))
         };
+        crate::source::init().map_err(|e| err(e.to_string()))?;
         let pipeline = gst::Pipeline::with_name("annotate");
         let caps = gst::Caps::builder("video/x-raw")
             .field("format", "RGB")
