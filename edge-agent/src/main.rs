@@ -62,6 +62,10 @@ enum Cmd {
         /// Seconds to keep showing a video's last frame after it ends.
         #[arg(long, default_value_t = 0.0)]
         hold_last_s: f64,
+        /// Set a lane key on every lane, e.g. `--lane cue=obstruction
+        /// --lane min_occupancy=0.2 --lane dwell_s=20` (repeatable).
+        #[arg(long = "lane", value_name = "KEY=VALUE")]
+        lane: Vec<edge_agent::replay::LaneSet>,
     },
     /// Replay every clip of a labels file and print TP, FP, FN, precision,
     /// recall and detection delay per event kind.
@@ -80,6 +84,10 @@ enum Cmd {
         /// Turn the fire rule's flicker check off (to measure what it adds).
         #[arg(long)]
         no_flicker: bool,
+        /// Set a lane key on every clip's lanes, e.g. `--lane cue=obstruction`
+        /// (repeatable): compare cues and tune thresholds on labelled clips.
+        #[arg(long = "lane", value_name = "KEY=VALUE")]
+        lane: Vec<edge_agent::replay::LaneSet>,
     },
     /// Run the demo: an in-process RTSP camera, a private broker, the agent,
     /// and every alert printed as it arrives.
@@ -109,12 +117,12 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Cmd::CheckConfig { file } => check_config(&file),
-        Cmd::Replay { file, config, camera, realtime, annotate, still_s, hold_last_s } => {
+        Cmd::Replay { file, config, camera, realtime, annotate, still_s, hold_last_s, lane } => {
             let opts = edge_agent::replay::ReplayOptions { realtime, annotate, still_s, hold_last_s };
-            replay(&file, config.as_deref(), camera.as_deref(), &opts)
+            replay(&file, config.as_deref(), camera.as_deref(), &opts, &lane)
         }
-        Cmd::Eval { labels, config, json, only, no_flicker } => {
-            eval(&labels, config.as_deref(), json.as_deref(), only.as_deref(), !no_flicker)
+        Cmd::Eval { labels, config, json, only, no_flicker, lane } => {
+            eval(&labels, config.as_deref(), json.as_deref(), only.as_deref(), !no_flicker, &lane)
         }
         Cmd::Run { config, no_watch } => runtime().and_then(|rt| rt.block_on(run(config, !no_watch))),
         Cmd::Demo { clip, out, timeout_s } => runtime().and_then(|rt| rt.block_on(run_demo(clip, out, timeout_s))),
@@ -188,9 +196,10 @@ fn replay(
     config: Option<&std::path::Path>,
     camera: Option<&str>,
     opts: &edge_agent::replay::ReplayOptions,
+    lanes: &[edge_agent::replay::LaneSet],
 ) -> anyhow::Result<()> {
     use edge_agent::replay;
-    let config = replay::load_config(config)?;
+    let config = replay::load_config_with(config, lanes)?;
     let camera = replay::pick_camera(&config, camera)?.clone();
     let models = edge_agent::pipeline::Models::load(&config)?;
     let report = replay::run(&config, &camera, &models, file, opts, &mut |ev| {
@@ -217,9 +226,10 @@ fn eval(
     json: Option<&std::path::Path>,
     only: Option<&str>,
     flicker: bool,
+    lanes: &[edge_agent::replay::LaneSet],
 ) -> anyhow::Result<()> {
     use edge_agent::replay::eval;
-    let report = eval::run(labels, config, only, flicker, &mut |c| {
+    let report = eval::run(labels, config, only, flicker, lanes, &mut |c| {
         let starts: Vec<String> = c.starts.iter().map(|s| format!("{}@{:.1}s", s.kind, s.t)).collect();
         let want: Vec<String> = c.labelled.iter().map(|l| format!("{}@{:.1}s", l.kind, l.at)).collect();
         let verdict = match &c.error {

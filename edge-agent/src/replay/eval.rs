@@ -150,7 +150,13 @@ pub fn merge(base: &mut toml::Table, overlay: toml::Table) {
 }
 
 /// The config for one clip: base + overlay file + lanes on the first camera.
-pub fn clip_config(base_text: &str, base_file: &Path, dir: &Path, clip: &ClipLabels) -> Result<Config, ReplayError> {
+pub fn clip_config(
+    base_text: &str,
+    base_file: &Path,
+    dir: &Path,
+    clip: &ClipLabels,
+    sets: &[super::LaneSet],
+) -> Result<Config, ReplayError> {
     let labels_err = |message: String| ReplayError::Labels { file: clip.file.display().to_string(), message };
     let mut table: toml::Table = toml::from_str(base_text).map_err(|e| labels_err(e.to_string()))?;
     if let Some(overlay) = &clip.config {
@@ -177,6 +183,7 @@ pub fn clip_config(base_text: &str, base_file: &Path, dir: &Path, clip: &ClipLab
             .ok_or_else(|| labels_err("the base config has no [[cameras]] to put the lanes on".into()))?;
         cam.insert("lanes".into(), toml::Value::Array(lanes.clone()));
     }
+    super::set_lanes(&mut table, sets);
     let text = toml::to_string(&table).map_err(|e| labels_err(e.to_string()))?;
     Ok(Config::from_text(&text, base_file)?)
 }
@@ -253,6 +260,7 @@ pub fn run(
     base_config: Option<&Path>,
     filter: Option<&str>,
     flicker: bool,
+    sets: &[super::LaneSet],
     progress: &mut dyn FnMut(&ClipResult),
 ) -> Result<EvalReport, ReplayError> {
     let started = std::time::Instant::now();
@@ -287,7 +295,7 @@ pub fn run(
             still_s: clip.still_s.unwrap_or(labels.defaults.still_s),
             hold_last_s: clip.hold_last_s.unwrap_or(labels.defaults.hold_last_s),
         };
-        let outcome = clip_config(&base_text, &base_file, dir, clip).and_then(|config| {
+        let outcome = clip_config(&base_text, &base_file, dir, clip, sets).and_then(|config| {
             let camera = config.cameras.first().cloned().ok_or_else(|| ReplayError::Input {
                 file: base_file.display().to_string(),
                 message: "has no cameras".into(),
@@ -426,6 +434,40 @@ mod tests {
         assert_eq!(base["a"].as_integer(), Some(2));
         assert_eq!(base["falls"]["confirm_s"].as_float(), Some(3.0));
         assert_eq!(base["falls"]["window_s"].as_float(), Some(2.0));
+    }
+
+    #[test]
+    fn lane_sets_reach_every_lane_and_are_validated_like_the_config() {
+        use crate::replay::LaneSet;
+        let sets: Vec<LaneSet> =
+            ["cue=obstruction", "min_occupancy = 0.2", "classes=[]"].iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(sets[0].value, toml::Value::String("obstruction".into()), "a bare word is a string");
+        assert_eq!(sets[1].value, toml::Value::Float(0.2));
+        assert!("dwell_s".parse::<LaneSet>().unwrap_err().contains("KEY=VALUE"));
+        assert!("a.b=1".parse::<LaneSet>().is_err());
+
+        let base = "agent_id = \"a\"\nsite = { district = \"d\", street = \"s\", community = \"c\" }\n\
+                    broker = { host = \"127.0.0.1\" }\ndetector = { path = \"m.onnx\", format = \"nanodet\", input_size = 416 }\n\
+                    [[cameras]]\nid = \"c1\"\nname = \"c1\"\nurl = \"file:///x\"\n";
+        let clip = ClipLabels {
+            file: "a.mp4".into(),
+            config: None,
+            lanes: Some(vec![toml::from_str::<toml::Value>(
+                "name = \"l\"\npolygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]\nclasses = [\"car\"]\ndwell_s = 5",
+            )
+            .unwrap()]),
+            hold_last_s: None,
+            still_s: None,
+            events: vec![],
+        };
+        let config = clip_config(base, Path::new("base.toml"), Path::new("."), &clip, &sets).unwrap();
+        let lane = &config.cameras[0].lanes[0];
+        assert_eq!(lane.cue, crate::config::LaneCue::Obstruction);
+        assert_eq!((lane.min_occupancy, lane.dwell_s, lane.classes.len()), (0.2, 5.0, 0));
+        // A bad value is the config's own error, naming the lane key.
+        let bad = ["cue=sometimes".parse().unwrap()];
+        let e = clip_config(base, Path::new("base.toml"), Path::new("."), &clip, &bad).unwrap_err().to_string();
+        assert!(e.contains("cameras[0].lanes[0].cue"), "{e}");
     }
 
     #[test]

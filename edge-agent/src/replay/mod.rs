@@ -271,6 +271,86 @@ url = "file:///replay"
     )
 }
 
+/// `--lane KEY=VALUE`: a lane key set on every lane replayed, to try a cue,
+/// a dwell or an occupancy threshold against clips without editing the
+/// config. The value is TOML (`0.2`, `"obstruction"`, `["car"]`); a bare
+/// word is a string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneSet {
+    pub key: String,
+    pub value: toml::Value,
+}
+
+impl std::str::FromStr for LaneSet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LaneSet, String> {
+        let (key, value) =
+            s.split_once('=').ok_or_else(|| format!("{s:?}: expected KEY=VALUE, e.g. cue=obstruction"))?;
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("{key:?}: not a lane key (e.g. cue, min_occupancy, dwell_s, clear_s, classes)"));
+        }
+        let value = value.trim();
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        Ok(LaneSet { key: key.to_string(), value })
+    }
+}
+
+/// Applies `sets` to every lane of every camera in a config table; the
+/// config's own validation then checks the values (naming the lane key).
+/// Returns how many lanes were changed.
+pub fn set_lanes(table: &mut toml::Table, sets: &[LaneSet]) -> usize {
+    let mut lanes = 0;
+    let cameras = table.get_mut("cameras").and_then(toml::Value::as_array_mut);
+    for lane in cameras
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get_mut("lanes")?.as_array_mut())
+        .flatten()
+        .filter_map(toml::Value::as_table_mut)
+    {
+        for s in sets {
+            lane.insert(s.key.clone(), s.value.clone());
+        }
+        lanes += 1;
+    }
+    lanes
+}
+
+/// [`load_config`] with `--lane` sets applied; an error when there are sets
+/// but no lane to apply them to.
+pub fn load_config_with(path: Option<&Path>, sets: &[LaneSet]) -> Result<Config, ReplayError> {
+    let Some(p) = path.filter(|_| !sets.is_empty()) else {
+        return match path {
+            None if !sets.is_empty() => Err(no_lanes()),
+            _ => load_config(path),
+        };
+    };
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| ReplayError::Input { file: p.display().to_string(), message: e.to_string() })?;
+    // The file as it is first, so its own errors come with their lines.
+    Config::from_text(&text, p)?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| ReplayError::Input { file: p.display().to_string(), message: e.to_string() })?;
+    if set_lanes(&mut table, sets) == 0 {
+        return Err(no_lanes());
+    }
+    let text = toml::to_string(&table)
+        .map_err(|e| ReplayError::Input { file: p.display().to_string(), message: e.to_string() })?;
+    Ok(Config::from_text(&text, p)?)
+}
+
+fn no_lanes() -> ReplayError {
+    ReplayError::Input {
+        file: "--lane".into(),
+        message: "the config has no lanes to set (add lanes to a camera, or use eval's labels)".into(),
+    }
+}
+
 /// Loads `--config` or the default, with the project's models folder found
 /// from the working directory or the binary.
 pub fn load_config(path: Option<&Path>) -> Result<Config, ReplayError> {
