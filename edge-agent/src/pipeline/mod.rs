@@ -385,6 +385,19 @@ fn spawn_supervisor(
     std::thread::Builder::new().name(format!("camera-{}", camera.id)).spawn(move || sup.run())
 }
 
+/// How long "the lane is clear now" waits for a lane frame: a lane that
+/// just gained the cue has none until its next analysis slot.
+const REFERENCE_WAIT_S: f64 = 5.0;
+
+/// "The lane is clear now", waiting for a frame to take.
+struct PendingReference {
+    lane: Option<String>,
+    by: String,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    /// Analysis-clock seconds after which "no recent frame" is the answer.
+    until: f64,
+}
+
 /// How often a camera's latest frame is copied for `/api/.../snapshot.jpg`.
 const VIEW_EVERY: Duration = Duration::from_secs(1);
 
@@ -404,6 +417,28 @@ struct LiveAnalysis {
 }
 
 impl LiveAnalysis {
+    /// Answers the references that can be set now (a recent lane frame) or
+    /// that waited long enough; the rest wait for the next frame.
+    fn answer_references(&mut self, pending: &mut Vec<PendingReference>) {
+        if pending.is_empty() {
+            return;
+        }
+        let now = self.epoch.elapsed().as_secs_f64();
+        for p in std::mem::take(pending) {
+            match self.analyzer.set_reference(p.lane.as_deref(), now) {
+                Err(camera::ReferenceError::NoFrame { .. }) if now < p.until => pending.push(p),
+                Ok(lanes) => {
+                    tracing::info!(by = %p.by, lanes = ?lanes, "clear-lane reference set by an operator");
+                    let _ = p.reply.send(Ok(()));
+                }
+                Err(e) => {
+                    tracing::warn!(by = %p.by, error = %e, "clear-lane reference not set");
+                    let _ = p.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
     fn run(mut self) {
         let id = self.analyzer.camera().id.clone();
         let span = tracing::info_span!("analysis", camera = %id);
@@ -421,6 +456,7 @@ impl LiveAnalysis {
         let mut seen = Default::default();
         let mut out = Vec::with_capacity(4);
         let mut viewed: Option<Instant> = None;
+        let mut pending: Vec<PendingReference> = Vec::new();
         loop {
             self.beat.beat();
             while let Ok(control) = self.control.try_recv() {
@@ -432,21 +468,15 @@ impl LiveAnalysis {
                         }
                     }
                     Control::Reference { lane, by, reply } => {
-                        let now = self.epoch.elapsed().as_secs_f64();
-                        let result = self.analyzer.set_reference(lane.as_deref(), now);
-                        match &result {
-                            Ok(lanes) => {
-                                tracing::info!(by = %by, lanes = ?lanes, "clear-lane reference set by an operator")
-                            }
-                            Err(e) => tracing::warn!(by = %by, error = %e, "clear-lane reference not set"),
-                        }
-                        let _ = reply.send(result.map(|_| ()).map_err(|e| e.to_string()));
+                        let until = self.epoch.elapsed().as_secs_f64() + REFERENCE_WAIT_S;
+                        pending.push(PendingReference { lane, by, reply, until });
                     }
                 }
             }
             for msg in out.drain(..) {
                 self.outbox.send(msg);
             }
+            self.answer_references(&mut pending);
             // A camera that never delivered a frame ages from its start, so
             // `age > N` alerts catch it as well as one that went quiet.
             let last = self.slot.last_frame().map(|(t, _)| t).unwrap_or(started);
@@ -487,6 +517,10 @@ impl LiveAnalysis {
             }
             analysed.inc();
             self.slot.recycle(frame.data);
+            self.answer_references(&mut pending);
+        }
+        for p in pending {
+            let _ = p.reply.send(Err(format!("camera {id:?} is stopping")));
         }
         // Open events end with the camera (removed, restarted or stopping),
         // so a centre never waits for an `end` that cannot come. (After a
