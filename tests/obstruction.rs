@@ -276,6 +276,10 @@ fn an_operators_reference_takes_effect_and_survives_a_restart() {
     let server = RtspServer::start(&goods, 0, "/cam").expect("rtsp server");
     let http = free_port().unwrap();
     let agent = Agent::spawn(&config(&server.url(), http), http, &[]);
+    // The agent subscribes to its commands before it says it is online.
+    sub.wait_for("agent online", Duration::from_secs(60), |m| {
+        m.topic == format!("{BASE}/status") && m.json()["state"] == "online"
+    });
     wait_until("the first analysed frames", Duration::from_secs(60), || {
         agent.metric("alleywatch_frames_analysed_total", &[("camera", "cam-1")]) >= 3.0
     });

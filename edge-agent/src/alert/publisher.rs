@@ -55,7 +55,7 @@ pub struct Request {
 pub enum Change {
     /// `set`: key path → value, through the validated overlay.
     Set(serde_json::Map<String, Value>),
-    /// `reference`: "the lane is clear now" — the camera's latest frame
+    /// `reference`: "the lane is clear now" — the camera's next analysed frame
     /// becomes the clear-lane reference of `lane` (of every lane using the
     /// obstruction cue when `None`).
     Reference { camera: String, lane: Option<String> },

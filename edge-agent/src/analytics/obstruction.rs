@@ -268,7 +268,7 @@ impl ObstructionCue {
                 *at = t;
             }
         }
-        let moving: Vec<bool> = self.moved_at.iter().map(|&at| t - at < hold).collect();
+        let moving: Vec<bool> = moving.iter().zip(&self.moved_at).map(|(&m, &at)| m || t - at < hold).collect();
         let free: Vec<bool> = self
             .cells
             .iter()

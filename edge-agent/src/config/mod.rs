@@ -583,6 +583,25 @@ impl Config {
         topic_safe(&self.site.street).or_else(|m| err("site.street", m))?;
         topic_safe(&self.site.community).or_else(|m| err("site.community", m))?;
 
+        let o = &self.obstruction;
+        let times = [("learn_s", o.learn_s), ("adapt_s", o.adapt_s), ("motion_hold_s", o.motion_hold_s)];
+        let levels = [
+            ("ncc_min", o.ncc_min),
+            ("flat_std", o.flat_std),
+            ("chroma_max", o.chroma_max),
+            ("luma_max", o.luma_max),
+            ("motion_min", o.motion_min),
+            ("night_luma", o.night_luma),
+        ];
+        for (key, v) in times.into_iter().chain(levels.map(|(k, v)| (k, v as f64))) {
+            if !at_least(v, 0.0) {
+                return err(&format!("obstruction.{key}"), format!("{v} must be ≥ 0"));
+            }
+        }
+        if o.ncc_min > 1.0 {
+            return err("obstruction.ncc_min", format!("{} must be ≤ 1 (a correlation)", o.ncc_min));
+        }
+
         let b = &self.broker;
         if b.host.trim().is_empty() {
             return err("broker.host", "must not be empty".into());
@@ -878,6 +897,14 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
         assert!(GOOD.contains(from), "{from:?} not in GOOD");
         let text = GOOD.replacen(from, to, 1);
         parse(&text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn obstruction_thresholds_are_checked() {
+        let e = bad("[[cameras]]", "[obstruction]\nmotion_hold_s = -1\n\n[[cameras]]");
+        assert!(e.contains("obstruction.motion_hold_s: -1 must be ≥ 0"), "{e}");
+        let e = bad("[[cameras]]", "[obstruction]\nncc_min = 2\n\n[[cameras]]");
+        assert!(e.contains("obstruction.ncc_min"), "{e}");
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub async fn set_reference(State(s): State<HttpState>, Path(camera): Path<String
     ask(&s, Change::Reference { camera: camera.clone(), lane: None }, json!({ "ok": true, "camera": camera })).await
 }
 
-/// "This lane is clear now": the camera's latest frame becomes the lane's
+/// "This lane is clear now": the camera's next analysed frame becomes the lane's
 /// clear reference (for the light of that frame), in use and saved at once.
 pub async fn set_lane_reference(State(s): State<HttpState>, Path((camera, lane)): Path<(String, String)>) -> Response {
     let done = json!({ "ok": true, "camera": camera, "lane": lane });

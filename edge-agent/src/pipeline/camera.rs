@@ -83,9 +83,6 @@ struct Timers {
 }
 
 /// Per-camera analysis state: preprocessors, trackers, rules, open events.
-/// How old the latest lane frame may be for "the lane is clear now".
-pub const REFERENCE_MAX_AGE_S: f64 = 5.0;
-
 /// Why "the lane is clear now" was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
@@ -95,11 +92,8 @@ pub enum ReferenceError {
     NoCue { camera: String, lane: String },
     #[error("camera {camera:?} has no lane with cue = \"obstruction\" or \"both\"")]
     NoCueLanes { camera: String },
-    #[error("camera {camera:?} has no recent frame to take as the clear lane ({})", match age {
-        Some(a) => format!("the latest is {a:.0} s old"),
-        None => "none analysed yet".to_string(),
-    })]
-    NoFrame { camera: String, age: Option<f64> },
+    #[error("camera {camera:?} delivered no frame to take as the clear lane (is it streaming?)")]
+    NoFrame { camera: String },
 }
 
 pub struct CameraAnalyzer {
@@ -344,10 +338,11 @@ impl CameraAnalyzer {
 
     /// "The lane is clear now": the latest lane frame becomes the clear
     /// reference of `lane` (of every lane using the obstruction cue when
-    /// `None`), for that frame's light, in use and saved at once. `now` is
-    /// the analysis clock; a frame older than [`REFERENCE_MAX_AGE_S`] is
-    /// not "now". Returns the lanes set.
-    pub fn set_reference(&mut self, lane: Option<&str>, now: f64) -> Result<Vec<String>, ReferenceError> {
+    /// `None`), for that frame's light, in use and saved at once. Only a
+    /// frame captured at or after `asked` (analysis clock) will do: an
+    /// operator who clicks as the goods are carried off means the lane as
+    /// it is from now, not the frame before. Returns the lanes set.
+    pub fn set_reference(&mut self, lane: Option<&str>, asked: f64) -> Result<Vec<String>, ReferenceError> {
         let camera = self.camera.id.clone();
         let lanes: Vec<usize> = match lane {
             Some(name) => {
@@ -365,11 +360,9 @@ impl CameraAnalyzer {
         if lanes.is_empty() {
             return Err(ReferenceError::NoCueLanes { camera });
         }
-        let age = self.lane_thumb_t.map(|t| now - t);
-        if !age.is_some_and(|a| a <= REFERENCE_MAX_AGE_S) {
-            return Err(ReferenceError::NoFrame { camera, age });
-        }
-        let t = self.lane_thumb_t.unwrap_or(now);
+        let Some(t) = self.lane_thumb_t.filter(|&t| t >= asked) else {
+            return Err(ReferenceError::NoFrame { camera });
+        };
         let mut set = Vec::new();
         for i in lanes {
             let name = self.lanes[i].name().to_string();

@@ -385,8 +385,8 @@ fn spawn_supervisor(
     std::thread::Builder::new().name(format!("camera-{}", camera.id)).spawn(move || sup.run())
 }
 
-/// How long "the lane is clear now" waits for a lane frame: a lane that
-/// just gained the cue has none until its next analysis slot.
+/// How long "the lane is clear now" waits for the next lane frame (the
+/// lanes run at `detector.fps`, 2 a second by default).
 const REFERENCE_WAIT_S: f64 = 5.0;
 
 /// "The lane is clear now", waiting for a frame to take.
@@ -394,8 +394,9 @@ struct PendingReference {
     lane: Option<String>,
     by: String,
     reply: tokio::sync::oneshot::Sender<Result<(), String>>,
-    /// Analysis-clock seconds after which "no recent frame" is the answer.
-    until: f64,
+    /// When it was asked (analysis clock): the frame must be from then
+    /// on, and after [`REFERENCE_WAIT_S`] "no frame" is the answer.
+    asked: f64,
 }
 
 /// How often a camera's latest frame is copied for `/api/.../snapshot.jpg`.
@@ -425,8 +426,8 @@ impl LiveAnalysis {
         }
         let now = self.epoch.elapsed().as_secs_f64();
         for p in std::mem::take(pending) {
-            match self.analyzer.set_reference(p.lane.as_deref(), now) {
-                Err(camera::ReferenceError::NoFrame { .. }) if now < p.until => pending.push(p),
+            match self.analyzer.set_reference(p.lane.as_deref(), p.asked) {
+                Err(camera::ReferenceError::NoFrame { .. }) if now < p.asked + REFERENCE_WAIT_S => pending.push(p),
                 Ok(lanes) => {
                     tracing::info!(by = %p.by, lanes = ?lanes, "clear-lane reference set by an operator");
                     let _ = p.reply.send(Ok(()));
@@ -468,8 +469,8 @@ impl LiveAnalysis {
                         }
                     }
                     Control::Reference { lane, by, reply } => {
-                        let until = self.epoch.elapsed().as_secs_f64() + REFERENCE_WAIT_S;
-                        pending.push(PendingReference { lane, by, reply, until });
+                        let asked = self.epoch.elapsed().as_secs_f64();
+                        pending.push(PendingReference { lane, by, reply, asked });
                     }
                 }
             }
@@ -519,8 +520,13 @@ impl LiveAnalysis {
             self.slot.recycle(frame.data);
             self.answer_references(&mut pending);
         }
-        for p in pending {
-            let _ = p.reply.send(Err(format!("camera {id:?} is stopping")));
+        // Whatever is still asked (waiting, or not yet read) is answered.
+        let queued = self.control.try_iter().filter_map(|c| match c {
+            Control::Reference { reply, .. } => Some(reply),
+            Control::Config(_) => None,
+        });
+        for reply in pending.into_iter().map(|p| p.reply).chain(queued) {
+            let _ = reply.send(Err(format!("camera {id:?} is stopping")));
         }
         // Open events end with the camera (removed, restarted or stopping),
         // so a centre never waits for an `end` that cannot come. (After a

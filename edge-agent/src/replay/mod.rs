@@ -341,7 +341,14 @@ pub fn load_config_with(path: Option<&Path>, sets: &[LaneSet]) -> Result<Config,
     }
     let text = toml::to_string(&table)
         .map_err(|e| ReplayError::Input { file: p.display().to_string(), message: e.to_string() })?;
-    Ok(Config::from_text(&text, p)?)
+    // The file itself was fine: an error now is a --lane value's (the
+    // rebuilt text's line numbers would mean nothing to the user).
+    Config::from_text(&text, p).map_err(|e| match e {
+        ConfigError::Invalid { key, message, .. } => {
+            ReplayError::Input { file: "--lane".into(), message: format!("{key}: {message}") }
+        }
+        other => other.into(),
+    })
 }
 
 fn no_lanes() -> ReplayError {
