@@ -2,7 +2,9 @@
 //!
 //! - letterbox: a 1920x1080 RGB frame into a 416 (NanoDet) and a 640
 //!   (YOLOv8) tensor;
-//! - decode + NMS of NanoDet outputs with a realistic number of candidates;
+//! - decode + NMS of NanoDet outputs with a realistic number of candidates,
+//!   and of YOLOX-nano's real output on a real frame (when the development
+//!   model is there);
 //! - the lane rule over 50 detections per frame, and the object tracker
 //!   plus lane rule over 50 moving objects;
 //! - the person tracker plus fall rule over 6 people, and the motion
@@ -70,6 +72,45 @@ fn decode_nms(c: &mut Criterion) {
             for (level, (scores, boxes)) in levels.iter().enumerate() {
                 decode::nanodet(level, scores, boxes, classes, 416, 0.35, &mut found);
             }
+            decode::nms(&mut found, 0.6, 100);
+            black_box(found.len())
+        })
+    });
+}
+
+/// YOLOX decode + NMS on the real output of YOLOX-nano 416 for a real frame
+/// (bikes.mp4 at 6.6 s: parked cars behind a fence), when the development
+/// model (`../shared/models`, or `BENCH_YOLOX`) and ONNX Runtime are there.
+fn yolox_decode_nms(c: &mut Criterion) {
+    let path = std::env::var_os("BENCH_YOLOX")
+        .map(std::path::PathBuf::from)
+        .or_else(|| edge_agent::demo::find_in_project("../shared/models/yolox_nano_coco80_416.onnx"));
+    let (Some(path), Some(clip)) = (path, edge_agent::demo::find_in_project(".deps/media/bikes.mp4")) else {
+        eprintln!("no YOLOX model or bikes.mp4: skipping the YOLOX decode bench");
+        return;
+    };
+    let Ok(env) = edge_agent::infer::runtime::init(None) else { return };
+    let (mut session, _) = edge_agent::infer::runtime::open_session(&path, None, 2, "yolox", env).unwrap();
+    let mut video = edge_agent::replay::frames::VideoFrames::open(&clip, 640, false).unwrap();
+    let mut frame = video.next_frame().unwrap().unwrap();
+    while frame.t < 6.6 {
+        frame = video.next_frame().unwrap().unwrap();
+    }
+    let mut pre = Preprocessor::new(input_spec(ModelFormat::Yolox, 416));
+    pre.run(&frame.rgb, frame.width, frame.height).unwrap();
+    let input = ort::value::TensorRef::from_array_view((pre.shape(), pre.tensor())).unwrap();
+    let outs = session.run(ort::inputs![input]).unwrap();
+    let (_, data) = outs[0].try_extract_tensor::<f32>().unwrap();
+    let raw: Vec<f32> = data.to_vec();
+    let mut found: Vec<Candidate> = Vec::with_capacity(512);
+    decode::yolox(&raw, 80, 416, 0.35, &mut found);
+    let candidates = found.len();
+    decode::nms(&mut found, 0.6, 100);
+    eprintln!("YOLOX on bikes.mp4 at 6.6 s: {candidates} candidates over 0.35, {} after NMS", found.len());
+    c.bench_function("yolox-416 decode + NMS (real output, 3549 anchors)", |b| {
+        b.iter(|| {
+            found.clear();
+            decode::yolox(black_box(&raw), 80, 416, 0.35, &mut found);
             decode::nms(&mut found, 0.6, 100);
             black_box(found.len())
         })
@@ -341,5 +382,16 @@ fn obstruction(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, letterbox, decode_nms, lane_rules, tracking, fire_path, obstruction, snapshot, model);
+criterion_group!(
+    benches,
+    letterbox,
+    decode_nms,
+    yolox_decode_nms,
+    lane_rules,
+    tracking,
+    fire_path,
+    obstruction,
+    snapshot,
+    model
+);
 criterion_main!(benches);
