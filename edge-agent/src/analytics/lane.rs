@@ -232,18 +232,14 @@ impl LaneRule {
                         *reported = objects.len();
                         *last_report = now;
                         let (since, peak) = (*since, *peak);
-                        let occupancy = coverage(&self.polygon, &objects);
-                        return Some(LaneTransition {
-                            phase: Phase::Update,
+                        return Some(self.open_transition(
+                            Phase::Update,
                             since,
-                            cleared_at: None,
                             objects,
-                            score,
-                            peak,
-                            occupancy,
+                            (score, peak),
                             cause,
-                            obstruction: reading,
-                        });
+                            reading,
+                        ));
                     }
                     None
                 } else {
@@ -286,18 +282,22 @@ impl LaneRule {
         }
         let (since, peak) = (*since, *peak);
         self.state = State::Blocked { since, clear_since: None, peak, reported: objects.len(), last_report: now };
+        Some(self.open_transition(Phase::Start, since, objects, (score, peak), cause, obstruction))
+    }
+
+    /// A `start` or `update`: the lane is blocked by `objects` (and/or the
+    /// cue's reading) since `since`.
+    fn open_transition(
+        &self,
+        phase: Phase,
+        since: f64,
+        objects: Vec<Detection>,
+        (score, peak): (f32, f32),
+        cause: Cause,
+        obstruction: Option<Reading>,
+    ) -> LaneTransition {
         let occupancy = coverage(&self.polygon, &objects);
-        Some(LaneTransition {
-            phase: Phase::Start,
-            since,
-            cleared_at: None,
-            objects,
-            score,
-            peak,
-            occupancy,
-            cause,
-            obstruction,
-        })
+        LaneTransition { phase, since, cleared_at: None, objects, score, peak, occupancy, cause, obstruction }
     }
 }
 

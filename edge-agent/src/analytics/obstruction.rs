@@ -261,14 +261,7 @@ impl ObstructionCue {
         }
         self.layout(thumb.w, thumb.h);
         let light = Light::of(thumb, self.params.night_luma);
-        let moving = self.moving(thumb);
-        let hold = self.params.motion_hold_s;
-        for (at, &m) in self.moved_at.iter_mut().zip(&moving) {
-            if m {
-                *at = t;
-            }
-        }
-        let moving: Vec<bool> = moving.iter().zip(&self.moved_at).map(|(&m, &at)| m || t - at < hold).collect();
+        let moving = self.moving(t, thumb);
         let free: Vec<bool> = self
             .cells
             .iter()
@@ -412,20 +405,27 @@ impl ObstructionCue {
         self.moved_at = vec![f64::NEG_INFINITY; self.cells.len()];
     }
 
-    /// Per lane cell: did it change since the previous analysed frame?
-    fn moving(&self, thumb: &ColourThumb) -> Vec<bool> {
-        let Some(prev) = self.prev.as_ref().filter(|p| p.w == thumb.w && p.h == thumb.h) else {
-            return vec![false; self.cells.len()];
-        };
+    /// Per lane cell: is it left out as moving? It changed since the
+    /// previous analysed frame, or did so within `motion_hold_s`.
+    fn moving(&mut self, t: f64, thumb: &ColourThumb) -> Vec<bool> {
+        let prev = self.prev.as_ref().filter(|p| p.w == thumb.w && p.h == thumb.h);
+        let (hold, min) = (self.params.motion_hold_s, self.params.motion_min);
         self.cells
             .iter()
-            .map(|c| {
-                let (mut sum, mut n) = (0.0f32, 0.0f32);
-                for_each_px(c, thumb.w, |i| {
-                    sum += (thumb.px[i][0] as f32 - prev.px[i][0] as f32).abs();
-                    n += 1.0;
+            .zip(&mut self.moved_at)
+            .map(|(c, at)| {
+                let moved_now = prev.is_some_and(|prev| {
+                    let (mut sum, mut n) = (0.0f32, 0.0f32);
+                    for_each_px(c, thumb.w, |i| {
+                        sum += (thumb.px[i][0] as f32 - prev.px[i][0] as f32).abs();
+                        n += 1.0;
+                    });
+                    sum / n.max(1.0) >= min
                 });
-                sum / n.max(1.0) >= self.params.motion_min
+                if moved_now {
+                    *at = t;
+                }
+                moved_now || t - *at < hold
             })
             .collect()
     }

@@ -28,6 +28,7 @@ use crate::alert::event::{self, CameraRef, Evidence, EvidenceObject, Scores, Sna
 use crate::alert::{snapshot, CloseReason, Event, EventKind, Outbound, Severity, Topics};
 use crate::analytics::flicker::{self, ColourThumb, FlickerHistory};
 use crate::analytics::motion::MotionHistory;
+use crate::analytics::obstruction::ObstructionCue;
 use crate::analytics::{
     FallRule, FallTransition, FireRule, FireTransition, LaneRule, LaneTransition, Phase, Track, Tracker, TrackerParams,
 };
@@ -82,7 +83,6 @@ struct Timers {
     rules: prometheus::Histogram,
 }
 
-/// Per-camera analysis state: preprocessors, trackers, rules, open events.
 /// Why "the lane is clear now" was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
@@ -96,6 +96,7 @@ pub enum ReferenceError {
     NoFrame { camera: String },
 }
 
+/// Per-camera analysis state: preprocessors, trackers, rules, open events.
 pub struct CameraAnalyzer {
     camera: Camera,
     agent: String,
@@ -123,6 +124,8 @@ pub struct CameraAnalyzer {
     lane_thumb: ColourThumb,
     /// When `lane_thumb` was made (frame time); `None` before the first.
     lane_thumb_t: Option<f64>,
+    /// Tracked people's boxes, which the cue leaves out (reused buffer).
+    lane_masks: Vec<BBox>,
     /// Where the lanes' clear references are kept (live agent only; a
     /// replay learns its own and writes nothing).
     references: Option<std::path::PathBuf>,
@@ -179,6 +182,7 @@ impl CameraAnalyzer {
             lane_open: lanes.iter().map(|_| None).collect(),
             lane_thumb: ColourThumb::default(),
             lane_thumb_t: None,
+            lane_masks: Vec::with_capacity(8),
             references: None,
             lanes,
             falls,
@@ -305,32 +309,17 @@ impl CameraAnalyzer {
         }
     }
 
-    /// Saves every reference that changed since its last save (the camera
-    /// is stopping: what it learnt in its last minute is kept too).
-    fn flush_references(&mut self) {
+    /// Saves the references of the lanes whose cue says `due` (a changed
+    /// reference: at most once a minute while running, at once when an
+    /// operator set it or the camera stops).
+    fn save_references(&mut self, mut due: impl FnMut(&mut ObstructionCue) -> bool) {
         let Some(dir) = &self.references else { return };
         for rule in &mut self.lanes {
             let lane = rule.lane().name.clone();
-            if let Some(cue) = rule.obstruction_mut().filter(|c| c.references().next().is_some()) {
-                if cue.take_changed() {
-                    if let Err(e) = cue.save(dir, &self.camera.id, &lane) {
-                        tracing::warn!(lane = %lane, error = %e, "cannot save the clear-lane reference");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Saves the references that changed (at most once a minute per lane).
-    fn save_references(&mut self, t: f64) {
-        let Some(dir) = &self.references else { return };
-        for rule in &mut self.lanes {
-            let lane = rule.lane().name.clone();
-            if let Some(cue) = rule.obstruction_mut().filter(|c| c.references().next().is_some()) {
-                if cue.save_due(t, 60.0) {
-                    if let Err(e) = cue.save(dir, &self.camera.id, &lane) {
-                        tracing::warn!(lane = %lane, error = %e, "cannot save the clear-lane reference");
-                    }
+            let Some(cue) = rule.obstruction_mut() else { continue };
+            if due(cue) {
+                if let Err(e) = cue.save(dir, &self.camera.id, &lane) {
+                    tracing::warn!(lane = %lane, error = %e, "cannot save the clear-lane reference");
                 }
             }
         }
@@ -368,20 +357,16 @@ impl CameraAnalyzer {
             let name = self.lanes[i].name().to_string();
             let Some(cue) = self.lanes[i].obstruction_mut() else { continue };
             let light = cue.set_reference(t, &self.lane_thumb);
-            if let Some(dir) = &self.references {
-                cue.take_changed();
-                if let Err(e) = cue.save(dir, &camera, &name) {
-                    tracing::warn!(lane = %name, error = %e, "cannot save the clear-lane reference");
-                }
-            }
             set.push(format!("{name} ({light:?})").to_lowercase());
         }
+        self.save_references(ObstructionCue::take_changed);
         Ok(set)
     }
 
     /// Closes every open event (the camera is stopping).
     pub fn close_all(&mut self, out: &mut Vec<Outbound>) {
-        self.flush_references();
+        // What the cues learnt since their last save is kept too.
+        self.save_references(ObstructionCue::take_changed);
         let close = |id: String| Outbound::Close { event_id: id, reason: CloseReason::CameraStopped };
         out.extend(self.lane_open.iter_mut().filter_map(Option::take).map(|o| close(o.id)));
         out.extend(self.fall_open.drain().map(|(_, o)| close(o.id)));
@@ -420,10 +405,16 @@ impl CameraAnalyzer {
                 self.lane_thumb_t = Some(t);
                 &self.lane_thumb
             });
-            let person = self.labels.iter().position(|l| l == "person");
-            let masks: Vec<BBox> = self.tracked.iter().filter(|d| Some(d.class_id) == person).map(|d| d.bbox).collect();
+            self.lane_masks.clear();
+            if thumb.is_some() {
+                let person = self.labels.iter().position(|l| l == "person");
+                let people = self.tracked.iter().filter(|d| Some(d.class_id) == person);
+                self.lane_masks.extend(people.map(|d| d.bbox));
+            }
             let transitions: Vec<(usize, LaneTransition)> = (0..self.lanes.len())
-                .filter_map(|i| self.lanes[i].observe_frame(t, &self.tracked, thumb, &masks).map(|tr| (i, tr)))
+                .filter_map(|i| {
+                    self.lanes[i].observe_frame(t, &self.tracked, thumb, &self.lane_masks).map(|tr| (i, tr))
+                })
                 .collect();
             for (i, tr) in transitions {
                 out.push(self.lane_event(i, &tr, t, wall, frame));
@@ -436,7 +427,7 @@ impl CameraAnalyzer {
                     None => tracing::debug!(lane = %rule.name(), "obstruction cue learning its clear reference"),
                 }
             }
-            self.save_references(t);
+            self.save_references(|c| c.save_due(t, 60.0));
             self.timers.rules.observe(t2.elapsed().as_secs_f64());
         }
         self.analyse_fire(frame, half_frame, out)?;
