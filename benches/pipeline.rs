@@ -90,7 +90,9 @@ fn yolox_decode_nms(c: &mut Criterion) {
         return;
     };
     let Ok(env) = edge_agent::infer::runtime::init(None) else { return };
-    let (mut session, _) = edge_agent::infer::runtime::open_session(&path, None, 2, "yolox", env).unwrap();
+    let (mut session, _) =
+        edge_agent::infer::runtime::open_session(&edge_agent::infer::runtime::SessionSpec::cpu(&path, 2), "yolox", env)
+            .unwrap();
     let mut video = edge_agent::replay::frames::VideoFrames::open(&clip, 640, false).unwrap();
     let mut frame = video.next_frame().unwrap().unwrap();
     while frame.t < 6.6 {
@@ -111,6 +113,43 @@ fn yolox_decode_nms(c: &mut Criterion) {
         b.iter(|| {
             found.clear();
             decode::yolox(black_box(&raw), 80, 416, 0.35, &mut found);
+            decode::nms(&mut found, 0.6, 100);
+            black_box(found.len())
+        })
+    });
+    // The same real output in the YOLOv8 / YOLO11 layout: boxes decoded to
+    // centre/size in input pixels, class scores = objectness × class, and
+    // transposed to [4 + 80, anchors] (no registry ships a YOLOv8 ONNX
+    // model, so the real numbers come from YOLOX).
+    let row = 85;
+    let anchors = raw.len() / row;
+    let mut v8 = vec![0f32; 84 * anchors];
+    let mut a = 0;
+    for s in [8usize, 16, 32] {
+        let g = 416 / s;
+        for cy in 0..g {
+            for cx in 0..g {
+                let r = &raw[a * row..(a + 1) * row];
+                let sf = s as f32;
+                v8[a] = (r[0] + cx as f32) * sf;
+                v8[anchors + a] = (r[1] + cy as f32) * sf;
+                v8[2 * anchors + a] = r[2].exp() * sf;
+                v8[3 * anchors + a] = r[3].exp() * sf;
+                for k in 0..80 {
+                    v8[(4 + k) * anchors + a] = r[4] * r[5 + k];
+                }
+                a += 1;
+            }
+        }
+    }
+    found.clear();
+    decode::yolov8(&v8, 80, anchors, 0.35, &mut found);
+    decode::nms(&mut found, 0.6, 100);
+    eprintln!("the same output in YOLOv8 layout: {} after NMS", found.len());
+    c.bench_function("yolov8-layout decode + NMS (real YOLOX output transposed, 3549 anchors)", |b| {
+        b.iter(|| {
+            found.clear();
+            decode::yolov8(black_box(&v8), 80, anchors, 0.35, &mut found);
             decode::nms(&mut found, 0.6, 100);
             black_box(found.len())
         })

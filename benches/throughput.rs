@@ -28,13 +28,17 @@
 //! when present, else the project's `models/nanodet.onnx`), with
 //! `BENCH_FORMAT` (`yolox` / `nanodet`) and `BENCH_SIZE` (416); threads
 //! `BENCH_THREADS` (2).
+//!
+//! 7. **INT8**: the project's NanoDet (FP32) and its INT8 variant
+//!    (`models/nanodet-int8.onnx`, `models/quantize.sh`) through the same
+//!    pipeline, against the peer running FP32 NanoDet (`BENCH_INT8=0` skips).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use edge_agent::config::Config;
+use edge_agent::config::{Config, Precision};
 use edge_agent::demo::find_in_project;
 use edge_agent::metrics::Metrics;
 use edge_agent::pipeline::{CameraAnalyzer, FrameInput, Models};
@@ -111,7 +115,7 @@ fn config(model: &Path, format: &str, size: u32, threads: u32, width: u32) -> Co
         r#"agent_id = "bench"
 site = {{ district = "b", street = "b", community = "b" }}
 broker = {{ host = "127.0.0.1" }}
-detector = {{ path = "{model}", format = "{format}", input_size = {size}, threads = {threads}, fps = {FPS} }}
+detector = {{ path = "{model}", format = "{format}", input_size = {size}, threads = {threads}, fps = {FPS}, motion_gate = {{ enabled = false }} }}
 
 [[cameras]]
 id = "bench"
@@ -192,8 +196,8 @@ fn pipeline(config: &Config, models: &Models, clip: &Path) -> PipelineRun {
 
 /// The Python peer, when its virtualenv exists; frames/s.
 fn peer(model: &Path, format: &str, size: u32, clip: &Path, threads: u32) -> Result<f64, String> {
-    if format != "yolox" {
-        return Err(format!("the peer script decodes YOLOX outputs; this run's model is {format} (set BENCH_MODEL)"));
+    if format != "yolox" && format != "nanodet" {
+        return Err(format!("the peer script decodes YOLOX and NanoDet outputs; this run's model is {format}"));
     }
     let python =
         find_in_project(".deps/venv-peer/bin/python").ok_or("no .deps/venv-peer: run deploy/setup.sh --bench")?;
@@ -201,7 +205,7 @@ fn peer(model: &Path, format: &str, size: u32, clip: &Path, threads: u32) -> Res
     let out = Command::new(python)
         .arg(script)
         .args(["--model", &model.display().to_string(), "--clip", &clip.display().to_string()])
-        .args(["--size", &size.to_string(), "--threads", &threads.to_string()])
+        .args(["--size", &size.to_string(), "--threads", &threads.to_string(), "--format", format])
         .env("OMP_NUM_THREADS", threads.to_string())
         .output()
         .map_err(|e| e.to_string())?;
@@ -249,6 +253,13 @@ fn main() {
     let mut ours: Vec<(u32, Vec<f64>, Vec<PipelineRun>)> =
         [640u32, 1920].iter().map(|&w| (w, vec![], vec![])).collect();
     let mut peer_error = None;
+    // INT8: the project's NanoDet and its INT8 variant (YOLOX-nano loses
+    // about half its detections in INT8 and is no faster; models/models.toml).
+    let int8 = env_or("BENCH_INT8", "1") != "0";
+    let nano = find_in_project("models/nanodet.onnx").expect("models/nanodet.onnx");
+    let nano_int8 = edge_agent::infer::runtime::variant_path(&nano, Precision::Int8, "detector").ok();
+    let (mut i8_infer, mut i8_pipe, mut nano_pipe, mut nano_infer, mut nano_peer) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for round in 0..rounds {
         decode.push(decode_fps(&clip, frames, threads));
         // Bare inference at its best: ONNX Runtime's spin-waiting pool is
@@ -268,6 +279,18 @@ fn main() {
         match peer(&model, &format, size, &clip, threads) {
             Ok(p) => peers.push(p),
             Err(e) => peer_error = Some(e),
+        }
+        if let (true, Some(q)) = (int8, &nano_int8) {
+            let fp = Models::load(&config(&nano, "nanodet", 416, threads, 640)).expect("load NanoDet");
+            nano_infer.push(infer_fps(&fp));
+            nano_pipe.push(pipeline(&config(&nano, "nanodet", 416, threads, 640), &fp, &clip).fps);
+            drop(fp);
+            let q8 = Models::load(&config(q, "nanodet", 416, threads, 640)).expect("load NanoDet INT8");
+            i8_infer.push(infer_fps(&q8));
+            i8_pipe.push(pipeline(&config(q, "nanodet", 416, threads, 640), &q8, &clip).fps);
+            if let Ok(p) = peer(&nano, "nanodet", 416, &clip, threads) {
+                nano_peer.push(p);
+            }
         }
         eprintln!("round {} of {rounds} done", round + 1);
     }
@@ -292,6 +315,21 @@ fn main() {
         runs.sort_by(|a, b| a.fps.total_cmp(&b.fps));
         for (stage, share) in &runs[runs.len() / 2].shares {
             println!("  {stage:<46} {:>5.1} %", share * 100.0);
+        }
+    }
+    if !i8_pipe.is_empty() {
+        let (fp_inf, q_inf) = (median(&mut nano_infer), median(&mut i8_infer));
+        let (fp_pipe, q_pipe) = (median(&mut nano_pipe), median(&mut i8_pipe));
+        let q_limit = 1.0 / (1.0 / decode + 1.0 / q_inf);
+        println!("\nINT8: models/nanodet-int8.onnx against models/nanodet.onnx (FP32), width 640");
+        println!("  inference alone: FP32 {fp_inf:.1}, INT8 {q_inf:.1} frames/s ({:.2}x)", q_inf / fp_inf);
+        println!(
+            "  pipeline: FP32 {fp_pipe:.1}, INT8 {q_pipe:.1} frames/s = {:.2} of the INT8 limit ({q_limit:.1})",
+            q_pipe / q_limit
+        );
+        if !nano_peer.is_empty() {
+            let p = median(&mut nano_peer);
+            println!("  peer with FP32 NanoDet: {p:.1} frames/s; INT8 pipeline = {:.2}x the FP32 peer (FP32 pipeline {:.2}x)", q_pipe / p, fp_pipe / p);
         }
     }
     match (peer_fps, peer_error) {

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub frames_decoded: IntCounterVec,
     pub frames_dropped: IntCounterVec,
     pub frames_analysed: IntCounterVec,
+    /// Detector runs the motion gate skipped (nothing moved).
+    pub detector_skipped: IntCounterVec,
     pub camera_up: IntGaugeVec,
     pub reconnects: IntCounterVec,
     /// Camera starts: at agent start, and each time a reload adds or
@@ -45,7 +47,7 @@ const BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.
 
 /// The stages of `alleywatch_stage_seconds`, in data-path order.
 pub const STAGES: &[&str] =
-    &["decode_to_slot", "preprocess", "inference", "postprocess", "rules", "capture_to_publish"];
+    &["decode_to_slot", "preprocess", "inference", "postprocess", "rules", "capture_to_decision", "capture_to_publish"];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -69,6 +71,11 @@ impl Metrics {
             counter("alleywatch_frames_dropped_total", "Frames dropped before analysis", &["camera", "reason"]);
         let frames_analysed =
             counter("alleywatch_frames_analysed_total", "Frames run through detection and rules", &["camera"]);
+        let detector_skipped = counter(
+            "alleywatch_detector_skipped_total",
+            "Detector runs skipped by the motion gate: nothing moved since the last run",
+            &["camera"],
+        );
         let reconnects = counter("alleywatch_camera_reconnects_total", "Camera stream restarts", &["camera"]);
         let camera_starts = counter(
             "alleywatch_camera_starts_total",
@@ -134,6 +141,7 @@ impl Metrics {
             frames_decoded,
             frames_dropped,
             frames_analysed,
+            detector_skipped,
             camera_up,
             reconnects,
             camera_starts,
@@ -160,7 +168,9 @@ impl Metrics {
     /// Drops a removed camera's series, so dashboards and alerts do not
     /// keep a camera that is no longer configured.
     pub fn forget_camera(&self, id: &str) {
-        for vec in [&self.frames_decoded, &self.frames_analysed, &self.reconnects, &self.camera_starts] {
+        for vec in
+            [&self.frames_decoded, &self.frames_analysed, &self.detector_skipped, &self.reconnects, &self.camera_starts]
+        {
             let _ = vec.remove_label_values(&[id]);
         }
         let _ = self.camera_up.remove_label_values(&[id]);

@@ -74,6 +74,17 @@ pub struct Fire {
     /// ONNX Runtime intra-op threads.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// `fp32` (the file `path` names) or `int8` (its quantised variant).
+    #[serde(default)]
+    pub precision: crate::config::Precision,
+    /// ONNX Runtime execution provider: `cpu`, `cuda`, `tensorrt` or
+    /// `openvino` (the loaded library must have it).
+    #[serde(default)]
+    pub execution_provider: crate::config::Provider,
+    /// When the library lacks `execution_provider`: warn and use the CPU
+    /// instead of refusing to start.
+    #[serde(default)]
+    pub fallback: bool,
     /// Analysis rate of the fire rule, frames per second. Fire is slow; this
     /// keeps the model's cost low and independent of the camera's fps.
     #[serde(default = "default_fps")]

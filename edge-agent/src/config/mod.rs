@@ -19,9 +19,11 @@ mod falls;
 mod fire;
 pub mod overlay;
 mod people;
+mod session;
 
 pub use fire::{ClassMap, Fire, FireFormat, FireKind, Flicker, KindOverrides, KindRule};
 pub use people::{FallOverrides, Falls, Pose, Tracking};
+pub use session::{Precision, Provider};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -174,13 +176,50 @@ pub struct Detector {
     #[serde(default)]
     pub sha256: Option<String>,
     /// ONNX Runtime intra-op threads.
-    #[serde(default = "default_threads")]
+    #[serde(default = "crate::config::session::default_threads")]
     pub threads: usize,
+    /// `fp32` (the file `path` names) or `int8` (its quantised variant).
+    #[serde(default)]
+    pub precision: Precision,
+    /// ONNX Runtime execution provider: `cpu`, `cuda`, `tensorrt` or
+    /// `openvino` (the loaded library must have it).
+    #[serde(default)]
+    pub execution_provider: Provider,
+    /// When the library lacks `execution_provider`: warn and use the CPU
+    /// instead of refusing to start.
+    #[serde(default)]
+    pub fallback: bool,
     /// Analysis rate of the detector (it serves the lane rules), frames per
     /// second: a lane blocks over many seconds, so a low rate loses nothing
     /// and leaves the CPU to the fall rule, which needs the camera's fps.
     #[serde(default = "default_detector_fps")]
     pub fps: f64,
+    /// Skip the detector on frames where nothing moved since its last run.
+    #[serde(default)]
+    pub motion_gate: MotionGate,
+}
+
+/// `[detector.motion_gate]`: when the detector may skip a frame (see
+/// `infer::gate`). Skipped frames reuse the last run's detections.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MotionGate {
+    pub enabled: bool,
+    /// Fraction of the frame's thumbnail pixels that must have changed
+    /// since the last run for the detector to run again.
+    pub min_changed: f64,
+    /// Grey-level difference (0–255) that counts a thumbnail pixel changed;
+    /// above sensor noise and compression flicker.
+    pub pixel_delta: u8,
+    /// The detector runs at least this often whatever the gate sees, so a
+    /// change too slow or too small for it is still found.
+    pub full_check_s: f64,
+}
+
+impl Default for MotionGate {
+    fn default() -> Self {
+        MotionGate { enabled: true, min_changed: 0.002, pixel_delta: 10, full_check_s: 5.0 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -350,6 +389,21 @@ pub struct Camera {
     /// Run the fire rule on this camera (when `[fire]` is set).
     #[serde(default = "default_true")]
     pub fire: bool,
+    /// `all` decodes every frame; `keyframes` hands the decoder only the
+    /// stream's keyframes (one per GOP, typically 1–2 s) and drops the rest
+    /// unparsed: several times less decode CPU, for cameras that only run
+    /// slow analytics (lanes, fire) at ≤ 1 fps. Falls need every frame.
+    #[serde(default)]
+    pub decode: Decode,
+}
+
+/// Which frames of a camera's stream are decoded.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Decode {
+    #[default]
+    All,
+    Keyframes,
 }
 
 /// A lane (zone) that must stay clear.
@@ -416,9 +470,6 @@ fn default_score_threshold() -> f32 {
 }
 fn default_nms_iou() -> f32 {
     0.6
-}
-fn default_threads() -> usize {
-    2
 }
 fn default_update_interval_s() -> f64 {
     10.0
@@ -666,6 +717,16 @@ impl Config {
         if !(d.fps > 0.0 && d.fps <= 60.0) {
             return err("detector.fps", format!("{} is outside (0, 60]", d.fps));
         }
+        let g = &d.motion_gate;
+        if !(0.0..=1.0).contains(&g.min_changed) {
+            return err("detector.motion_gate.min_changed", format!("{} is outside 0–1", g.min_changed));
+        }
+        if g.pixel_delta == 0 {
+            return err("detector.motion_gate.pixel_delta", "must be 1–255".into());
+        }
+        if !(g.full_check_s > 0.0 && g.full_check_s <= 3600.0) {
+            return err("detector.motion_gate.full_check_s", format!("{} is outside (0, 3600]", g.full_check_s));
+        }
         if let Some(l) = &d.labels {
             if l.is_empty() {
                 return err("detector.labels", "must not be empty".into());
@@ -738,6 +799,14 @@ impl Config {
                 return err("falls.vanish_after_s", "must be ≤ falls.vanish_within_s".into());
             }
             let falls_run = falls.enabled && self.pose.is_some();
+            if falls_run && c.decode == Decode::Keyframes {
+                return err(
+                    &at("decode"),
+                    "\"keyframes\" leaves about one frame per GOP, too few for the fall rule: set \
+                     falls.enabled = false for this camera, or decode = \"all\""
+                        .into(),
+                );
+            }
             if falls_run && falls.vanish && falls.vanish_within_s > self.tracking.max_age_s {
                 return err(
                     "tracking.max_age_s",
@@ -1013,6 +1082,41 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
             bad("rtsp://u:p@10.0.0.1/sub", "http://u:p@10.0.0.1/sub"),
             "test.toml:15: cameras[0].url: http://***@10.0.0.1/sub: unsupported scheme \"http\" (use rtsp, rtsps, file or test)"
         );
+    }
+
+    #[test]
+    fn keyframe_decode_refuses_a_camera_that_runs_falls() {
+        let pose = GOOD.replace("[[cameras]]", "[pose]\npath = \"p.onnx\"\n\n[[cameras]]");
+        let e = parse(&(pose.clone() + "decode = \"keyframes\"\n")).unwrap_err().to_string();
+        assert!(e.contains("cameras[0].decode") && e.contains("falls.enabled = false"), "{e}");
+        let c = parse(&(pose + "decode = \"keyframes\"\nfalls = { enabled = false }\n")).unwrap();
+        assert_eq!(c.cameras[0].decode, Decode::Keyframes);
+        assert_eq!(parse(GOOD).unwrap().cameras[0].decode, Decode::All, "default");
+        let e = parse(&(GOOD.to_string() + "decode = \"some\"\n")).unwrap_err().to_string();
+        assert!(e.contains("decode") && e.contains("keyframes"), "{e}");
+    }
+
+    #[test]
+    fn model_precision_and_provider_keys() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(
+            (c.detector.precision, c.detector.execution_provider, c.detector.fallback),
+            (Precision::Fp32, Provider::Cpu, false)
+        );
+        assert!(c.detector.threads >= 1, "a default thread count from the cores");
+        let text = GOOD.replace(
+            "format = \"nanodet\"",
+            "format = \"nanodet\"\nprecision = \"int8\"\nexecution_provider = \"cuda\"\nfallback = true",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            (c.detector.precision, c.detector.execution_provider, c.detector.fallback),
+            (Precision::Int8, Provider::Cuda, true)
+        );
+        let e = parse(&GOOD.replace("format = \"nanodet\"", "format = \"nanodet\"\nexecution_provider = \"npu\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("execution_provider") && e.contains("openvino"), "{e}");
     }
 
     #[test]

@@ -36,8 +36,19 @@ pub struct Pose {
     /// Expected sha256; default from `models.toml` next to the file.
     #[serde(default)]
     pub sha256: Option<String>,
-    #[serde(default = "default_threads")]
+    #[serde(default = "crate::config::session::default_threads")]
     pub threads: usize,
+    /// `fp32` (the file `path` names) or `int8` (its quantised variant).
+    #[serde(default)]
+    pub precision: crate::config::Precision,
+    /// ONNX Runtime execution provider: `cpu`, `cuda`, `tensorrt` or
+    /// `openvino` (the loaded library must have it).
+    #[serde(default)]
+    pub execution_provider: crate::config::Provider,
+    /// When the library lacks `execution_provider`: warn and use the CPU
+    /// instead of refusing to start.
+    #[serde(default)]
+    pub fallback: bool,
 }
 
 /// How detections become tracks (both the object and the person tracker).
@@ -85,9 +96,6 @@ fn default_pose_high() -> f32 {
 }
 fn default_pose_low() -> f32 {
     0.05
-}
-fn default_threads() -> usize {
-    2
 }
 fn default_low_score() -> f32 {
     0.15

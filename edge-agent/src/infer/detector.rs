@@ -27,7 +27,9 @@ pub struct ModelInfo {
 }
 
 pub struct Detector {
-    session: Mutex<Session>,
+    /// The session and the candidate scratch its outputs decode into: one
+    /// lock, so the scratch is reused on every frame instead of allocated.
+    session: Mutex<(Session, Vec<Candidate>)>,
     format: ModelFormat,
     spec: InputSpec,
     classes: usize,
@@ -89,7 +91,7 @@ impl Detector {
         let shown = path.display().to_string();
         let model_err = |message: String| InferError::Model { path: shown.clone(), message };
         let (session, info) =
-            runtime::open_session(path, cfg.sha256.as_deref(), cfg.threads, &cfg.format.to_string(), env)?;
+            runtime::open_session(&runtime::SessionSpec::of_detector(cfg), &cfg.format.to_string(), env)?;
 
         let spec = input_spec(cfg.format, cfg.input_size);
         let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;
@@ -112,7 +114,7 @@ impl Detector {
         }
         let outputs = resolve_outputs(&session, cfg.format, classes, cfg.input_size).map_err(model_err)?;
         Ok(Detector {
-            session: Mutex::new(session),
+            session: Mutex::new((session, Vec::with_capacity(256))),
             format: cfg.format,
             spec,
             classes,
@@ -149,9 +151,10 @@ impl Detector {
         let mut post = std::time::Duration::ZERO;
         let input =
             TensorRef::from_array_view((pre.shape(), pre.tensor())).map_err(|e| InferError::Run(e.to_string()))?;
-        let mut found: Vec<Candidate> = Vec::with_capacity(64);
+        let mut guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let (session, found) = &mut *guard;
+        found.clear();
         {
-            let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
             let t_post = std::time::Instant::now();
             let size = self.spec.width as usize;
@@ -160,12 +163,12 @@ impl Detector {
                 let (shape, data) = outs[i].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
                 match role {
                     OutputRole::Main => match self.format {
-                        ModelFormat::Yolox => decode::yolox(data, self.classes, size, self.threshold, &mut found),
+                        ModelFormat::Yolox => decode::yolox(data, self.classes, size, self.threshold, found),
                         ModelFormat::Yolov8 => {
                             let anchors = *shape.last().unwrap_or(&0) as usize;
-                            decode::yolov8(data, self.classes, anchors, self.threshold, &mut found)
+                            decode::yolov8(data, self.classes, anchors, self.threshold, found)
                         }
-                        ModelFormat::Centernet => decode::centernet(data, self.threshold, &mut found),
+                        ModelFormat::Centernet => decode::centernet(data, self.threshold, found),
                         ModelFormat::Nanodet => {}
                     },
                     OutputRole::NanoScores(l) => nano[*l].0 = Some(data),
@@ -175,13 +178,13 @@ impl Detector {
             }
             for (level, pair) in nano.iter().enumerate() {
                 if let (Some(scores), Some(boxes)) = pair {
-                    decode::nanodet(level, scores, boxes, self.classes, size, self.threshold, &mut found);
+                    decode::nanodet(level, scores, boxes, self.classes, size, self.threshold, found);
                 }
             }
             post += t_post.elapsed();
         }
         let t_nms = std::time::Instant::now();
-        decode::nms(&mut found, self.nms_iou, 100);
+        decode::nms(found, self.nms_iou, 100);
         out.clear();
         out.extend(found.iter().map(|c| Detection {
             bbox: lb.to_frame(c.x1, c.y1, c.x2, c.y2),

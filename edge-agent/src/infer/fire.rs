@@ -70,7 +70,11 @@ impl FireModel {
                     nms_iou: 0.5,
                     sha256: cfg.sha256.clone(),
                     threads: cfg.threads,
+                    precision: cfg.precision,
+                    execution_provider: cfg.execution_provider,
+                    fallback: cfg.fallback,
                     fps: cfg.fps,
+                    motion_gate: config::MotionGate::default(),
                 };
                 let detector = Detector::load(&det_cfg, labels.len(), 1.0, env)?;
                 let info = detector.info().clone();
@@ -83,8 +87,7 @@ impl FireModel {
                 })
             }
             None => {
-                let (session, info) =
-                    runtime::open_session(&cfg.path, cfg.sha256.as_deref(), cfg.threads, "heatmap", env)?;
+                let (session, info) = runtime::open_session(&runtime::SessionSpec::of_fire(cfg), "heatmap", env)?;
                 let spec = detector::input_spec(config::ModelFormat::Nanodet, cfg.input_size);
                 let want = [1, 3, spec.height as i64, spec.width as i64];
                 let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;

@@ -1,9 +1,12 @@
 //! Stages 2–4 of the data path: preprocess, inference, output decoding.
 //!
+//! - [`gate`]: whether the detector must run on a frame at all (motion since
+//!   its last run, or the periodic full check).
 //! - [`letterbox`]: frame → model tensor (aspect kept, padded), into a buffer
 //!   each camera reuses, so no frame allocates.
-//! - [`runtime`]: finding and loading the ONNX Runtime library, and checking
-//!   model files against their manifest hash.
+//! - [`runtime`]: finding and loading the ONNX Runtime library, checking
+//!   model files against their manifest hash, and opening sessions on the
+//!   configured precision (FP32 / INT8 variant) and execution provider.
 //! - [`detector`]: the one shared `ort` session per model.
 //! - [`decode`]: model outputs → boxes, for each supported layout, plus NMS.
 //! - [`fire`]: the fire/smoke model (the project's heat-map or a
@@ -17,6 +20,7 @@
 pub mod decode;
 pub mod detector;
 pub mod fire;
+pub mod gate;
 pub mod letterbox;
 pub mod pose;
 pub mod runtime;
@@ -77,6 +81,10 @@ pub enum InferError {
     ModelHash { path: String, actual: String, expected: String, origin: String },
     #[error("model {path}: {message}")]
     Model { path: String, message: String },
+    #[error("{field} = \"{precision}\": no {precision} variant of {path} (no models.toml entry with variant_of and precision = \"{precision}\", and no {tried}). Fix: run models/quantize.sh, or set {field} = \"fp32\"")]
+    NoVariant { field: String, path: String, precision: String, tried: String },
+    #[error("{field} = \"{provider}\": {reason}; this library has: {available}. Fix: install an ONNX Runtime build with that provider, set {field} = \"cpu\", or set fallback = true to run on the CPU with a warning")]
+    Provider { field: String, provider: String, reason: String, available: String },
     #[error("inference failed: {0}")]
     Run(String),
     #[error("preprocess: {0}")]

@@ -162,8 +162,7 @@ impl PoseModel {
         let path = &cfg.path;
         let shown = path.display().to_string();
         let model_err = |message: String| InferError::Model { path: shown.clone(), message };
-        let (session, info) =
-            runtime::open_session(path, cfg.sha256.as_deref(), cfg.threads, "movenet-multipose", env)?;
+        let (session, info) = runtime::open_session(&runtime::SessionSpec::of_pose(cfg), "movenet-multipose", env)?;
         // The input size follows each camera's aspect, so H and W must be dynamic.
         let input_ok = session
             .inputs()

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 
 use super::InferError;
+use crate::config::{self, Precision, Provider};
 
 /// The ONNX Runtime version the setup script installs.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -129,27 +130,211 @@ pub fn set_spinning(on: bool) {
     SPIN.store(on, Ordering::Relaxed);
 }
 
-/// Verifies a model file against its expected sha256, then opens an `ort`
-/// session on it with `threads` intra-op threads. Returns the session, the
-/// file's sha256 and what events report about the model.
+/// What a session is opened from: one model section of the config.
+#[derive(Debug, Clone)]
+pub struct SessionSpec<'a> {
+    /// The config section, for error messages (`detector`, `pose`, `fire`).
+    pub section: &'static str,
+    pub path: &'a Path,
+    pub sha256: Option<&'a str>,
+    pub threads: usize,
+    pub precision: Precision,
+    pub provider: Provider,
+    pub fallback: bool,
+}
+
+impl<'a> SessionSpec<'a> {
+    /// A CPU FP32 session on `path` (benches, tools).
+    pub fn cpu(path: &'a Path, threads: usize) -> SessionSpec<'a> {
+        SessionSpec {
+            section: "model",
+            path,
+            sha256: None,
+            threads,
+            precision: Precision::Fp32,
+            provider: Provider::Cpu,
+            fallback: false,
+        }
+    }
+
+    pub fn of_detector(c: &'a config::Detector) -> SessionSpec<'a> {
+        SessionSpec {
+            section: "detector",
+            path: &c.path,
+            sha256: c.sha256.as_deref(),
+            threads: c.threads,
+            precision: c.precision,
+            provider: c.execution_provider,
+            fallback: c.fallback,
+        }
+    }
+
+    pub fn of_pose(c: &'a config::Pose) -> SessionSpec<'a> {
+        SessionSpec {
+            section: "pose",
+            path: &c.path,
+            sha256: c.sha256.as_deref(),
+            threads: c.threads,
+            precision: c.precision,
+            provider: c.execution_provider,
+            fallback: c.fallback,
+        }
+    }
+
+    pub fn of_fire(c: &'a config::Fire) -> SessionSpec<'a> {
+        SessionSpec {
+            section: "fire",
+            path: &c.path,
+            sha256: c.sha256.as_deref(),
+            threads: c.threads,
+            precision: c.precision,
+            provider: c.execution_provider,
+            fallback: c.fallback,
+        }
+    }
+}
+
+/// The file to load for `precision`: `path` itself for FP32; for INT8 the
+/// manifest entry that is `variant_of` the FP32 entry with
+/// `precision = "int8"`, else `<stem>-int8.onnx` beside it.
+pub fn variant_path(path: &Path, precision: Precision, section: &str) -> Result<PathBuf, InferError> {
+    if precision == Precision::Fp32 {
+        return Ok(path.to_path_buf());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let wanted = precision.to_string();
+    if let Some(file) = manifest_entries(path).and_then(|entries| {
+        let base = entries.iter().find(|m| m.get("file").and_then(|f| f.as_str()) == Some(name))?;
+        let base_name = base.get("name")?.as_str()?;
+        entries.iter().find_map(|m| {
+            let variant = m.get("variant_of")?.as_str()? == base_name
+                && m.get("precision")?.as_str()?.eq_ignore_ascii_case(&wanted);
+            variant.then(|| m.get("file")?.as_str().map(str::to_string)).flatten()
+        })
+    }) {
+        return Ok(dir.join(file));
+    }
+    let stem = path.file_stem().and_then(|n| n.to_str()).unwrap_or_default();
+    let beside = dir.join(format!("{stem}-{wanted}.onnx"));
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    Err(InferError::NoVariant {
+        field: format!("{section}.precision"),
+        path: path.display().to_string(),
+        precision: wanted,
+        tried: beside.display().to_string(),
+    })
+}
+
+/// The `[[model]]` tables of the `models.toml` beside `model`.
+fn manifest_entries(model: &Path) -> Option<Vec<toml::Table>> {
+    let manifest = model.parent()?.join("models.toml");
+    let text = std::fs::read_to_string(manifest).ok()?;
+    let doc: toml::Table = toml::from_str(&text).ok()?;
+    Some(doc.get("model")?.as_array()?.iter().filter_map(|m| m.as_table().cloned()).collect())
+}
+
+/// Whether the loaded ONNX Runtime library was built with `provider`.
+pub fn provider_available(provider: Provider) -> bool {
+    use ort::ep::ExecutionProvider;
+    let found = match provider {
+        Provider::Cpu => return true,
+        Provider::Cuda => ort::ep::CUDA::is_available(),
+        Provider::Tensorrt => ort::ep::TensorRT::is_available(),
+        Provider::Openvino => ort::ep::OpenVINO::is_available(),
+    };
+    found.unwrap_or(false)
+}
+
+/// The providers of [`Provider`] the loaded library has, for messages.
+pub fn available_providers() -> Vec<Provider> {
+    [Provider::Cpu, Provider::Cuda, Provider::Tensorrt, Provider::Openvino]
+        .into_iter()
+        .filter(|&p| provider_available(p))
+        .collect()
+}
+
+fn provider_dispatch(provider: Provider) -> Option<ort::ep::ExecutionProviderDispatch> {
+    match provider {
+        Provider::Cpu => None,
+        Provider::Cuda => Some(ort::ep::CUDA::default().build().error_on_failure()),
+        Provider::Tensorrt => Some(ort::ep::TensorRT::default().build().error_on_failure()),
+        Provider::Openvino => Some(ort::ep::OpenVINO::default().build().error_on_failure()),
+    }
+}
+
+/// Picks the file for the spec's precision, verifies it against its expected
+/// sha256, then opens an `ort` session with the spec's threads and execution
+/// provider. A provider the library lacks (or cannot start) is an error that
+/// names `{section}.execution_provider` and what the library has; with
+/// `fallback = true` it is a warning and the session runs on the CPU.
+/// Returns the session and what events report about the model.
 pub fn open_session(
-    path: &Path,
-    sha256: Option<&str>,
-    threads: usize,
+    spec: &SessionSpec<'_>,
     format: &str,
     env: &ort::environment::Environment,
 ) -> Result<(ort::session::Session, super::ModelInfo), InferError> {
     use ort::session::{builder::GraphOptimizationLevel, Session};
-    let sha = verify_model(path, sha256)?;
-    let session = Session::builder(env)
+    let path = variant_path(spec.path, spec.precision, spec.section)?;
+    // A configured sha256 pins the configured file, not its variant.
+    let pinned = if path == spec.path { spec.sha256 } else { None };
+    let sha = verify_model(&path, pinned)?;
+    let model_err = |e: ort::Error| InferError::Model {
+        path: path.display().to_string(),
+        message: format!("not a loadable ONNX model: {e}"),
+    };
+    let mut builder = Session::builder(env)
         .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
-        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .and_then(|b| b.with_intra_threads(spec.threads).map_err(Into::into))
         .and_then(|b| b.with_intra_op_spinning(SPIN.load(Ordering::Relaxed)).map_err(Into::into))
-        .and_then(|mut b| b.commit_from_file(path))
-        .map_err(|e| InferError::Model {
-            path: path.display().to_string(),
-            message: format!("not a loadable ONNX model: {e}"),
-        })?;
+        .map_err(model_err)?;
+    let mut provider = spec.provider;
+    if let Some(ep) = provider_dispatch(provider) {
+        let refused = if !provider_available(provider) {
+            Some("the loaded ONNX Runtime library was not built with it".to_string())
+        } else {
+            match builder.with_execution_providers([ep]) {
+                Ok(b) => {
+                    builder = b;
+                    None
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    builder = e.recover();
+                    Some(reason)
+                }
+            }
+        };
+        if let Some(reason) = refused {
+            let has: Vec<String> = available_providers().iter().map(|p| p.to_string()).collect();
+            if !spec.fallback {
+                return Err(InferError::Provider {
+                    field: format!("{}.execution_provider", spec.section),
+                    provider: provider.to_string(),
+                    reason,
+                    available: has.join(", "),
+                });
+            }
+            tracing::warn!(
+                field = %format!("{}.execution_provider", spec.section),
+                provider = %provider,
+                reason = %reason,
+                available = %has.join(", "),
+                "execution provider unavailable; fallback = true, so this model runs on the CPU"
+            );
+            provider = Provider::Cpu;
+        }
+    }
+    let session = builder.commit_from_file(&path).map_err(model_err)?;
+    tracing::info!(
+        model = %path.display(),
+        precision = %spec.precision,
+        provider = %provider,
+        threads = spec.threads,
+        "model loaded"
+    );
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     Ok((session, super::ModelInfo { name, version: sha[..12].to_string(), format: format.to_string() }))
 }

@@ -34,6 +34,7 @@ use crate::analytics::{
 };
 use crate::config::{Camera, Config, FireKind};
 use crate::infer::fire::{FireHit, FireModel};
+use crate::infer::gate::MotionGate;
 use crate::infer::pose::{Keypoint, Pose, PoseModel, KEYPOINT_NAMES};
 use crate::infer::{BBox, Detection, Detector, InferError, ModelInfo, Preprocessor};
 use crate::metrics::Metrics;
@@ -81,6 +82,8 @@ struct Timers {
     infer: prometheus::Histogram,
     post: prometheus::Histogram,
     rules: prometheus::Histogram,
+    /// Detector runs the motion gate skipped.
+    skipped: prometheus::IntCounter,
 }
 
 /// Why "the lane is clear now" was not taken.
@@ -135,6 +138,8 @@ pub struct CameraAnalyzer {
     /// Next slot of the detector (lanes run at `detector.fps`).
     det_next: f64,
     det_period: f64,
+    /// Whether the detector must run on a lane frame (motion or periodic check).
+    gate: MotionGate,
     fire: Option<FireStage>,
     timers: Timers,
     metrics: Arc<Metrics>,
@@ -196,7 +201,9 @@ impl CameraAnalyzer {
                 infer: metrics.stage("inference"),
                 post: metrics.stage("postprocess"),
                 rules: metrics.stage("rules"),
+                skipped: metrics.detector_skipped.with_label_values(&[camera.id.as_str()]),
             },
+            gate: MotionGate::new(config.detector.motion_gate),
             metrics,
         }
     }
@@ -216,6 +223,7 @@ impl CameraAnalyzer {
         self.quality = config.alerts.snapshot_quality;
         self.score_threshold = config.detector.score_threshold;
         self.det_period = 1.0 / config.detector.fps;
+        self.gate.set_params(config.detector.motion_gate);
         self.objects.set_params(TrackerParams::objects(config.detector.score_threshold, &config.tracking));
         if let Some(p) = &config.pose {
             self.people.set_params(TrackerParams::people(p, &config.tracking));
@@ -382,14 +390,21 @@ impl CameraAnalyzer {
         // Lanes run only in their slots; the other rules run below.
         let lanes_due = due(&mut self.det_next, t, self.det_period, half_frame);
         if let (true, Some(pre)) = (lanes_due, self.det_pre.as_mut()) {
-            let t0 = Instant::now();
-            let lb = pre.run(frame.rgb, frame.width, frame.height)?;
-            let t1 = Instant::now();
-            self.timers.pre.observe((t1 - t0).as_secs_f64());
-            let post = self.models.detector.detect_timed(pre, &lb, &mut self.detections)?;
-            let t2 = Instant::now();
-            self.timers.infer.observe((t2 - t1).saturating_sub(post).as_secs_f64());
-            self.timers.post.observe(post.as_secs_f64());
+            // Unchanged scene: the rules see the last run's detections again.
+            let t2 = if self.gate.check(t, frame.rgb, frame.width, frame.height) {
+                let t0 = Instant::now();
+                let lb = pre.run(frame.rgb, frame.width, frame.height)?;
+                let t1 = Instant::now();
+                self.timers.pre.observe((t1 - t0).as_secs_f64());
+                let post = self.models.detector.detect_timed(pre, &lb, &mut self.detections)?;
+                let t2 = Instant::now();
+                self.timers.infer.observe((t2 - t1).saturating_sub(post).as_secs_f64());
+                self.timers.post.observe(post.as_secs_f64());
+                t2
+            } else {
+                self.timers.skipped.inc();
+                Instant::now()
+            };
             self.objects.update(t, &self.detections);
             // Confirmed tracks seen on this frame, low-score matches
             // included: a parked car whose score dips under the threshold

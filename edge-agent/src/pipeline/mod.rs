@@ -449,6 +449,9 @@ impl LiveAnalysis {
             (m.frames_analysed.with_label_values(&[&id]), m.frames_decoded.with_label_values(&[&id]));
         let dropped = m.frames_dropped.with_label_values(&[id.as_str(), "analysis_busy"]);
         let age = m.last_frame_age.with_label_values(&[id.as_str()]);
+        // From the frame's arrival at the appsink to the rules' verdict on
+        // it: what a camera waits in the slot plus what analysis takes.
+        let decision = m.stage("capture_to_decision");
         let started = Instant::now();
         let (pre_errors, infer_errors) = (
             m.analysis_errors.with_label_values(&[id.as_str(), "preprocess"]),
@@ -517,6 +520,7 @@ impl LiveAnalysis {
                 self.outbox.send(msg);
             }
             analysed.inc();
+            decision.observe(frame.captured.elapsed().as_secs_f64());
             self.slot.recycle(frame.data);
             self.answer_references(&mut pending);
         }

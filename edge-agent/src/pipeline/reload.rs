@@ -119,7 +119,7 @@ pub struct Plan {
 
 /// The settings of a camera's stream: any change restarts it.
 fn stream_key(c: &Camera, config: &Config) -> String {
-    format!("{}|{:?}|{}|{}|{:?}", c.url, c.snapshot_url, c.fps, c.analysis_width, config.source)
+    format!("{}|{:?}|{}|{}|{:?}|{:?}", c.url, c.snapshot_url, c.fps, c.analysis_width, c.decode, config.source)
 }
 
 pub fn plan(old: &Config, new: &Config) -> Plan {
@@ -145,15 +145,24 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let model = |c: &Config| {
         let d = &c.detector;
         format!(
-            "{:?}|{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}",
+            "{:?}|{:?}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}",
             d.path,
             d.format,
             d.input_size,
             d.labels,
             d.sha256,
             d.threads,
-            c.pose.as_ref().map(|p| (&p.path, &p.sha256)),
-            c.fire.as_ref().map(|f| (&f.path, &f.sha256, f.input_size))
+            (d.precision, d.execution_provider, d.fallback),
+            c.pose.as_ref().map(|p| (&p.path, &p.sha256, p.threads, p.precision, p.execution_provider, p.fallback)),
+            c.fire.as_ref().map(|f| (
+                &f.path,
+                &f.sha256,
+                f.input_size,
+                f.threads,
+                f.precision,
+                f.execution_provider,
+                f.fallback
+            ))
         )
     };
     if model(old) != model(new) {

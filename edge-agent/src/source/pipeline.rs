@@ -11,6 +11,10 @@
 //!   appsink (max-buffers=1, drop) → FrameSlot
 //! ```
 //!
+//! With `decode = "keyframes"` a pad probe on the decoder's sink hands it
+//! only the stream's keyframes: delta frames are dropped still compressed,
+//! so they cost neither decoding nor conversion.
+//!
 //! Only the width is fixed; GStreamer picks the height that keeps the
 //! stream's display aspect ratio. The appsink copies each frame into the
 //! camera's [`FrameSlot`] and returns at once: decode never waits for
@@ -25,7 +29,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use super::{FrameSlot, SourceError};
-use crate::config::Camera;
+use crate::config::{Camera, Decode};
 use crate::redact::redact;
 
 /// A built, not yet playing, pipeline.
@@ -119,6 +123,15 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
             None
         });
         link_decoded_video(&decode, &rate);
+        if camera.decode == Decode::Keyframes {
+            if let Some(bin) = decode.downcast_ref::<gst::Bin>() {
+                bin.connect_deep_element_added(|_, _, element| {
+                    if is_video_decoder(element) {
+                        keyframes_only(element);
+                    }
+                });
+            }
+        }
         pipeline.add(&decode).map_err(|e| SourceError::Build(e.to_string()))?;
     }
 
@@ -146,6 +159,29 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
             .build(),
     );
     Ok(CameraPipeline { pipeline, live })
+}
+
+/// Whether `element` is a video decoder (by its factory's class).
+pub fn is_video_decoder(element: &gst::Element) -> bool {
+    element.factory().is_some_and(|f| {
+        let klass = f.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
+        klass.contains("Decoder") && klass.contains("Video")
+    })
+}
+
+/// Makes `decoder` see only keyframes: a probe on its sink pad drops every
+/// buffer the parser flagged as a delta unit, before any decoding work. The
+/// decoder then outputs one picture per GOP; it never sees a frame whose
+/// references it lacks, because an IDR frame needs none.
+pub fn keyframes_only(decoder: &gst::Element) {
+    let Some(pad) = decoder.static_pad("sink") else { return };
+    // `Handled` (the probe consumed the buffer), not `Drop`: through
+    // gstreamer-rs 0.25 on GStreamer 1.22, `Drop` logs a CRITICAL
+    // (`gst_mini_object_unref` of NULL) for every dropped frame.
+    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| match info.buffer() {
+        Some(b) if b.flags().contains(gst::BufferFlags::DELTA_UNIT) => gst::PadProbeReturn::Handled,
+        _ => gst::PadProbeReturn::Ok,
+    });
 }
 
 /// Links `uridecodebin`'s video pad, once it appears, to `next`'s sink
@@ -213,4 +249,54 @@ pub fn describe_error(err: &gst::message::Error) -> SourceError {
         }
     }
     SourceError::Stream { element: redact(&element), message: redact(&message) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `launch` to its end.
+    fn run(launch: &str) {
+        let p = gst::parse::launch(launch).unwrap().downcast::<gst::Pipeline>().unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        let bus = p.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+            .expect("EOS or error");
+        assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+        p.set_state(gst::State::Null).unwrap();
+    }
+
+    /// Frames a file camera delivers into its slot from start to end.
+    fn frames(url: &str, decode: &str) -> u64 {
+        let camera: Camera =
+            toml::from_str(&format!("id = \"c\"\nname = \"c\"\nurl = \"{url}\"\nfps = 25\ndecode = \"{decode}\""))
+                .unwrap();
+        let slot = Arc::new(FrameSlot::new());
+        let cp = build(&camera, SourceOptions { latency_ms: 0 }, slot.clone()).unwrap();
+        cp.pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = cp.pipeline.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+            .expect("EOS or error");
+        assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+        cp.pipeline.set_state(gst::State::Null).unwrap();
+        slot.stats().decoded
+    }
+
+    #[test]
+    fn keyframe_decode_delivers_one_frame_per_gop() {
+        crate::source::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let clip = dir.path().join("gop.mp4");
+        // 75 frames, a keyframe every 25: three GOPs of moving content.
+        run(&format!(
+            "videotestsrc num-buffers=75 pattern=ball ! video/x-raw,width=320,height=180,framerate=25/1 ! \
+             x264enc key-int-max=25 speed-preset=ultrafast ! h264parse ! mp4mux ! filesink location={}",
+            clip.display()
+        ));
+        let url = format!("file://{}", clip.display());
+        assert_eq!(frames(&url, "all"), 75);
+        assert_eq!(frames(&url, "keyframes"), 3);
+    }
 }
