@@ -110,12 +110,19 @@ fn decode_fps(clip: &Path, frames: u64, threads: u32) -> f64 {
     (0..3).map(|_| frames as f64 / run_to_eos(&launch).expect("decode").as_secs_f64()).fold(0.0, f64::max)
 }
 
-fn config(model: &Path, format: &str, size: u32, threads: u32, width: u32) -> Config {
+/// The bench's config. `threads`: `Some(n)` = one session with `n` intra-op
+/// threads (bare inference, as the peer runs); `None` = the agent's defaults
+/// (single-threaded sessions, one per core).
+fn config(model: &Path, format: &str, size: u32, threads: Option<u32>, width: u32) -> Config {
+    let threads = match threads {
+        Some(n) => format!("threads = {n}, sessions = 1, "),
+        None => String::new(),
+    };
     let text = format!(
         r#"agent_id = "bench"
 site = {{ district = "b", street = "b", community = "b" }}
 broker = {{ host = "127.0.0.1" }}
-detector = {{ path = "{model}", format = "{format}", input_size = {size}, threads = {threads}, fps = {FPS}, motion_gate = {{ enabled = false }} }}
+detector = {{ path = "{model}", format = "{format}", input_size = {size}, {threads}fps = {FPS}, motion_gate = {{ enabled = false }} }}
 
 [[cameras]]
 id = "bench"
@@ -244,72 +251,92 @@ fn main() {
     println!("model: {} ({format}, {size}), {threads} threads", model.display());
 
     let rounds: usize = env_or("BENCH_ROUNDS", "3").parse().expect("BENCH_ROUNDS");
-    println!("{rounds} rounds, each measuring everything once; medians below (this box's vCPUs are shared and noisy)");
-    let median = |v: &mut Vec<f64>| {
+    println!(
+        "{rounds} rounds, each measuring everything once; medians below, and ratios as the median of each round's \
+         ratio (this box's vCPUs are shared and their speed drifts between minutes)"
+    );
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (mut decode, mut infer_spin, mut infer_quiet, mut peers) = (vec![], vec![], vec![], vec![]);
-    let mut ours: Vec<(u32, Vec<f64>, Vec<PipelineRun>)> =
-        [640u32, 1920].iter().map(|&w| (w, vec![], vec![])).collect();
+    let limit_of = |decode: f64, infer: f64| 1.0 / (1.0 / decode + 1.0 / infer);
+    let widths: Vec<u32> =
+        env_or("BENCH_WIDTHS", "640,1920").split(',').map(|w| w.trim().parse().expect("BENCH_WIDTHS")).collect();
+    let (mut decode, mut infer_spin, mut infer_quiet, mut peers, mut limits) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut ours: Vec<(u32, Vec<f64>, Vec<PipelineRun>)> = widths.iter().map(|&w| (w, vec![], vec![])).collect();
     let mut peer_error = None;
     // INT8: the project's NanoDet and its INT8 variant (YOLOX-nano loses
     // about half its detections in INT8 and is no faster; models/models.toml).
     let int8 = env_or("BENCH_INT8", "1") != "0";
     let nano = find_in_project("models/nanodet.onnx").expect("models/nanodet.onnx");
     let nano_int8 = edge_agent::infer::runtime::variant_path(&nano, Precision::Int8, "detector").ok();
-    let (mut i8_infer, mut i8_pipe, mut nano_pipe, mut nano_infer, mut nano_peer) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let mut q = Int8Runs::default();
     for round in 0..rounds {
-        decode.push(decode_fps(&clip, frames, threads));
-        // Bare inference at its best: ONNX Runtime's spin-waiting pool is
-        // the faster one alone (the agent turns it off: it shares the cores).
-        edge_agent::infer::runtime::set_spinning(true);
-        let spinning = Models::load(&config(&model, &format, size, threads, 640)).expect("load the model");
-        infer_spin.push(infer_fps(&spinning));
-        drop(spinning);
-        edge_agent::infer::runtime::set_spinning(false);
-        let models = Models::load(&config(&model, &format, size, threads, 640)).expect("load the model");
-        infer_quiet.push(infer_fps(&models));
+        let d = decode_fps(&clip, frames, threads);
+        decode.push(d);
+        // Bare inference at its best, as the peer runs it: one session with
+        // `threads` intra-op threads; ONNX Runtime's spin-waiting pool is the
+        // faster alone, the quiet one is what a shared box wants.
+        let bare = |model: &Path, format: &str, spin: bool| {
+            edge_agent::infer::runtime::set_spinning(spin);
+            let m = Models::load(&config(model, format, size, Some(threads), 640)).expect("load the model");
+            edge_agent::infer::runtime::set_spinning(false);
+            infer_fps(&m)
+        };
+        let (spin, quiet) = (bare(&model, &format, true), bare(&model, &format, false));
+        infer_spin.push(spin);
+        infer_quiet.push(quiet);
+        let limit = limit_of(d, spin.max(quiet));
+        limits.push(limit);
+        // The agent as it runs: its default sessions and threads.
+        let models = Models::load(&config(&model, &format, size, None, 640)).expect("load the model");
+        let peer_fps = peer(&model, &format, size, &clip, threads);
         for (width, fps, runs) in &mut ours {
-            let run = pipeline(&config(&model, &format, size, threads, *width), &models, &clip);
+            let run = pipeline(&config(&model, &format, size, None, *width), &models, &clip);
             fps.push(run.fps);
             runs.push(run);
         }
-        match peer(&model, &format, size, &clip, threads) {
+        match peer_fps {
             Ok(p) => peers.push(p),
             Err(e) => peer_error = Some(e),
         }
-        if let (true, Some(q)) = (int8, &nano_int8) {
-            let fp = Models::load(&config(&nano, "nanodet", 416, threads, 640)).expect("load NanoDet");
-            nano_infer.push(infer_fps(&fp));
-            nano_pipe.push(pipeline(&config(&nano, "nanodet", 416, threads, 640), &fp, &clip).fps);
+        drop(models);
+        if let (true, Some(q8)) = (int8, &nano_int8) {
+            let fp_bare = bare(&nano, "nanodet", true).max(bare(&nano, "nanodet", false));
+            let q_bare = bare(q8, "nanodet", true).max(bare(q8, "nanodet", false));
+            let fp = Models::load(&config(&nano, "nanodet", size, None, 640)).expect("load NanoDet");
+            let fp_pipe = pipeline(&config(&nano, "nanodet", size, None, 640), &fp, &clip).fps;
             drop(fp);
-            let q8 = Models::load(&config(q, "nanodet", 416, threads, 640)).expect("load NanoDet INT8");
-            i8_infer.push(infer_fps(&q8));
-            i8_pipe.push(pipeline(&config(q, "nanodet", 416, threads, 640), &q8, &clip).fps);
-            if let Ok(p) = peer(&nano, "nanodet", 416, &clip, threads) {
-                nano_peer.push(p);
+            let qm = Models::load(&config(q8, "nanodet", size, None, 640)).expect("load NanoDet INT8");
+            let q_pipe = pipeline(&config(q8, "nanodet", size, None, 640), &qm, &clip).fps;
+            drop(qm);
+            q.fp_infer.push(fp_bare);
+            q.infer.push(q_bare);
+            q.fp_pipe.push(fp_pipe);
+            q.pipe.push(q_pipe);
+            q.limit.push(limit_of(d, q_bare));
+            if let Ok(p) = peer(&nano, "nanodet", size, &clip, threads) {
+                q.peer.push(p);
             }
         }
         eprintln!("round {} of {rounds} done", round + 1);
     }
-    let decode = median(&mut decode);
-    let (infer_spin, infer_quiet) = (median(&mut infer_spin), median(&mut infer_quiet));
-    let infer = infer_spin.max(infer_quiet);
-    let limit = 1.0 / (1.0 / decode + 1.0 / infer);
-    println!("\ndecode alone (avdec_h264, {threads} threads): {decode:.1} frames/s");
+    let per_round = |a: &[f64], b: &[f64]| median(&a.iter().zip(b).map(|(x, y)| x / y).collect::<Vec<_>>());
+    let (decode_m, spin_m, quiet_m) = (median(&decode), median(&infer_spin), median(&infer_quiet));
+    println!("\ndecode alone (avdec_h264, {threads} threads): {decode_m:.1} frames/s");
     println!(
-        "inference alone (one tensor, {threads} threads): {infer:.1} frames/s \
-         (spin-waiting pool {infer_spin:.1}, the agent's quiet pool {infer_quiet:.1})"
+        "inference alone (one tensor, one session of {threads} threads): spin-waiting pool {spin_m:.1}, quiet pool {quiet_m:.1} frames/s"
     );
-    println!("summed limit 1/(1/decode + 1/infer): {limit:.1} frames/s");
-    let peer_fps = (!peers.is_empty()).then(|| median(&mut peers));
+    println!("summed limit 1/(1/decode + 1/infer), the faster pool: {:.1} frames/s", median(&limits));
     for (width, fps, runs) in &mut ours {
-        let fps = median(fps);
-        println!("\npipeline, analysis width {width}: {fps:.1} frames/s = {:.2} of the summed limit", fps / limit);
-        if let Some(p) = peer_fps {
-            println!("  = {:.2}x the peer", fps / p);
+        println!(
+            "\npipeline, analysis width {width}: {:.1} frames/s = {:.2} of the summed limit",
+            median(fps),
+            per_round(fps, &limits)
+        );
+        if peers.len() == fps.len() {
+            println!("  = {:.2}x the peer", per_round(fps, &peers));
         }
         // Stage shares of the median run.
         runs.sort_by(|a, b| a.fps.total_cmp(&b.fps));
@@ -317,24 +344,46 @@ fn main() {
             println!("  {stage:<46} {:>5.1} %", share * 100.0);
         }
     }
-    if !i8_pipe.is_empty() {
-        let (fp_inf, q_inf) = (median(&mut nano_infer), median(&mut i8_infer));
-        let (fp_pipe, q_pipe) = (median(&mut nano_pipe), median(&mut i8_pipe));
-        let q_limit = 1.0 / (1.0 / decode + 1.0 / q_inf);
-        println!("\nINT8: models/nanodet-int8.onnx against models/nanodet.onnx (FP32), width 640");
-        println!("  inference alone: FP32 {fp_inf:.1}, INT8 {q_inf:.1} frames/s ({:.2}x)", q_inf / fp_inf);
+    match (peers.is_empty(), peer_error) {
+        (false, _) => {
+            println!("\npeer (OpenCV + numpy + onnxruntime + cv2.dnn.NMSBoxes): {:.1} frames/s", median(&peers))
+        }
+        (true, Some(e)) => println!("\npeer: not run: {e}"),
+        (true, None) => {}
+    }
+    if !q.pipe.is_empty() {
+        println!("\nINT8: models/nanodet-int8.onnx against models/nanodet.onnx (FP32), analysis width 640");
         println!(
-            "  pipeline: FP32 {fp_pipe:.1}, INT8 {q_pipe:.1} frames/s = {:.2} of the INT8 limit ({q_limit:.1})",
-            q_pipe / q_limit
+            "  inference alone: FP32 {:.1}, INT8 {:.1} frames/s ({:.2}x)",
+            median(&q.fp_infer),
+            median(&q.infer),
+            per_round(&q.infer, &q.fp_infer)
         );
-        if !nano_peer.is_empty() {
-            let p = median(&mut nano_peer);
-            println!("  peer with FP32 NanoDet: {p:.1} frames/s; INT8 pipeline = {:.2}x the FP32 peer (FP32 pipeline {:.2}x)", q_pipe / p, fp_pipe / p);
+        println!(
+            "  pipeline: FP32 {:.1}, INT8 {:.1} frames/s; INT8 = {:.2} of its summed limit ({:.1})",
+            median(&q.fp_pipe),
+            median(&q.pipe),
+            per_round(&q.pipe, &q.limit),
+            median(&q.limit)
+        );
+        if q.peer.len() == q.pipe.len() {
+            println!(
+                "  peer with FP32 NanoDet: {:.1} frames/s; the INT8 pipeline = {:.2}x the FP32 peer (the FP32 pipeline {:.2}x)",
+                median(&q.peer),
+                per_round(&q.pipe, &q.peer),
+                per_round(&q.fp_pipe, &q.peer)
+            );
         }
     }
-    match (peer_fps, peer_error) {
-        (Some(p), _) => println!("\npeer (OpenCV + numpy + onnxruntime + cv2.dnn.NMSBoxes): {p:.1} frames/s"),
-        (None, Some(e)) => println!("\npeer: not run: {e}"),
-        (None, None) => {}
-    }
+}
+
+/// Per-round figures of the INT8 comparison.
+#[derive(Default)]
+struct Int8Runs {
+    fp_infer: Vec<f64>,
+    infer: Vec<f64>,
+    fp_pipe: Vec<f64>,
+    pipe: Vec<f64>,
+    limit: Vec<f64>,
+    peer: Vec<f64>,
 }

@@ -41,13 +41,15 @@ url = "test://ball"
 
 #[test]
 fn int8_variants_come_from_the_manifest_and_load() {
-    for (fp32, int8) in [("nanodet.onnx", "nanodet-int8.onnx"), ("movenet-multipose.onnx", "movenet-multipose-int8.onnx")]
+    for (fp32, int8) in
+        [("nanodet.onnx", "nanodet-int8.onnx"), ("movenet-multipose.onnx", "movenet-multipose-int8.onnx")]
     {
         let path = runtime::variant_path(&model(fp32), Precision::Int8, "detector").unwrap();
         assert_eq!(path, model(int8));
         assert_eq!(runtime::variant_path(&model(fp32), Precision::Fp32, "detector").unwrap(), model(fp32));
     }
-    let models = Models::load(&config("precision = \"int8\"", "precision = \"int8\"").unwrap()).expect("INT8 models load");
+    let models =
+        Models::load(&config("precision = \"int8\"", "precision = \"int8\"").unwrap()).expect("INT8 models load");
     assert_eq!(models.detector.info().name, "nanodet-int8");
     assert_eq!(models.pose.as_ref().unwrap().info().name, "movenet-multipose-int8");
 }

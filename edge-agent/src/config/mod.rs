@@ -178,6 +178,10 @@ pub struct Detector {
     /// ONNX Runtime intra-op threads.
     #[serde(default = "crate::config::session::default_threads")]
     pub threads: usize,
+    /// ONNX Runtime sessions of this model that cameras share: as many
+    /// frames run at once.
+    #[serde(default = "crate::config::session::default_sessions")]
+    pub sessions: usize,
     /// `fp32` (the file `path` names) or `int8` (its quantised variant).
     #[serde(default)]
     pub precision: Precision,
@@ -714,6 +718,9 @@ impl Config {
         if d.threads == 0 || d.threads > 64 {
             return err("detector.threads", "must be 1–64".into());
         }
+        if d.sessions == 0 || d.sessions > 64 {
+            return err("detector.sessions", "must be 1–64".into());
+        }
         if !(d.fps > 0.0 && d.fps <= 60.0) {
             return err("detector.fps", format!("{} is outside (0, 60]", d.fps));
         }
@@ -1103,7 +1110,8 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
             (c.detector.precision, c.detector.execution_provider, c.detector.fallback),
             (Precision::Fp32, Provider::Cpu, false)
         );
-        assert!(c.detector.threads >= 1, "a default thread count from the cores");
+        assert_eq!(c.detector.threads, 1, "single-threaded sessions");
+        assert!(c.detector.sessions >= 1, "a default session count from the cores");
         let text = GOOD.replace(
             "format = \"nanodet\"",
             "format = \"nanodet\"\nprecision = \"int8\"\nexecution_provider = \"cuda\"\nfallback = true",

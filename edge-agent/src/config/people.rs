@@ -38,6 +38,10 @@ pub struct Pose {
     pub sha256: Option<String>,
     #[serde(default = "crate::config::session::default_threads")]
     pub threads: usize,
+    /// ONNX Runtime sessions of this model that cameras share: as many
+    /// frames run at once.
+    #[serde(default = "crate::config::session::default_sessions")]
+    pub sessions: usize,
     /// `fp32` (the file `path` names) or `int8` (its quantised variant).
     #[serde(default)]
     pub precision: crate::config::Precision,
@@ -137,6 +141,9 @@ pub(super) fn validate(
         }
         if p.threads == 0 || p.threads > 64 {
             return err("pose.threads", "must be 1–64".into());
+        }
+        if p.sessions == 0 || p.sessions > 64 {
+            return err("pose.sessions", "must be 1–64".into());
         }
         if let Some(h) = &p.sha256 {
             if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {

@@ -53,10 +53,17 @@ impl fmt::Display for Provider {
     }
 }
 
-/// The default intra-op thread count: one per core the process may use, up
-/// to 8. Every camera shares one session per model and runs it on its own
-/// analysis thread, so the pool serves one frame at a time; more threads
-/// than cores only makes them wait for each other at every operator.
+/// The default intra-op threads of each session: one. A session's threads
+/// wait for each other at every operator; on a box whose cores also decode
+/// video, one single-threaded session per core serves more frames than one
+/// session spread over every core (the throughput bench measured 1.2× on
+/// 2 cores: benches/README.md).
 pub fn default_threads() -> usize {
+    1
+}
+
+/// The default number of sessions per model: one per core the process may
+/// use, at most 8, so that many cameras' frames run at once.
+pub fn default_sessions() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8)
 }

@@ -1,18 +1,17 @@
-//! The object detector: one `ort` session per model, shared by every camera.
+//! The object detector: one model, shared by every camera through a small
+//! [`Pool`] of `ort` sessions (`detector.sessions`, one per core by default,
+//! each single-threaded: see `pool.rs` for why).
 //!
-//! `Session::run` needs `&mut`, so the session sits behind a mutex; callers
-//! are the per-camera analysis threads, never the async runtime. Each camera
-//! preprocesses into its own [`Preprocessor`] first, so only the model run
-//! itself is serialised. (Batching frames from several waiting cameras into
-//! one run is the next step for boxes with many cameras.)
-
-use std::sync::Mutex;
+//! Callers are the per-camera analysis threads, never the async runtime.
+//! Each camera preprocesses into its own [`Preprocessor`] first, so only the
+//! model run itself waits for a free session.
 
 use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::decode::{self, Candidate};
 use super::letterbox::{Element, InputSpec, Layout, Letterbox, Preprocessor};
+use super::pool::Pool;
 use super::{runtime, Detection, InferError};
 use crate::config::{self, ModelFormat};
 
@@ -27,9 +26,9 @@ pub struct ModelInfo {
 }
 
 pub struct Detector {
-    /// The session and the candidate scratch its outputs decode into: one
-    /// lock, so the scratch is reused on every frame instead of allocated.
-    session: Mutex<(Session, Vec<Candidate>)>,
+    /// Sessions, each with the candidate scratch its outputs decode into:
+    /// one lock, so the scratch is reused on every frame, not allocated.
+    sessions: Pool<(Session, Vec<Candidate>)>,
     format: ModelFormat,
     spec: InputSpec,
     classes: usize,
@@ -113,8 +112,14 @@ impl Detector {
             }
         }
         let outputs = resolve_outputs(&session, cfg.format, classes, cfg.input_size).map_err(model_err)?;
+        let mut sessions = vec![(session, Vec::with_capacity(256))];
+        for _ in 1..cfg.sessions {
+            let (more, _) =
+                runtime::open_session(&runtime::SessionSpec::of_detector(cfg), &cfg.format.to_string(), env)?;
+            sessions.push((more, Vec::with_capacity(256)));
+        }
         Ok(Detector {
-            session: Mutex::new((session, Vec::with_capacity(256))),
+            sessions: Pool::new(sessions),
             format: cfg.format,
             spec,
             classes,
@@ -151,7 +156,7 @@ impl Detector {
         let mut post = std::time::Duration::ZERO;
         let input =
             TensorRef::from_array_view((pre.shape(), pre.tensor())).map_err(|e| InferError::Run(e.to_string()))?;
-        let mut guard = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.sessions.get();
         let (session, found) = &mut *guard;
         found.clear();
         {

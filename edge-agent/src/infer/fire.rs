@@ -70,6 +70,7 @@ impl FireModel {
                     nms_iou: 0.5,
                     sha256: cfg.sha256.clone(),
                     threads: cfg.threads,
+                    sessions: 1,
                     precision: cfg.precision,
                     execution_provider: cfg.execution_provider,
                     fallback: cfg.fallback,

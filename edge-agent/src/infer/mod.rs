@@ -22,6 +22,7 @@ pub mod detector;
 pub mod fire;
 pub mod gate;
 pub mod letterbox;
+pub mod pool;
 pub mod pose;
 pub mod runtime;
 

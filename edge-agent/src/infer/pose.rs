@@ -1,4 +1,5 @@
-//! The pose model: MoveNet MultiPose, one shared `ort` session.
+//! The pose model: MoveNet MultiPose, shared by every camera through a pool
+//! of `ort` sessions.
 //!
 //! MultiPose finds up to six people and 17 COCO keypoints for each in one
 //! pass. The fall rule needs the keypoints (torso angle, hips against head);
@@ -11,12 +12,11 @@
 //! xmax and a person score. The frame is letterboxed top-left into the input,
 //! so decoding maps input coordinates back through the [`Letterbox`].
 
-use std::sync::Mutex;
-
 use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::letterbox::{Element, InputSpec, Layout, Letterbox, Preprocessor};
+use super::pool::Pool;
 use super::{runtime, BBox, InferError, ModelInfo};
 use crate::config;
 
@@ -147,9 +147,9 @@ pub fn nms(people: &mut Vec<Pose>, iou: f32) {
     }
 }
 
-/// The shared MultiPose session.
+/// The shared MultiPose sessions (`pose.sessions`; see `pool.rs`).
 pub struct PoseModel {
-    session: Mutex<Session>,
+    sessions: Pool<Session>,
     input_size: u32,
     min_score: f32,
     nms_iou: f32,
@@ -177,8 +177,12 @@ impl PoseModel {
         if !input_ok || !output_ok {
             return Err(model_err("not a MoveNet MultiPose export: needs input int32 [1, H, W, 3] with dynamic H and W, and output [1, 6, 56]".to_string()));
         }
+        let mut sessions = vec![session];
+        for _ in 1..cfg.sessions {
+            sessions.push(runtime::open_session(&runtime::SessionSpec::of_pose(cfg), "movenet-multipose", env)?.0);
+        }
         Ok(PoseModel {
-            session: Mutex::new(session),
+            sessions: Pool::new(sessions),
             input_size: cfg.input_size,
             min_score: cfg.min_score,
             nms_iou: cfg.nms_iou,
@@ -200,7 +204,7 @@ impl PoseModel {
     pub fn detect(&self, pre: &Preprocessor, lb: &Letterbox, out: &mut Vec<Pose>) -> Result<(), InferError> {
         let input =
             TensorRef::from_array_view((pre.shape(), pre.tensor_i32())).map_err(|e| InferError::Run(e.to_string()))?;
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = self.sessions.get();
         let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
         let (_, data) = outs[0].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
         let spec = pre.spec();

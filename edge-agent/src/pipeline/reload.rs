@@ -152,8 +152,16 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             d.labels,
             d.sha256,
             d.threads,
-            (d.precision, d.execution_provider, d.fallback),
-            c.pose.as_ref().map(|p| (&p.path, &p.sha256, p.threads, p.precision, p.execution_provider, p.fallback)),
+            (d.precision, d.execution_provider, d.fallback, d.sessions),
+            c.pose.as_ref().map(|p| (
+                &p.path,
+                &p.sha256,
+                p.threads,
+                p.sessions,
+                p.precision,
+                p.execution_provider,
+                p.fallback
+            )),
             c.fire.as_ref().map(|f| (
                 &f.path,
                 &f.sha256,
