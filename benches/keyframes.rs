@@ -21,11 +21,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[path = "media.rs"]
+mod media;
+
 use edge_agent::demo::find_in_project;
 use edge_agent::replay::frames::VideoFrames;
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 
 const FPS: i32 = 25;
 const SECONDS: u64 = 10;
@@ -34,17 +36,6 @@ fn media_dir() -> PathBuf {
     let dir = find_in_project("target").unwrap_or_else(|| PathBuf::from("target")).join("bench-media");
     std::fs::create_dir_all(&dir).expect("target/bench-media");
     dir
-}
-
-fn wait_eos(pipeline: &gst::Element) {
-    let bus = pipeline.bus().expect("bus");
-    let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(600), &[gst::MessageType::Eos, gst::MessageType::Error])
-        .expect("EOS within 600 s");
-    let _ = pipeline.set_state(gst::State::Null);
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{}", e.error());
-    }
 }
 
 /// The static clip: a still frame plus per-frame noise, H.264 1 s GOP.
@@ -57,44 +48,8 @@ fn static_clip() -> PathBuf {
     eprintln!("making {} (once) ...", out.display());
     let still = VideoFrames::open(&src, 1920, false).expect("open bikes.mp4").next_frame().expect("decode");
     let still = still.expect("a first frame");
-    let (w, h) = (still.width, still.height);
-    let tmp = out.with_extension("tmp");
-    let launch = format!(
-        "appsrc name=src format=time ! videoconvert ! videoscale ! \
-         video/x-raw,format=I420,width=1920,height=1080,pixel-aspect-ratio=1/1 ! \
-         x264enc bitrate=4000 speed-preset=faster key-int-max={FPS} ! h264parse ! mp4mux ! filesink location=\"{}\"",
-        tmp.display()
-    );
-    let pipeline = gst::parse::launch(&launch).expect("encoder");
-    let bin = pipeline.downcast_ref::<gst::Bin>().expect("bin");
-    let appsrc = bin.by_name("src").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()).expect("appsrc");
-    let caps = gst::Caps::builder("video/x-raw")
-        .field("format", "RGB")
-        .field("width", w as i32)
-        .field("height", h as i32)
-        .field("framerate", gst::Fraction::new(FPS, 1))
-        .build();
-    appsrc.set_caps(Some(&caps));
-    appsrc.set_property("block", true);
-    pipeline.set_state(gst::State::Playing).expect("encode");
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for i in 0..(FPS as u64 * SECONDS) {
-        let mut frame = still.rgb.clone();
-        for p in frame.iter_mut() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            *p = p.saturating_add((seed % 5) as u8).saturating_sub(2);
-        }
-        let mut buffer = gst::Buffer::from_mut_slice(frame);
-        let b = buffer.get_mut().expect("fresh buffer");
-        b.set_pts(gst::ClockTime::from_nseconds(i * 1_000_000_000 / FPS as u64));
-        b.set_duration(gst::ClockTime::from_nseconds(1_000_000_000 / FPS as u64));
-        appsrc.push_buffer(buffer).expect("push a frame");
-    }
-    appsrc.end_of_stream().expect("EOS");
-    wait_eos(&pipeline);
-    std::fs::rename(&tmp, &out).expect("rename the clip");
+    let size = (still.width, still.height);
+    media::encode(&out, size, (1920, 1080), 4000, media::sensor_noise(still.rgb, FPS as usize * SECONDS as usize));
     out
 }
 
@@ -116,7 +71,7 @@ fn moving_clip() -> PathBuf {
     );
     let pipeline = gst::parse::launch(&launch).expect("encoder");
     pipeline.set_state(gst::State::Playing).expect("encode");
-    wait_eos(&pipeline);
+    media::wait_eos(&pipeline);
     std::fs::rename(&tmp, &out).expect("rename the clip");
     out
 }
@@ -152,7 +107,7 @@ fn decode(clip: &Path, keyframes: bool) -> (Duration, u64) {
     });
     let c0 = cpu();
     pipeline.set_state(gst::State::Playing).expect("play");
-    wait_eos(&pipeline);
+    media::wait_eos(&pipeline);
     (cpu() - c0, frames.load(std::sync::atomic::Ordering::Relaxed))
 }
 

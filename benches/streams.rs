@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo bench --bench streams                        # 1, 4, 8, 16 cameras, FP32 and INT8
-//! STREAMS_COUNTS=1,2,3 STREAMS_SECONDS=60 STREAMS_PRECISION=int8 cargo bench --bench streams
+//! STREAMS_COUNTS=5,6 STREAMS_SECONDS=60 STREAMS_PRECISION=int8 STREAMS_GATE_CAMERAS=0 cargo bench --bench streams
 //! ```
 //!
 //! - **Cameras**: one in-process RTSP server (gstreamer-rtsp-server) serving
@@ -31,13 +31,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "media.rs"]
+mod media;
+
 use edge_agent::config::Precision;
 use edge_agent::demo::{find_in_project, free_port, Mosquitto, DEFAULT_MODEL};
 use edge_agent::replay::frames::VideoFrames;
 use edge_agent::source::rtsp_server::RtspServer;
-use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 
 const ANALYSIS_FPS: f64 = 5.0;
 
@@ -55,28 +55,14 @@ fn clip() -> PathBuf {
     std::fs::create_dir_all(&dir).expect("target/bench-media");
     let src = find_in_project(".deps/media/bikes.mp4").expect(".deps/media/bikes.mp4: run deploy/setup.sh");
     eprintln!("making {} (once) ...", out.display());
-    let tmp = out.with_extension("tmp");
-    let mut launch = format!(
-        "concat name=c ! videoconvert ! videoscale ! videorate ! \
-         video/x-raw,format=I420,width=640,height=360,pixel-aspect-ratio=1/1,framerate=25/1 ! \
-         x264enc bitrate=800 speed-preset=faster key-int-max=25 ! h264parse ! mp4mux ! filesink location=\"{}\"",
-        tmp.display()
-    );
-    for _ in 0..12 {
-        launch.push_str(&format!(" filesrc location=\"{}\" ! qtdemux ! h264parse ! avdec_h264 ! c.", src.display()));
+    let mut video = VideoFrames::open(&src, 640, false).expect("open bikes.mp4");
+    let mut frames = Vec::new();
+    while let Some(f) = video.next_frame().expect("decode bikes.mp4") {
+        frames.push(f);
     }
-    edge_agent::source::init().expect("GStreamer");
-    let pipeline = gst::parse::launch(&launch).expect("clip pipeline");
-    pipeline.set_state(gst::State::Playing).expect("encode");
-    let bus = pipeline.bus().expect("bus");
-    let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(600), &[gst::MessageType::Eos, gst::MessageType::Error])
-        .expect("EOS within 600 s");
-    let _ = pipeline.set_state(gst::State::Null);
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("encoding the camera clip: {}", e.error());
-    }
-    std::fs::rename(&tmp, &out).expect("rename the clip");
+    let (w, h) = (frames[0].width, frames[0].height);
+    // Pushed with continuous timestamps: each loop follows the last.
+    media::encode(&out, (w, h), (640, 360), 800, (0..12).flat_map(|_| frames.iter().map(|f| f.rgb.clone())));
     out
 }
 
@@ -93,50 +79,8 @@ fn static_clip() -> PathBuf {
     eprintln!("making {} (once) ...", out.display());
     let still = VideoFrames::open(&src, 640, false).expect("open bikes.mp4").next_frame().expect("decode");
     let still = still.expect("a first frame");
-    let tmp = out.with_extension("tmp");
-    let launch = format!(
-        "appsrc name=src format=time block=true ! videoconvert ! videoscale ! \
-         video/x-raw,format=I420,width=640,height=360,pixel-aspect-ratio=1/1 ! \
-         x264enc bitrate=800 speed-preset=faster key-int-max=25 ! h264parse ! mp4mux ! filesink location=\"{}\"",
-        tmp.display()
-    );
-    edge_agent::source::init().expect("GStreamer");
-    let pipeline = gst::parse::launch(&launch).expect("encoder");
-    let bin = pipeline.downcast_ref::<gst::Bin>().expect("bin");
-    let appsrc = bin.by_name("src").and_then(|e| e.downcast::<gst_app::AppSrc>().ok()).expect("appsrc");
-    let caps = gst::Caps::builder("video/x-raw")
-        .field("format", "RGB")
-        .field("width", still.width as i32)
-        .field("height", still.height as i32)
-        .field("framerate", gst::Fraction::new(25, 1))
-        .build();
-    appsrc.set_caps(Some(&caps));
-    pipeline.set_state(gst::State::Playing).expect("encode");
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for i in 0..25 * 150u64 {
-        let mut frame = still.rgb.clone();
-        for p in frame.iter_mut() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            *p = p.saturating_add((seed % 5) as u8).saturating_sub(2);
-        }
-        let mut buffer = gst::Buffer::from_mut_slice(frame);
-        let b = buffer.get_mut().expect("fresh buffer");
-        b.set_pts(gst::ClockTime::from_nseconds(i * 40_000_000));
-        b.set_duration(gst::ClockTime::from_nseconds(40_000_000));
-        appsrc.push_buffer(buffer).expect("push a frame");
-    }
-    appsrc.end_of_stream().expect("EOS");
-    let bus = pipeline.bus().expect("bus");
-    let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(600), &[gst::MessageType::Eos, gst::MessageType::Error])
-        .expect("EOS within 600 s");
-    let _ = pipeline.set_state(gst::State::Null);
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("encoding the still clip: {}", e.error());
-    }
-    std::fs::rename(&tmp, &out).expect("rename the clip");
+    let size = (still.width, still.height);
+    media::encode(&out, size, (640, 360), 800, media::sensor_noise(still.rgb, 25 * 150));
     out
 }
 
@@ -379,8 +323,11 @@ fn main() {
     server.stop();
 
     // Motion gating: the same cameras watching a scene where nothing moves.
-    let still = RtspServer::start(&static_clip(), 0, "/still").expect("rtsp server");
     let n: usize = env_or("STREAMS_GATE_CAMERAS", "4").parse().expect("STREAMS_GATE_CAMERAS");
+    if n == 0 {
+        return;
+    }
+    let still = RtspServer::start(&static_clip(), 0, "/still").expect("rtsp server");
     println!("\nmotion gate, {n} cameras on a still scene (sensor-like noise), detector FP32 at 5 fps:");
     let off = run(n, "fp32", false, &still, &broker, measure);
     let on = run(n, "fp32", true, &still, &broker, measure);

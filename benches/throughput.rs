@@ -8,16 +8,19 @@
 //!    `target/bench-media/`.
 //! 2. **Decode alone**: `qtdemux ! h264parse ! avdec_h264 ! fakesink`, no
 //!    clock.
-//! 3. **Inference alone**: the detector's ONNX Runtime session on one
-//!    pre-made tensor, in a loop (output decode not counted).
+//! 3. **Inference alone**: one ONNX Runtime session with `BENCH_THREADS`
+//!    intra-op threads (as the peer runs it) on one pre-made tensor, in a
+//!    loop (output decode not counted), spin-waiting pool and quiet pool.
 //! 4. **The pipeline**: every frame of the clip decoded, scaled and
 //!    converted to RGB (GStreamer), letterboxed, inferred, decoded + NMS,
 //!    tracked, and run through a lane rule — the agent's own
-//!    `CameraAnalyzer`, as `replay` drives it. Once at the agent's default
+//!    `CameraAnalyzer`, as `replay` drives it, with its default sessions
+//!    (single-threaded, one per core) and the motion gate off. Once at the agent's default
 //!    analysis width (640) and once at full 1920 (what the peer converts).
 //!    Per-stage shares come from the agent's own stage timers.
 //! 5. **The limit**: `1 / (1/decode_fps + 1/infer_fps)`, decode and
-//!    inference back to back on the same cores.
+//!    inference back to back on the same cores. Ratios are taken within
+//!    each round and their median reported: this box's speed drifts.
 //! 6. **The peer**: `benches/peer/peer.py` (OpenCV `VideoCapture`, numpy
 //!    letterbox, `onnxruntime`, `cv2.dnn.NMSBoxes`) with the same model,
 //!    clip and thread count, when `deploy/setup.sh --bench` has made its
