@@ -395,8 +395,10 @@ pub struct Camera {
     pub fire: bool,
     /// `all` decodes every frame; `keyframes` hands the decoder only the
     /// stream's keyframes (one per GOP, typically 1–2 s) and drops the rest
-    /// unparsed: several times less decode CPU, for cameras that only run
-    /// slow analytics (lanes, fire) at ≤ 1 fps. Falls need every frame.
+    /// before decoding: several times less decode CPU, for cameras that only
+    /// run lanes at ≤ 1 fps. Falls and the fire rule's flicker check need
+    /// the camera's frame rate, so both refuse it. A GOP longer than
+    /// `source.stall_timeout_s` would read as a stalled stream.
     #[serde(default)]
     pub decode: Decode,
 }
@@ -806,6 +808,15 @@ impl Config {
                 return err("falls.vanish_after_s", "must be ≤ falls.vanish_within_s".into());
             }
             let falls_run = falls.enabled && self.pose.is_some();
+            let flicker_runs = c.fire && self.fire.as_ref().is_some_and(|f| f.flicker.enabled);
+            if flicker_runs && c.decode == Decode::Keyframes {
+                return err(
+                    &at("decode"),
+                    "\"keyframes\" leaves about one frame per GOP, too few for the fire rule's flicker check: set \
+                     fire = false for this camera, fire.flicker.enabled = false, or decode = \"all\""
+                        .into(),
+                );
+            }
             if falls_run && c.decode == Decode::Keyframes {
                 return err(
                     &at("decode"),
@@ -1101,6 +1112,13 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
         assert_eq!(parse(GOOD).unwrap().cameras[0].decode, Decode::All, "default");
         let e = parse(&(GOOD.to_string() + "decode = \"some\"\n")).unwrap_err().to_string();
         assert!(e.contains("decode") && e.contains("keyframes"), "{e}");
+        // The fire rule's flicker check needs the camera's frame rate too.
+        let fire = GOOD.replace("[[cameras]]", "[fire]\npath = \"f.onnx\"\n\n[[cameras]]");
+        let e = parse(&(fire.clone() + "decode = \"keyframes\"\n")).unwrap_err().to_string();
+        assert!(e.contains("cameras[0].decode") && e.contains("flicker"), "{e}");
+        assert!(parse(&(fire.clone() + "decode = \"keyframes\"\nfire = false\n")).is_ok());
+        let no_flicker = fire.replace("[[cameras]]", "[fire.flicker]\nenabled = false\n\n[[cameras]]");
+        assert!(parse(&(no_flicker + "decode = \"keyframes\"\n")).is_ok());
     }
 
     #[test]

@@ -32,6 +32,11 @@ const LOCAL_KEYS: &[&str] = &[
     "input_size",
     "labels",
     "threads",
+    "sessions",
+    "precision",
+    "execution_provider",
+    "fallback",
+    "decode",
     "password",
     "password_file",
     "id",
@@ -305,6 +310,16 @@ lanes = [{{ name = "kerb", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"]
 
         let e = set(&file, &changes(serde_json::json!({"cameras.cam-1.url": "rtsp://x"})), "op").unwrap_err();
         assert!(e.to_string().contains("cannot be set remotely"), "{e}");
+        // What the box loads and how it decodes stays local too.
+        for (key, value) in [
+            ("detector.execution_provider", serde_json::json!("cuda")),
+            ("detector.precision", serde_json::json!("int8")),
+            ("detector.sessions", serde_json::json!(4)),
+            ("cameras.cam-1.decode", serde_json::json!("keyframes")),
+        ] {
+            let e = set(&file, &changes(serde_json::json!({ key: value })), "op").unwrap_err();
+            assert!(e.to_string().contains("cannot be set remotely"), "{key}: {e}");
+        }
         let e = set(&file, &changes(serde_json::json!({"cameras.nope.lanes.kerb.dwell_s": 1})), "op").unwrap_err();
         assert!(e.to_string().contains("no camera \"nope\""), "{e}");
     }

@@ -86,11 +86,23 @@ impl Detector {
         floor: f32,
         env: &ort::environment::Environment,
     ) -> Result<Detector, InferError> {
+        Detector::load_as("detector", cfg, classes, floor, env)
+    }
+
+    /// As [`Detector::load`], for a model configured in `section` (the
+    /// fire path's box-format models): errors name that section's keys.
+    pub fn load_as(
+        section: &'static str,
+        cfg: &config::Detector,
+        classes: usize,
+        floor: f32,
+        env: &ort::environment::Environment,
+    ) -> Result<Detector, InferError> {
+        let session_spec = runtime::SessionSpec { section, ..runtime::SessionSpec::of_detector(cfg) };
         let path = &cfg.path;
         let shown = path.display().to_string();
         let model_err = |message: String| InferError::Model { path: shown.clone(), message };
-        let (session, info) =
-            runtime::open_session(&runtime::SessionSpec::of_detector(cfg), &cfg.format.to_string(), env)?;
+        let (session, info) = runtime::open_session(&session_spec, &cfg.format.to_string(), env)?;
 
         let spec = input_spec(cfg.format, cfg.input_size);
         let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;
@@ -114,8 +126,7 @@ impl Detector {
         let outputs = resolve_outputs(&session, cfg.format, classes, cfg.input_size).map_err(model_err)?;
         let mut sessions = vec![(session, Vec::with_capacity(256))];
         for _ in 1..cfg.sessions {
-            let (more, _) =
-                runtime::open_session(&runtime::SessionSpec::of_detector(cfg), &cfg.format.to_string(), env)?;
+            let (more, _) = runtime::open_session(&session_spec, &cfg.format.to_string(), env)?;
             sessions.push((more, Vec::with_capacity(256)));
         }
         Ok(Detector {

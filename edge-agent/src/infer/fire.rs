@@ -77,7 +77,7 @@ impl FireModel {
                     fps: cfg.fps,
                     motion_gate: config::MotionGate::default(),
                 };
-                let detector = Detector::load(&det_cfg, labels.len(), 1.0, env)?;
+                let detector = Detector::load_as("fire", &det_cfg, labels.len(), 1.0, env)?;
                 let info = detector.info().clone();
                 Ok(FireModel {
                     spec: detector::input_spec(format, cfg.input_size),

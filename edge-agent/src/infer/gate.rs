@@ -31,7 +31,9 @@ impl MotionGate {
         self.params = params;
     }
 
-    /// Whether the detector must run on the frame at time `t`.
+    /// Whether the detector must run on the frame at time `t`. Call
+    /// [`MotionGate::ran`] once it has: a run that failed must not become
+    /// the reference the next frames are compared with.
     pub fn check(&mut self, t: f64, rgb: &[u8], width: u32, height: u32) -> bool {
         if !self.params.enabled {
             return true;
@@ -40,15 +42,19 @@ impl MotionGate {
         let due = t - self.last_run >= self.params.full_check_s
             || self.reference.w != self.current.w
             || self.reference.h != self.current.h;
-        let run = due || {
+        due || {
             let changed = motion(&self.current, &self.reference, [0.0, 0.0, 1.0, 1.0], self.params.pixel_delta as f32);
             changed.fraction as f64 >= self.params.min_changed
-        };
-        if run {
+        }
+    }
+
+    /// The detector ran on the frame last checked, at time `t`: that frame
+    /// is the new reference.
+    pub fn ran(&mut self, t: f64) {
+        if self.params.enabled {
             std::mem::swap(&mut self.reference, &mut self.current);
             self.last_run = t;
         }
-        run
     }
 }
 
@@ -69,22 +75,44 @@ mod tests {
         rgb
     }
 
+    /// A check, and the run it asks for (which succeeds).
+    fn step(gate: &mut MotionGate, t: f64, rgb: &[u8], w: u32, h: u32) -> bool {
+        let run = gate.check(t, rgb, w, h);
+        if run {
+            gate.ran(t);
+        }
+        run
+    }
+
     #[test]
     fn runs_on_motion_and_periodically_and_skips_a_still_scene() {
         let params = config::MotionGate { enabled: true, min_changed: 0.002, pixel_delta: 10, full_check_s: 5.0 };
         let mut gate = MotionGate::new(params);
         let still = frame(640, 360, None);
-        assert!(gate.check(0.0, &still, 640, 360), "the first frame always runs");
-        assert!(!gate.check(0.5, &still, 640, 360), "nothing moved");
-        assert!(!gate.check(4.9, &still, 640, 360));
-        assert!(gate.check(5.0, &still, 640, 360), "the periodic full check");
+        assert!(step(&mut gate, 0.0, &still, 640, 360), "the first frame always runs");
+        assert!(!step(&mut gate, 0.5, &still, 640, 360), "nothing moved");
+        assert!(!step(&mut gate, 4.9, &still, 640, 360));
+        assert!(step(&mut gate, 5.0, &still, 640, 360), "the periodic full check");
         let moved = frame(640, 360, Some((300, 200)));
-        assert!(gate.check(5.5, &moved, 640, 360), "a 40 px object appeared");
-        assert!(!gate.check(6.0, &moved, 640, 360), "and then stayed still");
-        assert!(gate.check(6.5, &still, 640, 360), "and left");
+        assert!(step(&mut gate, 5.5, &moved, 640, 360), "a 40 px object appeared");
+        assert!(!step(&mut gate, 6.0, &moved, 640, 360), "and then stayed still");
+        assert!(step(&mut gate, 6.5, &still, 640, 360), "and left");
         let off = config::MotionGate { enabled: false, ..params };
         gate.set_params(off);
-        assert!(gate.check(6.6, &still, 640, 360), "a disabled gate always runs");
+        assert!(step(&mut gate, 6.6, &still, 640, 360), "a disabled gate always runs");
+    }
+
+    #[test]
+    fn a_failed_run_does_not_become_the_reference() {
+        let params = config::MotionGate { enabled: true, min_changed: 0.002, pixel_delta: 10, full_check_s: 5.0 };
+        let mut gate = MotionGate::new(params);
+        let still = frame(640, 360, None);
+        assert!(step(&mut gate, 0.0, &still, 640, 360));
+        let moved = frame(640, 360, Some((300, 200)));
+        assert!(gate.check(1.0, &moved, 640, 360), "motion");
+        // The detector failed on that frame: no ran(). The next frame with
+        // the same change must still run.
+        assert!(gate.check(1.2, &moved, 640, 360), "still differs from the last successful run");
     }
 
     #[test]
@@ -93,11 +121,11 @@ mod tests {
         let mut gate = MotionGate::new(params);
         let (w, h) = (640u32, 360u32);
         let mut rgb = vec![100u8; (w * h * 3) as usize];
-        assert!(gate.check(0.0, &rgb, w, h));
+        assert!(step(&mut gate, 0.0, &rgb, w, h));
         // A region brightens by 4 levels a frame: never 10 between frames,
         // but 12 after three against the reference.
         let mut ran = Vec::new();
-        for step in 1..=3 {
+        for k in 1..=3 {
             for y in 0..120 {
                 for x in 0..120 {
                     let i = ((y * w + x) * 3) as usize;
@@ -106,7 +134,7 @@ mod tests {
                     }
                 }
             }
-            ran.push(gate.check(step as f64, &rgb, w, h));
+            ran.push(step(&mut gate, k as f64, &rgb, w, h));
         }
         assert_eq!(ran, [false, false, true]);
     }

@@ -7,7 +7,8 @@
 //! - [`runtime`]: finding and loading the ONNX Runtime library, checking
 //!   model files against their manifest hash, and opening sessions on the
 //!   configured precision (FP32 / INT8 variant) and execution provider.
-//! - [`detector`]: the one shared `ort` session per model.
+//! - [`detector`]: the object detector, run in a [`pool`] of `ort` sessions
+//!   every camera shares.
 //! - [`decode`]: model outputs → boxes, for each supported layout, plus NMS.
 //! - [`fire`]: the fire/smoke model (the project's heat-map or a
 //!   bring-your-own YOLO export) → candidate regions per kind.

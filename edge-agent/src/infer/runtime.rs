@@ -213,7 +213,16 @@ pub fn variant_path(path: &Path, precision: Precision, section: &str) -> Result<
             variant.then(|| m.get("file")?.as_str().map(str::to_string)).flatten()
         })
     }) {
-        return Ok(dir.join(file));
+        let found = dir.join(file);
+        if !found.is_file() {
+            return Err(InferError::NoVariant {
+                field: format!("{section}.precision"),
+                path: path.display().to_string(),
+                precision: wanted,
+                tried: format!("{} (named by models.toml, but missing)", found.display()),
+            });
+        }
+        return Ok(found);
     }
     let stem = path.file_stem().and_then(|n| n.to_str()).unwrap_or_default();
     let beside = dir.join(format!("{stem}-{wanted}.onnx"));
@@ -278,8 +287,17 @@ pub fn open_session(
 ) -> Result<(ort::session::Session, super::ModelInfo), InferError> {
     use ort::session::{builder::GraphOptimizationLevel, Session};
     let path = variant_path(spec.path, spec.precision, spec.section)?;
-    // A configured sha256 pins the configured file, not its variant.
+    // A configured sha256 pins the configured file, not its variant: the
+    // variant is checked against its own manifest entry.
     let pinned = if path == spec.path { spec.sha256 } else { None };
+    if pinned.is_none() && spec.sha256.is_some() {
+        tracing::warn!(
+            field = %format!("{}.sha256", spec.section),
+            variant = %path.display(),
+            "the configured sha256 pins the FP32 file; the {} variant is checked against its models.toml entry",
+            spec.precision
+        );
+    }
     let sha = verify_model(&path, pinned)?;
     let model_err = |e: ort::Error| InferError::Model {
         path: path.display().to_string(),

@@ -397,6 +397,7 @@ impl CameraAnalyzer {
                 let t1 = Instant::now();
                 self.timers.pre.observe((t1 - t0).as_secs_f64());
                 let post = self.models.detector.detect_timed(pre, &lb, &mut self.detections)?;
+                self.gate.ran(t);
                 let t2 = Instant::now();
                 self.timers.infer.observe((t2 - t1).saturating_sub(post).as_secs_f64());
                 self.timers.post.observe(post.as_secs_f64());
