@@ -8,53 +8,92 @@
 //! other cameras run theirs or decode on the others. The throughput and
 //! streams benches measured both (benches/README.md).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Condvar, Mutex};
 
 pub struct Pool<S> {
-    slots: Vec<Mutex<S>>,
-    next: AtomicUsize,
+    /// The sessions not in use.
+    free: Mutex<Vec<S>>,
+    returned: Condvar,
+    size: usize,
+}
+
+/// A session taken from the pool; it goes back when dropped.
+pub struct Lease<'a, S> {
+    pool: &'a Pool<S>,
+    item: Option<S>,
 }
 
 impl<S> Pool<S> {
     /// A pool of the given sessions (at least one).
     pub fn new(sessions: Vec<S>) -> Pool<S> {
         assert!(!sessions.is_empty(), "a session pool needs a session");
-        Pool { slots: sessions.into_iter().map(Mutex::new).collect(), next: AtomicUsize::new(0) }
+        let size = sessions.len();
+        Pool { free: Mutex::new(sessions), returned: Condvar::new(), size }
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.size
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.size == 0
     }
 
-    /// A free session, else waits for one. Callers start at different
-    /// slots, so waiting spreads over the pool.
-    pub fn get(&self) -> MutexGuard<'_, S> {
-        let n = self.slots.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        for i in 0..n {
-            match self.slots[(start + i) % n].try_lock() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => {}
+    /// A free session, else the first one to come back.
+    pub fn get(&self) -> Lease<'_, S> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(item) = free.pop() {
+                return Lease { pool: self, item: Some(item) };
             }
+            free = self.returned.wait(free).unwrap_or_else(|p| p.into_inner());
         }
-        self.slots[start].lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    /// The first session (for load-time checks of inputs and outputs).
-    pub fn first(&self) -> MutexGuard<'_, S> {
-        self.slots[0].lock().unwrap_or_else(|p| p.into_inner())
+impl<S> Deref for Lease<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        self.item.as_ref().expect("a lease holds its session until dropped")
+    }
+}
+
+impl<S> DerefMut for Lease<'_, S> {
+    fn deref_mut(&mut self) -> &mut S {
+        self.item.as_mut().expect("a lease holds its session until dropped")
+    }
+}
+
+impl<S> Drop for Lease<'_, S> {
+    fn drop(&mut self) {
+        if let Some(item) = self.item.take() {
+            self.pool.free.lock().unwrap_or_else(|p| p.into_inner()).push(item);
+            self.pool.returned.notify_one();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_waiting_caller_gets_the_first_session_back() {
+        let pool = std::sync::Arc::new(Pool::new(vec![0u32, 1]));
+        let a = pool.get();
+        let b = pool.get();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p2 = pool.clone();
+        let waiter = std::thread::spawn(move || tx.send(*p2.get()).unwrap());
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(), "both sessions are busy");
+        let back = *b;
+        drop(b);
+        assert_eq!(rx.recv().unwrap(), back, "the waiter got the one returned, not a fixed one");
+        waiter.join().unwrap();
+        drop(a);
+        assert_eq!(pool.len(), 2);
+    }
 
     #[test]
     fn a_busy_session_is_passed_over_for_a_free_one() {
