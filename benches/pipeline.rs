@@ -49,6 +49,74 @@ fn letterbox(c: &mut Criterion) {
     c.bench_function("letterbox 1920x1080 -> 640 NCHW (yolov8)", |b| {
         b.iter(|| black_box(v8.run(black_box(&rgb), 1920, 1080).unwrap()))
     });
+    // The agent's default analysis width.
+    let small = frame(640, 360);
+    c.bench_function("letterbox 640x360 -> 416 NCHW (nanodet)", |b| {
+        b.iter(|| black_box(nano.run(black_box(&small), 640, 360).unwrap()))
+    });
+    // What the letterbox was before its own resize: fast_image_resize (SIMD,
+    // but it rebuilds its filter tables and allocates on every call), then a
+    // lookup-table write into the tensor.
+    for (w, h, rgb) in [(1920u32, 1080u32, &rgb), (640, 360, &small)] {
+        let mut fir = ReferenceLetterbox::new(416);
+        c.bench_function(&format!("reference letterbox (fast_image_resize) {w}x{h} -> 416 NCHW"), |b| {
+            b.iter(|| black_box(fir.run(black_box(rgb), w, h)))
+        });
+    }
+}
+
+/// fast_image_resize into an RGB scratch, then a lookup-table write into an
+/// NCHW f32 tensor (NanoDet's normalisation).
+struct ReferenceLetterbox {
+    size: u32,
+    resizer: fast_image_resize::Resizer,
+    scratch: Vec<u8>,
+    tensor: Vec<f32>,
+    lut: [[f32; 256]; 3],
+}
+
+impl ReferenceLetterbox {
+    fn new(size: u32) -> ReferenceLetterbox {
+        let spec = input_spec(ModelFormat::Nanodet, size);
+        let lut = [0, 1, 2].map(|c| {
+            let mut t = [0.0; 256];
+            for (v, x) in t.iter_mut().enumerate() {
+                *x = (v as f32 - spec.mean[c]) / spec.std[c];
+            }
+            t
+        });
+        ReferenceLetterbox {
+            size,
+            resizer: fast_image_resize::Resizer::new(),
+            scratch: Vec::new(),
+            tensor: vec![0.0; (size * size * 3) as usize],
+            lut,
+        }
+    }
+
+    fn run(&mut self, rgb: &[u8], fw: u32, fh: u32) -> f32 {
+        use fast_image_resize::{images::Image, images::ImageRef, PixelType, ResizeAlg, ResizeOptions};
+        let lb = edge_agent::infer::Letterbox::new(fw, fh, self.size, false);
+        let (w, h) = lb.inner(self.size);
+        self.scratch.resize((w * h * 3) as usize, 0);
+        let src = ImageRef::new(fw, fh, rgb, PixelType::U8x3).unwrap();
+        let mut dst = Image::from_slice_u8(w, h, &mut self.scratch, PixelType::U8x3).unwrap();
+        let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fast_image_resize::FilterType::Bilinear));
+        self.resizer.resize(&src, &mut dst, &opts).unwrap();
+        let plane = (self.size * self.size) as usize;
+        let (c0, rest) = self.tensor.split_at_mut(plane);
+        let (c1, c2) = rest.split_at_mut(plane);
+        for y in 0..h as usize {
+            let row = &self.scratch[y * w as usize * 3..(y + 1) * w as usize * 3];
+            let base = y * self.size as usize;
+            for (i, px) in row.chunks_exact(3).enumerate() {
+                c0[base + i] = self.lut[0][px[2] as usize];
+                c1[base + i] = self.lut[1][px[1] as usize];
+                c2[base + i] = self.lut[2][px[0] as usize];
+            }
+        }
+        self.tensor[plane / 2]
+    }
 }
 
 fn decode_nms(c: &mut Criterion) {

@@ -7,11 +7,11 @@
 //! model run itself waits for a free session.
 
 use ort::session::Session;
-use ort::value::TensorRef;
 
 use super::decode::{self, Candidate};
 use super::letterbox::{Element, InputSpec, Layout, Letterbox, Preprocessor};
 use super::pool::Pool;
+use super::run::{Input, ModelRun};
 use super::{runtime, Detection, InferError};
 use crate::config::{self, ModelFormat};
 
@@ -28,7 +28,7 @@ pub struct ModelInfo {
 pub struct Detector {
     /// Sessions, each with the candidate scratch its outputs decode into:
     /// one lock, so the scratch is reused on every frame, not allocated.
-    sessions: Pool<(Session, Vec<Candidate>)>,
+    sessions: Pool<(ModelRun, Vec<Candidate>)>,
     format: ModelFormat,
     spec: InputSpec,
     classes: usize,
@@ -124,10 +124,10 @@ impl Detector {
             }
         }
         let outputs = resolve_outputs(&session, cfg.format, classes, cfg.input_size).map_err(model_err)?;
-        let mut sessions = vec![(session, Vec::with_capacity(256))];
+        let mut sessions = vec![(ModelRun::new(session, 1, &shown)?, Vec::with_capacity(256))];
         for _ in 1..cfg.sessions {
             let (more, _) = runtime::open_session(&session_spec, &cfg.format.to_string(), env)?;
-            sessions.push((more, Vec::with_capacity(256)));
+            sessions.push((ModelRun::new(more, 1, &shown)?, Vec::with_capacity(256)));
         }
         Ok(Detector {
             sessions: Pool::new(sessions),
@@ -164,41 +164,38 @@ impl Detector {
         lb: &Letterbox,
         out: &mut Vec<Detection>,
     ) -> Result<std::time::Duration, InferError> {
-        let mut post = std::time::Duration::ZERO;
-        let input =
-            TensorRef::from_array_view((pre.shape(), pre.tensor())).map_err(|e| InferError::Run(e.to_string()))?;
         let mut guard = self.sessions.get();
-        let (session, found) = &mut *guard;
+        let (run, found) = &mut *guard;
         found.clear();
-        {
-            let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
-            let t_post = std::time::Instant::now();
-            let size = self.spec.width as usize;
-            let mut nano: [NanoLevel; 3] = [(None, None); 3];
-            for (i, role) in self.outputs.iter().enumerate() {
-                let (shape, data) = outs[i].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
-                match role {
-                    OutputRole::Main => match self.format {
-                        ModelFormat::Yolox => decode::yolox(data, self.classes, size, self.threshold, found),
-                        ModelFormat::Yolov8 => {
-                            let anchors = *shape.last().unwrap_or(&0) as usize;
-                            decode::yolov8(data, self.classes, anchors, self.threshold, found)
-                        }
-                        ModelFormat::Centernet => decode::centernet(data, self.threshold, found),
-                        ModelFormat::Nanodet => {}
-                    },
-                    OutputRole::NanoScores(l) => nano[*l].0 = Some(data),
-                    OutputRole::NanoBoxes(l) => nano[*l].1 = Some(data),
-                    OutputRole::Unused => {}
-                }
+        run.run(Input::F32(&pre.dims(), pre.tensor()))?;
+        let t_post = std::time::Instant::now();
+        let size = self.spec.width as usize;
+        let mut nano: [NanoLevel; 3] = [(None, None); 3];
+        for (i, role) in self.outputs.iter().enumerate() {
+            let data = run.output(i);
+            match role {
+                OutputRole::Main => match self.format {
+                    ModelFormat::Yolox => decode::yolox(data, self.classes, size, self.threshold, found),
+                    ModelFormat::Yolov8 => {
+                        let mut shape = [0; 6];
+                        let dims = run.output_shape(i, &mut shape);
+                        let anchors = if dims > 0 { shape[dims - 1] as usize } else { 0 };
+                        decode::yolov8(data, self.classes, anchors, self.threshold, found)
+                    }
+                    ModelFormat::Centernet => decode::centernet(data, self.threshold, found),
+                    ModelFormat::Nanodet => {}
+                },
+                OutputRole::NanoScores(l) => nano[*l].0 = Some(data),
+                OutputRole::NanoBoxes(l) => nano[*l].1 = Some(data),
+                OutputRole::Unused => {}
             }
-            for (level, pair) in nano.iter().enumerate() {
-                if let (Some(scores), Some(boxes)) = pair {
-                    decode::nanodet(level, scores, boxes, self.classes, size, self.threshold, found);
-                }
-            }
-            post += t_post.elapsed();
         }
+        for (level, pair) in nano.iter().enumerate() {
+            if let (Some(scores), Some(boxes)) = pair {
+                decode::nanodet(level, scores, boxes, self.classes, size, self.threshold, found);
+            }
+        }
+        let post = t_post.elapsed();
         let t_nms = std::time::Instant::now();
         decode::nms(found, self.nms_iou, 100);
         out.clear();

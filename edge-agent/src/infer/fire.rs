@@ -16,10 +16,8 @@
 
 use std::sync::Mutex;
 
-use ort::session::Session;
-use ort::value::TensorRef;
-
 use super::letterbox::{InputSpec, Letterbox, Preprocessor};
+use super::run::{Input, ModelRun};
 use super::{detector, runtime, BBox, Detection, Detector, InferError, ModelInfo};
 use crate::config::{self, Fire, FireKind};
 
@@ -32,7 +30,7 @@ pub struct FireHit {
 }
 
 enum Backend {
-    Heatmap { session: Mutex<Session>, classes: usize },
+    Heatmap { session: Mutex<ModelRun>, classes: usize },
     Boxes { detector: Detector, scratch: Mutex<Vec<Detection>> },
 }
 
@@ -112,7 +110,10 @@ impl FireModel {
                     )));
                 }
                 Ok(FireModel {
-                    backend: Backend::Heatmap { session: Mutex::new(session), classes: labels.len() },
+                    backend: Backend::Heatmap {
+                        session: Mutex::new(ModelRun::new(session, 1, &shown)?),
+                        classes: labels.len(),
+                    },
                     spec,
                     kinds,
                     floor,
@@ -135,16 +136,16 @@ impl FireModel {
     /// `out` (cleared first).
     pub fn detect(&self, pre: &Preprocessor, lb: &Letterbox, out: &mut Vec<FireHit>) -> Result<(), InferError> {
         out.clear();
-        let input =
-            TensorRef::from_array_view((pre.shape(), pre.tensor())).map_err(|e| InferError::Run(e.to_string()))?;
         match &self.backend {
             Backend::Heatmap { session, classes } => {
-                let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
-                let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
-                let (shape, data) = outs[0].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
-                let (gh, gw) = match shape[..] {
+                let mut run = session.lock().unwrap_or_else(|p| p.into_inner());
+                run.run(Input::F32(&pre.dims(), pre.tensor()))?;
+                let mut shape = [0; 6];
+                let dims = run.output_shape(0, &mut shape);
+                let data = run.output(0);
+                let (gh, gw) = match shape[..dims] {
                     [_, c, h, w] if c as usize == *classes && h > 0 && w > 0 => (h as usize, w as usize),
-                    _ => return Err(InferError::Run(format!("heat-map output has shape {:?}", &shape[..]))),
+                    _ => return Err(InferError::Run(format!("heat-map output has shape {:?}", &shape[..dims]))),
                 };
                 let grid = Grid {
                     w: gw,

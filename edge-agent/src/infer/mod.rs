@@ -9,6 +9,8 @@
 //!   configured precision (FP32 / INT8 variant) and execution provider.
 //! - [`detector`]: the object detector, run in a [`pool`] of `ort` sessions
 //!   every camera shares.
+//! - [`run`]: one model run into buffers the session owns, with no Rust
+//!   allocation (ONNX Runtime's C `Run` on preallocated outputs).
 //! - [`decode`]: model outputs → boxes, for each supported layout, plus NMS.
 //! - [`fire`]: the fire/smoke model (the project's heat-map or a
 //!   bring-your-own YOLO export) → candidate regions per kind.
@@ -25,6 +27,7 @@ pub mod gate;
 pub mod letterbox;
 pub mod pool;
 pub mod pose;
+pub mod run;
 pub mod runtime;
 
 pub use detector::{Detector, ModelInfo};

@@ -12,11 +12,9 @@
 //! xmax and a person score. The frame is letterboxed top-left into the input,
 //! so decoding maps input coordinates back through the [`Letterbox`].
 
-use ort::session::Session;
-use ort::value::TensorRef;
-
 use super::letterbox::{Element, InputSpec, Layout, Letterbox, Preprocessor};
 use super::pool::Pool;
+use super::run::{Input, ModelRun};
 use super::{runtime, BBox, InferError, ModelInfo};
 use crate::config;
 
@@ -149,7 +147,7 @@ pub fn nms(people: &mut Vec<Pose>, iou: f32) {
 
 /// The shared MultiPose sessions (`pose.sessions`; see `pool.rs`).
 pub struct PoseModel {
-    sessions: Pool<Session>,
+    sessions: Pool<ModelRun>,
     input_size: u32,
     min_score: f32,
     nms_iou: f32,
@@ -177,9 +175,10 @@ impl PoseModel {
         if !input_ok || !output_ok {
             return Err(model_err("not a MoveNet MultiPose export: needs input int32 [1, H, W, 3] with dynamic H and W, and output [1, 6, 56]".to_string()));
         }
-        let mut sessions = vec![session];
+        let mut sessions = vec![ModelRun::new(session, 1, &shown)?];
         for _ in 1..cfg.sessions {
-            sessions.push(runtime::open_session(&runtime::SessionSpec::of_pose(cfg), "movenet-multipose", env)?.0);
+            let more = runtime::open_session(&runtime::SessionSpec::of_pose(cfg), "movenet-multipose", env)?.0;
+            sessions.push(ModelRun::new(more, 1, &shown)?);
         }
         Ok(PoseModel {
             sessions: Pool::new(sessions),
@@ -202,11 +201,9 @@ impl PoseModel {
 
     /// Runs the model on what `pre` holds and decodes people into `out`.
     pub fn detect(&self, pre: &Preprocessor, lb: &Letterbox, out: &mut Vec<Pose>) -> Result<(), InferError> {
-        let input =
-            TensorRef::from_array_view((pre.shape(), pre.tensor_i32())).map_err(|e| InferError::Run(e.to_string()))?;
-        let mut session = self.sessions.get();
-        let outs = session.run(ort::inputs![input]).map_err(|e| InferError::Run(e.to_string()))?;
-        let (_, data) = outs[0].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
+        let mut run = self.sessions.get();
+        run.run(Input::I32(&pre.dims(), pre.tensor_i32()))?;
+        let data = run.output(0);
         let spec = pre.spec();
         decode_multipose(data, lb, spec.width, spec.height, self.min_score, out);
         nms(out, self.nms_iou);
