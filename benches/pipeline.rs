@@ -422,7 +422,7 @@ fn model(c: &mut Criterion) {
     c.bench_function("nanodet-416 end to end (letterbox + ort + decode), 1080p frame", |b| {
         b.iter(|| {
             let lb = pre.run(&rgb, 1920, 1080).unwrap();
-            detector.detect(&pre, &lb, &mut out).unwrap();
+            detector.detect(&mut pre, &lb, &mut out).unwrap();
             black_box(out.len())
         })
     });
@@ -437,7 +437,7 @@ fn model(c: &mut Criterion) {
         c.bench_function("fire heat-map 640 end to end (letterbox + ort + regions), 640x360 frame", |b| {
             b.iter(|| {
                 let lb = pre.run(&rgb, 640, 360).unwrap();
-                fire.detect(&pre, &lb, &mut hits).unwrap();
+                fire.detect(&mut pre, &lb, &mut hits).unwrap();
                 black_box(hits.len())
             })
         });

@@ -149,13 +149,13 @@ fn infer_fps(models: &Models) -> f64 {
     let lb = pre.run(&rgb, 1920, 1080).expect("letterbox");
     let mut dets = Vec::new();
     for _ in 0..10 {
-        detector.detect(&pre, &lb, &mut dets).expect("warm-up");
+        detector.detect(&mut pre, &lb, &mut dets).expect("warm-up");
     }
     let mut infer = Duration::ZERO;
     let n = 200;
     for _ in 0..n {
         let t0 = Instant::now();
-        let post = detector.detect_timed(&pre, &lb, &mut dets).expect("inference");
+        let post = detector.detect_timed(&mut pre, &lb, &mut dets).expect("inference");
         infer += t0.elapsed().saturating_sub(post);
     }
     n as f64 / infer.as_secs_f64()

@@ -59,6 +59,9 @@ export TF_CPP_MIN_LOG_LEVEL=2
 for model in "${MODELS[@]}"; do
   venv/bin/python "$HERE/convert.py" package "$model" "$OUT_DIR/$model.onnx"
 done
+# NanoDet gets a dynamic batch axis, for cross-camera batching (no onnxruntime
+# in this venv, so no --check here: models/quantize.sh's venv can run it).
+venv/bin/python "$HERE/batch_axis.py" "$OUT_DIR/nanodet.onnx" "$OUT_DIR/nanodet.onnx"
 
 cd "$OUT_DIR"
 sha256sum "${MODELS[@]/%/.onnx}"

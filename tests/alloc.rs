@@ -112,7 +112,7 @@ fn the_agents_own_per_frame_work_allocates_nothing() {
     let mut dets = Vec::new();
     for f in &frames[..5] {
         let lb = pre.run(f, W, H).unwrap();
-        detector.detect(&pre, &lb, &mut dets).unwrap();
+        detector.detect(&mut pre, &lb, &mut dets).unwrap();
     }
     // Totals over 40 frames or runs each, so no remainder hides anything.
     let letterbox = count(|| {
@@ -129,7 +129,7 @@ fn the_agents_own_per_frame_work_allocates_nothing() {
     let mut found = 0;
     let detect = count(|| {
         for _ in 0..runs {
-            detector.detect(&pre, &lb, &mut dets).unwrap();
+            detector.detect(&mut pre, &lb, &mut dets).unwrap();
             found += dets.len();
         }
     });

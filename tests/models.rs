@@ -84,3 +84,86 @@ fn a_provider_the_library_lacks_is_refused_or_falls_back() {
         .expect("fallback = true runs on the CPU");
     assert_eq!(models.detector.info().name, "nanodet");
 }
+
+/// A street-like 640x360 frame with a red "car" whose place depends on `k`.
+fn frame(k: u32) -> Vec<u8> {
+    let (w, h) = (640u32, 360u32);
+    let mut rgb = vec![0u8; (w * h * 3) as usize];
+    for (p, px) in rgb.chunks_exact_mut(3).enumerate() {
+        let (x, y) = (p as u32 % w, p as u32 / w);
+        let v = (60 + (x / 8 + y / 8) % 40) as u8;
+        px.copy_from_slice(&[v, v, v + 10]);
+    }
+    let (bx, by) = (40 + k * 120, 200 + (k % 2) * 30);
+    for y in by..(by + 70).min(h) {
+        for x in bx..(bx + 140).min(w) {
+            let o = ((y * w + x) * 3) as usize;
+            rgb[o..o + 3].copy_from_slice(&[200, 30, 30]);
+        }
+    }
+    rgb
+}
+
+/// Four cameras' frames arriving together at one busy session run as one
+/// batch (NanoDet has a dynamic batch axis), and each camera gets exactly
+/// the detections its frame gives alone.
+#[test]
+fn frames_waiting_together_run_as_one_batch_with_the_same_results() {
+    use std::sync::{Arc, Barrier};
+    let alone = Models::load(&config("sessions = 1\nbatch = 1", "").unwrap()).expect("NanoDet loads");
+    let batched = Arc::new(Models::load(&config("sessions = 1\nbatch = 4", "").unwrap()).expect("NanoDet loads"));
+    assert_eq!(alone.detector.max_batch(), 1);
+    assert_eq!(batched.detector.max_batch(), 4, "nanodet.onnx has a dynamic batch axis");
+
+    let frames: Vec<Vec<u8>> = (0..4).map(frame).collect();
+    let want: Vec<_> = frames
+        .iter()
+        .map(|f| {
+            let mut pre = alone.detector.preprocessor();
+            let lb = pre.run(f, 640, 360).unwrap();
+            let mut out = Vec::new();
+            alone.detector.detect(&mut pre, &lb, &mut out).unwrap();
+            out
+        })
+        .collect();
+    assert!(want.iter().any(|d| !d.is_empty()), "nothing detected: the comparison would prove little");
+
+    // Timing decides how the four arrivals split into batches; retry until
+    // one run carried more than one frame, checking results every round.
+    for round in 0..10 {
+        let before = batched.detector.batch_stats();
+        let start = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = frames
+            .iter()
+            .cloned()
+            .map(|f| {
+                let (models, start) = (batched.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut pre = models.detector.preprocessor();
+                    let lb = pre.run(&f, 640, 360).unwrap();
+                    let mut out = Vec::new();
+                    start.wait();
+                    models.detector.detect(&mut pre, &lb, &mut out).unwrap();
+                    out
+                })
+            })
+            .collect();
+        for (k, (t, want)) in threads.into_iter().zip(&want).enumerate() {
+            let got = t.join().unwrap();
+            assert_eq!(got.len(), want.len(), "camera {k}: {got:?} against alone {want:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert_eq!(g.class_id, w.class_id, "camera {k}");
+                assert!((g.score - w.score).abs() < 1e-4, "camera {k}: {g:?} against {w:?}");
+                assert!((g.bbox.x1 - w.bbox.x1).abs() < 1e-4 && (g.bbox.y2 - w.bbox.y2).abs() < 1e-4, "camera {k}");
+            }
+        }
+        let after = batched.detector.batch_stats();
+        let (runs, carried) = (after.0 - before.0, after.1 - before.1);
+        assert_eq!(carried, 4, "every frame ran exactly once");
+        if runs < carried {
+            println!("round {round}: 4 frames in {runs} runs");
+            return;
+        }
+    }
+    panic!("in 10 rounds, four frames arriving together never shared a run");
+}

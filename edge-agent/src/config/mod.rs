@@ -182,6 +182,11 @@ pub struct Detector {
     /// frames run at once.
     #[serde(default = "crate::config::session::default_sessions")]
     pub sessions: usize,
+    /// Most frames, from different cameras, that one inference may carry
+    /// when the model has a dynamic batch axis: frames that find every
+    /// session busy run together on the next free one. 1 turns it off.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
     /// `fp32` (the file `path` names) or `int8` (its quantised variant).
     #[serde(default)]
     pub precision: Precision,
@@ -522,6 +527,9 @@ fn default_analysis_width() -> u32 {
 fn default_detector_fps() -> f64 {
     2.0
 }
+fn default_batch() -> usize {
+    4
+}
 fn default_true() -> bool {
     true
 }
@@ -722,6 +730,9 @@ impl Config {
         }
         if d.sessions == 0 || d.sessions > 64 {
             return err("detector.sessions", "must be 1–64".into());
+        }
+        if d.batch == 0 || d.batch > 16 {
+            return err("detector.batch", format!("{} is outside 1–16", d.batch));
         }
         if !(d.fps > 0.0 && d.fps <= 60.0) {
             return err("detector.fps", format!("{} is outside (0, 60]", d.fps));

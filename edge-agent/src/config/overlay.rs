@@ -33,6 +33,7 @@ const LOCAL_KEYS: &[&str] = &[
     "labels",
     "threads",
     "sessions",
+    "batch",
     "precision",
     "execution_provider",
     "fallback",

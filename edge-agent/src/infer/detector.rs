@@ -1,6 +1,8 @@
-//! The object detector: one model, shared by every camera through a small
-//! [`Pool`] of `ort` sessions (`detector.sessions`, one per core by default,
-//! each single-threaded: see `pool.rs` for why).
+//! The object detector: one model, shared by every camera through a few
+//! `ort` sessions (`detector.sessions`, one per core by default, each
+//! single-threaded: see `pool.rs` for why), behind a [`Batcher`]: frames
+//! that find every session busy run together in one inference when the
+//! model has a dynamic batch axis (`detector.batch`).
 //!
 //! Callers are the per-camera analysis threads, never the async runtime.
 //! Each camera preprocesses into its own [`Preprocessor`] first, so only the
@@ -8,9 +10,11 @@
 
 use ort::session::Session;
 
+use std::time::{Duration, Instant};
+
+use super::batch::Batcher;
 use super::decode::{self, Candidate};
 use super::letterbox::{Element, InputSpec, Layout, Letterbox, Preprocessor};
-use super::pool::Pool;
 use super::run::{Input, ModelRun};
 use super::{runtime, Detection, InferError};
 use crate::config::{self, ModelFormat};
@@ -26,9 +30,7 @@ pub struct ModelInfo {
 }
 
 pub struct Detector {
-    /// Sessions, each with the candidate scratch its outputs decode into:
-    /// one lock, so the scratch is reused on every frame, not allocated.
-    sessions: Pool<(ModelRun, Vec<Candidate>)>,
+    sessions: Batcher<Slot, Job>,
     format: ModelFormat,
     spec: InputSpec,
     classes: usize,
@@ -37,6 +39,26 @@ pub struct Detector {
     info: ModelInfo,
     /// Per output index: what it holds, resolved once at load time.
     outputs: Vec<OutputRole>,
+}
+
+/// A session and what a run needs beside it, reused on every frame.
+struct Slot {
+    run: ModelRun,
+    /// One frame's candidates.
+    found: Vec<Candidate>,
+    /// A batch's input, its frames' tensors end to end (unused at batch 1).
+    input: Vec<f32>,
+}
+
+/// One camera's frame through the detector. Its tensor and its output list
+/// are moved in and back out, so batching copies nothing it can avoid and
+/// allocates nothing.
+struct Job {
+    tensor: Vec<f32>,
+    lb: Letterbox,
+    out: Vec<Detection>,
+    /// Time spent decoding and in NMS, or why the run failed.
+    result: Result<Duration, InferError>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,13 +146,30 @@ impl Detector {
             }
         }
         let outputs = resolve_outputs(&session, cfg.format, classes, cfg.input_size).map_err(model_err)?;
-        let mut sessions = vec![(ModelRun::new(session, 1, &shown)?, Vec::with_capacity(256))];
+        let dynamic = input.dtype().tensor_shape().is_some_and(|s| s.first().is_some_and(|&b| b < 0));
+        let max_batch = if dynamic { cfg.batch } else { 1 };
+        if cfg.batch > 1 && !dynamic {
+            tracing::info!(
+                field = %format!("{section}.batch"),
+                model = %shown,
+                "the model's batch axis is fixed at 1: each frame runs alone"
+            );
+        }
+        let per = (spec.width * spec.height * 3) as usize;
+        let slot = |session| -> Result<Slot, InferError> {
+            Ok(Slot {
+                run: ModelRun::new(session, max_batch, &shown)?,
+                found: Vec::with_capacity(256),
+                input: if max_batch > 1 { vec![0.0; per * max_batch] } else { Vec::new() },
+            })
+        };
+        let mut sessions = vec![slot(session)?];
         for _ in 1..cfg.sessions {
             let (more, _) = runtime::open_session(&session_spec, &cfg.format.to_string(), env)?;
-            sessions.push((ModelRun::new(more, 1, &shown)?, Vec::with_capacity(256)));
+            sessions.push(slot(more)?);
         }
         Ok(Detector {
-            sessions: Pool::new(sessions),
+            sessions: Batcher::new(sessions, max_batch),
             format: cfg.format,
             spec,
             classes,
@@ -150,29 +189,96 @@ impl Detector {
         Preprocessor::new(self.spec)
     }
 
+    /// The most frames one inference carries (1 where the model's batch
+    /// axis is fixed).
+    pub fn max_batch(&self) -> usize {
+        self.sessions.max_batch()
+    }
+
+    /// (inferences run, frames they carried) since loading.
+    pub fn batch_stats(&self) -> (u64, u64) {
+        self.sessions.stats()
+    }
+
     /// Runs the model on the tensor `pre` holds and decodes detections into
     /// `out` (cleared first), in normalised frame coordinates.
-    pub fn detect(&self, pre: &Preprocessor, lb: &Letterbox, out: &mut Vec<Detection>) -> Result<(), InferError> {
+    pub fn detect(&self, pre: &mut Preprocessor, lb: &Letterbox, out: &mut Vec<Detection>) -> Result<(), InferError> {
         self.detect_timed(pre, lb, out).map(|_| ())
     }
 
     /// As [`Detector::detect`], and returns how long decoding and NMS took
-    /// (the `postprocess` stage; the rest of the call is inference).
+    /// (the `postprocess` stage; the rest of the call is inference, and
+    /// waiting for a session).
+    ///
+    /// The frame may run batched with other cameras' frames: `pre`'s tensor
+    /// is lent to the batch and is back in `pre` when this returns.
     pub fn detect_timed(
         &self,
-        pre: &Preprocessor,
+        pre: &mut Preprocessor,
         lb: &Letterbox,
         out: &mut Vec<Detection>,
-    ) -> Result<std::time::Duration, InferError> {
-        let mut guard = self.sessions.get();
-        let (run, found) = &mut *guard;
-        found.clear();
-        run.run(Input::F32(&pre.dims(), pre.tensor()))?;
-        let t_post = std::time::Instant::now();
+    ) -> Result<Duration, InferError> {
+        if pre.spec() != &self.spec || pre.tensor().len() != self.per_frame() {
+            return Err(InferError::Run("the preprocessor was not made by this detector".into()));
+        }
+        let job = Job { tensor: pre.take_tensor(), lb: *lb, out: std::mem::take(out), result: Ok(Duration::ZERO) };
+        let job = self.sessions.submit(job, |slot, jobs| self.run_batch(slot, jobs));
+        pre.put_tensor(job.tensor);
+        *out = job.out;
+        job.result
+    }
+
+    fn per_frame(&self) -> usize {
+        (self.spec.width * self.spec.height * 3) as usize
+    }
+
+    /// One inference over `jobs` (1 to `max_batch` frames), each frame's
+    /// detections decoded into its own job.
+    fn run_batch(&self, slot: &mut Slot, jobs: &mut [(u64, Job)]) {
+        let (n, per) = (jobs.len(), self.per_frame());
+        let (w, h) = (self.spec.width as i64, self.spec.height as i64);
+        let dims = match self.spec.layout {
+            Layout::Nchw => [n as i64, 3, h, w],
+            Layout::Nhwc => [n as i64, h, w, 3],
+        };
+        let ran = if n == 1 {
+            slot.run.run(Input::F32(&dims, &jobs[0].1.tensor))
+        } else {
+            for (i, (_, job)) in jobs.iter().enumerate() {
+                slot.input[i * per..(i + 1) * per].copy_from_slice(&job.tensor);
+            }
+            slot.run.run(Input::F32(&dims, &slot.input[..n * per]))
+        };
+        if let Err(e) = ran {
+            let message = e.to_string();
+            for (_, job) in jobs.iter_mut() {
+                job.result = Err(InferError::Run(message.clone()));
+            }
+            return;
+        }
+        for (item, (_, job)) in jobs.iter_mut().enumerate() {
+            let t = Instant::now();
+            slot.found.clear();
+            self.decode_item(&slot.run, item, &mut slot.found);
+            decode::nms(&mut slot.found, self.nms_iou, 100);
+            job.out.clear();
+            job.out.extend(slot.found.iter().map(|c| Detection {
+                bbox: job.lb.to_frame(c.x1, c.y1, c.x2, c.y2),
+                class_id: c.class_id,
+                score: c.score,
+                track_id: None,
+            }));
+            job.out.retain(|d| d.bbox.area() > 0.0);
+            job.result = Ok(t.elapsed());
+        }
+    }
+
+    /// Batch item `item`'s outputs → candidates in model-input pixels.
+    fn decode_item(&self, run: &ModelRun, item: usize, found: &mut Vec<Candidate>) {
         let size = self.spec.width as usize;
         let mut nano: [NanoLevel; 3] = [(None, None); 3];
         for (i, role) in self.outputs.iter().enumerate() {
-            let data = run.output(i);
+            let data = run.output_item(i, item);
             match role {
                 OutputRole::Main => match self.format {
                     ModelFormat::Yolox => decode::yolox(data, self.classes, size, self.threshold, found),
@@ -195,18 +301,6 @@ impl Detector {
                 decode::nanodet(level, scores, boxes, self.classes, size, self.threshold, found);
             }
         }
-        let post = t_post.elapsed();
-        let t_nms = std::time::Instant::now();
-        decode::nms(found, self.nms_iou, 100);
-        out.clear();
-        out.extend(found.iter().map(|c| Detection {
-            bbox: lb.to_frame(c.x1, c.y1, c.x2, c.y2),
-            class_id: c.class_id,
-            score: c.score,
-            track_id: None,
-        }));
-        out.retain(|d| d.bbox.area() > 0.0);
-        Ok(post + t_nms.elapsed())
     }
 }
 

@@ -69,6 +69,7 @@ impl FireModel {
                     sha256: cfg.sha256.clone(),
                     threads: cfg.threads,
                     sessions: 1,
+                    batch: 1,
                     precision: cfg.precision,
                     execution_provider: cfg.execution_provider,
                     fallback: cfg.fallback,
@@ -134,7 +135,7 @@ impl FireModel {
 
     /// Runs the model on the tensor `pre` holds; candidate regions go to
     /// `out` (cleared first).
-    pub fn detect(&self, pre: &Preprocessor, lb: &Letterbox, out: &mut Vec<FireHit>) -> Result<(), InferError> {
+    pub fn detect(&self, pre: &mut Preprocessor, lb: &Letterbox, out: &mut Vec<FireHit>) -> Result<(), InferError> {
         out.clear();
         match &self.backend {
             Backend::Heatmap { session, classes } => {

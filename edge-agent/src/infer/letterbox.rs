@@ -157,6 +157,18 @@ impl Preprocessor {
         &self.tensor
     }
 
+    /// Lends the `Element::F32` tensor out, for a batched run on another
+    /// thread; [`Preprocessor::put_tensor`] must give it back before the
+    /// next [`Preprocessor::run`].
+    pub fn take_tensor(&mut self) -> Vec<f32> {
+        std::mem::take(&mut self.tensor)
+    }
+
+    /// Returns the tensor [`Preprocessor::take_tensor`] lent.
+    pub fn put_tensor(&mut self, tensor: Vec<f32>) {
+        self.tensor = tensor;
+    }
+
     /// The tensor filled by the last [`Preprocessor::run`] (`Element::I32`).
     pub fn tensor_i32(&self) -> &[i32] {
         &self.tensor_i32

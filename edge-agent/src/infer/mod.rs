@@ -7,8 +7,9 @@
 //! - [`runtime`]: finding and loading the ONNX Runtime library, checking
 //!   model files against their manifest hash, and opening sessions on the
 //!   configured precision (FP32 / INT8 variant) and execution provider.
-//! - [`detector`]: the object detector, run in a [`pool`] of `ort` sessions
-//!   every camera shares.
+//! - [`detector`]: the object detector, run on a few `ort` sessions every
+//!   camera shares, with frames that queue behind busy sessions run as one
+//!   batch ([`batch`]); the pose model uses a plain [`pool`].
 //! - [`run`]: one model run into buffers the session owns, with no Rust
 //!   allocation (ONNX Runtime's C `Run` on preallocated outputs).
 //! - [`decode`]: model outputs → boxes, for each supported layout, plus NMS.
@@ -20,6 +21,7 @@
 //! Everything leaving this module is in *normalised frame coordinates*
 //! (0–1, origin top-left), so rules never care about resolutions.
 
+pub mod batch;
 pub mod decode;
 pub mod detector;
 pub mod fire;

@@ -524,7 +524,7 @@ impl CameraAnalyzer {
         let lb = stage.pre.run(frame.rgb, w, h)?;
         let t1 = Instant::now();
         self.timers.pre.observe((t1 - t0).as_secs_f64());
-        stage.model.detect(&stage.pre, &lb, &mut stage.hits)?;
+        stage.model.detect(&mut stage.pre, &lb, &mut stage.hits)?;
         let t2 = Instant::now();
         self.timers.infer.observe((t2 - t1).as_secs_f64());
         if tracing::enabled!(tracing::Level::TRACE) {
