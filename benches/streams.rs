@@ -7,7 +7,14 @@
 //! ```text
 //! cargo bench --bench streams                        # 1, 4, 8, 16 cameras, FP32 and INT8
 //! STREAMS_COUNTS=5,6 STREAMS_SECONDS=60 STREAMS_PRECISION=int8 STREAMS_GATE_CAMERAS=0 cargo bench --bench streams
+//! STREAMS_COUNTS= STREAMS_BATCH_COUNTS=8,12 STREAMS_GATE_CAMERAS=0 cargo bench --bench streams   # batching only
 //! ```
+//!
+//! `STREAMS_DETECTOR` adds keys to every run's `[detector]` (for example
+//! `threads = 2, sessions = 1`). `STREAMS_BATCH` (4) is the
+//! `detector.batch` of the scaling table; a
+//! last table runs `STREAMS_BATCH_COUNTS` (8, 16) with batch 1 and with it,
+//! to measure what batching gains.
 //!
 //! - **Cameras**: one in-process RTSP server (gstreamer-rtsp-server) serving
 //!   a 2-minute clip (`bikes.mp4` street footage looped, scaled to 640×360,
@@ -91,6 +98,8 @@ struct Scrape {
     decoded: f64,
     dropped: f64,
     up: f64,
+    inferences: f64,
+    inferred_frames: f64,
     /// (le, cumulative count) of capture_to_decision.
     buckets: Vec<(f64, f64)>,
 }
@@ -111,6 +120,8 @@ fn scrape(port: u16) -> Option<Scrape> {
             "alleywatch_frames_decoded_total" => out.decoded += v,
             "alleywatch_frames_dropped_total" if key.contains("analysis_busy") => out.dropped += v,
             "alleywatch_camera_up" => out.up += v,
+            "alleywatch_detector_inferences" => out.inferences = v,
+            "alleywatch_detector_inferred_frames" => out.inferred_frames = v,
             "alleywatch_stage_seconds_bucket" if key.contains("stage=\"capture_to_decision\"") => {
                 let le = key.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("+Inf");
                 let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
@@ -170,6 +181,8 @@ fn rss_mib(pid: u32) -> f64 {
 
 struct Row {
     cameras: usize,
+    /// Frames per inference over the measured window.
+    mean_batch: f64,
     fps_per_camera: f64,
     drop_rate: f64,
     cpu_pct: f64,
@@ -196,6 +209,7 @@ impl Drop for Stopper {
 fn run(
     cameras: usize,
     precision: &str,
+    batch: usize,
     gate: bool,
     server: &RtspServer,
     broker: &Mosquitto,
@@ -204,11 +218,16 @@ fn run(
     let dir = tempfile::tempdir().expect("tempdir");
     let model = find_in_project(DEFAULT_MODEL).expect("models/nanodet.onnx");
     let http = free_port().expect("port");
+    // More detector keys, e.g. `threads = 2, sessions = 1`.
+    let extra = match env_or("STREAMS_DETECTOR", "") {
+        e if e.trim().is_empty() => String::new(),
+        e => format!(", {e}"),
+    };
     let mut config = format!(
         r#"agent_id = "streams"
 site = {{ district = "d", street = "s", community = "c" }}
 broker = {{ host = "127.0.0.1", port = {} }}
-detector = {{ path = "{}", format = "nanodet", input_size = 416, fps = {ANALYSIS_FPS}, precision = "{precision}", motion_gate = {{ enabled = {gate} }} }}
+detector = {{ path = "{}", format = "nanodet", input_size = 416, fps = {ANALYSIS_FPS}, precision = "{precision}", batch = {batch}, motion_gate = {{ enabled = {gate} }}{extra} }}
 spool = {{ path = "{}/spool.sqlite" }}
 http = {{ bind = "127.0.0.1:{http}" }}
 "#,
@@ -251,6 +270,7 @@ http = {{ bind = "127.0.0.1:{http}" }}
     let handed = (b.decoded - a.decoded).max(1.0);
     Some(Row {
         cameras,
+        mean_batch: (b.inferred_frames - a.inferred_frames) / (b.inferences - a.inferences).max(1.0),
         fps_per_camera: (b.analysed - a.analysed) / wall / cameras as f64,
         drop_rate: (b.dropped - a.dropped) / handed,
         cpu_pct: (c1 - c0) / wall / cores * 100.0,
@@ -264,16 +284,24 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
     let counts: Vec<usize> = env_or("STREAMS_COUNTS", "1,4,8,16")
         .split(',')
+        .filter(|c| !c.trim().is_empty())
         .map(|c| c.trim().parse().expect("STREAMS_COUNTS: numbers, comma-separated"))
         .collect();
     let measure = Duration::from_secs(env_or("STREAMS_SECONDS", "30").parse().expect("STREAMS_SECONDS"));
     let precisions: Vec<String> = env_or("STREAMS_PRECISION", "fp32,int8").split(',').map(str::to_string).collect();
+    let batch: usize = env_or("STREAMS_BATCH", "4").parse().expect("STREAMS_BATCH: the detector.batch to run");
+    // Batching's gain: the same counts with batch 1 and `batch`, alternated.
+    let batch_counts: Vec<usize> = env_or("STREAMS_BATCH_COUNTS", "8,16")
+        .split(',')
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| c.trim().parse().expect("STREAMS_BATCH_COUNTS: numbers, comma-separated"))
+        .collect();
     let clip = clip();
     let server = RtspServer::start(&clip, 0, "/lane").expect("rtsp server");
     let broker = Mosquitto::start().expect("mosquitto (run deploy/setup.sh)");
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
-        "streams: 640x360 H.264 25 fps cameras analysed at {ANALYSIS_FPS} fps, NanoDet 416, {cores} cores, {} s per count",
+        "streams: 640x360 H.264 25 fps cameras analysed at {ANALYSIS_FPS} fps, NanoDet 416, detector.batch {batch}, {cores} cores, {} s per count",
         measure.as_secs()
     );
     let model = find_in_project(DEFAULT_MODEL).expect("models/nanodet.onnx");
@@ -284,13 +312,13 @@ fn main() {
             continue;
         }
         println!("\ndetector precision {precision}");
-        println!("| cameras | analysed fps/camera | drop rate | agent CPU (of {cores} cores) | RSS MiB | p50 ms | p95 ms | sustained |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("| cameras | analysed fps/camera | drop rate | agent CPU (of {cores} cores) | RSS MiB | p50 ms | p95 ms | mean batch | sustained |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         let mut rows = Vec::new();
         for &n in &counts {
-            let Some(row) = run(n, precision, false, &server, &broker, measure) else { continue };
+            let Some(row) = run(n, precision, batch, false, &server, &broker, measure) else { continue };
             println!(
-                "| {} | {:.2} | {:.1} % | {:.0} % | {:.0} | {:.0} | {:.0} | {} |",
+                "| {} | {:.2} | {:.1} % | {:.0} % | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
                 row.cameras,
                 row.fps_per_camera,
                 row.drop_rate * 100.0,
@@ -298,6 +326,7 @@ fn main() {
                 row.rss_mib,
                 row.p50_ms,
                 row.p95_ms,
+                row.mean_batch,
                 if row.sustained() { "yes" } else { "no" }
             );
             rows.push(row);
@@ -320,6 +349,26 @@ fn main() {
             }
         }
     }
+    if !batch_counts.is_empty() && batch > 1 {
+        println!("\nbatching, FP32: the same cameras with detector.batch = 1 and {batch}");
+        println!("| cameras | batch | mean batch | analysed fps/camera | drop rate | agent CPU | p50 ms | p95 ms |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for &n in &batch_counts {
+            for b in [1, batch] {
+                let Some(row) = run(n, "fp32", b, false, &server, &broker, measure) else { continue };
+                println!(
+                    "| {} | {b} | {:.2} | {:.2} | {:.1} % | {:.0} % | {:.0} | {:.0} |",
+                    row.cameras,
+                    row.mean_batch,
+                    row.fps_per_camera,
+                    row.drop_rate * 100.0,
+                    row.cpu_pct,
+                    row.p50_ms,
+                    row.p95_ms
+                );
+            }
+        }
+    }
     server.stop();
 
     // Motion gating: the same cameras watching a scene where nothing moves.
@@ -329,8 +378,8 @@ fn main() {
     }
     let still = RtspServer::start(&static_clip(), 0, "/still").expect("rtsp server");
     println!("\nmotion gate, {n} cameras on a still scene (sensor-like noise), detector FP32 at 5 fps:");
-    let off = run(n, "fp32", false, &still, &broker, measure);
-    let on = run(n, "fp32", true, &still, &broker, measure);
+    let off = run(n, "fp32", batch, false, &still, &broker, measure);
+    let on = run(n, "fp32", batch, true, &still, &broker, measure);
     if let (Some(off), Some(on)) = (off, on) {
         println!(
             "agent CPU {:.0} % with the detector on every frame, {:.0} % gated (full check every 5 s): {:.0} % of the CPU saved",

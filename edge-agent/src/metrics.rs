@@ -16,6 +16,12 @@ pub struct Metrics {
     pub frames_analysed: IntCounterVec,
     /// Detector runs the motion gate skipped (nothing moved).
     pub detector_skipped: IntCounterVec,
+    /// Detector inferences since the models loaded, and the frames they
+    /// carried: more frames than inferences means cameras' frames ran
+    /// batched. Set from the detector's own counts (gauges: they restart
+    /// with a model reload).
+    pub detector_inferences: IntGauge,
+    pub detector_inferred_frames: IntGauge,
     pub camera_up: IntGaugeVec,
     pub reconnects: IntCounterVec,
     /// Camera starts: at agent start, and each time a reload adds or
@@ -75,6 +81,14 @@ impl Metrics {
             "alleywatch_detector_skipped_total",
             "Detector runs skipped by the motion gate: nothing moved since the last run",
             &["camera"],
+        );
+        let detector_inferences = gauge(
+            "alleywatch_detector_inferences",
+            "Detector inferences since the models loaded (each carries one frame or a batch of several)",
+        );
+        let detector_inferred_frames = gauge(
+            "alleywatch_detector_inferred_frames",
+            "Frames those inferences carried; divided by alleywatch_detector_inferences, the mean batch",
         );
         let reconnects = counter("alleywatch_camera_reconnects_total", "Camera stream restarts", &["camera"]);
         let camera_starts = counter(
@@ -142,6 +156,8 @@ impl Metrics {
             frames_dropped,
             frames_analysed,
             detector_skipped,
+            detector_inferences,
+            detector_inferred_frames,
             camera_up,
             reconnects,
             camera_starts,

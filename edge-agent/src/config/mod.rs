@@ -185,8 +185,11 @@ pub struct Detector {
     /// Most frames, from different cameras, that one inference may carry
     /// when the model has a dynamic batch axis: frames that find every
     /// session busy run together on the next free one. 1 turns it off.
-    #[serde(default = "default_batch")]
-    pub batch: usize,
+    /// Default ([`Detector::batch`]): 1 on the CPU, where single-threaded
+    /// sessions side by side measured better (benches/README.md), 4 on an
+    /// accelerator.
+    #[serde(default)]
+    pub batch: Option<usize>,
     /// `fp32` (the file `path` names) or `int8` (its quantised variant).
     #[serde(default)]
     pub precision: Precision,
@@ -527,8 +530,14 @@ fn default_analysis_width() -> u32 {
 fn default_detector_fps() -> f64 {
     2.0
 }
-fn default_batch() -> usize {
-    4
+impl Detector {
+    /// The configured `batch`, or its default for the execution provider.
+    pub fn batch(&self) -> usize {
+        self.batch.unwrap_or(match self.execution_provider {
+            Provider::Cpu => 1,
+            _ => 4,
+        })
+    }
 }
 fn default_true() -> bool {
     true
@@ -731,8 +740,8 @@ impl Config {
         if d.sessions == 0 || d.sessions > 64 {
             return err("detector.sessions", "must be 1–64".into());
         }
-        if d.batch == 0 || d.batch > 16 {
-            return err("detector.batch", format!("{} is outside 1–16", d.batch));
+        if let Some(b) = d.batch.filter(|b| !(1..=16).contains(b)) {
+            return err("detector.batch", format!("{b} is outside 1–16"));
         }
         if !(d.fps > 0.0 && d.fps <= 60.0) {
             return err("detector.fps", format!("{} is outside (0, 60]", d.fps));
@@ -1154,6 +1163,17 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
             .unwrap_err()
             .to_string();
         assert!(e.contains("execution_provider") && e.contains("openvino"), "{e}");
+    }
+
+    #[test]
+    fn batch_defaults_by_provider_and_is_checked() {
+        assert_eq!(parse(GOOD).unwrap().detector.batch(), 1, "off on the CPU");
+        let cuda = GOOD.replace("format = \"nanodet\"", "format = \"nanodet\"\nexecution_provider = \"cuda\"");
+        assert_eq!(parse(&cuda).unwrap().detector.batch(), 4, "on on an accelerator");
+        let set = GOOD.replace("format = \"nanodet\"", "format = \"nanodet\"\nbatch = 8");
+        assert_eq!(parse(&set).unwrap().detector.batch(), 8);
+        let e = parse(&GOOD.replace("format = \"nanodet\"", "format = \"nanodet\"\nbatch = 0")).unwrap_err();
+        assert!(e.contains("detector.batch") && e.contains("1–16"), "{e}");
     }
 
     #[test]

@@ -147,8 +147,8 @@ impl Detector {
         }
         let outputs = resolve_outputs(&session, cfg.format, classes, cfg.input_size).map_err(model_err)?;
         let dynamic = input.dtype().tensor_shape().is_some_and(|s| s.first().is_some_and(|&b| b < 0));
-        let max_batch = if dynamic { cfg.batch } else { 1 };
-        if cfg.batch > 1 && !dynamic {
+        let max_batch = if dynamic { cfg.batch() } else { 1 };
+        if cfg.batch() > 1 && !dynamic {
             tracing::info!(
                 field = %format!("{section}.batch"),
                 model = %shown,

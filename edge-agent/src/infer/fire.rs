@@ -69,7 +69,7 @@ impl FireModel {
                     sha256: cfg.sha256.clone(),
                     threads: cfg.threads,
                     sessions: 1,
-                    batch: 1,
+                    batch: Some(1),
                     precision: cfg.precision,
                     execution_provider: cfg.execution_provider,
                     fallback: cfg.fallback,

@@ -398,6 +398,9 @@ impl CameraAnalyzer {
                 self.timers.pre.observe((t1 - t0).as_secs_f64());
                 let post = self.models.detector.detect_timed(pre, &lb, &mut self.detections)?;
                 self.gate.ran(t);
+                let (runs, frames) = self.models.detector.batch_stats();
+                self.metrics.detector_inferences.set(runs as i64);
+                self.metrics.detector_inferred_frames.set(frames as i64);
                 let t2 = Instant::now();
                 self.timers.infer.observe((t2 - t1).saturating_sub(post).as_secs_f64());
                 self.timers.post.observe(post.as_secs_f64());
