@@ -175,6 +175,11 @@ fn the_token_guards_everything_but_health() {
     assert!(answer["error"].as_str().unwrap().contains("cameras[0].lanes[1].polygon"), "{answer}");
     let config = get_json(agent.http, "/api/config").unwrap();
     assert_eq!(config["cameras"][0]["lanes"].as_array().unwrap().len(), 1, "the bad lane is not in force");
+    // What decides the box's load is on the page too.
+    assert_eq!(config["cameras"][0]["decode"], json!("all"), "{config}");
+    assert_eq!(config["detector"]["motion_gate"]["enabled"], json!(true), "{config}");
+    assert_eq!(config["detector"]["precision"], json!("fp32"), "{config}");
+    assert_eq!(config["detector"]["batch"], json!(1), "{config}");
     let text = config.to_string();
     assert!(!text.contains("rtsp://") && !text.contains(TOKEN), "no URLs or secrets in /api/config");
 }
