@@ -11,10 +11,10 @@
 //! ```
 //!
 //! `STREAMS_DETECTOR` adds keys to every run's `[detector]` (for example
-//! `threads = 2, sessions = 1`). `STREAMS_BATCH` (4) is the
-//! `detector.batch` of the scaling table; a
-//! last table runs `STREAMS_BATCH_COUNTS` (8, 16) with batch 1 and with it,
-//! to measure what batching gains.
+//! `threads = 2, sessions = 1`); `STREAMS_BATCH` sets the scaling table's
+//! `detector.batch` (unset: the agent's default). A batching table runs
+//! `STREAMS_BATCH_COUNTS` (8, 16) cameras with batch 1 and with
+//! `STREAMS_BATCH_COMPARE` (4), to measure what batching gains.
 //!
 //! - **Cameras**: one in-process RTSP server (gstreamer-rtsp-server) serving
 //!   a 2-minute clip (`bikes.mp4` street footage looped, scaled to 640×360,
@@ -209,7 +209,7 @@ impl Drop for Stopper {
 fn run(
     cameras: usize,
     precision: &str,
-    batch: usize,
+    batch: Option<usize>,
     gate: bool,
     server: &RtspServer,
     broker: &Mosquitto,
@@ -219,15 +219,18 @@ fn run(
     let model = find_in_project(DEFAULT_MODEL).expect("models/nanodet.onnx");
     let http = free_port().expect("port");
     // More detector keys, e.g. `threads = 2, sessions = 1`.
-    let extra = match env_or("STREAMS_DETECTOR", "") {
+    let mut extra = match env_or("STREAMS_DETECTOR", "") {
         e if e.trim().is_empty() => String::new(),
         e => format!(", {e}"),
     };
+    if let Some(b) = batch {
+        extra.push_str(&format!(", batch = {b}"));
+    }
     let mut config = format!(
         r#"agent_id = "streams"
 site = {{ district = "d", street = "s", community = "c" }}
 broker = {{ host = "127.0.0.1", port = {} }}
-detector = {{ path = "{}", format = "nanodet", input_size = 416, fps = {ANALYSIS_FPS}, precision = "{precision}", batch = {batch}, motion_gate = {{ enabled = {gate} }}{extra} }}
+detector = {{ path = "{}", format = "nanodet", input_size = 416, fps = {ANALYSIS_FPS}, precision = "{precision}", motion_gate = {{ enabled = {gate} }}{extra} }}
 spool = {{ path = "{}/spool.sqlite" }}
 http = {{ bind = "127.0.0.1:{http}" }}
 "#,
@@ -289,7 +292,11 @@ fn main() {
         .collect();
     let measure = Duration::from_secs(env_or("STREAMS_SECONDS", "30").parse().expect("STREAMS_SECONDS"));
     let precisions: Vec<String> = env_or("STREAMS_PRECISION", "fp32,int8").split(',').map(str::to_string).collect();
-    let batch: usize = env_or("STREAMS_BATCH", "4").parse().expect("STREAMS_BATCH: the detector.batch to run");
+    // Unset: the agent's default `detector.batch` (1 on the CPU).
+    let batch: Option<usize> = std::env::var("STREAMS_BATCH")
+        .ok()
+        .map(|b| b.parse().expect("STREAMS_BATCH: the detector.batch of the scaling table"));
+    let compare: usize = env_or("STREAMS_BATCH_COMPARE", "4").parse().expect("STREAMS_BATCH_COMPARE");
     // Batching's gain: the same counts with batch 1 and `batch`, alternated.
     let batch_counts: Vec<usize> = env_or("STREAMS_BATCH_COUNTS", "8,16")
         .split(',')
@@ -301,7 +308,8 @@ fn main() {
     let broker = Mosquitto::start().expect("mosquitto (run deploy/setup.sh)");
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
-        "streams: 640x360 H.264 25 fps cameras analysed at {ANALYSIS_FPS} fps, NanoDet 416, detector.batch {batch}, {cores} cores, {} s per count",
+        "streams: 640x360 H.264 25 fps cameras analysed at {ANALYSIS_FPS} fps, NanoDet 416, detector.batch {}, {cores} cores, {} s per count",
+        batch.map_or("default".to_string(), |b| b.to_string()),
         measure.as_secs()
     );
     let model = find_in_project(DEFAULT_MODEL).expect("models/nanodet.onnx");
@@ -349,13 +357,13 @@ fn main() {
             }
         }
     }
-    if !batch_counts.is_empty() && batch > 1 {
-        println!("\nbatching, FP32: the same cameras with detector.batch = 1 and {batch}");
+    if !batch_counts.is_empty() && compare > 1 {
+        println!("\nbatching, FP32: the same cameras with detector.batch = 1 and {compare}");
         println!("| cameras | batch | mean batch | analysed fps/camera | drop rate | agent CPU | p50 ms | p95 ms |");
         println!("|---|---|---|---|---|---|---|---|");
         for &n in &batch_counts {
-            for b in [1, batch] {
-                let Some(row) = run(n, "fp32", b, false, &server, &broker, measure) else { continue };
+            for b in [1, compare] {
+                let Some(row) = run(n, "fp32", Some(b), false, &server, &broker, measure) else { continue };
                 println!(
                     "| {} | {b} | {:.2} | {:.2} | {:.1} % | {:.0} % | {:.0} | {:.0} |",
                     row.cameras,

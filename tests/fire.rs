@@ -57,11 +57,16 @@ fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> Vec<u8> {
     tensor(name, dims, FLOAT, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
 }
 
+/// A value's type; a negative dimension is symbolic (`dim_param`).
 fn value_info(name: &str, dims: &[i64]) -> Vec<u8> {
     let mut shape = Vec::new();
     for &d in dims {
         let mut dim = Vec::new();
-        pb::int(&mut dim, 1, d);
+        if d < 0 {
+            pb::bytes(&mut dim, 2, b"anchors");
+        } else {
+            pb::int(&mut dim, 1, d);
+        }
         pb::bytes(&mut shape, 1, &dim);
     }
     let mut tt = Vec::new();
@@ -115,8 +120,9 @@ const CELLS: i64 = (SIDE / STRIDE) * (SIDE / STRIDE);
 /// A YOLOv8-layout detector for two classes, `["flame", "smoke"]`, on a
 /// 64 × 64 RGB input (0–1): one anchor per 8 × 8 cell with a fixed 16 × 16
 /// box at the cell's centre; class 0 scores red-minus-blue over the cell,
-/// class 1 green-minus-red. Output `[1, 6, 64]`.
-fn yolov8_model() -> Vec<u8> {
+/// class 1 green-minus-red. Output `[1, 6, 64]`, or `[1, 6, anchors]` with
+/// `symbolic`, as exports with dynamic axes declare it.
+fn yolov8_model(symbolic: bool) -> Vec<u8> {
     let k = (STRIDE * STRIDE) as usize;
     let mut w = vec![0f32; 2 * 3 * k];
     for i in 0..k {
@@ -156,7 +162,7 @@ fn yolov8_model() -> Vec<u8> {
     pb::bytes(&mut g, 5, &f32_tensor("boxes", &[1, 4, CELLS], &boxes));
     pb::bytes(&mut g, 5, &tensor("shape", &[3], INT64, &shape));
     pb::bytes(&mut g, 11, &value_info("images", &[1, 3, SIDE, SIDE]));
-    pb::bytes(&mut g, 12, &value_info("output0", &[1, 6, CELLS]));
+    pb::bytes(&mut g, 12, &value_info("output0", &[1, 6, if symbolic { -1 } else { CELLS }]));
     let mut m = Vec::new();
     pb::int(&mut m, 1, 8); // ir_version
     pb::bytes(&mut m, 2, b"alleywatch tests/fire.rs");
@@ -246,9 +252,21 @@ fn schema() -> jsonschema::Validator {
 /// analysed frame, with the window, the region and a snapshot.
 #[test]
 fn yolov8_layout_model_with_mapped_class_names_raises_fire_and_smoke() {
+    raises_fire_and_smoke(yolov8_model(false));
+}
+
+/// The same model declaring its anchor count symbolic, as exports with
+/// dynamic axes do: the agent sizes its output buffer from a first run at
+/// load time (or ONNX Runtime infers it); the events must be the same.
+#[test]
+fn a_model_with_symbolic_output_sizes_gives_the_same_events() {
+    raises_fire_and_smoke(yolov8_model(true));
+}
+
+fn raises_fire_and_smoke(model_bytes: Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("byo-yolov8.onnx");
-    std::fs::write(&model, yolov8_model()).unwrap();
+    std::fs::write(&model, model_bytes).unwrap();
     let fire = format!(
         r#"[fire]
 path = "{}"

@@ -167,3 +167,32 @@ fn frames_waiting_together_run_as_one_batch_with_the_same_results() {
     }
     panic!("in 10 rounds, four frames arriving together never shared a run");
 }
+
+/// A model run writes into buffers sized at load time; where a model leaves
+/// an output size symbolic (the project's heat-map model does) and no probe
+/// shape is given, it runs through `ort`'s own path. Both give the same
+/// output.
+#[test]
+fn preallocated_and_plain_runs_agree() {
+    use edge_agent::infer::run::{Input, ModelRun};
+    let path = model("fire.onnx");
+    let cfg: edge_agent::config::Fire = toml::from_str(&format!("path = \"{}\"", path.display())).unwrap();
+    let env = runtime::init(None).unwrap();
+    let open = || runtime::open_session(&runtime::SessionSpec::cpu(&path, 1), "heatmap", env).unwrap().0;
+    let side = cfg.input_size as i64;
+    let dims = [1, 3, side, side];
+    let mut plain = ModelRun::new(open(), 1, "fire.onnx", None).unwrap();
+    let mut fixed = ModelRun::new(open(), 1, "fire.onnx", Some(dims)).unwrap();
+    assert!(!plain.preallocated(), "fire.onnx declares a symbolic output size");
+    assert!(fixed.preallocated(), "the probe run sized its buffers");
+    let input: Vec<f32> = (0..(3 * side * side) as usize).map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0).collect();
+    plain.run(Input::F32(&dims, &input)).unwrap();
+    fixed.run(Input::F32(&dims, &input)).unwrap();
+    let (mut a, mut b) = ([0; 6], [0; 6]);
+    let (na, nb) = (plain.output_shape(0, &mut a), fixed.output_shape(0, &mut b));
+    assert_eq!(&a[..na], &b[..nb]);
+    assert!(!plain.output(0).is_empty());
+    assert_eq!(plain.output(0), fixed.output(0));
+    // A wrong input size is an error, not a crash.
+    assert!(fixed.run(Input::F32(&dims, &input[..10])).is_err());
+}

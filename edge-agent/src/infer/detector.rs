@@ -156,9 +156,14 @@ impl Detector {
             );
         }
         let per = (spec.width * spec.height * 3) as usize;
+        let (w, h) = (spec.width as i64, spec.height as i64);
+        let probe = match spec.layout {
+            Layout::Nchw => [1, 3, h, w],
+            Layout::Nhwc => [1, h, w, 3],
+        };
         let slot = |session| -> Result<Slot, InferError> {
             Ok(Slot {
-                run: ModelRun::new(session, max_batch, &shown)?,
+                run: ModelRun::new(session, max_batch, &shown, Some(probe))?,
                 found: Vec::with_capacity(256),
                 input: if max_batch > 1 { vec![0.0; per * max_batch] } else { Vec::new() },
             })

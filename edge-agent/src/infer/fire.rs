@@ -112,7 +112,7 @@ impl FireModel {
                 }
                 Ok(FireModel {
                     backend: Backend::Heatmap {
-                        session: Mutex::new(ModelRun::new(session, 1, &shown)?),
+                        session: Mutex::new(ModelRun::new(session, 1, &shown, Some(want))?),
                         classes: labels.len(),
                     },
                     spec,

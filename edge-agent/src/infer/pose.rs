@@ -175,10 +175,10 @@ impl PoseModel {
         if !input_ok || !output_ok {
             return Err(model_err("not a MoveNet MultiPose export: needs input int32 [1, H, W, 3] with dynamic H and W, and output [1, 6, 56]".to_string()));
         }
-        let mut sessions = vec![ModelRun::new(session, 1, &shown)?];
+        let mut sessions = vec![ModelRun::new(session, 1, &shown, None)?];
         for _ in 1..cfg.sessions {
             let more = runtime::open_session(&runtime::SessionSpec::of_pose(cfg), "movenet-multipose", env)?.0;
-            sessions.push(ModelRun::new(more, 1, &shown)?);
+            sessions.push(ModelRun::new(more, 1, &shown, None)?);
         }
         Ok(PoseModel {
             sessions: Pool::new(sessions),

@@ -9,10 +9,12 @@
 //! only objects made per run are the C-side tensor headers, and ONNX
 //! Runtime's own allocations come from its arena, reused run to run.
 //!
-//! Where a model's output shapes are not fixed once the batch is known (an
-//! export with symbolic sizes), the preallocated path cannot size its
-//! buffers, and the run falls back to `Session::run`; everything else is the
-//! same to callers.
+//! Where a model leaves output sizes symbolic (an export with dynamic axes)
+//! and every run has the same input shape (the detector, the fire model),
+//! one run on zeros at load time sizes the buffers. Where that cannot be
+//! known (a symbolic output of the pose model, whose input follows each
+//! camera's aspect), runs fall back to `Session::run`; everything else is
+//! the same to callers.
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr;
@@ -65,8 +67,15 @@ struct Output {
 
 impl ModelRun {
     /// Wraps a session whose input 0 takes up to `max_batch` items.
-    /// `model` names the file in errors.
-    pub fn new(session: Session, max_batch: usize, model: &str) -> Result<ModelRun, InferError> {
+    /// `model` names the file in errors. `probe`: the input shape every run
+    /// will have, when it is fixed; outputs whose sizes the model leaves
+    /// symbolic are then sized by one run on zeros of that shape.
+    pub fn new(
+        mut session: Session,
+        max_batch: usize,
+        model: &str,
+        probe: Option<[i64; 4]>,
+    ) -> Result<ModelRun, InferError> {
         let model_err = |message: String| InferError::Model { path: model.to_string(), message };
         let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;
         let input_name = CString::new(input.name()).map_err(|_| model_err("input name has a NUL byte".into()))?;
@@ -76,14 +85,29 @@ impl ModelRun {
                 session.outputs().len()
             )));
         }
+        let declared: Vec<(bool, Vec<i64>)> = session
+            .outputs()
+            .iter()
+            .map(|o| {
+                let f32 = matches!(
+                    o.dtype(),
+                    ort::value::ValueType::Tensor { ty: ort::value::TensorElementType::Float32, .. }
+                );
+                (f32, o.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default())
+            })
+            .collect();
+        let symbolic = declared.iter().any(|(_, s)| s.iter().skip(1).any(|&d| d <= 0));
+        let probed = match probe {
+            Some(dims) if symbolic => probe_shapes(&mut session, dims).ok(),
+            _ => None,
+        };
         let mut output_names = Vec::new();
         let mut fixed = Some(Vec::new());
-        for o in session.outputs() {
+        for (i, o) in session.outputs().iter().enumerate() {
             output_names
                 .push(CString::new(o.name()).map_err(|_| model_err(format!("output {:?} has a NUL byte", o.name())))?);
-            let is_f32 =
-                matches!(o.dtype(), ort::value::ValueType::Tensor { ty: ort::value::TensorElementType::Float32, .. });
-            let shape = o.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
+            let is_f32 = declared[i].0;
+            let shape = probed.as_ref().and_then(|p| p.get(i).cloned()).unwrap_or_else(|| declared[i].1.clone());
             // The batch dimension may be symbolic; every other one must be known.
             let known = is_f32 && !shape.is_empty() && shape.len() <= MAX_DIMS && shape[1..].iter().all(|&d| d > 0);
             match (&mut fixed, known) {
@@ -191,6 +215,14 @@ impl ModelRun {
             }),
         }
     }
+}
+
+/// The output shapes of one run on zeros of shape `dims` (load time only).
+fn probe_shapes(session: &mut Session, dims: [i64; 4]) -> Result<Vec<Vec<i64>>, ort::Error> {
+    let zeros = vec![0.0f32; dims.iter().product::<i64>().max(0) as usize];
+    let input = ort::value::TensorRef::from_array_view((dims.to_vec(), &zeros[..]))?;
+    let outs = session.run(ort::inputs![input])?;
+    outs.iter().map(|(_, v)| v.try_extract_tensor::<f32>().map(|(s, _)| s.to_vec())).collect()
 }
 
 fn run_err(e: ort::Error) -> InferError {
