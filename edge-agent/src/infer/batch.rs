@@ -70,8 +70,9 @@ impl<S, J> Batcher<S, J> {
 
     /// Queues `job`, and returns it once `run` has processed it, in a batch
     /// of 1 to `max_batch` jobs on some session; the calling thread may be
-    /// the one that runs it (and others' jobs with it).
-    pub fn submit(&self, job: J, run: impl Fn(&mut S, &mut [(u64, J)])) -> J {
+    /// the one that runs it (and others' jobs with it). Should `run` panic,
+    /// `failed` marks each job of that batch, and the session goes back.
+    pub fn submit(&self, job: J, run: impl Fn(&mut S, &mut [(u64, J)]), failed: impl Fn(&mut J)) -> J {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let id = st.next_id;
         st.next_id += 1;
@@ -80,39 +81,33 @@ impl<S, J> Batcher<S, J> {
             if let Some(at) = st.done.iter().position(|(i, _)| *i == id) {
                 return st.done.swap_remove(at).1;
             }
-            if !st.queue.is_empty() {
-                if let Some((mut session, mut batch)) = st.free.pop() {
-                    let n = st.queue.len().min(self.max_batch);
-                    batch.extend(st.queue.drain(..n));
-                    drop(st);
-                    self.runs.fetch_add(1, Ordering::Relaxed);
-                    self.jobs.fetch_add(n as u64, Ordering::Relaxed);
-                    // If `run` panics the session and these jobs are lost:
-                    // their owners would wait for ever, so the guard hands
-                    // the session back and fails the process loudly instead
-                    // of hanging the cameras.
-                    let guard = PanicGuard;
-                    run(&mut session, &mut batch);
-                    std::mem::forget(guard);
-                    st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    st.done.append(&mut batch);
-                    st.free.push((session, batch));
-                    self.changed.notify_all();
-                    continue;
+            // Only a thread whose own frame still waits leads a batch (with
+            // its frame in it): a thread whose frame is already in another
+            // batch must not get stuck running someone else's. Every queued
+            // frame's owner is waiting here and is woken when a session
+            // comes back, so no queued frame is left behind.
+            let mine = st.queue.iter().position(|(i, _)| *i == id);
+            if let (Some(at), false) = (mine, st.free.is_empty()) {
+                let (mut session, mut batch) = st.free.pop().expect("checked: a session is free");
+                batch.extend(st.queue.remove(at));
+                let others = st.queue.len().min(self.max_batch - 1);
+                batch.extend(st.queue.drain(..others));
+                drop(st);
+                self.runs.fetch_add(1, Ordering::Relaxed);
+                self.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&mut session, &mut batch)));
+                if ran.is_err() {
+                    tracing::error!(frames = batch.len(), "a model run panicked; its frames fail, the session stays");
+                    batch.iter_mut().for_each(|(_, j)| failed(j));
                 }
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.done.append(&mut batch);
+                st.free.push((session, batch));
+                self.changed.notify_all();
+                continue;
             }
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-    }
-}
-
-/// Aborts if a batch's run unwinds: jobs of other cameras were in it.
-struct PanicGuard;
-
-impl Drop for PanicGuard {
-    fn drop(&mut self) {
-        tracing::error!("a model run panicked with other cameras' frames in its batch; aborting");
-        std::process::abort();
     }
 }
 
@@ -125,12 +120,16 @@ mod tests {
     fn a_lone_job_runs_alone_at_once() {
         let b: Batcher<u32, u32> = Batcher::new(vec![7], 4);
         let sizes = Mutex::new(Vec::new());
-        let out = b.submit(5, |s, jobs| {
-            sizes.lock().unwrap().push(jobs.len());
-            for (_, j) in jobs.iter_mut() {
-                *j += *s;
-            }
-        });
+        let out = b.submit(
+            5,
+            |s, jobs| {
+                sizes.lock().unwrap().push(jobs.len());
+                for (_, j) in jobs.iter_mut() {
+                    *j += *s;
+                }
+            },
+            |_| {},
+        );
         assert_eq!(out, 12);
         assert_eq!(*sizes.lock().unwrap(), vec![1]);
     }
@@ -145,23 +144,24 @@ mod tests {
         let first = {
             let (b, queued, sizes) = (b.clone(), queued.clone(), sizes.clone());
             std::thread::spawn(move || {
-                b.submit((0, 0), |_, jobs| {
-                    sizes.lock().unwrap().push(jobs.len());
-                    if jobs.iter().any(|(_, j)| j.0 == 0) {
-                        queued.wait(); // the others are about to queue
-                                       // Wait until all three are in the queue.
-                        loop {
-                            let n = b.state.lock().unwrap().queue.len();
-                            if n == 3 {
-                                break;
+                b.submit(
+                    (0, 0),
+                    |_, jobs| {
+                        sizes.lock().unwrap().push(jobs.len());
+                        if jobs.iter().any(|(_, j)| j.0 == 0) {
+                            // The others are about to queue: wait until all
+                            // three are in the queue.
+                            queued.wait();
+                            while b.state.lock().unwrap().queue.len() < 3 {
+                                std::thread::yield_now();
                             }
-                            std::thread::yield_now();
                         }
-                    }
-                    for (_, j) in jobs.iter_mut() {
-                        j.1 = j.0 * 10;
-                    }
-                })
+                        for (_, j) in jobs.iter_mut() {
+                            j.1 = j.0 * 10;
+                        }
+                    },
+                    |_| {},
+                )
             })
         };
         let others: Vec<_> = (1..4)
@@ -169,12 +169,16 @@ mod tests {
                 let (b, queued, sizes) = (b.clone(), queued.clone(), sizes.clone());
                 std::thread::spawn(move || {
                     queued.wait();
-                    b.submit((k, 0), |_, jobs| {
-                        sizes.lock().unwrap().push(jobs.len());
-                        for (_, j) in jobs.iter_mut() {
-                            j.1 = j.0 * 10;
-                        }
-                    })
+                    b.submit(
+                        (k, 0),
+                        |_, jobs| {
+                            sizes.lock().unwrap().push(jobs.len());
+                            for (_, j) in jobs.iter_mut() {
+                                j.1 = j.0 * 10;
+                            }
+                        },
+                        |_| {},
+                    )
                 })
             })
             .collect();
@@ -193,10 +197,14 @@ mod tests {
             .map(|k| {
                 let (b, sizes) = (b.clone(), sizes.clone());
                 std::thread::spawn(move || {
-                    b.submit(k, |_, jobs| {
-                        sizes.lock().unwrap().push(jobs.len());
-                        std::thread::sleep(std::time::Duration::from_millis(2));
-                    })
+                    b.submit(
+                        k,
+                        |_, jobs| {
+                            sizes.lock().unwrap().push(jobs.len());
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                        },
+                        |_| {},
+                    )
                 })
             })
             .collect();
@@ -206,5 +214,14 @@ mod tests {
         let sizes = sizes.lock().unwrap();
         assert!(sizes.iter().all(|&n| (1..=2).contains(&n)), "{sizes:?}");
         assert_eq!(sizes.iter().sum::<usize>(), 8, "every job ran exactly once");
+    }
+
+    #[test]
+    fn a_panicking_run_fails_its_frames_and_keeps_the_session() {
+        let b: Batcher<(), (u32, bool)> = Batcher::new(vec![()], 4);
+        let out = b.submit((1, false), |_, _| panic!("model run blew up"), |j| j.1 = true);
+        assert_eq!(out, (1, true), "the frame came back, marked failed");
+        let out = b.submit((2, false), |_, _| {}, |j| j.1 = true);
+        assert_eq!(out, (2, false), "the session is still there for the next frame");
     }
 }

@@ -147,8 +147,15 @@ impl Detector {
         }
         let outputs = resolve_outputs(&session, cfg.format, classes, cfg.input_size).map_err(model_err)?;
         let dynamic = input.dtype().tensor_shape().is_some_and(|s| s.first().is_some_and(|&b| b < 0));
-        let max_batch = if dynamic { cfg.batch() } else { 1 };
-        if cfg.batch() > 1 && !dynamic {
+        // The default follows where the sessions really run: a CPU fallback
+        // from an absent accelerator runs frames alone, as on the CPU.
+        let wanted = match cfg.batch {
+            Some(b) => b,
+            None if runtime::provider_available(cfg.execution_provider) => cfg.batch(),
+            None => 1,
+        };
+        let max_batch = if dynamic { wanted } else { 1 };
+        if wanted > 1 && !dynamic {
             tracing::info!(
                 field = %format!("{section}.batch"),
                 model = %shown,
@@ -168,7 +175,10 @@ impl Detector {
                 input: if max_batch > 1 { vec![0.0; per * max_batch] } else { Vec::new() },
             })
         };
-        let mut sessions = vec![slot(session)?];
+        let first = slot(session)?;
+        // The probe may have found the model does not really batch.
+        let max_batch = first.run.max_batch();
+        let mut sessions = vec![first];
         for _ in 1..cfg.sessions {
             let (more, _) = runtime::open_session(&session_spec, &cfg.format.to_string(), env)?;
             sessions.push(slot(more)?);
@@ -227,7 +237,11 @@ impl Detector {
             return Err(InferError::Run("the preprocessor was not made by this detector".into()));
         }
         let job = Job { tensor: pre.take_tensor(), lb: *lb, out: std::mem::take(out), result: Ok(Duration::ZERO) };
-        let job = self.sessions.submit(job, |slot, jobs| self.run_batch(slot, jobs));
+        let job = self.sessions.submit(
+            job,
+            |slot, jobs| self.run_batch(slot, jobs),
+            |job| job.result = Err(InferError::Run("the model run panicked".into())),
+        );
         pre.put_tensor(job.tensor);
         *out = job.out;
         job.result

@@ -207,6 +207,9 @@ impl Preprocessor {
             self.taps_y = Taps::new(height as usize, h as usize);
             // One float of slack: the horizontal pass reads pixels four lanes wide.
             self.row.resize(width as usize * 3 + 1, 0.0);
+            // Shrunk from a wider frame, it would hold an old value: never
+            // read (the fourth lane is ignored), but keep it plain.
+            self.row[width as usize * 3] = 0.0;
             self.sums.resize(w as usize, [0.0; 4]);
             self.fill_padding();
             self.last = Some(lb);

@@ -79,12 +79,6 @@ impl ModelRun {
         let model_err = |message: String| InferError::Model { path: model.to_string(), message };
         let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;
         let input_name = CString::new(input.name()).map_err(|_| model_err("input name has a NUL byte".into()))?;
-        if session.outputs().len() > MAX_OUTPUTS {
-            return Err(model_err(format!(
-                "has {} outputs; at most {MAX_OUTPUTS} are supported",
-                session.outputs().len()
-            )));
-        }
         let declared: Vec<(bool, Vec<i64>)> = session
             .outputs()
             .iter()
@@ -98,11 +92,29 @@ impl ModelRun {
             .collect();
         let symbolic = declared.iter().any(|(_, s)| s.iter().skip(1).any(|&d| d <= 0));
         let probed = match probe {
-            Some(dims) if symbolic => probe_shapes(&mut session, dims).ok(),
+            Some(dims) if symbolic => probe_shapes(&mut session, dims)
+                .map_err(
+                    |e| tracing::warn!(model, error = %e, "sizing the outputs by a first run failed; runs allocate"),
+                )
+                .ok(),
             _ => None,
         };
+        // A batch is only safe where every output carries the batch as its
+        // first dimension: some exports declare a symbolic batch but reshape
+        // to a fixed 1 inside. A run of two items says.
+        let max_batch = match probe {
+            Some(dims) if max_batch > 1 => match batch_shapes_ok(&mut session, dims) {
+                Ok(true) => max_batch,
+                Ok(false) | Err(_) => {
+                    tracing::warn!(model, "a batch of 2 does not give 2 items in every output: each frame runs alone");
+                    1
+                }
+            },
+            _ => max_batch,
+        };
         let mut output_names = Vec::new();
-        let mut fixed = Some(Vec::new());
+        // The preallocated path's arrays are fixed-size.
+        let mut fixed = (session.outputs().len() <= MAX_OUTPUTS).then(Vec::new);
         for (i, o) in session.outputs().iter().enumerate() {
             output_names
                 .push(CString::new(o.name()).map_err(|_| model_err(format!("output {:?} has a NUL byte", o.name())))?);
@@ -146,6 +158,12 @@ impl ModelRun {
         self.fixed.is_some()
     }
 
+    /// The most items one run may carry: as asked, or 1 where the model
+    /// turned out not to batch.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
     /// Runs the model on `input`, whose first dimension is the batch.
     pub fn run(&mut self, input: Input<'_>) -> Result<(), InferError> {
         let items = match input {
@@ -154,35 +172,57 @@ impl ModelRun {
         if items > self.max_batch {
             return Err(InferError::Run(format!("a batch of {items} exceeds this session's {}", self.max_batch)));
         }
+        let (shape, len) = match input {
+            Input::F32(s, d) => (s, d.len()),
+            Input::I32(s, d) => (s, d.len()),
+        };
+        if shape.iter().product::<i64>() != len as i64 || shape.iter().any(|&d| d < 0) {
+            return Err(InferError::Run(format!("input shape {shape:?} does not match its {len} values")));
+        }
         self.items = items;
-        match self.fixed.as_mut() {
-            Some(outputs) => {
-                run_fixed(&mut self.session, &self.memory, &self.input_name, &self.output_names, outputs, input, items)
-            }
-            None => {
-                let outs = match input {
-                    Input::F32(s, d) => {
-                        let t = ort::value::TensorRef::from_array_view((s.to_vec(), d)).map_err(run_err)?;
-                        self.session.run(ort::inputs![t])
-                    }
-                    Input::I32(s, d) => {
-                        let t = ort::value::TensorRef::from_array_view((s.to_vec(), d)).map_err(run_err)?;
-                        self.session.run(ort::inputs![t])
-                    }
+        if let Some(outputs) = self.fixed.as_mut() {
+            match run_fixed(
+                &mut self.session,
+                &self.memory,
+                &self.input_name,
+                &self.output_names,
+                outputs,
+                input,
+                items,
+            ) {
+                Ok(()) => return Ok(()),
+                // An output whose size the first run did not predict (one
+                // that depends on the content, say): ONNX Runtime refuses
+                // the preallocated buffer. Run the way `ort` does from now.
+                Err(e) => {
+                    tracing::warn!(error = %e, "a run into preallocated outputs failed; this session's runs allocate from now");
+                    self.fixed = None;
                 }
-                .map_err(run_err)?;
-                self.plain.resize_with(outs.len(), Default::default);
-                for (i, (_, v)) in outs.iter().enumerate() {
-                    let (shape, data) = v.try_extract_tensor::<f32>().map_err(run_err)?;
-                    let (s, d) = &mut self.plain[i];
-                    s.clear();
-                    s.extend_from_slice(shape);
-                    d.clear();
-                    d.extend_from_slice(data);
-                }
-                Ok(())
             }
         }
+        let outs = match input {
+            Input::F32(s, d) => {
+                let t = ort::value::TensorRef::from_array_view((s.to_vec(), d)).map_err(run_err)?;
+                self.session.run(ort::inputs![t])
+            }
+            Input::I32(s, d) => {
+                let t = ort::value::TensorRef::from_array_view((s.to_vec(), d)).map_err(run_err)?;
+                self.session.run(ort::inputs![t])
+            }
+        }
+        .map_err(run_err)?;
+        self.plain.resize_with(outs.len(), Default::default);
+        for (i, (_, v)) in outs.iter().enumerate() {
+            let (s, d) = &mut self.plain[i];
+            s.clear();
+            d.clear();
+            // Outputs that are not f32 are never read: left empty.
+            if let Ok((shape, data)) = v.try_extract_tensor::<f32>() {
+                s.extend_from_slice(shape);
+                d.extend_from_slice(data);
+            }
+        }
+        Ok(())
     }
 
     /// Output `i` of the last run, all items.
@@ -217,12 +257,23 @@ impl ModelRun {
     }
 }
 
+/// Whether a run of two items on zeros gives every output a first
+/// dimension of 2 and the per-item size of a one-item run (load time only).
+fn batch_shapes_ok(session: &mut Session, dims: [i64; 4]) -> Result<bool, ort::Error> {
+    let one = probe_shapes(session, dims)?;
+    let mut two_dims = dims;
+    two_dims[0] = 2;
+    let two = probe_shapes(session, two_dims)?;
+    Ok(one.len() == two.len()
+        && one.iter().zip(&two).all(|(a, b)| a.len() == b.len() && b.first() == Some(&2) && a[1..] == b[1..]))
+}
+
 /// The output shapes of one run on zeros of shape `dims` (load time only).
 fn probe_shapes(session: &mut Session, dims: [i64; 4]) -> Result<Vec<Vec<i64>>, ort::Error> {
     let zeros = vec![0.0f32; dims.iter().product::<i64>().max(0) as usize];
     let input = ort::value::TensorRef::from_array_view((dims.to_vec(), &zeros[..]))?;
     let outs = session.run(ort::inputs![input])?;
-    outs.iter().map(|(_, v)| v.try_extract_tensor::<f32>().map(|(s, _)| s.to_vec())).collect()
+    Ok(outs.iter().map(|(_, v)| v.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default()).collect())
 }
 
 fn run_err(e: ort::Error) -> InferError {
@@ -363,13 +414,17 @@ fn run_fixed(
         )
     };
     check(status.0)?;
+    let mut replaced = None;
     for (i, &out) in outs[..n].iter().enumerate() {
         if out != values.0[i + 1] {
             // SAFETY: ONNX Runtime handed back a value of its own; it is
             // ours to release (ours is still released by `values`).
             unsafe { (ort::api().ReleaseValue)(out) };
-            return Err(InferError::Run(format!("ONNX Runtime did not write output {i} into its preallocated buffer")));
+            replaced.get_or_insert(i);
         }
     }
-    Ok(())
+    match replaced {
+        Some(i) => Err(InferError::Run(format!("ONNX Runtime did not write output {i} into its preallocated buffer"))),
+        None => Ok(()),
+    }
 }

@@ -152,7 +152,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             d.labels,
             d.sha256,
             d.threads,
-            (d.precision, d.execution_provider, d.fallback, d.sessions),
+            (d.precision, d.execution_provider, d.fallback, d.sessions, d.batch),
             c.pose.as_ref().map(|p| (
                 &p.path,
                 &p.sha256,
