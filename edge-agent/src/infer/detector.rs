@@ -129,10 +129,7 @@ impl Detector {
         let spec = input_spec(cfg.format, cfg.input_size);
         let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;
         if let Some(shape) = input.dtype().tensor_shape() {
-            let want: Vec<i64> = match spec.layout {
-                Layout::Nchw => vec![1, 3, spec.height as i64, spec.width as i64],
-                Layout::Nhwc => vec![1, spec.height as i64, spec.width as i64, 3],
-            };
+            let want = spec.dims(1);
             let ok = shape.len() == 4 && shape.iter().zip(&want).all(|(&got, &w)| got < 0 || got == w);
             if !ok {
                 return Err(model_err(format!(
@@ -162,12 +159,7 @@ impl Detector {
                 "the model's batch axis is fixed at 1: each frame runs alone"
             );
         }
-        let per = (spec.width * spec.height * 3) as usize;
-        let (w, h) = (spec.width as i64, spec.height as i64);
-        let probe = match spec.layout {
-            Layout::Nchw => [1, 3, h, w],
-            Layout::Nhwc => [1, h, w, 3],
-        };
+        let (per, probe) = (spec.values(), spec.dims(1));
         let slot = |session| -> Result<Slot, InferError> {
             Ok(Slot {
                 run: ModelRun::new(session, max_batch, &shown, Some(probe))?,
@@ -233,7 +225,7 @@ impl Detector {
         lb: &Letterbox,
         out: &mut Vec<Detection>,
     ) -> Result<Duration, InferError> {
-        if pre.spec() != &self.spec || pre.tensor().len() != self.per_frame() {
+        if pre.spec() != &self.spec || pre.tensor().len() != self.spec.values() {
             return Err(InferError::Run("the preprocessor was not made by this detector".into()));
         }
         let job = Job { tensor: pre.take_tensor(), lb: *lb, out: std::mem::take(out), result: Ok(Duration::ZERO) };
@@ -247,19 +239,11 @@ impl Detector {
         job.result
     }
 
-    fn per_frame(&self) -> usize {
-        (self.spec.width * self.spec.height * 3) as usize
-    }
-
     /// One inference over `jobs` (1 to `max_batch` frames), each frame's
     /// detections decoded into its own job.
     fn run_batch(&self, slot: &mut Slot, jobs: &mut [(u64, Job)]) {
-        let (n, per) = (jobs.len(), self.per_frame());
-        let (w, h) = (self.spec.width as i64, self.spec.height as i64);
-        let dims = match self.spec.layout {
-            Layout::Nchw => [n as i64, 3, h, w],
-            Layout::Nhwc => [n as i64, h, w, 3],
-        };
+        let (n, per) = (jobs.len(), self.spec.values());
+        let dims = self.spec.dims(n);
         let ran = if n == 1 {
             slot.run.run(Input::F32(&dims, &jobs[0].1.tensor))
         } else {

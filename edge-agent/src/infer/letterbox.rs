@@ -59,6 +59,22 @@ pub struct InputSpec {
     pub centered: bool,
 }
 
+impl InputSpec {
+    /// The input tensor's shape for `batch` frames, as ONNX Runtime takes it.
+    pub fn dims(&self, batch: usize) -> [i64; 4] {
+        let (n, w, h) = (batch as i64, self.width as i64, self.height as i64);
+        match self.layout {
+            Layout::Nchw => [n, 3, h, w],
+            Layout::Nhwc => [n, h, w, 3],
+        }
+    }
+
+    /// Values in one frame's tensor.
+    pub fn values(&self) -> usize {
+        (self.width * self.height * 3) as usize
+    }
+}
+
 /// The geometry of one letterbox: maps model pixels back to the frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Letterbox {
@@ -129,7 +145,7 @@ pub struct Preprocessor {
 
 impl Preprocessor {
     pub fn new(spec: InputSpec) -> Preprocessor {
-        let n = (spec.width * spec.height * 3) as usize;
+        let n = spec.values();
         let (tensor, tensor_i32) = match spec.element {
             Element::F32 => (vec![0.0; n], Vec::new()),
             Element::I32 => (Vec::new(), vec![0; n]),
@@ -176,16 +192,12 @@ impl Preprocessor {
 
     /// The tensor shape as ONNX Runtime takes it.
     pub fn dims(&self) -> [i64; 4] {
-        self.shape().map(|d| d as i64)
+        self.spec.dims(1)
     }
 
     /// The tensor shape.
     pub fn shape(&self) -> [usize; 4] {
-        let (w, h) = (self.spec.width as usize, self.spec.height as usize);
-        match self.spec.layout {
-            Layout::Nchw => [1, 3, h, w],
-            Layout::Nhwc => [1, h, w, 3],
-        }
+        self.dims().map(|d| d as usize)
     }
 
     /// Letterboxes a packed RGB frame (`width * height * 3` bytes) into the

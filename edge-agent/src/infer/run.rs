@@ -149,10 +149,6 @@ impl ModelRun {
         })
     }
 
-    pub fn session(&self) -> &Session {
-        &self.session
-    }
-
     /// Whether runs go through the preallocated path (no Rust allocation).
     pub fn preallocated(&self) -> bool {
         self.fixed.is_some()
