@@ -44,13 +44,21 @@ fn kerb(name: &str, dwell_s: f64) -> String {
 fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let persist = dir.path().join("mosquitto");
-    std::fs::create_dir_all(&persist).unwrap();
+    // Started as root, mosquitto drops to the `mosquitto` user, which cannot
+    // write inside our private (0700) temp dir: it would run without saving
+    // its sessions and the subscriber's queue would vanish with the restart.
+    // So the broker's state gets a directory of its own that anyone may write.
+    let persist_dir = tempfile::tempdir().unwrap();
+    let persist = persist_dir.path();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(persist, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
     let port = free_port().unwrap();
     // Persistence keeps the subscriber's session (and what is queued for
     // it) across the broker's restart.
     let conf = format!(
-        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_type all\n",
         persist.display()
     );
     let mut broker = Mosquitto::start_with(port, &conf).expect("mosquitto");
@@ -82,6 +90,11 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
     });
     let seq1 = a1.metric("alleywatch_event_seq", &[]);
     // And the agent dies hard, mid-outage.
+    let log = broker.log();
+    assert!(
+        log.contains("Saving in-memory database") && !log.contains("Error saving"),
+        "the broker saved its sessions:\n{log}"
+    );
     let log1 = a1.kill9();
     assert!(log1.contains("alerts are spooled"), "the outage is logged: {log1}");
 
@@ -89,7 +102,7 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
     wait_until("the restarted agent raises more events, still offline", Duration::from_secs(60), || {
         a2.metric("alleywatch_event_seq", &[]) >= seq1 + 3.0
     });
-    let _broker = Mosquitto::start_with(port, &conf).expect("mosquitto restart");
+    let broker2 = Mosquitto::start_with(port, &conf).expect("mosquitto restart");
     wait_until("the spool drains after the broker returns", Duration::from_secs(60), || {
         let m = a2.metrics();
         http::metric(&m, "alleywatch_mqtt_connected", &[]) == 1.0
@@ -112,8 +125,13 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
     while !missing().is_empty() {
         assert!(
             Instant::now() < deadline,
-            "after 30 s the subscriber still lacks seq {:?} of 1..={last} (the agent's spool is empty: the broker acked them)",
-            missing()
+            "after 30 s the subscriber still lacks seq {:?} of 1..={last} (the agent's spool is empty: the broker acked them)\n\
+             subscriber:\n{}\nbroker before the outage:\n{}\nbroker after:\n{}\nagent:\n{}",
+            missing(),
+            sub.trail(),
+            broker.log(),
+            broker2.log(),
+            a2.log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -131,6 +149,10 @@ fn broker_outage_and_kill9_lose_no_event_and_keep_order() {
         by_seq.insert(seq, e.clone());
         first_order.entry(e["camera"]["id"].as_str().unwrap().to_string()).or_default().push(seq);
     }
+    // The premise: the broker kept the subscriber's session over its
+    // restart, so what it took while the subscriber was away was queued.
+    let trail = sub.trail();
+    assert!(trail.contains("session_present=true"), "the subscriber's session survived the restart:\n{trail}");
     let lost: Vec<u64> = (1..=last).filter(|s| !by_seq.contains_key(s)).collect();
     assert_eq!(lost, Vec::<u64>::new(), "0 lost");
     for (camera, seqs) in &first_order {

@@ -137,6 +137,9 @@ impl Msg {
 pub struct Sub {
     pub client: Client,
     pub seen: Arc<Mutex<Vec<Msg>>>,
+    /// The connection's story (connects, session flags, errors) for a
+    /// failure message.
+    pub trail: Arc<Mutex<Vec<String>>>,
 }
 
 impl Sub {
@@ -149,15 +152,22 @@ impl Sub {
         opts.set_keep_alive(Duration::from_secs(5));
         let (client, mut conn) = Client::new(opts, 64);
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (sink, c2) = (seen.clone(), client.clone());
+        let trail = Arc::new(Mutex::new(Vec::new()));
+        let (sink, c2, story) = (seen.clone(), client.clone(), trail.clone());
+        let t0 = Instant::now();
+        let note = move |what: String| story.lock().unwrap().push(format!("{:.2}s {what}", t0.elapsed().as_secs_f64()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut last_error: Option<String> = None;
             for ev in conn.iter() {
                 match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    Ok(Event::Incoming(Packet::ConnAck(a))) => {
+                        last_error = None;
+                        note(format!("connack session_present={} code={:?}", a.session_present, a.code));
                         let _ = c2.try_subscribe("alleywatch/#", QoS::AtLeastOnce);
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        note("suback".into());
                         let _ = ready_tx.send(());
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -170,13 +180,23 @@ impl Sub {
                         if std::env::var_os("E2E_AGENT_LOG").is_some() {
                             eprintln!("subscriber: {e}");
                         }
+                        let e = e.to_string();
+                        if last_error.as_deref() != Some(e.as_str()) {
+                            note(format!("error: {e}"));
+                            last_error = Some(e);
+                        }
                         std::thread::sleep(Duration::from_millis(200))
                     }
                 }
             }
         });
         ready_rx.recv_timeout(Duration::from_secs(15)).expect("subscription acknowledged");
-        Sub { client, seen }
+        Sub { client, seen, trail }
+    }
+
+    /// The connection's story, one line per connect, ack or error.
+    pub fn trail(&self) -> String {
+        self.trail.lock().unwrap().join("\n")
     }
 
     pub fn plain(port: u16, id: &str) -> Sub {
