@@ -909,7 +909,7 @@ mod tests {
                 .collect();
             let (tx, ty) = (Taps::new(fw, ow), Taps::new(fh, oh));
             let stride = fw * 3;
-            let mut rows = [vec![0.0f32; stride + 1], vec![0.0f32; stride + 1], vec![0.0f32; stride + 1]];
+            let mut rows = [vec![0.0f32; stride + 1], vec![0.0f32; stride + 1]];
             let mut worst = 0.0f32;
             for y in 0..oh {
                 // SAFETY: AVX2 and FMA checked above.
