@@ -89,6 +89,40 @@ enum Cmd {
         #[arg(long = "lane", value_name = "KEY=VALUE")]
         lane: Vec<edge_agent::replay::LaneSet>,
     },
+    /// Score a fire/smoke model on a folder of labelled stills (YOLO labels):
+    /// per kind precision and recall at the configured thresholds, the
+    /// precision-recall curve (JSON and PNG) and the false positives by score.
+    EvalImages {
+        /// A folder of images (searched recursively; labels in `../labels/`
+        /// or beside each image), or a text file listing image paths.
+        set: PathBuf,
+        /// Agent config whose `[fire]` table (model, thresholds, area gates)
+        /// is used (default: the project's fire model and defaults).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Another ONNX model instead of the config's `fire.path`.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Its format: heatmap, yolov8, yolox or nanodet.
+        #[arg(long)]
+        format: Option<String>,
+        /// Its class names in output order, comma-separated (box formats).
+        #[arg(long, value_delimiter = ',')]
+        labels: Option<Vec<String>>,
+        /// Its input size (a multiple of 32).
+        #[arg(long)]
+        input_size: Option<u32>,
+        /// The set's class names in label-id order, comma-separated
+        /// (default: its data.yaml, else fire,smoke).
+        #[arg(long, value_delimiter = ',')]
+        names: Option<Vec<String>>,
+        /// Folder for report.json and pr.png.
+        #[arg(long, default_value = "eval-images-out")]
+        out: PathBuf,
+        /// False positives and negatives printed per kind.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
     /// Run the demo: an in-process RTSP camera, a private broker, the agent,
     /// and every alert printed as it arrives.
     Demo {
@@ -123,6 +157,10 @@ fn main() -> ExitCode {
         }
         Cmd::Eval { labels, config, json, only, no_flicker, lane } => {
             eval(&labels, config.as_deref(), json.as_deref(), only.as_deref(), !no_flicker, &lane)
+        }
+        Cmd::EvalImages { set, config, model, format, labels, input_size, names, out, top } => {
+            let model = ModelChoice { path: model, format, labels, input_size };
+            eval_images(&set, config.as_deref(), &model, names, &out, top)
         }
         Cmd::Run { config, no_watch } => runtime().and_then(|rt| rt.block_on(run(config, !no_watch))),
         Cmd::Demo { clip, out, timeout_s } => runtime().and_then(|rt| rt.block_on(run_demo(clip, out, timeout_s))),
@@ -251,6 +289,77 @@ fn eval(
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("report written to {}", path.display());
     }
+    Ok(())
+}
+
+/// `eval-images`' model flags: each replaces its `[fire]` key.
+struct ModelChoice {
+    path: Option<PathBuf>,
+    format: Option<String>,
+    labels: Option<Vec<String>>,
+    input_size: Option<u32>,
+}
+
+fn eval_images(
+    set: &std::path::Path,
+    config: Option<&std::path::Path>,
+    choice: &ModelChoice,
+    names: Option<Vec<String>>,
+    out: &std::path::Path,
+    top: usize,
+) -> anyhow::Result<()> {
+    use edge_agent::replay::{self, images};
+    let config = replay::load_config(config)?;
+    let camera = replay::pick_camera(&config, None)?.clone();
+    let Some(mut fire) = config.fire.clone() else {
+        bail!("the config has no [fire] table: name a fire model there, or use the default config");
+    };
+    if let Some(p) = &choice.path {
+        fire.path = p.clone();
+        fire.sha256 = None;
+    }
+    if let Some(f) = &choice.format {
+        fire.format = toml::Value::String(f.clone())
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("--format {f:?}: expected heatmap, yolov8, yolox or nanodet"))?;
+    }
+    if let Some(l) = &choice.labels {
+        fire.labels = Some(l.clone());
+    }
+    if let Some(s) = choice.input_size {
+        fire.input_size = s;
+    }
+    if let Err((key, message)) = fire.validate() {
+        bail!("{key}: {message}");
+    }
+    // The curve reads every threshold from one run: the model must report
+    // candidates down to the lowest one.
+    let mut lowered = fire.clone();
+    for o in [&mut lowered.fire, &mut lowered.smoke] {
+        o.min_score = Some(0.05);
+        o.near_fire_min_score = Some(0.05);
+    }
+    let env = edge_agent::infer::runtime::init(config.ort_library.as_deref())?;
+    let model = edge_agent::infer::fire::FireModel::load(&lowered, env)?;
+    let opts = images::ImageEvalOptions { names, top };
+    let set_images = images::load_set(set, &opts, &fire)?;
+    let total = set_images.len();
+    eprintln!("{}: {total} images", set.display());
+    let started = Instant::now();
+    let report = images::evaluate(set, &set_images, &model, &fire, &camera, &mut |n| {
+        if n % 100 == 0 {
+            eprintln!("  {n}/{total} images");
+        }
+    })?;
+    eprintln!("scored in {:.1} s", started.elapsed().as_secs_f64());
+    print!("{}", images::summary(&report, top));
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let json = out.join("report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let png = out.join("pr.png");
+    std::fs::write(&png, images::plot(&report)?).with_context(|| format!("cannot write {}", png.display()))?;
+    println!("\nreport: {}\nplot:   {}", json.display(), png.display());
     Ok(())
 }
 

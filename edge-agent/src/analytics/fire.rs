@@ -8,10 +8,19 @@
 //! frames hit *and* the flicker check ([`super::flicker`]) says it behaves
 //! like flame or smoke; it `end`s after `clear_s` without a hit.
 //!
-//! Regions are per kind: a candidate joins the region its box overlaps,
-//! otherwise it opens a new one, so a second fire across the yard is a
-//! second event. Fire and smoke are separate kinds with their own
-//! thresholds; smoke usually shows first, and nothing waits for the other.
+//! Regions are per kind. **One fire, one event:** a fire's flames drift,
+//! split into fronts and merge again, so a candidate joins an open event
+//! when it is *near* it (it touches the event's box widened by its own size,
+//! or the gap between the boxes is at most `merge_gap` of the frame), and a
+//! candidate region that comes near an open event is folded into it
+//! (windows combined); a region near an event that opens on the same frame
+//! joins it instead of starting. So a second `start` only comes from a
+//! region farther than that from every open event of its kind: a second
+//! fire across the yard. The event ends when its fire (all its parts) has
+//! been gone for `clear_s`. Candidates are never merged with each other:
+//! scattered weak hits must not add up to a start.
+//! Fire and smoke are separate kinds with their own thresholds; smoke
+//! usually shows first, and nothing waits for the other.
 
 use std::collections::VecDeque;
 
@@ -43,6 +52,15 @@ pub struct FlickerVerdict {
     pub near_fire: bool,
     #[serde(flatten)]
     pub stats: FlickerStats,
+}
+
+/// How often the flicker check judged a region that was otherwise ready to
+/// start (k of n hits), and how often it said no: on footage that really
+/// burns, every veto is a delay or a miss (`eval` reports it per kind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FlickerTally {
+    pub judged: u32,
+    pub vetoed: u32,
 }
 
 /// A change in one region's event.
@@ -85,6 +103,32 @@ struct Open {
 }
 
 impl Region {
+    /// Takes in `other`'s history: both windows end on the same frame (every
+    /// region gets one sample per analysed frame), so they line up from the
+    /// back; a frame hit when either part hit.
+    fn absorb(&mut self, other: &Region) {
+        for (mine, theirs) in self.window.iter_mut().rev().zip(other.window.iter().rev()) {
+            mine.score = match (mine.score, theirs.score) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            mine.bbox = match (mine.bbox, theirs.bbox) {
+                (Some(a), Some(b)) => Some(union(&a, &b)),
+                (a, b) => a.or(b),
+            };
+        }
+        self.first_hit = self.first_hit.min(other.first_hit);
+        self.last_hit = self.last_hit.max(other.last_hit);
+        if let (Some(open), Some(peak)) =
+            (self.open.as_mut(), other.window.iter().filter_map(|s| s.score).reduce(f32::max))
+        {
+            open.peak = open.peak.max(peak);
+        }
+        if self.verdict.is_none() {
+            self.verdict = other.verdict;
+        }
+    }
+
     /// Samples of the window scoring at least `min`.
     fn hits(&self, min: f32) -> usize {
         self.window.iter().filter(|s| s.score.is_some_and(|v| v >= min)).count()
@@ -127,6 +171,8 @@ pub struct FireRule {
     scratch: Vec<FireHit>,
     /// This frame's fire regions that passed the flicker check.
     lively: Vec<BBox>,
+    /// Per kind: the flicker check's verdicts on ready regions.
+    tally: [FlickerTally; 2],
 }
 
 impl FireRule {
@@ -139,7 +185,14 @@ impl FireRule {
             next_id: 1,
             scratch: Vec::with_capacity(16),
             lively: Vec::with_capacity(4),
+            tally: [FlickerTally::default(); 2],
         }
+    }
+
+    /// The flicker check's verdicts on ready regions so far, per kind
+    /// (fire, smoke).
+    pub fn tally(&self) -> [FlickerTally; 2] {
+        self.tally
     }
 
     /// New parameters from a reload; regions being followed stay followed.
@@ -202,14 +255,24 @@ impl FireRule {
             let regions = &mut self.kinds[ki].regions;
             let mut matched: Vec<Option<(f32, BBox)>> = vec![None; regions.len()];
             for h in &self.scratch {
-                let best = regions
+                // An open event holds on to its fire or smoke as it drifts,
+                // grows or splits: one fire, one event. Otherwise the
+                // candidate region it overlaps most.
+                let open = regions
                     .iter()
                     .enumerate()
-                    // An open event holds on to its fire or smoke as it drifts
-                    // or grows: one fire, one event.
-                    .map(|(i, r)| (i, overlap(&grow_by(&r.bbox, if r.open.is_some() { 1.0 } else { 0.5 }), &h.bbox)))
-                    .filter(|&(_, o)| o > 0.0)
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .filter(|(_, r)| r.open.is_some() && near(&r.bbox, &h.bbox, rule.merge_gap))
+                    .map(|(i, r)| (i, closeness(&r.bbox, &h.bbox)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                let best = open
+                    .or_else(|| {
+                        regions
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| (i, overlap(&grow(&r.bbox), &h.bbox)))
+                            .filter(|&(_, o)| o > 0.0)
+                            .max_by(|a, b| a.1.total_cmp(&b.1))
+                    })
                     .map(|(i, _)| i);
                 match best {
                     Some(i) => {
@@ -233,11 +296,8 @@ impl FireRule {
                     }
                 }
             }
-            let mut i = 0;
-            while i < regions.len() {
-                let r = &mut regions[i];
-                let m = matched[i];
-                match m {
+            for (r, m) in regions.iter_mut().zip(&matched) {
+                match *m {
                     Some((score, bbox)) => {
                         if now - r.last_hit >= rule.clear_s {
                             r.first_hit = now;
@@ -251,6 +311,16 @@ impl FireRule {
                 while r.window.len() > rule.n as usize {
                     r.window.pop_front();
                 }
+            }
+            fold_near(regions, &mut matched, rule.merge_gap);
+            let mut i = 0;
+            while i < regions.len() {
+                // A part of a fire whose event opened on this very frame:
+                // it joins that event (folded below), never starts its own.
+                let joins_open = regions[i].open.is_none()
+                    && regions.iter().any(|o| o.open.is_some() && near(&o.bbox, &regions[i].bbox, rule.merge_gap));
+                let r = &mut regions[i];
+                let m = matched[i];
                 let mut remove = false;
                 let near_fire = kind == FireKind::Smoke && self.lively.iter().any(|b| overlap(&grow(&r.bbox), b) > 0.0);
                 // Corroboration only ever relaxes the rule.
@@ -274,7 +344,11 @@ impl FireRule {
                             }
                         }
                         let passed = r.verdict.is_some_and(|v| v.passed);
-                        if ready && passed {
+                        if ready && r.verdict.is_some_and(|v| v.checked) {
+                            self.tally[ki].judged += 1;
+                            self.tally[ki].vetoed += u32::from(!passed);
+                        }
+                        if ready && passed && !joins_open {
                             let since = r.window.iter().find(|s| s.score.is_some()).map_or(now, |s| s.t);
                             let score = m.map_or(0.0, |(s, _)| s);
                             r.open = Some(Open { since, peak: score, last_update: now });
@@ -306,6 +380,7 @@ impl FireRule {
                     i += 1;
                 }
             }
+            fold_near(regions, &mut matched, rule.merge_gap);
         }
     }
 }
@@ -335,6 +410,65 @@ fn judge(
         }
     };
     FlickerVerdict { passed, checked: true, persisted_s, near_fire, stats }
+}
+
+/// Folds every candidate region that is near an open event into that
+/// event, so that a fire's new fronts add to its event instead of starting
+/// their own. Candidates are never merged with each other (that would let
+/// scattered weak hits add up to a start), and two open events (fires that
+/// started far apart) never merge: each ends on its own.
+fn fold_near(regions: &mut Vec<Region>, matched: &mut Vec<Option<(f32, BBox)>>, gap: f32) {
+    let mut b = 0;
+    while b < regions.len() {
+        let target = (regions[b].open.is_none())
+            .then(|| {
+                regions
+                    .iter()
+                    .enumerate()
+                    .filter(|(a, r)| *a != b && r.open.is_some() && near(&r.bbox, &regions[b].bbox, gap))
+                    .max_by(|x, y| {
+                        closeness(&x.1.bbox, &regions[b].bbox).total_cmp(&closeness(&y.1.bbox, &regions[b].bbox))
+                    })
+                    .map(|(a, _)| a)
+            })
+            .flatten();
+        let Some(a) = target else {
+            b += 1;
+            continue;
+        };
+        let gone = regions.swap_remove(b);
+        let gone_match = matched.swap_remove(b);
+        // swap_remove moved the last region into `b`; `a` may have been it.
+        let a = if a == regions.len() { b } else { a };
+        regions[a].absorb(&gone);
+        matched[a] = match (matched[a], gone_match) {
+            (Some((s1, b1)), Some((s2, b2))) => Some((s1.max(s2), union(&b1, &b2))),
+            (x, None) | (None, x) => x,
+        };
+        if let Some((_, bbox)) = matched[a] {
+            regions[a].bbox = bbox;
+        }
+        // Index `b` now holds another region: look at it again.
+    }
+}
+
+/// Whether two boxes belong to one fire: `a` widened by its own size
+/// touches `b`, or the gap between them is at most `gap` (frame fractions).
+fn near(a: &BBox, b: &BBox, gap: f32) -> bool {
+    overlap(&grow_by(a, 1.0), b) > 0.0 || box_gap(a, b) <= gap
+}
+
+/// Larger is closer: the overlap of `b` with `a` widened, minus their gap.
+fn closeness(a: &BBox, b: &BBox) -> f32 {
+    overlap(&grow_by(a, 1.0), b) - box_gap(a, b)
+}
+
+/// The gap between two boxes along the axis where they are farthest apart
+/// (0 when they overlap).
+fn box_gap(a: &BBox, b: &BBox) -> f32 {
+    let gx = (a.x1 - b.x2).max(b.x1 - a.x2).max(0.0);
+    let gy = (a.y1 - b.y2).max(b.y1 - a.y2).max(0.0);
+    gx.max(gy)
 }
 
 /// Merges candidates whose boxes overlap into one (union box, best score):
@@ -539,6 +673,62 @@ mod tests {
         assert_eq!(starts, vec![(1.0, FireKind::Smoke, Some(true))]);
         let mut rule = FireRule::new(&c, 60.0);
         assert_eq!(run(&mut rule, &frames, still), vec![]);
+    }
+
+    /// One fire whose flames split into fronts and drift across the frame
+    /// stays one event, and ends only once every part has been gone for
+    /// `clear_s`.
+    #[test]
+    fn a_fire_that_splits_and_drifts_is_one_event() {
+        let mut rule = FireRule::new(&cfg("[fire]\nk = 2\nn = 3\nclear_s = 2.0\n[flicker]\nenabled = false"), 60.0);
+        let f = |x: f32| hit(FireKind::Fire, 0.9, x);
+        let mut frames = vec![vec![f(0.3)], vec![f(0.3)]];
+        // Two fronts, 0.05 and 0.1 from the first box.
+        frames.extend((0..4).map(|_| vec![f(0.25), f(0.45)]));
+        // The far front carries on and drifts right; the near one dies out.
+        frames.extend((0..6).map(|i| vec![f(0.5 + 0.05 * i as f32)]));
+        frames.extend(std::iter::repeat_n(vec![], 6));
+        let got = run(&mut rule, &frames, lively);
+        let phases: Vec<Phase> = got.iter().map(|g| g.2).collect();
+        assert_eq!(phases, vec![Phase::Start, Phase::End], "{got:?}");
+        // Last hit at frame 11 (5.5 s); clear_s 2 → end at 7.5 s.
+        assert_eq!(got[1].0, 7.5);
+    }
+
+    /// Fronts that show up apart on the same frames add up to one region
+    /// and start one event; a fire farther than `merge_gap` is a second.
+    #[test]
+    fn fronts_together_start_once_and_a_distant_fire_is_another() {
+        let c = cfg("[fire]\nk = 2\nn = 3\nmerge_gap = 0.1\n[flicker]\nenabled = false");
+        let mut rule = FireRule::new(&c, 60.0);
+        let fronts = vec![hit(FireKind::Fire, 0.9, 0.3), hit(FireKind::Fire, 0.8, 0.48)];
+        let got = run(&mut rule, &[fronts.clone(), fronts.clone(), fronts], lively);
+        assert_eq!(got, vec![(0.5, FireKind::Fire, Phase::Start)]);
+        assert_eq!(rule.open_regions().count(), 1);
+        // The open region's box covers both fronts.
+        let (_, b) = rule.open_regions().next().unwrap();
+        assert!((b.x1 - 0.3).abs() < 1e-6 && (b.x2 - 0.58).abs() < 1e-6, "{b:?}");
+        // 0.1 wide boxes 0.25 apart: with merge_gap 0.1, two fires.
+        let mut rule = FireRule::new(&c, 60.0);
+        let apart = vec![hit(FireKind::Fire, 0.9, 0.1), hit(FireKind::Fire, 0.9, 0.45)];
+        let got = run(&mut rule, &[apart.clone(), apart], lively);
+        assert_eq!(got.len(), 2, "{got:?}");
+        // With merge_gap 0.3 they are one.
+        let mut rule = FireRule::new(&cfg("[fire]\nk = 2\nn = 3\nmerge_gap = 0.3\n[flicker]\nenabled = false"), 60.0);
+        let apart = vec![hit(FireKind::Fire, 0.9, 0.1), hit(FireKind::Fire, 0.9, 0.45)];
+        assert_eq!(run(&mut rule, &[apart.clone(), apart], lively).len(), 1);
+    }
+
+    /// A candidate that appears near an open event later (a new front) is
+    /// folded into it instead of starting its own.
+    #[test]
+    fn a_new_front_next_to_an_open_fire_joins_it() {
+        let mut rule = FireRule::new(&cfg("[fire]\nk = 2\nn = 3\n[flicker]\nenabled = false"), 60.0);
+        let mut frames: Vec<Vec<FireHit>> = (0..3).map(|_| vec![hit(FireKind::Fire, 0.9, 0.3)]).collect();
+        frames.extend((0..5).map(|_| vec![hit(FireKind::Fire, 0.9, 0.3), hit(FireKind::Fire, 0.95, 0.48)]));
+        let got = run(&mut rule, &frames, lively);
+        assert_eq!(got, vec![(0.5, FireKind::Fire, Phase::Start)]);
+        assert_eq!(rule.candidates().count(), 0);
     }
 
     /// While open, updates come at most every `update_interval_s`.

@@ -154,6 +154,11 @@ pub struct KindRule {
     /// Unused for fire.
     pub near_fire_min_score: f32,
     pub near_fire_k: u32,
+    /// One fire, one event: a candidate this close to an open event (the
+    /// gap between their boxes, as a fraction of the frame), or touching
+    /// the event's box widened by its own size, is part of that fire. A
+    /// region farther than this from every open event is a second fire.
+    pub merge_gap: f32,
 }
 
 /// `[fire.fire]` / `[fire.smoke]`: any key of [`KindRule`]; the rest keep
@@ -169,6 +174,7 @@ pub struct KindOverrides {
     pub clear_s: Option<f64>,
     pub near_fire_min_score: Option<f32>,
     pub near_fire_k: Option<u32>,
+    pub merge_gap: Option<f32>,
 }
 
 impl KindOverrides {
@@ -182,6 +188,7 @@ impl KindOverrides {
             clear_s: self.clear_s.unwrap_or(d.clear_s),
             near_fire_min_score: self.near_fire_min_score.unwrap_or(d.near_fire_min_score),
             near_fire_k: self.near_fire_k.unwrap_or(d.near_fire_k),
+            merge_gap: self.merge_gap.unwrap_or(d.merge_gap),
         }
     }
 }
@@ -198,6 +205,7 @@ pub fn default_rule(kind: FireKind) -> KindRule {
             clear_s: 10.0,
             near_fire_min_score: 0.4,
             near_fire_k: 3,
+            merge_gap: 0.1,
         },
         FireKind::Smoke => KindRule {
             min_score: 0.8,
@@ -208,6 +216,7 @@ pub fn default_rule(kind: FireKind) -> KindRule {
             clear_s: 15.0,
             near_fire_min_score: 0.5,
             near_fire_k: 3,
+            merge_gap: 0.1,
         },
     }
 }
@@ -371,6 +380,9 @@ impl Fire {
                     &format!("{at}.near_fire_k"),
                     format!("{} must be between 1 and n ({})", r.near_fire_k, r.n),
                 );
+            }
+            if !(0.0..=1.0).contains(&r.merge_gap) {
+                return err(&format!("{at}.merge_gap"), format!("{} is outside 0–1", r.merge_gap));
             }
             if !(r.clear_s >= 0.0 && r.clear_s <= 3600.0) {
                 return err(&format!("{at}.clear_s"), format!("{} is outside 0–3600", r.clear_s));

@@ -137,6 +137,31 @@ impl FireModel {
     /// `out` (cleared first).
     pub fn detect(&self, pre: &mut Preprocessor, lb: &Letterbox, out: &mut Vec<FireHit>) -> Result<(), InferError> {
         out.clear();
+        self.detect_into(pre, lb, &[self.floor], &mut |_, hit| out.push(hit))
+    }
+
+    /// One model run, read at several score floors (per level: fire, smoke):
+    /// a heat-map's regions depend on the floor (hot cells that touch), so
+    /// `eval-images` asks for each threshold of its curve what the agent
+    /// would have seen there. `out` gets (level index, region).
+    pub fn detect_levels(
+        &self,
+        pre: &mut Preprocessor,
+        lb: &Letterbox,
+        levels: &[[f32; 2]],
+        out: &mut Vec<(usize, FireHit)>,
+    ) -> Result<(), InferError> {
+        out.clear();
+        self.detect_into(pre, lb, levels, &mut |level, hit| out.push((level, hit)))
+    }
+
+    fn detect_into(
+        &self,
+        pre: &mut Preprocessor,
+        lb: &Letterbox,
+        levels: &[[f32; 2]],
+        out: &mut dyn FnMut(usize, FireHit),
+    ) -> Result<(), InferError> {
         match &self.backend {
             Backend::Heatmap { session, classes } => {
                 let mut run = session.lock().unwrap_or_else(|p| p.into_inner());
@@ -157,7 +182,9 @@ impl FireModel {
                 for (c, kind) in self.kinds.iter().enumerate() {
                     let Some(kind) = *kind else { continue };
                     let Some(plane) = data.get(c * gh * gw..(c + 1) * gh * gw) else { continue };
-                    regions(plane, &grid, lb, self.floor[kind_index(kind)], kind, out);
+                    for (level, floors) in levels.iter().enumerate() {
+                        regions(plane, &grid, lb, floors[kind_index(kind)], kind, &mut |hit| out(level, hit));
+                    }
                 }
             }
             Backend::Boxes { detector, scratch } => {
@@ -165,8 +192,10 @@ impl FireModel {
                 detector.detect(pre, lb, &mut dets)?;
                 for d in dets.iter() {
                     let Some(kind) = self.kinds.get(d.class_id).copied().flatten() else { continue };
-                    if d.score >= self.floor[kind_index(kind)] {
-                        out.push(FireHit { kind, score: d.score, bbox: d.bbox });
+                    for (level, floors) in levels.iter().enumerate() {
+                        if d.score >= floors[kind_index(kind)] {
+                            out(level, FireHit { kind, score: d.score, bbox: d.bbox });
+                        }
                     }
                 }
             }
@@ -193,7 +222,7 @@ struct Grid {
 /// Connected (8-neighbour) groups of cells ≥ `floor` → one hit each, box =
 /// the cells' union mapped to the frame, score = the hottest cell. Cells in
 /// the letterbox padding are skipped: they show no frame.
-fn regions(plane: &[f32], g: &Grid, lb: &Letterbox, floor: f32, kind: FireKind, out: &mut Vec<FireHit>) {
+fn regions(plane: &[f32], g: &Grid, lb: &Letterbox, floor: f32, kind: FireKind, out: &mut dyn FnMut(FireHit)) {
     let inner_w = lb.frame_w as f32 * lb.scale + lb.pad_x;
     let inner_h = lb.frame_h as f32 * lb.scale + lb.pad_y;
     let inside = |r: usize, c: usize| (c as f32 * g.cell_w) < inner_w && (r as f32 * g.cell_h) < inner_h;
@@ -233,7 +262,7 @@ fn regions(plane: &[f32], g: &Grid, lb: &Letterbox, floor: f32, kind: FireKind, 
             (r1 + 1) as f32 * g.cell_h,
         );
         if bbox.area() > 0.0 {
-            out.push(FireHit { kind, score: best, bbox });
+            out(FireHit { kind, score: best, bbox });
         }
     }
 }
@@ -265,7 +294,7 @@ mod tests {
             0.9, 0.9, 0.9, 0.9, // padding
         ];
         let mut out = Vec::new();
-        regions(&plane, &g, &lb, 0.5, FireKind::Fire, &mut out);
+        regions(&plane, &g, &lb, 0.5, FireKind::Fire, &mut |h| out.push(h));
         assert_eq!(out.len(), 2, "{out:?}");
         let a = out.iter().find(|h| h.bbox.x1 == 0.0).unwrap();
         assert_eq!(a.score, 0.9);
@@ -274,7 +303,7 @@ mod tests {
         assert_eq!(b.score, 0.8);
         assert!((b.bbox.y1 - 1.0 / 3.0).abs() < 1e-6 && (b.bbox.y2 - 1.0).abs() < 1e-6, "{b:?}");
         out.clear();
-        regions(&plane, &g, &lb, 0.95, FireKind::Fire, &mut out);
+        regions(&plane, &g, &lb, 0.95, FireKind::Fire, &mut |h| out.push(h));
         assert!(out.is_empty());
     }
 }

@@ -559,6 +559,12 @@ impl CameraAnalyzer {
         Ok(())
     }
 
+    /// The fire rule's flicker verdicts on ready regions so far (fire,
+    /// smoke), for `eval`; zero when the camera has no fire path.
+    pub fn flicker_tally(&self) -> [crate::analytics::fire::FlickerTally; 2] {
+        self.fire.as_ref().map(|s| s.rule.tally()).unwrap_or_default()
+    }
+
     /// What the last frame showed, for `replay --annotate`.
     pub fn draw(&self, canvas: &mut Canvas) {
         if let Some(stage) = &self.fire {

@@ -5,7 +5,10 @@
 //! - a labelled event is a **TP** when an event of the same kind *starts*
 //!   (its `start` message is sent) within `[at − early_s, at + late_s]`;
 //! - any other `start` is an **FP**; a label with no match is an **FN**;
-//! - the **delay** of a TP is start time − `at`.
+//! - the **delay** of a TP is start time − `at`;
+//! - the **flicker veto rate**, per kind, on the clips labelled with that
+//!   kind: of the analysed frames where a region had its k of n hits, the
+//!   share the flicker check refused (each one a delay or a miss).
 //!
 //! Each clip runs with the base config (`--config`, or replay's default),
 //! plus the clip's `config` overlay (a TOML file of agent config keys,
@@ -19,7 +22,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{ReplayError, ReplayEvent, ReplayOptions};
-use crate::config::Config;
+use crate::analytics::fire::FlickerTally;
+use crate::config::{Config, FireKind};
 use crate::pipeline::Models;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +120,20 @@ pub struct ClipResult {
     pub frames: u64,
     pub fps: f64,
     pub error: Option<String>,
+    /// The flicker check's verdicts on ready regions, per kind.
+    pub flicker: BTreeMap<String, FlickerTally>,
+}
+
+/// Per kind, the flicker check on the clips labelled with that kind: every
+/// veto there held back a real fire or smoke (a delay, or a miss).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VetoRate {
+    pub judged: u32,
+    pub vetoed: u32,
+    pub rate: Option<f64>,
+    /// Labelled events of the kind that never started although the check
+    /// had vetoed a ready region on their clip.
+    pub missed_after_veto: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,6 +145,8 @@ pub struct EvalReport {
     pub wall_s: f64,
     /// Analysed frames per second over all clips.
     pub fps: f64,
+    /// The flicker check's veto rate on true fire and smoke, per kind.
+    pub flicker_on_positives: BTreeMap<String, VetoRate>,
 }
 
 /// Reads a labels file.
@@ -284,6 +304,7 @@ pub fn run(
     let mut kinds: BTreeMap<String, KindScore> = BTreeMap::new();
     let mut clips = Vec::new();
     let mut frames = 0;
+    let mut veto: BTreeMap<String, VetoRate> = BTreeMap::new();
     for clip in &labels.clip {
         let file = dir.join(&clip.file);
         if filter.is_some_and(|f| !file.to_string_lossy().contains(f)) {
@@ -302,7 +323,7 @@ pub fn run(
             })?;
             super::run(&config, &camera, &models, &file, &opts, &mut |_: &ReplayEvent| {})
         });
-        let (starts, nframes, fps, error) = match outcome {
+        let (starts, nframes, fps, error, tally) = match outcome {
             Ok(r) => (
                 r.events
                     .iter()
@@ -312,11 +333,26 @@ pub fn run(
                 r.frames,
                 r.fps(),
                 None,
+                r.flicker,
             ),
-            Err(e) => (Vec::new(), 0, 0.0, Some(e.to_string())),
+            Err(e) => (Vec::new(), 0, 0.0, Some(e.to_string()), Default::default()),
         };
         frames += nframes;
         let (labelled, false_positives) = score_clip(&clip.events, &labels.defaults, &starts, &mut kinds);
+        let flicker: BTreeMap<String, FlickerTally> =
+            FireKind::ALL.iter().map(|k| (k.as_str().to_string(), tally[*k as usize])).collect();
+        for (kind, t) in &flicker {
+            let mine: Vec<&Outcome> = labelled.iter().filter(|o| &o.kind == kind).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let v = veto.entry(kind.clone()).or_default();
+            v.judged += t.judged;
+            v.vetoed += t.vetoed;
+            if t.vetoed > 0 {
+                v.missed_after_veto += mine.iter().filter(|o| o.matched.is_none()).count() as u32;
+            }
+        }
         let result = ClipResult {
             file: clip.file.display().to_string(),
             starts,
@@ -325,11 +361,15 @@ pub fn run(
             frames: nframes,
             fps,
             error,
+            flicker,
         };
         progress(&result);
         clips.push(result);
     }
     kinds.values_mut().for_each(finish);
+    for v in veto.values_mut() {
+        v.rate = (v.judged > 0).then(|| v.vetoed as f64 / v.judged as f64);
+    }
     let wall_s = started.elapsed().as_secs_f64();
     Ok(EvalReport {
         labels: labels_path.display().to_string(),
@@ -338,6 +378,7 @@ pub fn run(
         frames,
         wall_s,
         fps: if wall_s > 0.0 { frames as f64 / wall_s } else { 0.0 },
+        flicker_on_positives: veto,
     })
 }
 
@@ -360,6 +401,15 @@ pub fn table(r: &EvalReport) -> String {
             opt(v.mean_delay_s, 2),
             opt(v.median_delay_s, 2),
             opt(v.max_delay_s, 2)
+        );
+    }
+    for (k, v) in r.flicker_on_positives.iter().filter(|(_, v)| v.judged > 0) {
+        s += &format!(
+            "flicker check on {k}-labelled clips: {} of {} ready frames vetoed ({:.0} %); {} labelled {k} missed after a veto\n",
+            v.vetoed,
+            v.judged,
+            v.rate.unwrap_or(0.0) * 100.0,
+            v.missed_after_veto
         );
     }
     s +=

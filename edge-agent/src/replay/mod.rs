@@ -3,7 +3,9 @@
 //!
 //! - [`frames`]: a video file or still image → timestamped RGB frames;
 //! - [`annotate`]: the analysed frames, with what the rules saw, → MP4;
-//! - [`eval`]: labels file → replays → TP/FP/FN, precision, recall, delay.
+//! - [`eval`]: labels file → replays → TP/FP/FN, precision, recall, delay;
+//! - [`images`]: a folder of labelled stills → the fire model's precision,
+//!   recall, curve and false positives.
 //!
 //! Replay drives the same [`CameraAnalyzer`] as a live camera, with the
 //! clip's time as the rules' clock, so a clip gives the same events on
@@ -13,6 +15,7 @@
 pub mod annotate;
 pub mod eval;
 pub mod frames;
+pub mod images;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,6 +91,8 @@ pub struct ReplayReport {
     pub clip_s: f64,
     /// Wall-clock seconds taken.
     pub wall_s: f64,
+    /// The flicker check's verdicts on ready fire and smoke regions.
+    pub flicker: [crate::analytics::fire::FlickerTally; 2],
 }
 
 impl ReplayReport {
@@ -214,6 +219,7 @@ pub fn run(
         a.finish()?;
     }
     session.report.wall_s = started.elapsed().as_secs_f64();
+    session.report.flicker = analyzer.flicker_tally();
     Ok(session.report)
 }
 
