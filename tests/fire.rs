@@ -355,3 +355,72 @@ fn project_fire_model_loads_and_stays_quiet_on_a_plain_scene() {
     let msg = err.to_string();
     assert!(msg.contains("fire.onnx") && msg.contains("[1, 1, H, W]"), "{msg}");
 }
+
+/// `eval-images` end to end on a folder it writes: images through the
+/// agent's own model path (the YOLOv8-layout model above), YOLO labels,
+/// per-kind TP/FP/FN at the configured thresholds, the false positive named
+/// and ranked, the curve, and a PNG plot that decodes.
+#[test]
+fn eval_images_scores_a_labelled_folder() {
+    use edge_agent::replay::images;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("byo-yolov8.onnx");
+    std::fs::write(&model, yolov8_model(false)).unwrap();
+    let fire = format!(
+        r#"[fire]
+path = "{}"
+format = "yolov8"
+input_size = 64
+labels = ["flame", "smoke"]
+classes = {{ fire = ["flame"], smoke = ["smoke"] }}
+fire = {{ min_area = 0.01 }}
+smoke = {{ min_area = 0.01 }}"#,
+        model.display()
+    );
+    let config = config(&fire);
+    let set = dir.path().join("stills");
+    std::fs::create_dir_all(set.join("images")).unwrap();
+    std::fs::create_dir_all(set.join("labels")).unwrap();
+    let square = |colour: [u8; 3]| {
+        let mut rgb = vec![128u8; 128 * 128 * 3];
+        for y in 16..48 {
+            for x in 16..48 {
+                rgb[(y * 128 + x) * 3..][..3].copy_from_slice(&colour);
+            }
+        }
+        image::RgbImage::from_raw(128, 128, rgb).unwrap()
+    };
+    // a: fire, labelled; b: smoke, labelled; c: plain, no label file;
+    // d: "fire" nobody labelled (a false positive).
+    square([255, 0, 0]).save(set.join("images/a.png")).unwrap();
+    square([0, 255, 0]).save(set.join("images/b.png")).unwrap();
+    square([128, 128, 128]).save(set.join("images/c.png")).unwrap();
+    square([255, 0, 0]).save(set.join("images/d.png")).unwrap();
+    std::fs::write(set.join("labels/a.txt"), "0 0.25 0.25 0.25 0.25\n").unwrap();
+    std::fs::write(set.join("labels/b.txt"), "1 0.25 0.25 0.25 0.25\n").unwrap();
+    std::fs::write(set.join("labels/d.txt"), "").unwrap();
+    let cfg = config.fire.clone().unwrap();
+    let opts = images::ImageEvalOptions { names: Some(vec!["fire".into(), "smoke".into()]), top: 5 };
+    let stills = images::load_set(&set, &opts, &cfg).unwrap();
+    assert_eq!(stills.len(), 4);
+    let models = Models::load(&config).unwrap();
+    let model = models.fire.as_ref().expect("fire model loaded");
+    let report = images::evaluate(&set, &stills, model, &cfg, &config.cameras[0], &mut |_| {}).unwrap();
+    let f = &report.fire;
+    assert_eq!((f.positives, f.negatives), (1, 3));
+    assert_eq!((f.at_threshold.tp, f.at_threshold.fp, f.at_threshold.fn_), (1, 1, 0), "{f:#?}");
+    assert_eq!(f.at_threshold.precision, 0.5);
+    assert_eq!((f.boxes, f.boxes_found), (1, 1));
+    assert_eq!(f.false_positives.len(), 1);
+    assert!(f.false_positives[0].file.ends_with("d.png"), "{:?}", f.false_positives);
+    assert!(f.false_positives[0].score > 0.99);
+    let s = &report.smoke;
+    assert_eq!((s.at_threshold.tp, s.at_threshold.fp, s.at_threshold.fn_), (1, 0, 0), "{s:#?}");
+    assert_eq!(f.curve.len(), 19);
+    assert!(f.curve.iter().all(|p| p.tp == 1 && p.fp == 1), "{:?}", f.curve);
+    let summary = images::summary(&report, 5);
+    assert!(summary.contains("d.png") && summary.contains("| fire | 1 | 3 |"), "{summary}");
+    let png = images::plot(&report).unwrap();
+    let plot = image::load_from_memory(&png).unwrap();
+    assert_eq!((plot.width(), plot.height()), (640, 480));
+}

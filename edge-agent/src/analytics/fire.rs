@@ -347,6 +347,13 @@ impl FireRule {
                         if ready && r.verdict.is_some_and(|v| v.checked) {
                             self.tally[ki].judged += 1;
                             self.tally[ki].vetoed += u32::from(!passed);
+                            tracing::debug!(
+                                t = now,
+                                kind = kind.as_str(),
+                                region = r.id,
+                                passed,
+                                "flicker verdict on a ready region"
+                            );
                         }
                         if ready && passed && !joins_open {
                             let since = r.window.iter().find(|s| s.score.is_some()).map_or(now, |s| s.t);
@@ -533,11 +540,31 @@ mod tests {
 
     /// Stats that pass every check.
     fn lively(_: FireKind, _: &BBox) -> FlickerStats {
-        FlickerStats { frames: 10, colour: 0.3, shape: 0.4, change: 10.0, luma: 120.0, chroma: 10.0, edges: 3.0 }
+        FlickerStats {
+            frames: 10,
+            colour: 0.3,
+            shape: 0.4,
+            change: 10.0,
+            colour_core: 0.5,
+            flame_change: 20.0,
+            luma: 120.0,
+            chroma: 10.0,
+            edges: 3.0,
+        }
     }
 
     fn still(_: FireKind, _: &BBox) -> FlickerStats {
-        FlickerStats { frames: 10, colour: 0.3, shape: 0.0, change: 0.2, luma: 120.0, chroma: 10.0, edges: 3.0 }
+        FlickerStats {
+            frames: 10,
+            colour: 0.3,
+            shape: 0.0,
+            change: 0.2,
+            colour_core: 0.5,
+            flame_change: 0.2,
+            luma: 120.0,
+            chroma: 10.0,
+            edges: 3.0,
+        }
     }
 
     /// Feeds `frames` (hits per frame) at 2 fps; returns (time, kind, phase).

@@ -119,6 +119,13 @@ pub struct FlickerStats {
     /// where `d` is each pixel's change. A whole-region flash moves the
     /// median, not the residual.
     pub change: f32,
+    /// Mean fraction of the pixels of the model's own box (not widened)
+    /// with flame colour.
+    pub colour_core: f32,
+    /// The `change` measure over flame-coloured pixels only (either frame
+    /// of a pair): a flame flickers where it is, a lamp or a lit wall does
+    /// not, however small the flame is in its box.
+    pub flame_change: f32,
     /// Mean brightness of the region (Y, 0–255): smoke must be visible.
     pub luma: f32,
     /// Mean colourfulness of the region, `|Cb − 128| + |Cr − 128|`: smoke
@@ -149,11 +156,24 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
     let same = |t: &&ColourThumb| t.w == w && t.h == h && t.px.len() == (w * h) as usize;
     let thumbs: Vec<&ColourThumb> = thumbs.into_iter().filter(same).collect();
     let idx = |x: usize, y: usize| y * w as usize + x;
+    // The model's own box inside the widened one: how much of what the
+    // model called fire has flame colour (the widened box dilutes a small
+    // or distant fire with its surroundings).
+    let cx0 = ((region.x1.clamp(0.0, 1.0) * w as f32) as usize).clamp(x0, x1 - 1);
+    let cy0 = ((region.y1.clamp(0.0, 1.0) * h as f32) as usize).clamp(y0, y1 - 1);
+    let cx1 = ((region.x2.clamp(0.0, 1.0) * w as f32).ceil() as usize).clamp(cx0 + 1, x1);
+    let cy1 = ((region.y2.clamp(0.0, 1.0) * h as f32).ceil() as usize).clamp(cy0 + 1, y1);
+    let rw = x1 - x0;
     let mut masks: Vec<Vec<bool>> = Vec::with_capacity(thumbs.len());
     let (mut colour, mut luma, mut chroma, mut edges, mut edge_n) = (0.0, 0u64, 0u64, 0u64, 0u64);
+    let mut colour_core = 0.0f32;
     for th in &thumbs {
         let mask = flame_mask(th, x0, y0, x1, y1);
         colour += mask.iter().filter(|&&m| m).count() as f32 / mask.len() as f32;
+        let core: usize = (cy0..cy1)
+            .map(|y| mask[(y - y0) * rw + cx0 - x0..(y - y0) * rw + cx1 - x0].iter().filter(|&&m| m).count())
+            .sum();
+        colour_core += core as f32 / ((cx1 - cx0) * (cy1 - cy0)) as f32;
         masks.push(mask);
         for y in y0..y1 {
             for &[py, cb, cr] in &th.px[idx(x0, y)..idx(x1, y)] {
@@ -172,7 +192,9 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
     }
     let samples = (thumbs.len() * (x1 - x0) * (y1 - y0)).max(1) as f32;
     let (mut shape, mut shape_n, mut change) = (0.0f32, 0usize, 0.0f32);
+    let (mut flame_change, mut flame_n) = (0.0f32, 0usize);
     let mut diffs: Vec<i16> = Vec::with_capacity((x1 - x0) * (y1 - y0));
+    let mut order: Vec<i16> = Vec::with_capacity((x1 - x0) * (y1 - y0));
     for k in 1..thumbs.len() {
         let (a, b) = (&masks[k - 1], &masks[k]);
         let (mut only_a, mut only_b, mut union) = (0usize, 0usize, 0usize);
@@ -192,10 +214,24 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
                 diffs.push(thumbs[k].px[i][0] as i16 - thumbs[k - 1].px[i][0] as i16);
             }
         }
-        // The residual's sum does not depend on order: partition in place.
-        let mid = diffs.len() / 2;
-        let median = *diffs.select_nth_unstable(mid).1 as f32;
+        order.clear();
+        order.extend_from_slice(&diffs);
+        let mid = order.len() / 2;
+        let median = *order.select_nth_unstable(mid).1 as f32;
         change += diffs.iter().map(|&d| (d as f32 - median).abs()).sum::<f32>() / diffs.len() as f32;
+        // The same residual where either frame shows flame colour: a flame
+        // flickers there, a lamp does not, however small it is in the box.
+        let (mut sum, mut n) = (0.0f32, 0usize);
+        for ((&d, &ma), &mb) in diffs.iter().zip(a).zip(b) {
+            if ma || mb {
+                sum += (d as f32 - median).abs();
+                n += 1;
+            }
+        }
+        if n >= 2 {
+            flame_change += sum / n as f32;
+            flame_n += 1;
+        }
     }
     let pairs = thumbs.len().saturating_sub(1).max(1) as f32;
     FlickerStats {
@@ -203,6 +239,8 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
         colour: colour / thumbs.len().max(1) as f32,
         shape: if shape_n > 0 { shape / shape_n as f32 } else { 0.0 },
         change: change / pairs,
+        colour_core: colour_core / thumbs.len().max(1) as f32,
+        flame_change: if flame_n > 0 { flame_change / flame_n as f32 } else { 0.0 },
         luma: luma as f32 / samples,
         chroma: chroma as f32 / samples,
         edges: edges as f32 / edge_n.max(1) as f32,

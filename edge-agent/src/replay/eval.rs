@@ -316,6 +316,9 @@ pub fn run(
             still_s: clip.still_s.unwrap_or(labels.defaults.still_s),
             hold_last_s: clip.hold_last_s.unwrap_or(labels.defaults.hold_last_s),
         };
+        // Every log line of this clip's replay names it (`RUST_LOG=debug`
+        // shows each flicker verdict, with what it measured).
+        let _span = tracing::info_span!("clip", file = %clip.file.display()).entered();
         let outcome = clip_config(&base_text, &base_file, dir, clip, sets).and_then(|config| {
             let camera = config.cameras.first().cloned().ok_or_else(|| ReplayError::Input {
                 file: base_file.display().to_string(),

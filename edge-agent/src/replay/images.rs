@@ -150,11 +150,14 @@ pub fn load_set(set: &Path, opts: &ImageEvalOptions, fire: &Fire) -> Result<Vec<
         Some(n) => n.clone(),
         None => names_from_yaml(&root)?.unwrap_or_else(|| vec!["fire".into(), "smoke".into()]),
     };
+    // A set's class names are the labeller's words: the model's own names
+    // (`[fire.classes]`) or the common ones (fire, flame, smoke).
+    let common = crate::config::ClassMap::default();
     let kind_of = |name: &str| {
         let has = |list: &[String]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
-        if has(&fire.classes.fire) {
+        if has(&fire.classes.fire) || has(&common.fire) {
             Some(FireKind::Fire)
-        } else if has(&fire.classes.smoke) {
+        } else if has(&fire.classes.smoke) || has(&common.smoke) {
             Some(FireKind::Smoke)
         } else {
             None
