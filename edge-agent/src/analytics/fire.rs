@@ -50,6 +50,11 @@ pub struct FlickerVerdict {
     /// Smoke only: a fire region that passed its own flicker check was next
     /// to this one, so the `near_fire_*` thresholds applied.
     pub near_fire: bool,
+    /// Smoke only: everything passed but persistence (it has not been a
+    /// candidate for `smoke_min_persist_s` yet): a wait, not a verdict on
+    /// what the region looks like.
+    #[serde(skip)]
+    pub waiting: bool,
     #[serde(flatten)]
     pub stats: FlickerStats,
 }
@@ -61,6 +66,8 @@ pub struct FlickerVerdict {
 pub struct FlickerTally {
     pub judged: u32,
     pub vetoed: u32,
+    /// Of the vetoes, smoke that only had not persisted long enough yet.
+    pub waiting: u32,
 }
 
 /// A change in one region's event.
@@ -347,6 +354,7 @@ impl FireRule {
                         if ready && r.verdict.is_some_and(|v| v.checked) {
                             self.tally[ki].judged += 1;
                             self.tally[ki].vetoed += u32::from(!passed);
+                            self.tally[ki].waiting += u32::from(r.verdict.is_some_and(|v| v.waiting));
                             tracing::debug!(
                                 t = now,
                                 kind = kind.as_str(),
@@ -401,22 +409,39 @@ fn judge(
     measure: impl FnOnce() -> FlickerStats,
 ) -> FlickerVerdict {
     if !f.enabled {
-        return FlickerVerdict { passed: true, checked: false, persisted_s, near_fire, stats: FlickerStats::default() };
+        return FlickerVerdict {
+            passed: true,
+            checked: false,
+            persisted_s,
+            near_fire,
+            waiting: false,
+            stats: FlickerStats::default(),
+        };
     }
     let stats = measure();
-    let passed = match kind {
-        FireKind::Fire => {
-            stats.colour >= f.fire_min_colour && stats.shape >= f.fire_min_shape && stats.change >= f.fire_min_change
-        }
-        FireKind::Smoke => {
-            stats.change >= f.smoke_min_change
-                && stats.chroma <= f.smoke_max_chroma
-                && stats.edges <= f.smoke_max_edges
-                // Smoke rising from a confirmed flame needs no persistence.
-                && (near_fire || persisted_s >= f.smoke_min_persist_s)
-        }
-    };
-    FlickerVerdict { passed, checked: true, persisted_s, near_fire, stats }
+    let looks = stats.frames >= f.min_frames
+        && match kind {
+            FireKind::Fire => {
+                stats.colour_core >= f.fire_min_colour
+                    && (stats.flame_change >= f.fire_min_flicker
+                        || (stats.shape >= f.fire_min_shape && stats.change >= f.fire_min_change))
+            }
+            FireKind::Smoke => {
+                stats.change >= f.smoke_min_change
+                    && stats.chroma <= f.smoke_max_chroma
+                    && stats.edges <= f.smoke_max_edges
+            }
+        };
+    // Smoke rising from a confirmed flame needs no persistence.
+    let persisted = kind == FireKind::Fire || near_fire || persisted_s >= f.smoke_min_persist_s;
+    FlickerVerdict {
+        passed: looks && persisted,
+        checked: true,
+        persisted_s,
+        near_fire,
+        waiting: looks && !persisted,
+        stats,
+    }
 }
 
 /// Folds every candidate region that is near an open event into that

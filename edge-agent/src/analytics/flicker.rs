@@ -247,9 +247,12 @@ pub fn measure(history: &FlickerHistory, now: f64, window_s: f64, region: &BBox)
     }
 }
 
-/// Flame-coloured pixels of a thumbnail's sub-rectangle (Çelik & Demirel
-/// 2009: Y > Cb, Cr > Cb, Cr − Cb ≥ 40, and brighter, bluer-less and redder
-/// than the thumbnail's mean).
+/// Flame-coloured pixels of a thumbnail's sub-rectangle: Çelik & Demirel's
+/// rule (2009: Y > Cb, Cr > Cb, Cr − Cb ≥ 40, and brighter, less blue and
+/// redder than the thumbnail's mean), or a white-hot core: CCTV cameras
+/// blow a flame's core out to near-white (Y ≥ 220, not bluish, far brighter
+/// than the scene), which the colour rule alone misses. A lamp or a white
+/// sign is white-hot too, but does not flicker: the motion measures decide.
 fn flame_mask(th: &ColourThumb, x0: usize, y0: usize, x1: usize, y1: usize) -> Vec<bool> {
     let n = th.px.len().max(1) as u64;
     let (mut sy, mut scb, mut scr) = (0u64, 0u64, 0u64);
@@ -263,7 +266,9 @@ fn flame_mask(th: &ColourThumb, x0: usize, y0: usize, x1: usize, y1: usize) -> V
     for y in y0..y1 {
         for x in x0..x1 {
             let [py, cb, cr] = th.px[y * th.w as usize + x];
-            mask.push(py > cb && cr > cb && cr as i16 - cb as i16 >= 40 && py >= my && cb <= mcb && cr >= mcr);
+            let celik = py > cb && cr > cb && cr as i16 - cb as i16 >= 40 && py >= my && cb <= mcb && cr >= mcr;
+            let white_hot = py >= 220 && cr >= cb && py as u16 >= my as u16 + 60;
+            mask.push(celik || white_hot);
         }
     }
     mask

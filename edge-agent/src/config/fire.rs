@@ -197,7 +197,7 @@ impl KindOverrides {
 pub fn default_rule(kind: FireKind) -> KindRule {
     match kind {
         FireKind::Fire => KindRule {
-            min_score: 0.4,
+            min_score: 0.6,
             min_area: 0.0005,
             max_area: 0.5,
             k: 3,
@@ -208,15 +208,15 @@ pub fn default_rule(kind: FireKind) -> KindRule {
             merge_gap: 0.1,
         },
         FireKind::Smoke => KindRule {
-            min_score: 0.8,
+            min_score: 0.85,
             min_area: 0.002,
             max_area: 0.6,
-            k: 7,
+            k: 5,
             n: 7,
             clear_s: 15.0,
             near_fire_min_score: 0.5,
             near_fire_k: 3,
-            merge_gap: 0.1,
+            merge_gap: 0.2,
         },
     }
 }
@@ -232,17 +232,24 @@ pub struct Flicker {
     pub enabled: bool,
     /// Seconds of thumbnails the check looks at.
     pub window_s: f64,
-    /// Fire: fraction of the region's pixels with flame colour (Çelik &
-    /// Demirel's YCbCr rule), averaged over the window.
+    /// Fire: fraction of the pixels of the model's box with flame colour
+    /// (Çelik & Demirel's YCbCr rule, or a white-hot core), averaged over
+    /// the window. Then either motion test passes it:
     pub fire_min_colour: f32,
-    /// Fire: mean shape change of the flame-coloured area between
-    /// consecutive thumbnails (0–1); growing or shrinking in place, as a
-    /// flashing sign does, does not count.
+    /// Fire, first test: the flame-coloured pixels flicker: their mean
+    /// non-uniform brightness change between consecutive thumbnails, in
+    /// grey levels, at least this.
+    pub fire_min_flicker: f32,
+    /// Fire, second test: the flame-coloured area changes shape (0–1;
+    /// growing or shrinking in place, as a flashing sign does, scores 0)…
     pub fire_min_shape: f32,
-    /// Fire: mean non-uniform brightness change between consecutive
-    /// thumbnails, in grey levels (the region's common change — a sign
-    /// flashing as a whole — is subtracted first).
+    /// …and the whole region's non-uniform brightness change (the region's
+    /// common change, a sign flashing as a whole, subtracted first) is at
+    /// least this, in grey levels.
     pub fire_min_change: f32,
+    /// Fewest thumbnails in the window for a verdict (a camera that just
+    /// started has too little history to judge motion).
+    pub min_frames: usize,
     /// Smoke: the same change measure; drifting smoke changes shape.
     pub smoke_min_change: f32,
     /// Smoke: mean colourfulness of the region (`|Cb − 128| + |Cr − 128|`)
@@ -262,12 +269,14 @@ impl Default for Flicker {
         Flicker {
             enabled: true,
             window_s: 2.0,
-            fire_min_colour: 0.12,
+            fire_min_colour: 0.05,
+            fire_min_flicker: 15.0,
             fire_min_shape: 0.15,
             fire_min_change: 8.0,
-            smoke_min_change: 4.0,
-            smoke_max_chroma: 18.0,
-            smoke_max_edges: 14.0,
+            min_frames: 5,
+            smoke_min_change: 2.5,
+            smoke_max_chroma: 20.0,
+            smoke_max_edges: 23.0,
             smoke_min_persist_s: 5.0,
         }
     }
@@ -397,7 +406,11 @@ impl Fire {
                 return err(&format!("flicker.{k}"), format!("{v} is outside 0–1"));
             }
         }
+        if f.min_frames < 2 || f.min_frames > 300 {
+            return err("flicker.min_frames", format!("{} is outside 2–300", f.min_frames));
+        }
         for (k, v) in [
+            ("fire_min_flicker", f.fire_min_flicker),
             ("fire_min_change", f.fire_min_change),
             ("smoke_min_change", f.smoke_min_change),
             ("smoke_max_chroma", f.smoke_max_chroma),

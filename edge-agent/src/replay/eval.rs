@@ -130,7 +130,11 @@ pub struct ClipResult {
 pub struct VetoRate {
     pub judged: u32,
     pub vetoed: u32,
+    /// Of the vetoes, smoke that had only not persisted long enough yet.
+    pub waiting: u32,
     pub rate: Option<f64>,
+    /// The rate without the waits: vetoes on what the region looked like.
+    pub rate_on_looks: Option<f64>,
     /// Labelled events of the kind that never started although the check
     /// had vetoed a ready region on their clip.
     pub missed_after_veto: u32,
@@ -352,6 +356,7 @@ pub fn run(
             let v = veto.entry(kind.clone()).or_default();
             v.judged += t.judged;
             v.vetoed += t.vetoed;
+            v.waiting += t.waiting;
             if t.vetoed > 0 {
                 v.missed_after_veto += mine.iter().filter(|o| o.matched.is_none()).count() as u32;
             }
@@ -372,6 +377,7 @@ pub fn run(
     kinds.values_mut().for_each(finish);
     for v in veto.values_mut() {
         v.rate = (v.judged > 0).then(|| v.vetoed as f64 / v.judged as f64);
+        v.rate_on_looks = (v.judged > 0).then(|| (v.vetoed - v.waiting) as f64 / v.judged as f64);
     }
     let wall_s = started.elapsed().as_secs_f64();
     Ok(EvalReport {
@@ -408,10 +414,12 @@ pub fn table(r: &EvalReport) -> String {
     }
     for (k, v) in r.flicker_on_positives.iter().filter(|(_, v)| v.judged > 0) {
         s += &format!(
-            "flicker check on {k}-labelled clips: {} of {} ready frames vetoed ({:.0} %); {} labelled {k} missed after a veto\n",
+            "flicker check on {k}-labelled clips: {} of {} ready frames vetoed ({:.0} %; {} only waiting for smoke_min_persist_s, so {:.0} % on looks); {} labelled {k} missed after a veto\n",
             v.vetoed,
             v.judged,
             v.rate.unwrap_or(0.0) * 100.0,
+            v.waiting,
+            v.rate_on_looks.unwrap_or(0.0) * 100.0,
             v.missed_after_veto
         );
     }
