@@ -263,21 +263,28 @@ fn a_model_with_symbolic_output_sizes_gives_the_same_events() {
     raises_fire_and_smoke(yolov8_model(true));
 }
 
-fn raises_fire_and_smoke(model_bytes: Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("byo-yolov8.onnx");
-    std::fs::write(&model, model_bytes).unwrap();
-    let fire = format!(
+/// The `[fire]` table for the YOLOv8-layout model at `model`, its classes
+/// mapped by name, with `rules` (TOML lines) added.
+fn byo_fire_table(model: &Path, rules: &str) -> String {
+    format!(
         r#"[fire]
 path = "{}"
 format = "yolov8"
 input_size = 64
 labels = ["flame", "smoke"]
 classes = {{ fire = ["flame"], smoke = ["smoke"] }}
-fire = {{ k = 2, n = 3, min_area = 0.01 }}
-smoke = {{ k = 2, n = 3, min_area = 0.01 }}
-flicker = {{ enabled = false }}"#,
+{rules}"#,
         model.display()
+    )
+}
+
+fn raises_fire_and_smoke(model_bytes: Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("byo-yolov8.onnx");
+    std::fs::write(&model, model_bytes).unwrap();
+    let fire = byo_fire_table(
+        &model,
+        "fire = { k = 2, n = 3, min_area = 0.01 }\nsmoke = { k = 2, n = 3, min_area = 0.01 }\nflicker = { enabled = false }",
     );
     let events = run(&config(&fire), &frame(), 3.0);
     let validator = schema();
@@ -366,17 +373,7 @@ fn eval_images_scores_a_labelled_folder() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("byo-yolov8.onnx");
     std::fs::write(&model, yolov8_model(false)).unwrap();
-    let fire = format!(
-        r#"[fire]
-path = "{}"
-format = "yolov8"
-input_size = 64
-labels = ["flame", "smoke"]
-classes = {{ fire = ["flame"], smoke = ["smoke"] }}
-fire = {{ min_area = 0.01 }}
-smoke = {{ min_area = 0.01 }}"#,
-        model.display()
-    );
+    let fire = byo_fire_table(&model, "fire = { min_area = 0.01 }\nsmoke = { min_area = 0.01 }");
     let config = config(&fire);
     let set = dir.path().join("stills");
     std::fs::create_dir_all(set.join("images")).unwrap();
