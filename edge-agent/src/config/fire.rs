@@ -57,7 +57,7 @@ pub struct Fire {
     #[serde(default = "default_format")]
     pub format: FireFormat,
     /// Square model input side in pixels (letterboxed). The project model
-    /// was trained at 416 but runs at 640 by default: a distant fire then
+    /// runs at 640, the scale it was trained for: a distant fire then
     /// covers enough cells to be seen.
     #[serde(default = "default_input_size")]
     pub input_size: u32,

@@ -837,6 +837,21 @@ impl Config {
                         .into(),
                 );
             }
+            if let Some(f) = self.fire.as_ref().filter(|_| flicker_runs) {
+                // Thumbnails in the check's window at this camera's rate.
+                let frames = (c.fps * f.flicker.window_s).floor() as usize + 1;
+                if frames < f.flicker.min_frames {
+                    return err(
+                        &at("fps"),
+                        format!(
+                            "{} frames/s gives {frames} frames in fire.flicker.window_s ({} s), fewer than \
+                             fire.flicker.min_frames ({}): the fire rule could never start; raise fps or window_s, \
+                             or lower min_frames",
+                            c.fps, f.flicker.window_s, f.flicker.min_frames
+                        ),
+                    );
+                }
+            }
             if falls_run && c.decode == Decode::Keyframes {
                 return err(
                     &at("decode"),
@@ -1139,6 +1154,10 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
         assert!(parse(&(fire.clone() + "decode = \"keyframes\"\nfire = false\n")).is_ok());
         let no_flicker = fire.replace("[[cameras]]", "[fire.flicker]\nenabled = false\n\n[[cameras]]");
         assert!(parse(&(no_flicker + "decode = \"keyframes\"\n")).is_ok());
+        // …and enough frames in its window to judge motion.
+        let e = parse(&(fire.clone() + "fps = 1\n")).unwrap_err().to_string();
+        assert!(e.contains("cameras[0].fps") && e.contains("min_frames"), "{e}");
+        assert!(parse(&(fire + "fps = 2\n")).is_ok());
     }
 
     #[test]
