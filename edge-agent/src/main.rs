@@ -335,9 +335,14 @@ fn eval_images(
     // The curve reads every threshold from one run: the model must report
     // candidates down to the lowest one.
     let mut lowered = fire.clone();
-    for o in [&mut lowered.fire, &mut lowered.smoke] {
-        o.min_score = Some(0.05);
-        o.near_fire_min_score = Some(0.05);
+    for kind in edge_agent::config::FireKind::ALL {
+        let rule = fire.rule(kind);
+        let o = match kind {
+            edge_agent::config::FireKind::Fire => &mut lowered.fire,
+            edge_agent::config::FireKind::Smoke => &mut lowered.smoke,
+        };
+        o.min_score = Some(rule.min_score.min(0.05));
+        o.near_fire_min_score = Some(rule.near_fire_min_score.min(0.05));
     }
     let env = edge_agent::infer::runtime::init(config.ort_library.as_deref())?;
     let model = edge_agent::infer::fire::FireModel::load(&lowered, env)?;

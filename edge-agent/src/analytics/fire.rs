@@ -325,7 +325,9 @@ impl FireRule {
                 // A part of a fire whose event opened on this very frame:
                 // it joins that event (folded below), never starts its own.
                 let joins_open = regions[i].open.is_none()
-                    && regions.iter().any(|o| o.open.is_some() && near(&o.bbox, &regions[i].bbox, rule.merge_gap));
+                    && regions
+                        .iter()
+                        .any(|o| o.open.is_some() && near_either(&o.bbox, &regions[i].bbox, rule.merge_gap));
                 let r = &mut regions[i];
                 let m = matched[i];
                 let mut remove = false;
@@ -457,7 +459,7 @@ fn fold_near(regions: &mut Vec<Region>, matched: &mut Vec<Option<(f32, BBox)>>, 
                 regions
                     .iter()
                     .enumerate()
-                    .filter(|(a, r)| *a != b && r.open.is_some() && near(&r.bbox, &regions[b].bbox, gap))
+                    .filter(|(a, r)| *a != b && r.open.is_some() && near_either(&r.bbox, &regions[b].bbox, gap))
                     .max_by(|x, y| {
                         closeness(&x.1.bbox, &regions[b].bbox).total_cmp(&closeness(&y.1.bbox, &regions[b].bbox))
                     })
@@ -488,6 +490,13 @@ fn fold_near(regions: &mut Vec<Region>, matched: &mut Vec<Option<(f32, BBox)>>, 
 /// touches `b`, or the gap between them is at most `gap` (frame fractions).
 fn near(a: &BBox, b: &BBox, gap: f32) -> bool {
     overlap(&grow_by(a, 1.0), b) > 0.0 || box_gap(a, b) <= gap
+}
+
+/// [`near`] either way round: whichever of the two boxes is the larger, a
+/// small new front next to a big fire and a big one next to a small fire
+/// are both one fire.
+fn near_either(a: &BBox, b: &BBox, gap: f32) -> bool {
+    near(a, b, gap) || near(b, a, gap)
 }
 
 /// Larger is closer: the overlap of `b` with `a` widened, minus their gap.

@@ -838,8 +838,10 @@ impl Config {
                 );
             }
             if let Some(f) = self.fire.as_ref().filter(|_| flicker_runs) {
-                // Thumbnails in the check's window at this camera's rate.
-                let frames = (c.fps * f.flicker.window_s).floor() as usize + 1;
+                // Thumbnails in the check's window at this camera's rate,
+                // counted without the end frame: a 29.97 fps source taken
+                // at 2 a second spaces them a little over 1/fps apart.
+                let frames = (c.fps * f.flicker.window_s).floor() as usize;
                 if frames < f.flicker.min_frames {
                     return err(
                         &at("fps"),
@@ -1157,7 +1159,8 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
         // …and enough frames in its window to judge motion.
         let e = parse(&(fire.clone() + "fps = 1\n")).unwrap_err().to_string();
         assert!(e.contains("cameras[0].fps") && e.contains("min_frames"), "{e}");
-        assert!(parse(&(fire + "fps = 2\n")).is_ok());
+        assert!(parse(&(fire.clone() + "fps = 2\n")).is_err(), "4 thumbnails in 2 s, 5 needed");
+        assert!(parse(&(fire + "fps = 3\n")).is_ok());
     }
 
     #[test]

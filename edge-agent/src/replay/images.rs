@@ -14,9 +14,10 @@
 //! heat-map's regions depend on the threshold, so each point of the curve
 //! reads the same output at its own floor.
 //!
-//! Labels are YOLO text files (`class cx cy w h`, normalised): for
-//! `…/images/x.jpg` the file `…/labels/x.txt`, else `x.txt` beside the
-//! image. No label file, or an empty one, is an image with neither kind (a
+//! Labels are YOLO text files (`class cx cy w h`, normalised): the image's
+//! path with its last `images` folder replaced by `labels` (`images/x.jpg`
+//! → `labels/x.txt`, `images/val/x.jpg` → `labels/val/x.txt`), else `x.txt`
+//! beside the image. No label file, or an empty one, is an image with neither kind (a
 //! negative). Class ids are named by `--names` or the set's `data.yaml`,
 //! and mapped to fire and smoke by the model's `[fire.classes]` names.
 
@@ -105,6 +106,8 @@ pub struct ImageReport {
     pub input_size: u32,
     pub analysis_width: u32,
     pub images: usize,
+    /// Images that could not be read (they count as misses), with why.
+    pub unreadable: Vec<String>,
     pub fire: KindReport,
     pub smoke: KindReport,
 }
@@ -173,13 +176,17 @@ pub fn load_set(set: &Path, opts: &ImageEvalOptions, fire: &Fire) -> Result<Vec<
             ),
         });
     }
-    paths
+    let set: Vec<LabelledImage> = paths
         .into_iter()
         .map(|path| {
             let boxes = read_labels(&path, &kinds)?;
             Ok(LabelledImage { path, boxes })
         })
-        .collect()
+        .collect::<Result<_, ReplayError>>()?;
+    if set.iter().all(|i| label_path(&i.path).is_none()) {
+        tracing::warn!(set = %shown, "no label file found for any image: every image counts as a negative");
+    }
+    Ok(set)
 }
 
 fn is_image(p: &Path) -> bool {
@@ -190,17 +197,18 @@ fn is_image(p: &Path) -> bool {
 
 /// Images under `dir`, at most 8 folders deep, symbolic links not followed.
 fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
+    let read = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+    for entry in std::fs::read_dir(dir).map_err(read)? {
+        if out.len() > MAX_IMAGES {
+            break;
+        }
+        let entry = entry.map_err(read)?;
+        let kind = entry.file_type().map_err(read)?;
         let path = entry.path();
         if kind.is_dir() && depth < 8 {
             walk(&path, depth + 1, out)?;
         } else if kind.is_file() && is_image(&path) {
             out.push(path);
-            if out.len() > MAX_IMAGES {
-                return Ok(());
-            }
         }
     }
     Ok(())
@@ -227,18 +235,22 @@ fn names_from_yaml(root: &Path) -> Result<Option<Vec<String>>, ReplayError> {
 /// The label file that goes with `image`: `../labels/x.txt` for
 /// `…/images/x.jpg`, else `x.txt` beside it.
 fn label_path(image: &Path) -> Option<PathBuf> {
-    let stem = image.file_stem()?;
-    let dir = image.parent()?;
-    let mut txt = PathBuf::from(stem);
+    let mut txt = image.to_path_buf();
     txt.set_extension("txt");
-    if dir.file_name().is_some_and(|n| n == "images") {
-        let yolo = dir.parent()?.join("labels").join(&txt);
+    // YOLO's convention: the last `images` folder of the path becomes
+    // `labels` (`images/x.jpg` and Ultralytics' `images/train/x.jpg`).
+    let parts: Vec<_> = txt.components().collect();
+    if let Some(i) = parts.iter().rposition(|c| c.as_os_str() == "images") {
+        let yolo: PathBuf = parts
+            .iter()
+            .enumerate()
+            .map(|(j, c)| if j == i { std::ffi::OsStr::new("labels") } else { c.as_os_str() })
+            .collect();
         if yolo.exists() {
             return Some(yolo);
         }
     }
-    let beside = dir.join(&txt);
-    beside.exists().then_some(beside)
+    txt.exists().then_some(txt)
 }
 
 fn read_labels(image: &Path, kinds: &[Option<FireKind>]) -> Result<Vec<(FireKind, BBox)>, ReplayError> {
@@ -280,6 +292,8 @@ struct Scored {
     /// `[image][kind]`: labelled boxes touched by a gated region at the
     /// configured threshold's level.
     found: Vec<[usize; 2]>,
+    /// Images that could not be read, with why.
+    unreadable: Vec<String>,
 }
 
 /// Runs `model` on every image and scores it. `levels[i]` is the floor per
@@ -295,10 +309,25 @@ fn score_all(
 ) -> Result<Scored, ReplayError> {
     let mut pre = model.preprocessor();
     let mut hits: Vec<(usize, FireHit)> = Vec::new();
-    let mut scored = Scored { best: Vec::with_capacity(images.len()), found: Vec::with_capacity(images.len()) };
+    let mut scored = Scored {
+        best: Vec::with_capacity(images.len()),
+        found: Vec::with_capacity(images.len()),
+        unreadable: Vec::new(),
+    };
     let rules = [fire.rule(FireKind::Fire), fire.rule(FireKind::Smoke)];
     for (n, img) in images.iter().enumerate() {
-        let frame = frames::load_still(&img.path, width)?;
+        let frame = match frames::load_still(&img.path, width) {
+            Ok(f) => f,
+            Err(e) => {
+                // One broken file must not cost the whole run: it is listed
+                // and scores as a miss for whatever it shows.
+                scored.unreadable.push(e.to_string());
+                scored.best.push([vec![0.0; levels.len()], vec![0.0; levels.len()]]);
+                scored.found.push([0, 0]);
+                progress(n + 1);
+                continue;
+            }
+        };
         let lb = pre.run(&frame.rgb, frame.width, frame.height)?;
         model.detect_levels(&mut pre, &lb, levels, &mut hits)?;
         let mut best = [vec![0.0f32; levels.len()], vec![0.0f32; levels.len()]];
@@ -317,6 +346,7 @@ fn score_all(
                 let a = h.bbox.area();
                 *level == at[k]
                     && h.kind == *kind
+                    && h.score >= rules[k].min_score
                     && a >= rules[k].min_area
                     && a <= rules[k].max_area
                     && intersects(&h.bbox, b)
@@ -373,9 +403,18 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize),
 ) -> Result<ImageReport, ReplayError> {
     let thresholds = [fire.rule(FireKind::Fire).min_score, fire.rule(FireKind::Smoke).min_score];
-    // The curve's levels, then one level for each kind's own threshold.
+    // The curve's levels, then the live agent's own: regions built at the
+    // floor it uses (the lower of min_score and near_fire_min_score), a hit
+    // when the region's score reaches min_score.
     let mut levels: Vec<[f32; 2]> = CURVE.iter().map(|&t| [t, t]).collect();
-    levels.push(thresholds);
+    let live = |k: FireKind| {
+        let r = fire.rule(k);
+        match k {
+            FireKind::Fire => r.min_score,
+            FireKind::Smoke => r.min_score.min(r.near_fire_min_score),
+        }
+    };
+    levels.push([live(FireKind::Fire), live(FireKind::Smoke)]);
     let at = [CURVE.len(), CURVE.len()];
     let scored = score_all(images, model, fire, camera.analysis_width, &levels, at, progress)?;
     let name = |i: usize| images[i].path.display().to_string();
@@ -383,17 +422,21 @@ pub fn evaluate(
         let k = kind as usize;
         let truth: Vec<bool> = images.iter().map(|im| im.boxes.iter().any(|(bk, _)| *bk == kind)).collect();
         let best = &scored.best;
-        let pred_at = |level: usize| (0..images.len()).map(move |i| best[i][k][level] > 0.0);
+        let pred_at = |level: usize| {
+            let min = if level == at[k] { thresholds[k] } else { f32::MIN_POSITIVE };
+            (0..images.len()).map(move |i| best[i][k][level] >= min)
+        };
         let curve: Vec<CurvePoint> =
             CURVE.iter().enumerate().map(|(l, &t)| point(t, pred_at(l).zip(truth.iter().copied()))).collect();
         let here = point(thresholds[k], pred_at(at[k]).zip(truth.iter().copied()));
         let lowest = |i: usize| scored.best[i][k][0];
+        let hit = |i: usize| scored.best[i][k][at[k]] >= thresholds[k];
         let mut fps: Vec<Ranked> = (0..images.len())
-            .filter(|&i| !truth[i] && scored.best[i][k][at[k]] > 0.0)
+            .filter(|&i| !truth[i] && hit(i))
             .map(|i| Ranked { file: name(i), score: scored.best[i][k][at[k]] })
             .collect();
         let mut fns: Vec<Ranked> = (0..images.len())
-            .filter(|&i| truth[i] && scored.best[i][k][at[k]] <= 0.0)
+            .filter(|&i| truth[i] && !hit(i))
             .map(|i| Ranked { file: name(i), score: lowest(i) })
             .collect();
         fps.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.file.cmp(&b.file)));
@@ -419,6 +462,7 @@ pub fn evaluate(
         images: images.len(),
         fire: kind_report(FireKind::Fire),
         smoke: kind_report(FireKind::Smoke),
+        unreadable: scored.unreadable.clone(),
     })
 }
 
@@ -432,6 +476,9 @@ pub fn summary(r: &ImageReport, top: usize) -> String {
         "{} images, model {} ({}, input {}), analysed at width {}\n",
         r.images, r.model, r.format, r.input_size, r.analysis_width
     );
+    for u in r.unreadable.iter().take(top) {
+        let _ = writeln!(s, "unreadable (counted as a miss): {u}");
+    }
     let _ = writeln!(
         s,
         "| kind | positives | negatives | threshold | TP | FP | FN | precision | recall | boxes found | AP |"
@@ -574,6 +621,15 @@ mod tests {
         std::fs::write(split.join("labels/c.txt"), "2 0.5 nan 0.1 0.1\n").unwrap();
         let err = load_set(dir.path(), &opts, &fire()).unwrap_err().to_string();
         assert!(err.contains("c.txt:1") && err.contains("outside 0–1"), "{err}");
+        // Ultralytics' layout: images/val/x.jpg → labels/val/x.txt.
+        let ul = dir.path().join("ul");
+        std::fs::create_dir_all(ul.join("images/val")).unwrap();
+        std::fs::create_dir_all(ul.join("labels/val")).unwrap();
+        std::fs::write(ul.join("images/val/e.jpg"), b"").unwrap();
+        std::fs::write(ul.join("labels/val/e.txt"), "1 0.5 0.5 0.2 0.2\n").unwrap();
+        let opts_fs = ImageEvalOptions { names: Some(vec!["fire".into(), "smoke".into()]), top: 5 };
+        let got = load_set(&ul, &opts_fs, &fire()).unwrap();
+        assert_eq!(got[0].boxes.iter().map(|b| b.0).collect::<Vec<_>>(), vec![FireKind::Smoke]);
         // Names that map to nothing.
         let opts = ImageEvalOptions { names: Some(vec!["car".into()]), top: 5 };
         let err = load_set(dir.path(), &opts, &fire()).unwrap_err().to_string();
