@@ -136,6 +136,13 @@ impl Region {
         }
     }
 
+    /// Everywhere the region hit within its window: a large fire's heat-map
+    /// breaks into fragments that move from frame to frame, so an event is
+    /// as large as all of them, not the last frame's box.
+    fn extent(&self) -> BBox {
+        self.window.iter().filter_map(|s| s.bbox).fold(self.bbox, |a, b| union(&a, &b))
+    }
+
     /// Samples of the window scoring at least `min`.
     fn hits(&self, min: f32) -> usize {
         self.window.iter().filter(|s| s.score.is_some_and(|v| v >= min)).count()
@@ -268,8 +275,8 @@ impl FireRule {
                 let open = regions
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| r.open.is_some() && near(&r.bbox, &h.bbox, rule.merge_gap))
-                    .map(|(i, r)| (i, closeness(&r.bbox, &h.bbox)))
+                    .filter(|(_, r)| r.open.is_some() && near_either(&r.extent(), &h.bbox, rule.merge_gap))
+                    .map(|(i, r)| (i, closeness(&r.extent(), &h.bbox)))
                     .max_by(|a, b| a.1.total_cmp(&b.1));
                 let best = open
                     .or_else(|| {
@@ -327,7 +334,7 @@ impl FireRule {
                 let joins_open = regions[i].open.is_none()
                     && regions
                         .iter()
-                        .any(|o| o.open.is_some() && near_either(&o.bbox, &regions[i].bbox, rule.merge_gap));
+                        .any(|o| o.open.is_some() && near_either(&o.extent(), &regions[i].bbox, rule.merge_gap));
                 let r = &mut regions[i];
                 let m = matched[i];
                 let mut remove = false;
@@ -459,7 +466,7 @@ fn fold_near(regions: &mut Vec<Region>, matched: &mut Vec<Option<(f32, BBox)>>, 
                 regions
                     .iter()
                     .enumerate()
-                    .filter(|(a, r)| *a != b && r.open.is_some() && near_either(&r.bbox, &regions[b].bbox, gap))
+                    .filter(|(a, r)| *a != b && r.open.is_some() && near_either(&r.extent(), &regions[b].bbox, gap))
                     .max_by(|x, y| {
                         closeness(&x.1.bbox, &regions[b].bbox).total_cmp(&closeness(&y.1.bbox, &regions[b].bbox))
                     })
@@ -778,6 +785,19 @@ mod tests {
         let mut rule = FireRule::new(&cfg("[fire]\nk = 2\nn = 3\nmerge_gap = 0.3\n[flicker]\nenabled = false"), 60.0);
         let apart = vec![hit(FireKind::Fire, 0.9, 0.1), hit(FireKind::Fire, 0.9, 0.45)];
         assert_eq!(run(&mut rule, &[apart.clone(), apart], lively).len(), 1);
+    }
+
+    /// A large fire's heat-map breaks into fragments that wander: the event
+    /// is as large as everywhere it hit in its window, so a fragment next to
+    /// that extent (though not next to the last frame's box) joins it.
+    #[test]
+    fn fragments_of_a_large_fire_stay_one_event() {
+        let mut rule = FireRule::new(&cfg("[fire]\nk = 2\nn = 3\nmerge_gap = 0.1\n[flicker]\nenabled = false"), 60.0);
+        let f = |x: f32| hit(FireKind::Fire, 0.9, x);
+        let frames = vec![vec![f(0.1)], vec![f(0.1)], vec![f(0.22)], vec![f(0.45)], vec![f(0.45)], vec![f(0.45)]];
+        let got = run(&mut rule, &frames, lively);
+        assert_eq!(got, vec![(0.5, FireKind::Fire, Phase::Start)]);
+        assert_eq!(rule.candidates().count(), 0);
     }
 
     /// A candidate that appears near an open event later (a new front) is
