@@ -555,8 +555,9 @@ pub fn plot(r: &ImageReport) -> Result<Vec<u8>, image::ImageError> {
         c.text(4, 8, "precision", [255, 255, 255], 1);
         for (kind, colour, y) in [(FireKind::Fire, FIRE_RGB, 8i64), (FireKind::Smoke, SMOKE_RGB, 22)] {
             let k = r.kind(kind);
-            let pts: Vec<[f32; 2]> =
-                k.curve.iter().filter(|p| p.tp + p.fp > 0).map(|p| at(p.recall, p.precision)).collect();
+            // Points with no true positive have no precision to speak of
+            // (0 by convention): drawn, they would pull the line to the origin.
+            let pts: Vec<[f32; 2]> = k.curve.iter().filter(|p| p.tp > 0).map(|p| at(p.recall, p.precision)).collect();
             for pair in pts.windows(2) {
                 c.line(pair[0], pair[1], colour, 2);
             }
