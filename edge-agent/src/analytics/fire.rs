@@ -792,11 +792,16 @@ mod tests {
     /// that extent (though not next to the last frame's box) joins it.
     #[test]
     fn fragments_of_a_large_fire_stay_one_event() {
-        let mut rule = FireRule::new(&cfg("[fire]\nk = 2\nn = 3\nmerge_gap = 0.1\n[flicker]\nenabled = false"), 60.0);
         let f = |x: f32| hit(FireKind::Fire, 0.9, x);
         let frames = vec![vec![f(0.1)], vec![f(0.1)], vec![f(0.22)], vec![f(0.45)], vec![f(0.45)], vec![f(0.45)]];
-        let got = run(&mut rule, &frames, lively);
-        assert_eq!(got, vec![(0.5, FireKind::Fire, Phase::Start)]);
+        one_event_and_nothing_left_over(&frames);
+    }
+
+    /// Feeds `frames` with k = 2 of n = 3 and the check off: one fire event
+    /// starts on the second frame, and no candidate is left beside it.
+    fn one_event_and_nothing_left_over(frames: &[Vec<FireHit>]) {
+        let mut rule = FireRule::new(&cfg("[fire]\nk = 2\nn = 3\nmerge_gap = 0.1\n[flicker]\nenabled = false"), 60.0);
+        assert_eq!(run(&mut rule, frames, lively), vec![(0.5, FireKind::Fire, Phase::Start)]);
         assert_eq!(rule.candidates().count(), 0);
     }
 
@@ -804,12 +809,9 @@ mod tests {
     /// folded into it instead of starting its own.
     #[test]
     fn a_new_front_next_to_an_open_fire_joins_it() {
-        let mut rule = FireRule::new(&cfg("[fire]\nk = 2\nn = 3\n[flicker]\nenabled = false"), 60.0);
         let mut frames: Vec<Vec<FireHit>> = (0..3).map(|_| vec![hit(FireKind::Fire, 0.9, 0.3)]).collect();
         frames.extend((0..5).map(|_| vec![hit(FireKind::Fire, 0.9, 0.3), hit(FireKind::Fire, 0.95, 0.48)]));
-        let got = run(&mut rule, &frames, lively);
-        assert_eq!(got, vec![(0.5, FireKind::Fire, Phase::Start)]);
-        assert_eq!(rule.candidates().count(), 0);
+        one_event_and_nothing_left_over(&frames);
     }
 
     /// While open, updates come at most every `update_interval_s`.
