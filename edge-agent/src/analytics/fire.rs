@@ -272,22 +272,15 @@ impl FireRule {
                 // An open event holds on to its fire or smoke as it drifts,
                 // grows or splits: one fire, one event. Otherwise the
                 // candidate region it overlaps most.
-                let open = regions
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.open.is_some() && near_either(&r.extent(), &h.bbox, rule.merge_gap))
-                    .map(|(i, r)| (i, closeness(&r.extent(), &h.bbox)))
-                    .max_by(|a, b| a.1.total_cmp(&b.1));
-                let best = open
-                    .or_else(|| {
-                        regions
-                            .iter()
-                            .enumerate()
-                            .map(|(i, r)| (i, overlap(&grow(&r.bbox), &h.bbox)))
-                            .filter(|&(_, o)| o > 0.0)
-                            .max_by(|a, b| a.1.total_cmp(&b.1))
-                    })
-                    .map(|(i, _)| i);
+                let best = nearest_open(regions, &h.bbox, rule.merge_gap, None).or_else(|| {
+                    regions
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| (i, overlap(&grow(&r.bbox), &h.bbox)))
+                        .filter(|&(_, o)| o > 0.0)
+                        .max_by(|a, b| a.1.total_cmp(&b.1))
+                        .map(|(i, _)| i)
+                });
                 match best {
                     Some(i) => {
                         matched[i] = Some(match matched[i] {
@@ -331,10 +324,10 @@ impl FireRule {
             while i < regions.len() {
                 // A part of a fire whose event opened on this very frame:
                 // it joins that event (folded below), never starts its own.
-                let joins_open = regions[i].open.is_none()
-                    && regions
-                        .iter()
-                        .any(|o| o.open.is_some() && near_either(&o.extent(), &regions[i].bbox, rule.merge_gap));
+                // Only a region that hit on this frame can become ready.
+                let joins_open = matched[i].is_some()
+                    && regions[i].open.is_none()
+                    && nearest_open(regions, &regions[i].bbox, rule.merge_gap, Some(i)).is_some();
                 let r = &mut regions[i];
                 let m = matched[i];
                 let mut remove = false;
@@ -461,18 +454,7 @@ fn judge(
 fn fold_near(regions: &mut Vec<Region>, matched: &mut Vec<Option<(f32, BBox)>>, gap: f32) {
     let mut b = 0;
     while b < regions.len() {
-        let target = (regions[b].open.is_none())
-            .then(|| {
-                regions
-                    .iter()
-                    .enumerate()
-                    .filter(|(a, r)| *a != b && r.open.is_some() && near_either(&r.extent(), &regions[b].bbox, gap))
-                    .max_by(|x, y| {
-                        closeness(&x.1.bbox, &regions[b].bbox).total_cmp(&closeness(&y.1.bbox, &regions[b].bbox))
-                    })
-                    .map(|(a, _)| a)
-            })
-            .flatten();
+        let target = regions[b].open.is_none().then(|| nearest_open(regions, &regions[b].bbox, gap, Some(b))).flatten();
         let Some(a) = target else {
             b += 1;
             continue;
@@ -491,6 +473,19 @@ fn fold_near(regions: &mut Vec<Region>, matched: &mut Vec<Option<(f32, BBox)>>, 
         }
         // Index `b` now holds another region: look at it again.
     }
+}
+
+/// The open event that `bbox` is part of, if any: of the open regions (but
+/// `skip`) whose extent is [`near_either`] it, the closest.
+fn nearest_open(regions: &[Region], bbox: &BBox, gap: f32, skip: Option<usize>) -> Option<usize> {
+    regions
+        .iter()
+        .enumerate()
+        .filter(|&(i, r)| Some(i) != skip && r.open.is_some())
+        .map(|(i, r)| (i, r.extent()))
+        .filter(|(_, e)| near_either(e, bbox, gap))
+        .max_by(|a, b| closeness(&a.1, bbox).total_cmp(&closeness(&b.1, bbox)))
+        .map(|(i, _)| i)
 }
 
 /// Whether two boxes belong to one fire: `a` widened by its own size

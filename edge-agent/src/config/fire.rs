@@ -109,6 +109,20 @@ pub struct ClassMap {
     pub smoke: Vec<String>,
 }
 
+impl ClassMap {
+    /// The kind a class name maps to (case-insensitive), fire first.
+    pub fn kind_of(&self, name: &str) -> Option<FireKind> {
+        let has = |names: &[String]| names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        if has(&self.fire) {
+            Some(FireKind::Fire)
+        } else if has(&self.smoke) {
+            Some(FireKind::Smoke)
+        } else {
+            None
+        }
+    }
+}
+
 impl Default for ClassMap {
     fn default() -> Self {
         ClassMap { fire: vec!["fire".into(), "flame".into()], smoke: vec!["smoke".into()] }
@@ -293,19 +307,7 @@ impl Fire {
 
     /// For each model class, the kind it reports (if any).
     pub fn class_kinds(&self) -> Vec<Option<FireKind>> {
-        let has = |names: &[String], l: &str| names.iter().any(|n| n.eq_ignore_ascii_case(l));
-        self.labels()
-            .iter()
-            .map(|l| {
-                if has(&self.classes.fire, l) {
-                    Some(FireKind::Fire)
-                } else if has(&self.classes.smoke, l) {
-                    Some(FireKind::Smoke)
-                } else {
-                    None
-                }
-            })
-            .collect()
+        self.labels().iter().map(|l| self.classes.kind_of(l)).collect()
     }
 
     /// The rule for `kind` with `[fire.<kind>]` applied.

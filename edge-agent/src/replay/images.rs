@@ -156,17 +156,8 @@ pub fn load_set(set: &Path, opts: &ImageEvalOptions, fire: &Fire) -> Result<Vec<
     // A set's class names are the labeller's words: the model's own names
     // (`[fire.classes]`) or the common ones (fire, flame, smoke).
     let common = crate::config::ClassMap::default();
-    let kind_of = |name: &str| {
-        let has = |list: &[String]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
-        if has(&fire.classes.fire) || has(&common.fire) {
-            Some(FireKind::Fire)
-        } else if has(&fire.classes.smoke) || has(&common.smoke) {
-            Some(FireKind::Smoke)
-        } else {
-            None
-        }
-    };
-    let kinds: Vec<Option<FireKind>> = names.iter().map(|n| kind_of(n)).collect();
+    let kinds: Vec<Option<FireKind>> =
+        names.iter().map(|n| fire.classes.kind_of(n).or_else(|| common.kind_of(n))).collect();
     if !kinds.iter().any(Option::is_some) {
         return Err(ReplayError::Input {
             file: "--names".into(),
