@@ -432,16 +432,35 @@ impl ObstructionCue {
 }
 
 /// Where a lane's reference for `light` is kept:
-/// `{dir}/{camera}/{lane}-{day|night}.png`, names reduced to `[A-Za-z0-9._-]`.
+/// `{dir}/{camera}/{lane}-{day|night}.png`, names escaped by [`file_name`]
+/// so that two cameras (or lanes) never share a file.
 pub fn reference_path(dir: &Path, camera: &str, lane: &str, light: Light) -> PathBuf {
-    let safe = |s: &str| -> String {
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect()
-    };
     let light = match light {
         Light::Day => "day",
         Light::Night => "night",
     };
-    dir.join(safe(camera)).join(format!("{}-{light}.png", safe(lane)))
+    dir.join(file_name(camera)).join(format!("{}-{light}.png", file_name(lane)))
+}
+
+/// A camera or lane name as one safe path component, without collisions:
+/// `[A-Za-z0-9_-]` stay as they are and every other byte becomes `%XX`
+/// (so `cam.1` → `cam%2E1`, `cam_1` → `cam_1`, `..` → `%2E%2E`). A plain
+/// mapping of unsafe characters to `_` made `cam.1` and `cam_1` share
+/// their references. The empty name (refused by the config) is `%`, which
+/// nothing else becomes.
+pub fn file_name(name: &str) -> String {
+    if name.is_empty() {
+        return "%".into();
+    }
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Learning step; true when the slot became ready.
@@ -725,13 +744,32 @@ mod tests {
     }
 
     #[test]
+    fn names_that_differ_never_share_a_reference_file() {
+        let dir = Path::new("/state/references");
+        let names = ["cam.1", "cam_1", "cam-1", "cam/1", "cam%2E1", "..", ".", "", "cam 1", "câm"];
+        let mut seen = std::collections::HashSet::new();
+        for camera in names {
+            let p = reference_path(dir, camera, "kerb", Light::Day);
+            assert!(seen.insert(p.clone()), "{camera:?} collides: {}", p.display());
+            assert_eq!(p.parent().unwrap().parent().unwrap(), dir, "{camera:?} stays one level down");
+            let component = p.parent().unwrap().file_name().unwrap().to_str().unwrap();
+            assert!(component.chars().all(|c| c.is_ascii_alphanumeric() || "-_%".contains(c)), "{component}");
+        }
+        assert_ne!(
+            reference_path(dir, "c", "a.b", Light::Day),
+            reference_path(dir, "c", "a_b", Light::Day),
+            "lanes too"
+        );
+    }
+
+    #[test]
     fn references_survive_a_restart_through_the_state_folder() {
         let dir = tempfile::tempdir().unwrap();
         let mut cue = learnt();
         cue.observe(6.0, &scene(1.0), &[]); // a clear frame: the reference follows it
         assert!(cue.save_due(6.0, 60.0), "a changed reference is saved");
         cue.save(dir.path(), "cam/1", "fire escape").unwrap();
-        assert!(dir.path().join("cam_1/fire_escape-day.png").is_file());
+        assert!(dir.path().join("cam%2F1/fire%20escape-day.png").is_file());
         assert!(!cue.save_due(7.0, 60.0), "nothing changed since");
 
         // The next start: no learning needed, the goods read at once.
