@@ -184,6 +184,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    if config.require_model_hash {
+        for spec in edge_agent::infer::runtime::SessionSpec::all_of(&config) {
+            edge_agent::infer::runtime::require_pinned(&spec)?;
+        }
+    }
     edge_agent::infer::runtime::verify_model(&config.detector.path, config.detector.sha256.as_deref())?;
     if let Some(p) = &config.pose {
         edge_agent::infer::runtime::verify_model(&p.path, p.sha256.as_deref())?;

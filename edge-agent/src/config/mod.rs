@@ -40,6 +40,12 @@ pub struct Config {
     /// folder (`.deps/onnxruntime`) are tried next.
     #[serde(default)]
     pub ort_library: Option<PathBuf>,
+    /// Refuse to load a model (or its INT8 variant) that has no expected
+    /// sha256, neither in its section nor in the `models.toml` beside it.
+    /// Off by default so that a model brought along without a hash loads
+    /// with a warning; on, a box runs only files someone pinned.
+    #[serde(default)]
+    pub require_model_hash: bool,
     /// The object detector shared by every camera.
     pub detector: Detector,
     /// The pose model; falls are detected only when it is set.
@@ -1069,7 +1075,7 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
     fn unknown_top_level_key() {
         assert_eq!(
             bad("agent_id", "agnet_id = \"x\"\nagent_id"),
-            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `detector`, `pose`, `tracking`, `falls`, `fire`, `alerts`, `http`, `spool`, `obstruction`, `source`, `cameras`"
+            "test.toml:1: agnet_id: unknown field `agnet_id`, expected one of `agent_id`, `site`, `broker`, `ort_library`, `require_model_hash`, `detector`, `pose`, `tracking`, `falls`, `fire`, `alerts`, `http`, `spool`, `obstruction`, `source`, `cameras`"
         );
     }
 

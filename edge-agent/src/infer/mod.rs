@@ -86,6 +86,8 @@ pub enum InferError {
     ModelRead { path: String, source: std::io::Error },
     #[error("model {path}: sha256 is {actual}, expected {expected} ({origin}); the file is corrupt or not the model the config names")]
     ModelHash { path: String, actual: String, expected: String, origin: String },
+    #[error("model {path}: no pinned sha256 (neither {field} nor an entry in the models.toml beside it), and require_model_hash = true. Fix: set {field} to the file's sha256 (`sha256sum`), or add the file to models.toml")]
+    Unpinned { path: String, field: String },
     #[error("model {path}: {message}")]
     Model { path: String, message: String },
     #[error("{field} = \"{precision}\": no {precision} variant of {path} (no models.toml entry with variant_of and precision = \"{precision}\", and no {tried}). Fix: run models/quantize.sh, or set {field} = \"fp32\"")]

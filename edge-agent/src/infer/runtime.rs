@@ -73,9 +73,11 @@ pub fn init(configured: Option<&Path>) -> Result<&'static ort::environment::Envi
 
 /// Hex sha256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String, InferError> {
-    let bytes =
-        std::fs::read(path).map_err(|source| InferError::ModelRead { path: path.display().to_string(), source })?;
-    Ok(hex(&Sha256::digest(&bytes)))
+    Ok(hex(&Sha256::digest(read_model(path)?)))
+}
+
+fn read_model(path: &Path) -> Result<Vec<u8>, InferError> {
+    std::fs::read(path).map_err(|source| InferError::ModelRead { path: path.display().to_string(), source })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -103,17 +105,41 @@ pub fn expected_sha256(model: &Path, configured: Option<&str>) -> Option<(String
 }
 
 /// Checks a model against its expected hash. A model with no known hash is
-/// allowed (bring-your-own models) but logged.
+/// allowed (bring-your-own models) but logged; `require_model_hash`
+/// refuses it before this ([`require_pinned`]).
 pub fn verify_model(model: &Path, configured: Option<&str>) -> Result<String, InferError> {
-    let actual = sha256_file(model)?;
+    read_verified(model, configured).map(|(_, sha)| sha)
+}
+
+/// Reads a model once and checks *those bytes* against its expected hash;
+/// the session is then built from the same bytes. Hashing the file and
+/// opening it again by name would let a file swapped in between load
+/// unchecked.
+pub fn read_verified(model: &Path, configured: Option<&str>) -> Result<(Vec<u8>, String), InferError> {
+    let bytes = read_model(model)?;
+    let actual = hex(&Sha256::digest(&bytes));
     match expected_sha256(model, configured) {
         Some((expected, origin)) if expected != actual => {
             Err(InferError::ModelHash { path: model.display().to_string(), actual, expected, origin })
         }
-        Some(_) => Ok(actual),
+        Some(_) => Ok((bytes, actual)),
         None => {
             tracing::warn!(model = %model.display(), sha256 = %actual, "no expected sha256 for this model (set its sha256 in the config to pin it)");
-            Ok(actual)
+            Ok((bytes, actual))
+        }
+    }
+}
+
+/// With `require_model_hash = true`: refuses a model section whose file
+/// (the variant its precision loads) has no expected hash, neither the
+/// section's `sha256` nor an entry in the `models.toml` beside it.
+pub fn require_pinned(spec: &SessionSpec<'_>) -> Result<(), InferError> {
+    let path = variant_path(spec.path, spec.precision, spec.section)?;
+    let pinned = if path == spec.path { spec.sha256 } else { None };
+    match expected_sha256(&path, pinned) {
+        Some(_) => Ok(()),
+        None => {
+            Err(InferError::Unpinned { path: path.display().to_string(), field: format!("{}.sha256", spec.section) })
         }
     }
 }
@@ -155,6 +181,14 @@ impl<'a> SessionSpec<'a> {
             provider: Provider::Cpu,
             fallback: false,
         }
+    }
+
+    /// Every model section the config loads: detector, pose, fire.
+    pub fn all_of(c: &'a config::Config) -> Vec<SessionSpec<'a>> {
+        let mut all = vec![SessionSpec::of_detector(&c.detector)];
+        all.extend(c.pose.as_ref().map(SessionSpec::of_pose));
+        all.extend(c.fire.as_ref().map(SessionSpec::of_fire));
+        all
     }
 
     pub fn of_detector(c: &'a config::Detector) -> SessionSpec<'a> {
@@ -298,7 +332,7 @@ pub fn open_session(
             spec.precision
         );
     }
-    let sha = verify_model(&path, pinned)?;
+    let (bytes, sha) = read_verified(&path, pinned)?;
     let model_err = |e: ort::Error| InferError::Model {
         path: path.display().to_string(),
         message: format!("not a loadable ONNX model: {e}"),
@@ -345,7 +379,7 @@ pub fn open_session(
             provider = Provider::Cpu;
         }
     }
-    let session = builder.commit_from_file(&path).map_err(model_err)?;
+    let session = builder.commit_from_memory(&bytes).map_err(model_err)?;
     tracing::info!(
         model = %path.display(),
         precision = %spec.precision,
@@ -376,6 +410,65 @@ mod tests {
         assert!(err.contains(&actual) && err.contains("models.toml"), "{err}");
         // A configured hash wins over the manifest.
         assert_eq!(verify_model(&model, Some(&actual)).unwrap(), actual);
+    }
+
+    #[test]
+    fn require_model_hash_refuses_unpinned_files_and_variants() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, b"fp32").unwrap();
+        std::fs::write(dir.path().join("m-int8.onnx"), b"int8").unwrap();
+        let spec =
+            |precision, sha256| SessionSpec { section: "detector", precision, sha256, ..SessionSpec::cpu(&model, 1) };
+        let err = require_pinned(&spec(Precision::Fp32, None)).unwrap_err().to_string();
+        assert!(
+            err.contains("m.onnx") && err.contains("detector.sha256") && err.contains("require_model_hash"),
+            "{err}"
+        );
+        let sha = sha256_file(&model).unwrap();
+        require_pinned(&spec(Precision::Fp32, Some(&sha))).expect("pinned in the config");
+        // The config's hash pins the FP32 file only: its INT8 variant needs
+        // its own manifest entry.
+        let err = require_pinned(&spec(Precision::Int8, Some(&sha))).unwrap_err().to_string();
+        assert!(err.contains("m-int8.onnx"), "{err}");
+        let int8 = sha256_file(&dir.path().join("m-int8.onnx")).unwrap();
+        std::fs::write(
+            dir.path().join("models.toml"),
+            format!(
+                "[[model]]\nname = \"m\"\nfile = \"m.onnx\"\nsha256 = \"{sha}\"\n\n\
+                 [[model]]\nname = \"m-int8\"\nfile = \"m-int8.onnx\"\nvariant_of = \"m\"\nprecision = \"int8\"\nsha256 = \"{int8}\"\n"
+            ),
+        )
+        .unwrap();
+        require_pinned(&spec(Precision::Int8, None)).expect("the variant's manifest entry pins it");
+        require_pinned(&spec(Precision::Fp32, None)).expect("the manifest pins the FP32 file");
+    }
+
+    #[test]
+    fn the_bytes_checked_are_the_bytes_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, b"the model").unwrap();
+        let sha = sha256_file(&model).unwrap();
+        let (bytes, got) = read_verified(&model, Some(&sha)).unwrap();
+        assert_eq!((bytes.as_slice(), got.as_str()), (&b"the model"[..], sha.as_str()));
+        std::fs::write(&model, b"swapped").unwrap();
+        assert!(matches!(read_verified(&model, Some(&sha)), Err(InferError::ModelHash { .. })));
+    }
+
+    #[test]
+    fn every_shipped_model_is_pinned() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "onnx") {
+                let expected = expected_sha256(&path, None).map(|(h, _)| h);
+                assert_eq!(expected, Some(sha256_file(&path).unwrap()), "{}", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "FP32 and INT8 files: {n}");
     }
 
     #[test]

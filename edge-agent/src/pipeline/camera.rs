@@ -51,6 +51,11 @@ pub struct Models {
 impl Models {
     /// Loads every model the config names.
     pub fn load(config: &Config) -> Result<Models, InferError> {
+        if config.require_model_hash {
+            crate::infer::runtime::SessionSpec::all_of(config)
+                .iter()
+                .try_for_each(crate::infer::runtime::require_pinned)?;
+        }
         let detector = Arc::new(crate::infer::detector::load_from_config(config)?);
         let pose = crate::infer::pose::load_from_config(config)?.map(Arc::new);
         let fire = crate::infer::fire::load_from_config(config)?.map(Arc::new);
