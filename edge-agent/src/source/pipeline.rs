@@ -16,7 +16,9 @@
 //! so they cost neither decoding nor conversion.
 //!
 //! Only the width is fixed; GStreamer picks the height that keeps the
-//! stream's display aspect ratio. The appsink copies each frame into the
+//! stream's display aspect ratio, up to [`max_height`]: a stream whose
+//! aspect (or pixel aspect) would make a taller frame is refused with a
+//! camera error, rather than decoded into frames of gigabytes. The appsink copies each frame into the
 //! camera's [`FrameSlot`] and returns at once: decode never waits for
 //! analysis.
 
@@ -45,6 +47,58 @@ pub struct SourceOptions {
     pub latency_ms: u32,
 }
 
+/// The most pixels an analysed frame may have (4K UHD). The analysis width
+/// is at most 3840, so only a stream's aspect can push a frame past it.
+pub const MAX_FRAME_PIXELS: u64 = 3840 * 2160;
+/// The tallest frame analysed, as height over width: a 9:16 portrait
+/// corridor camera is 1.8; 4 leaves room for odd lenses, not for a stream
+/// whose header claims 1:1000.
+pub const MAX_ASPECT: u64 = 4;
+
+/// The tallest frame analysed at `width`.
+pub fn max_height(width: u32) -> u32 {
+    let w = u64::from(width.max(1));
+    (MAX_FRAME_PIXELS / w).min(w * MAX_ASPECT).min(i32::MAX as u64) as u32
+}
+
+/// Refuses (with an element error, which ends this run with a camera error
+/// naming the stream's size) a stream whose display aspect would make the
+/// analysed frame taller than [`max_height`]. The caps already bound the
+/// height, so nothing huge is allocated meanwhile; this makes the refusal
+/// visible instead of a silently squashed picture.
+fn refuse_extreme_aspect(scale: &gst::Element, width: u32) {
+    let Some(pad) = scale.static_pad("sink") else { return };
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+        let Some(gst::EventView::Caps(caps)) = info.event().map(|e| e.view()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Ok(vi) = gst_video::VideoInfo::from_caps(caps.caps()) else { return gst::PadProbeReturn::Ok };
+        let par = vi.par();
+        let (n, d) = (f64::from(par.numer().max(1)), f64::from(par.denom().max(1)));
+        let display_w = f64::from(vi.width().max(1)) * n / d;
+        let height = f64::from(vi.height()) * f64::from(width) / display_w;
+        let max = max_height(width);
+        if height > f64::from(max) {
+            if let Some(element) = pad.parent_element() {
+                gst::element_error!(
+                    element,
+                    gst::StreamError::Format,
+                    (
+                        "the stream's {}x{} picture (pixel aspect {}/{}) would be {width}x{height:.0} at analysis_width {width}, \
+                         above the limit of {max} rows ({MAX_ASPECT}:1 or {MAX_FRAME_PIXELS} pixels)",
+                        vi.width(),
+                        vi.height(),
+                        par.numer(),
+                        par.denom()
+                    )
+                );
+            }
+            return gst::PadProbeReturn::Drop;
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 fn make(name: &'static str) -> Result<gst::Element, SourceError> {
     gst::ElementFactory::make(name).build().map_err(|_| SourceError::MissingElement(name))
 }
@@ -57,10 +111,12 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
     rate.set_property("max-rate", (camera.fps.ceil() as i32).max(1));
     rate.set_property("drop-only", true);
     let scale = make("videoscale")?;
+    refuse_extreme_aspect(&scale, camera.analysis_width);
     let convert = make("videoconvert")?;
     let caps = gst::Caps::builder("video/x-raw")
         .field("format", "RGB")
         .field("width", camera.analysis_width as i32)
+        .field("height", gst::IntRange::new(1, max_height(camera.analysis_width) as i32))
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build();
     let scheme = camera.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
@@ -147,6 +203,14 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
                     gst::element_error!(sink, gst::CoreError::Negotiation, ("unreadable caps"));
                     gst::FlowError::NotNegotiated
                 })?;
+                if u64::from(info.width()) * u64::from(info.height()) > MAX_FRAME_PIXELS {
+                    gst::element_error!(
+                        sink,
+                        gst::StreamError::Format,
+                        ("a {}x{} frame is above the limit of {MAX_FRAME_PIXELS} pixels", info.width(), info.height())
+                    );
+                    return Err(gst::FlowError::Error);
+                }
                 // Map the buffer: its memory may not be plain CPU RAM.
                 let map = buffer.map_readable().map_err(|_| {
                     gst::element_error!(sink, gst::ResourceError::Read, ("cannot map buffer"));
@@ -282,6 +346,37 @@ mod tests {
         assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
         cp.pipeline.set_state(gst::State::Null).unwrap();
         slot.stats().decoded
+    }
+
+    #[test]
+    fn a_stream_too_tall_to_analyse_is_a_camera_error_not_a_huge_frame() {
+        crate::source::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let clip = dir.path().join("tall.mp4");
+        // 16×2048: at the default analysis width of 640 it would be
+        // 640×81920 (157 MB a frame).
+        run(&format!(
+            "videotestsrc num-buffers=10 ! video/x-raw,width=16,height=2048,framerate=25/1 ! \
+             x264enc speed-preset=ultrafast ! h264parse ! mp4mux ! filesink location={}",
+            clip.display()
+        ));
+        let camera: Camera =
+            toml::from_str(&format!("id = \"c\"\nname = \"c\"\nurl = \"file://{}\"\nfps = 25", clip.display()))
+                .unwrap();
+        let slot = Arc::new(FrameSlot::new());
+        let cp = build(&camera, SourceOptions { latency_ms: 0 }, slot.clone()).unwrap();
+        cp.pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = cp.pipeline.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+            .expect("EOS or error");
+        cp.pipeline.set_state(gst::State::Null).unwrap();
+        let gst::MessageView::Error(e) = msg.view() else { panic!("a 640x81920 stream played: {msg:?}") };
+        let text = describe_error(e).to_string();
+        assert!(text.contains("16x2048") && text.contains("limit of 2560 rows"), "{text}");
+        assert_eq!(slot.stats().decoded, 0, "no frame was analysed");
+        assert_eq!(max_height(640), 2560);
+        assert_eq!(max_height(3840), 2160, "the pixel limit binds at 4K widths");
     }
 
     #[test]
