@@ -27,6 +27,9 @@ pub struct Metrics {
     /// Camera starts: at agent start, and each time a reload adds or
     /// restarts the camera (a stream reconnect is `reconnects`).
     pub camera_starts: IntCounterVec,
+    /// Camera pipelines that did not stop within the teardown timeout and
+    /// were left behind with their threads (see `source::supervisor`).
+    pub pipelines_abandoned: IntCounter,
     pub stage_seconds: HistogramVec,
     pub events: IntCounterVec,
     pub mqtt_connected: IntGauge,
@@ -96,6 +99,13 @@ impl Metrics {
             "Camera starts: at agent start, and when a reload adds or restarts the camera",
             &["camera"],
         );
+        let pipelines_abandoned = add(
+            &registry,
+            IntCounter::new(
+                "alleywatch_pipelines_abandoned_total",
+                "Camera pipelines that did not stop in time and were left behind, threads and all (a restart frees them)",
+            ),
+        );
         let events = counter("alleywatch_events_total", "Event messages sent", &["kind", "type"]);
         let analysis_errors =
             counter("alleywatch_analysis_errors_total", "Frames whose analysis failed", &["camera", "stage"]);
@@ -161,6 +171,7 @@ impl Metrics {
             camera_up,
             reconnects,
             camera_starts,
+            pipelines_abandoned,
             stage_seconds,
             events,
             mqtt_connected,

@@ -5,8 +5,9 @@
 //! so `systemctl start` returns when the agent really runs and a unit that
 //! orders itself after it waits for that. `WATCHDOG=1` pings come from the
 //! pipeline manager's own loop at half of `WatchdogSec`, and only while
-//! every camera's analysis thread shows a recent [`Heartbeat`]: if the
-//! manager or an analysis thread wedges (a stuck inference, a deadlock),
+//! every camera's analysis thread and stream supervisor show a recent
+//! [`Heartbeat`]: if the manager, an analysis thread or a supervisor wedges
+//! (a stuck inference, a deadlock, a GStreamer call that never returns),
 //! the pings stop and systemd restarts the agent. Outside systemd (no
 //! `NOTIFY_SOCKET`, no `WATCHDOG_USEC`) every call is a no-op.
 

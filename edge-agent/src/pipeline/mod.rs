@@ -77,9 +77,20 @@ struct CameraHandle {
     control: std_mpsc::Sender<Control>,
     /// The analysis thread's sign of life, for the systemd watchdog.
     beat: Heartbeat,
+    /// The stream supervisor's, likewise.
+    source_beat: Heartbeat,
 }
 
 impl CameraHandle {
+    /// This camera's threads that stopped beating, by thread name.
+    fn stale(&self) -> Vec<String> {
+        [(&self.beat, "analysis"), (&self.source_beat, "camera")]
+            .into_iter()
+            .filter(|(beat, _)| beat.age() > crate::service::STALE)
+            .map(|(_, thread)| format!("{thread}-{}", self.camera.id))
+            .collect()
+    }
+
     fn stop(self) -> Vec<std::thread::JoinHandle<()>> {
         self.stop.trigger();
         self.slot.close();
@@ -176,11 +187,7 @@ pub async fn run(
             // The watchdog is fed from this loop, so a wedged manager (not
             // just a live process) makes systemd restart the agent.
             _ = service.watchdog_due() => {
-                let stale: Vec<String> = cameras
-                    .values()
-                    .filter(|h| h.beat.age() > crate::service::STALE)
-                    .map(|h| format!("analysis-{}", h.camera.id))
-                    .collect();
+                let stale: Vec<String> = cameras.values().flat_map(CameraHandle::stale).collect();
                 service.ping(&stale);
             }
             why = triggers.next() => {
@@ -333,8 +340,16 @@ fn spawn_camera(config: &Arc<Config>, camera: &Camera, shared: &Shared) -> std::
     let slot = Arc::new(FrameSlot::with_timer(shared.metrics.stage("decode_to_slot")));
     let latest = Arc::new(LatestFrame::new(&camera.name));
     shared.frames.lock().unwrap_or_else(|p| p.into_inner()).insert(camera.id.clone(), latest.clone());
-    let supervisor =
-        spawn_supervisor(config, camera, slot.clone(), shared.outbox.clone(), stop.clone(), &shared.metrics)?;
+    let source_beat = Heartbeat::default();
+    let supervisor = spawn_supervisor(
+        config,
+        camera,
+        slot.clone(),
+        shared.outbox.clone(),
+        stop.clone(),
+        &shared.metrics,
+        source_beat.clone(),
+    )?;
     let (control, rx) = std_mpsc::channel();
     let beat = Heartbeat::default();
     let analysis = LiveAnalysis {
@@ -352,7 +367,15 @@ fn spawn_camera(config: &Arc<Config>, camera: &Camera, shared: &Shared) -> std::
         latest,
     };
     let analysis = std::thread::Builder::new().name(format!("analysis-{}", camera.id)).spawn(move || analysis.run())?;
-    Ok(CameraHandle { camera: camera.clone(), stop, slot, threads: vec![supervisor, analysis], control, beat })
+    Ok(CameraHandle {
+        camera: camera.clone(),
+        stop,
+        slot,
+        threads: vec![supervisor, analysis],
+        control,
+        beat,
+        source_beat,
+    })
 }
 
 fn spawn_supervisor(
@@ -362,6 +385,7 @@ fn spawn_supervisor(
     outbox: Outbox,
     stop: Shutdown,
     metrics: &Metrics,
+    beat: Heartbeat,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let up = metrics.camera_up.with_label_values(&[camera.id.as_str()]);
     let reconnects = metrics.reconnects.with_label_values(&[camera.id.as_str()]);
@@ -381,6 +405,8 @@ fn spawn_supervisor(
             }
             outbox.camera_status(status);
         }),
+        beat,
+        abandoned: metrics.pipelines_abandoned.clone(),
     };
     std::thread::Builder::new().name(format!("camera-{}", camera.id)).spawn(move || sup.run())
 }

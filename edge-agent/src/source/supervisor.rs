@@ -18,6 +18,7 @@ use gstreamer::prelude::*;
 use super::pipeline::{self, SourceOptions};
 use super::{FrameSlot, SourceError};
 use crate::config::Camera;
+use crate::service::Heartbeat;
 use crate::shutdown::Shutdown;
 
 /// What the retained camera status topic says.
@@ -64,6 +65,12 @@ pub struct Supervisor {
     pub slot: Arc<FrameSlot>,
     pub shutdown: Shutdown,
     pub on_status: Box<dyn Fn(CameraStatus) + Send>,
+    /// This thread's sign of life for the service watchdog: it beats while
+    /// streaming, while backing off and between attempts, so a supervisor
+    /// wedged in a GStreamer call stops the watchdog pings.
+    pub beat: Heartbeat,
+    /// Counts pipelines left behind by [`teardown`].
+    pub abandoned: prometheus::IntCounter,
 }
 
 /// How long a pipeline may take to stop before it is abandoned.
@@ -75,23 +82,42 @@ const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// mid-stream (seen with GStreamer 1.22: the change to NULL waits on a lock
 /// its own streaming task holds). The stop runs on a helper thread; if it
 /// has not finished within [`TEARDOWN_TIMEOUT`] the pipeline is abandoned
-/// (logged) and the camera reconnects with a fresh one, so one bad stream
-/// never stalls its camera for good. The abandoned pipeline's threads and
-/// buffers stay allocated: a camera that vanishes this way many times a day
-/// leaks a little each time (see the README's known issues).
-fn teardown(pipeline: &gst::Pipeline, camera: &str) {
-    let (tx, rx) = std::sync::mpsc::channel();
+/// and the camera reconnects with a fresh one, so one bad stream never
+/// stalls its camera for good. The abandoned pipeline's threads and buffers
+/// stay allocated: each one is logged and counted in
+/// `alleywatch_pipelines_abandoned_total` (see the README's known issues).
+fn teardown(pipeline: &gst::Pipeline, camera: &str, abandoned: &prometheus::IntCounter) {
     let p = pipeline.clone();
-    let spawned = std::thread::Builder::new().name(format!("teardown-{camera}")).spawn(move || {
+    let stopped = stop_within(&format!("teardown-{camera}"), TEARDOWN_TIMEOUT, move || {
         let _ = p.set_state(gst::State::Null);
+    });
+    if !stopped {
+        abandoned.inc();
+        tracing::warn!(
+            timeout_s = TEARDOWN_TIMEOUT.as_secs(),
+            abandoned = abandoned.get(),
+            "pipeline did not stop in time; abandoning it (its threads stay until the agent restarts)"
+        );
+    }
+}
+
+/// Runs `stop` on its own thread and waits at most `timeout`; false when it
+/// did not finish (or no thread could be started). Never runs `stop` on the
+/// caller's thread: a stop that hangs there is the very hang this exists to
+/// avoid. When no thread can be had, the pipeline is left as it is (it keeps
+/// its reference, so it is never disposed while playing).
+fn stop_within(name: &str, timeout: Duration, stop: impl FnOnce() + Send + 'static) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name(name.to_string()).spawn(move || {
+        stop();
         let _ = tx.send(());
     });
-    if spawned.is_err() {
-        let _ = pipeline.set_state(gst::State::Null);
-        return;
-    }
-    if rx.recv_timeout(TEARDOWN_TIMEOUT).is_err() {
-        tracing::warn!(timeout_s = TEARDOWN_TIMEOUT.as_secs(), "pipeline did not stop in time; abandoning it");
+    match spawned {
+        Ok(_) => rx.recv_timeout(timeout).is_ok(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a thread to stop the pipeline");
+            false
+        }
     }
 }
 
@@ -137,12 +163,29 @@ impl Supervisor {
             last_error = Some(err);
             let state = if failures >= FAILED_AFTER { CameraState::Failed } else { CameraState::Reconnecting };
             self.report(state, 0.0, reconnects, &last_error);
-            if self.shutdown.wait_timeout(delay) {
+            if self.back_off(delay) {
                 break;
             }
             delay = (delay * 2).min(self.backoff_max);
         }
         tracing::info!("camera stopped");
+    }
+
+    /// Waits `delay` (true when shutdown came first), beating at least
+    /// once a second: the capped backoff may be longer than the watchdog's
+    /// patience.
+    fn back_off(&self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            self.beat.beat();
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if self.shutdown.wait_timeout(left.min(Duration::from_secs(1))) {
+                return true;
+            }
+        }
     }
 
     fn report(&self, state: CameraState, fps: f64, reconnects: u64, last_error: &Option<String>) {
@@ -162,7 +205,7 @@ impl Supervisor {
         let pipeline = p.pipeline;
         let started = Instant::now();
         let end = |error: Option<SourceError>, streamed: bool| {
-            teardown(&pipeline, &self.camera.id);
+            teardown(&pipeline, &self.camera.id, &self.abandoned);
             RunEnd { error, streamed }
         };
         let Some(bus) = pipeline.bus() else {
@@ -183,6 +226,7 @@ impl Supervisor {
         let mut counted = (Instant::now(), self.slot.stats().decoded);
         let mut last_report = Instant::now();
         loop {
+            self.beat.beat();
             if self.shutdown.is_triggered() {
                 return end(None, streamed);
             }
@@ -222,5 +266,61 @@ impl Supervisor {
                 self.report(CameraState::Streaming, fps, reconnects, last_error);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_that_hangs_is_abandoned_never_waited_for() {
+        let (release, hang) = std::sync::mpsc::channel::<()>();
+        let t = Instant::now();
+        assert!(!stop_within("hangs", Duration::from_millis(200), move || {
+            let _ = hang.recv();
+        }));
+        assert!(t.elapsed() < Duration::from_secs(5), "the caller is not held");
+        drop(release);
+        assert!(stop_within("quick", Duration::from_secs(5), || {}));
+    }
+
+    #[test]
+    fn the_supervisor_beats_while_it_backs_off() {
+        crate::source::init().unwrap();
+        let camera: Camera =
+            toml::from_str("id = \"c\"\nname = \"c\"\nurl = \"file:///nonexistent/clip.mp4\"").unwrap();
+        let (status_tx, status_rx) = std::sync::mpsc::channel();
+        let status_tx = std::sync::Mutex::new(status_tx);
+        let beat = Heartbeat::default();
+        let shutdown = Shutdown::new();
+        let sup = Supervisor {
+            camera,
+            options: SourceOptions { latency_ms: 0 },
+            // Longer than the watchdog's patience, as a capped backoff may be.
+            backoff_initial: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(60),
+            stall_after: Duration::from_secs(10),
+            slot: Arc::new(FrameSlot::new()),
+            shutdown: shutdown.clone(),
+            on_status: Box::new(move |s| {
+                let _ = status_tx.lock().unwrap().send(s.state);
+            }),
+            beat: beat.clone(),
+            abandoned: prometheus::IntCounter::new("a", "a").unwrap(),
+        };
+        let thread = std::thread::spawn(move || sup.run());
+        let state = status_rx.recv_timeout(Duration::from_secs(30)).expect("the failed attempt is reported");
+        assert_eq!(state, CameraState::Reconnecting);
+        // Now in its 60 s backoff: the beat must stay fresh throughout.
+        let t = Instant::now();
+        let mut oldest = Duration::ZERO;
+        while t.elapsed() < Duration::from_millis(2500) {
+            oldest = oldest.max(beat.age());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(oldest < Duration::from_millis(1500), "a beat at least once a second, saw {oldest:?}");
+        shutdown.trigger();
+        thread.join().unwrap();
     }
 }
