@@ -388,10 +388,6 @@ pub struct Camera {
     /// `rtsp://…` (sub-stream preferred), `file:///…`, or `test://` for a
     /// synthetic pattern. May carry credentials; they never leave the agent.
     pub url: String,
-    /// Main-stream URL for full-resolution snapshots (reserved; snapshots
-    /// currently come from the analysed frame).
-    #[serde(default)]
-    pub snapshot_url: Option<String>,
     /// Frames per second handed to analysis; the rest are dropped before
     /// colour conversion.
     #[serde(default = "default_fps")]
@@ -819,9 +815,6 @@ impl Config {
             if let Err(m) = check_url(&c.url) {
                 return err(&at("url"), m);
             }
-            if let Some(u) = &c.snapshot_url {
-                check_url(u).or_else(|m| err(&at("snapshot_url"), m))?;
-            }
             if !(at_least(c.fps, 0.01) && c.fps <= 60.0) {
                 return err(&at("fps"), format!("{} is outside (0, 60]", c.fps));
             }
@@ -1085,6 +1078,15 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
             bad("dwell_s = 30", "dwell = 30"),
             "test.toml:16: cameras[0].lanes[0].dwell: unknown field `dwell`, expected one of `name`, `polygon`, `classes`, `dwell_s`, `clear_s`, `cue`, `min_occupancy`"
         );
+    }
+
+    #[test]
+    fn a_key_that_would_do_nothing_is_refused() {
+        // `snapshot_url` was accepted and used nowhere: snapshots come from
+        // the analysed frame. A file that still has it is told so.
+        let e = bad("url = \"rtsp://u:p@10.0.0.1/sub\"", "url = \"rtsp://u:p@10.0.0.1/sub\"\nsnapshot_url = \"rtsp://u:p@10.0.0.1/main\"");
+        assert!(e.starts_with("test.toml:16: cameras[0].snapshot_url: unknown field `snapshot_url`"), "{e}");
+        assert!(!e.contains("u:p@"), "{e}");
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub struct Plan {
 
 /// The settings of a camera's stream: any change restarts it.
 fn stream_key(c: &Camera, config: &Config) -> String {
-    format!("{}|{:?}|{}|{}|{:?}|{:?}", c.url, c.snapshot_url, c.fps, c.analysis_width, c.decode, config.source)
+    format!("{}|{}|{}|{:?}|{:?}", c.url, c.fps, c.analysis_width, c.decode, config.source)
 }
 
 pub fn plan(old: &Config, new: &Config) -> Plan {
