@@ -968,7 +968,9 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// Finds the line of a key path such as `cameras[1].lanes[0].dwell_s` in the
 /// original text, so semantic errors point at the line too.
 fn locate(text: &str, key: &str) -> Option<usize> {
-    let doc = toml_edit::Document::parse(text).ok()?;
+    // toml_edit is stricter than the parser that accepted the file (an
+    // integer past i64, say); then find the line by reading the text.
+    let Ok(doc) = toml_edit::Document::parse(text) else { return locate_in_lines(text, key) };
     let mut item: &toml_edit::Item = doc.as_item();
     let mut span = None;
     for seg in key.split('.') {
@@ -987,6 +989,32 @@ fn locate(text: &str, key: &str) -> Option<usize> {
         }
     }
     span.map(|s| line_of(text, s.start))
+}
+
+/// The line of `key` found by reading lines: `leaf = …` under the table
+/// header of its parent (`[falls]`, `[[cameras]]`), else that header.
+fn locate_in_lines(text: &str, key: &str) -> Option<usize> {
+    let names: Vec<&str> = key.split('.').map(|seg| seg.split('[').next().unwrap_or(seg)).collect();
+    let (leaf, parent) = names.split_last()?;
+    let mut table: Vec<&str> = Vec::new();
+    let mut header = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            let h = h.trim_start_matches('[');
+            let name = h.split(']').next().unwrap_or("");
+            table = name.split('.').map(str::trim).collect();
+            if table == parent {
+                header = Some(i + 1);
+            }
+            continue;
+        }
+        let sets_leaf = t.strip_prefix(leaf).is_some_and(|rest| rest.trim_start().starts_with('='));
+        if sets_leaf && table == parent {
+            return Some(i + 1);
+        }
+    }
+    header.or(Some(1))
 }
 
 #[cfg(test)]
@@ -1064,6 +1092,105 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
         assert!(e.contains("not both"), "{e}");
     }
 
+    mod hostile_files {
+        //! The config door: random edits of the example config never panic,
+        //! and every refusal names the file, a line and a key.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const EXAMPLE: &str = include_str!("../../../deploy/alleywatch.example.toml");
+
+        /// Values a careless or hostile edit may leave behind.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("-1".to_string()),
+                Just("0".to_string()),
+                Just("1e309".to_string()),
+                Just("nan".to_string()),
+                Just("-inf".to_string()),
+                Just("99999999999999999999".to_string()),
+                Just("18446744073709551615".to_string()),
+                Just("\"\"".to_string()),
+                Just("true".to_string()),
+                Just("[]".to_string()),
+                Just("[[0, 0], [1, 1]]".to_string()),
+                Just("{}".to_string()),
+                Just("\"rtsp://u:p@h/s\"".to_string()),
+                Just("\"../../etc/passwd\"".to_string()),
+                Just(format!("\"{}\"", "x".repeat(5000))),
+                "[ -~]{0,12}",
+            ]
+        }
+
+        #[derive(Debug, Clone)]
+        enum Edit {
+            SetValue(usize, String),
+            Delete(usize),
+            RenameKey(usize),
+            Duplicate(usize),
+        }
+
+        fn edit() -> impl Strategy<Value = Edit> {
+            prop_oneof![
+                4 => (any::<usize>(), value()).prop_map(|(i, v)| Edit::SetValue(i, v)),
+                1 => any::<usize>().prop_map(Edit::Delete),
+                1 => any::<usize>().prop_map(Edit::RenameKey),
+                1 => any::<usize>().prop_map(Edit::Duplicate),
+            ]
+        }
+
+        fn apply(edits: &[Edit]) -> String {
+            let mut lines: Vec<String> = EXAMPLE.lines().map(str::to_string).collect();
+            for e in edits {
+                // Only lines that set something: comments stay comments.
+                let keyed: Vec<usize> = (0..lines.len())
+                    .filter(|&i| !lines[i].trim_start().starts_with('#') && lines[i].contains('='))
+                    .collect();
+                let pick = |i: usize| keyed[i % keyed.len()];
+                match e {
+                    Edit::SetValue(i, v) => {
+                        let at = pick(*i);
+                        let key = lines[at].split('=').next().unwrap_or("").to_string();
+                        lines[at] = format!("{key}= {v}");
+                    }
+                    Edit::Delete(i) => {
+                        lines.remove(pick(*i));
+                    }
+                    Edit::RenameKey(i) => {
+                        let at = pick(*i);
+                        lines[at] = lines[at].replacen('=', "_x =", 1);
+                    }
+                    Edit::Duplicate(i) => {
+                        let at = pick(*i);
+                        let line = lines[at].clone();
+                        lines.insert(at, line);
+                    }
+                }
+            }
+            lines.join("\n")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn every_refusal_names_file_line_and_key(edits in proptest::collection::vec(edit(), 1..4)) {
+                let text = apply(&edits);
+                let file = Path::new("/etc/alleywatch/alleywatch.toml");
+                match Config::from_text(&text, file) {
+                    Ok(_) => {}
+                    Err(ConfigError::Invalid { file: f, line, key, message }) => {
+                        prop_assert_eq!(f.as_path(), file);
+                        prop_assert!(line.is_some(), "no line: {}: {}\n{}", key, message, text);
+                        prop_assert!(!key.is_empty() && !message.is_empty());
+                        let shown = ConfigError::Invalid { file: f, line, key, message }.to_string();
+                        prop_assert!(!shown.contains("secret@"), "{}", shown);
+                    }
+                    Err(other) => prop_assert!(false, "{}", other),
+                }
+            }
+        }
+    }
+
     #[test]
     fn unknown_top_level_key() {
         assert_eq!(
@@ -1081,10 +1208,22 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
     }
 
     #[test]
+    fn a_value_past_i64_still_names_its_line() {
+        // Found by the hostile-files property: toml_edit (which finds lines)
+        // refuses what the parser read as a float.
+        let text = format!("{GOOD}\n[falls]\nwindow_s = 18446744073709551615\n");
+        let e = parse(&text).unwrap_err();
+        assert!(e.starts_with("test.toml:19: falls.window_s: "), "{e}");
+    }
+
+    #[test]
     fn a_key_that_would_do_nothing_is_refused() {
         // `snapshot_url` was accepted and used nowhere: snapshots come from
         // the analysed frame. A file that still has it is told so.
-        let e = bad("url = \"rtsp://u:p@10.0.0.1/sub\"", "url = \"rtsp://u:p@10.0.0.1/sub\"\nsnapshot_url = \"rtsp://u:p@10.0.0.1/main\"");
+        let e = bad(
+            "url = \"rtsp://u:p@10.0.0.1/sub\"",
+            "url = \"rtsp://u:p@10.0.0.1/sub\"\nsnapshot_url = \"rtsp://u:p@10.0.0.1/main\"",
+        );
         assert!(e.starts_with("test.toml:16: cameras[0].snapshot_url: unknown field `snapshot_url`"), "{e}");
         assert!(!e.contains("u:p@"), "{e}");
     }
