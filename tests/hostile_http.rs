@@ -160,9 +160,13 @@ async fn a_cross_site_form_cannot_reset_a_reference_and_no_answer_can_be_framed(
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(h.changed(), 2);
 
-    for (path, expect) in
-        [("/", 200), ("/technician.js", 200), ("/api/cameras/cam-1/snapshot.jpg", 200), ("/nowhere", 404), ("/healthz", 200)]
-    {
+    for (path, expect) in [
+        ("/", 200),
+        ("/technician.js", 200),
+        ("/api/cameras/cam-1/snapshot.jpg", 200),
+        ("/nowhere", 404),
+        ("/healthz", 200),
+    ] {
         let (status, hdrs, _) = h.call(req("GET", path, &[], "")).await;
         assert_eq!(status.as_u16(), expect, "{path}");
         assert_secure(&hdrs, path);
@@ -189,8 +193,7 @@ async fn the_read_token_cannot_change_and_the_change_token_can() {
             assert_eq!(status, StatusCode::OK, "{path}");
         }
     }
-    let (status, _, body) =
-        h.call(req("POST", "/api/cameras/cam-1/reference", &[("authorization", &read)], "")).await;
+    let (status, _, body) = h.call(req("POST", "/api/cameras/cam-1/reference", &[("authorization", &read)], "")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("http.change_token"), "the refusal names the key: {body}");
     let (status, _, _) = h

@@ -1151,18 +1151,17 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
 
     #[test]
     fn start_warnings_name_a_clear_text_broker_password_and_a_token_that_also_changes() {
-        let with = |broker: &str, http: &str| {
-            let text = GOOD
-                .replacen("host = \"127.0.0.1\"", &format!("host = \"127.0.0.1\"\n{broker}"), 1)
-                .replacen("[broker]", &format!("http = {{ {http} }}\n\n[broker]"), 1);
-            parse(&text).unwrap().start_warnings()
-        };
-        let w = with(r#"username = "u"
-password = "p""#, "");
+        let with =
+            |broker: &str, http: &str| {
+                let text = GOOD
+                    .replacen("host = \"127.0.0.1\"", &format!("host = \"127.0.0.1\"\n{broker}"), 1)
+                    .replacen("[broker]", &format!("http = {{ {http} }}\n\n[broker]"), 1);
+                parse(&text).unwrap().start_warnings()
+            };
+        let w = with("username = \"u\"\npassword = \"p\"", "");
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("broker.password") && w[0].contains("broker.tls"), "{w:?}");
-        let w = with(r#"username = "u"
-password_file = "p""#, "");
+        let w = with("username = \"u\"\npassword_file = \"p\"", "");
         assert!(w[0].contains("broker.password_file") && w[0].contains("clear text"), "{w:?}");
         assert!(with("", "").is_empty(), "no password, no token: nothing to warn about");
         let w = with("", r#"token = "0123456789abcdef0""#);

@@ -271,7 +271,9 @@ mod tests {
         assert!(e.contains("Content-Type"), "{e}");
         assert!(ok(&[host, ("content-type", "text/plain;charset=UTF-8")]).is_err());
         assert!(ok(&[host, ("content-type", "multipart/form-data; boundary=x")]).is_err());
-        assert!(changes(&Method::POST) && changes(&Method::OPTIONS) && !changes(&Method::GET) && !changes(&Method::HEAD));
+        assert!(
+            changes(&Method::POST) && changes(&Method::OPTIONS) && !changes(&Method::GET) && !changes(&Method::HEAD)
+        );
     }
 
     #[test]
@@ -284,7 +286,7 @@ mod tests {
         let legacy = Tokens::new(Some("read-read-read-read".into()), None);
         assert_eq!(legacy.grant("read-read-read-read"), Some(Grant::Change));
         let change_only = Tokens::new(None, Some("change-change-change".into()));
-        assert!(change_only.any() && change_only.grant("anything-anything") .is_none());
+        assert!(change_only.any() && change_only.grant("anything-anything").is_none());
         assert!(!Tokens::new(None, None).any());
     }
 }

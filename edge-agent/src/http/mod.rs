@@ -290,9 +290,8 @@ mod tests {
             .unwrap();
         assert!(encoded && later.as_ref() == [99]);
         // The real encoder makes a JPEG.
-        let (jpeg, _) = f
-            .jpeg(t0 + 3 * ENCODE_EVERY, |rgb, w, h| crate::alert::snapshot::render(rgb, w, h, 80, |_| {}))
-            .unwrap();
+        let (jpeg, _) =
+            f.jpeg(t0 + 3 * ENCODE_EVERY, |rgb, w, h| crate::alert::snapshot::render(rgb, w, h, 80, |_| {})).unwrap();
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
     }
 }

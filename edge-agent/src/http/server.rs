@@ -56,7 +56,13 @@ impl Limits {
 
 /// Accepts until `shutdown`, then gives open connections a few seconds to
 /// finish their responses.
-pub(super) async fn serve(listener: TcpListener, app: Router, limits: Limits, metrics: Arc<Metrics>, shutdown: Shutdown) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {

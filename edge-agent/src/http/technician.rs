@@ -5,8 +5,8 @@
 //! The page is one static HTML file with a little plain JavaScript
 //! (`technician.html`, `technician.js`, `technician.css`), served from the
 //! binary: no front-end build, nothing fetched from elsewhere, nothing
-//! inline (the Content-Security-Policy forbids inline script). It reads `/api/cameras`, `/api/config` and
-//! `/api/events`. Saving a lane posts to `/api/cameras/{id}/lanes`, which
+//! inline (the Content-Security-Policy forbids inline script and style). It
+//! reads `/api/cameras`, `/api/config` and `/api/events`. Saving a lane posts to `/api/cameras/{id}/lanes`, which
 //! becomes a `set` of `cameras.{id}.lanes.{name}.*` — the same validated
 //! path as a centre's `set` command and a hot reload: the overlay file
 //! keeps it, a bad polygon is rejected with the key that is wrong, and no
