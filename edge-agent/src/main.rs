@@ -215,8 +215,12 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         })
         .collect();
     problems.extend(config.http.read_token().err());
+    problems.extend(config.http.read_change_token().err());
     for p in &problems {
         eprintln!("warning: {p} (the agent will not start until this is fixed)");
+    }
+    for w in config.start_warnings() {
+        eprintln!("warning: {w}");
     }
     println!(
         "{}: ok — agent {} at {}, {} camera(s), {} lane(s), falls on {} camera(s), fire on {} camera(s), model {} ({}), ONNX Runtime {}",

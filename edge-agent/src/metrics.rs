@@ -11,6 +11,8 @@ use prometheus::{
 
 pub struct Metrics {
     pub registry: Registry,
+    /// The HTTP listener's own series (connections, refusals, snapshots).
+    pub http: HttpMetrics,
     pub frames_decoded: IntCounterVec,
     pub frames_dropped: IntCounterVec,
     pub frames_analysed: IntCounterVec,
@@ -160,8 +162,10 @@ impl Metrics {
         for stage in STAGES {
             stage_seconds.with_label_values(&[stage]);
         }
+        let http = HttpMetrics::new(&registry);
         Metrics {
             registry,
+            http,
             frames_decoded,
             frames_dropped,
             frames_analysed,
@@ -201,6 +205,7 @@ impl Metrics {
             let _ = vec.remove_label_values(&[id]);
         }
         let _ = self.camera_up.remove_label_values(&[id]);
+        let _ = self.http.snapshot_encodes.remove_label_values(&[id]);
         let _ = self.last_frame_age.remove_label_values(&[id]);
         let _ = self.frames_dropped.remove_label_values(&[id, "analysis_busy"]);
         for stage in ["preprocess", "inference"] {
@@ -218,6 +223,67 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The HTTP listener: what it holds open, what it refused and why.
+pub struct HttpMetrics {
+    pub connections: IntGauge,
+    /// Connections answered 503 and closed at `http.max_connections`.
+    pub connections_refused: IntCounter,
+    /// Connections closed by a timeout: `header` (no whole request head in
+    /// `http.header_timeout_s`) or `idle` (nothing moved in
+    /// `http.idle_timeout_s`).
+    pub timeouts: IntCounterVec,
+    /// Changes refused because another site sent them (Origin,
+    /// Sec-Fetch-Site, a form without Origin).
+    pub cross_site_refused: IntCounter,
+    /// JPEG encodes for `snapshot.jpg` (at most one a second per camera).
+    pub snapshot_encodes: IntCounterVec,
+}
+
+impl HttpMetrics {
+    fn new(registry: &Registry) -> HttpMetrics {
+        fn add<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: prometheus::Result<C>) -> C {
+            let c = c.expect("static metric definition");
+            registry.register(Box::new(c.clone())).expect("unique metric name");
+            c
+        }
+        let timeouts = add(
+            registry,
+            IntCounterVec::new(
+                Opts::new("alleywatch_http_timeouts_total", "HTTP connections closed by a timeout"),
+                &["timeout"],
+            ),
+        );
+        for t in ["header", "idle"] {
+            timeouts.with_label_values(&[t]);
+        }
+        HttpMetrics {
+            connections: add(registry, IntGauge::new("alleywatch_http_connections", "Open HTTP connections")),
+            connections_refused: add(
+                registry,
+                IntCounter::new(
+                    "alleywatch_http_connections_refused_total",
+                    "HTTP connections refused (503) because http.max_connections were open",
+                ),
+            ),
+            timeouts,
+            cross_site_refused: add(
+                registry,
+                IntCounter::new(
+                    "alleywatch_http_cross_site_refused_total",
+                    "Changes refused because they came from another web page",
+                ),
+            ),
+            snapshot_encodes: add(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("alleywatch_http_snapshot_encodes_total", "JPEG encodes for snapshot.jpg"),
+                    &["camera"],
+                ),
+            ),
+        }
     }
 }
 

@@ -307,16 +307,58 @@ pub struct Http {
     #[serde(default = "default_http_bind")]
     pub bind: SocketAddr,
     /// Bearer token every path but `/healthz` and `/readyz` then needs.
-    /// Required when `bind` is not loopback. Prefer `token_file`.
+    /// Required (or `change_token`) when `bind` is not loopback. Prefer
+    /// `token_file`. With a `change_token` beside it, this token only
+    /// reads (Prometheus, the page's views); alone, it also changes (the
+    /// behaviour before the two were split, with a warning at start).
     pub token: Option<String>,
     /// A file whose first line is the token.
     pub token_file: Option<PathBuf>,
+    /// The token that may change lanes and references (every request that
+    /// is not a GET or HEAD). It reads too. Prefer `change_token_file`.
+    pub change_token: Option<String>,
+    /// A file whose first line is the change token.
+    pub change_token_file: Option<PathBuf>,
+    /// Seconds a connection has to deliver a whole request head, from its
+    /// opening or from the previous response (so it also ends idle
+    /// keep-alive connections): sockets that never send a request are
+    /// closed instead of held.
+    #[serde(default = "default_http_header_timeout_s")]
+    pub header_timeout_s: f64,
+    /// Seconds with nothing read or written, mid-request included (a
+    /// stalled upload, a client that stops reading), before a connection is
+    /// closed. Keep it above 30 s: a change waits up to 30 s for the agent.
+    #[serde(default = "default_http_idle_timeout_s")]
+    pub idle_timeout_s: f64,
+    /// Open connections at most; one more is answered 503 and closed, so
+    /// idle sockets cannot use up the process's file descriptors.
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Http { bind: default_http_bind(), token: None, token_file: None }
+        Http {
+            bind: default_http_bind(),
+            token: None,
+            token_file: None,
+            change_token: None,
+            change_token_file: None,
+            header_timeout_s: default_http_header_timeout_s(),
+            idle_timeout_s: default_http_idle_timeout_s(),
+            max_connections: default_http_max_connections(),
+        }
     }
+}
+
+fn default_http_header_timeout_s() -> f64 {
+    10.0
+}
+fn default_http_idle_timeout_s() -> f64 {
+    60.0
+}
+fn default_http_max_connections() -> usize {
+    64
 }
 
 /// A token goes into headers, a cookie and a query string unescaped: at
@@ -335,16 +377,51 @@ impl Http {
     /// The configured token, read from `token_file` if that is how it is
     /// given. An error names the key and the file.
     pub fn read_token(&self) -> Result<Option<String>, String> {
-        match (&self.token, &self.token_file) {
-            (Some(t), _) => Ok(Some(t.clone())),
-            (None, Some(f)) => {
-                let text = std::fs::read_to_string(f).map_err(|e| format!("http.token_file {}: {e}", f.display()))?;
-                let line = text.lines().next().unwrap_or("").trim().to_string();
-                check_token(&line).map_err(|m| format!("http.token_file {}: the token {m}", f.display()))?;
-                Ok(Some(line))
-            }
-            (None, None) => Ok(None),
+        token_from(&self.token, &self.token_file, "http.token_file")
+    }
+
+    /// The change token, read from `change_token_file` if that is how it is
+    /// given. An error names the key and the file.
+    pub fn read_change_token(&self) -> Result<Option<String>, String> {
+        token_from(&self.change_token, &self.change_token_file, "http.change_token_file")
+    }
+}
+
+fn token_from(inline: &Option<String>, file: &Option<PathBuf>, key: &str) -> Result<Option<String>, String> {
+    match (inline, file) {
+        (Some(t), _) => Ok(Some(t.clone())),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{key} {}: {e}", f.display()))?;
+            let line = text.lines().next().unwrap_or("").trim().to_string();
+            check_token(&line).map_err(|m| format!("{key} {}: the token {m}", f.display()))?;
+            Ok(Some(line))
         }
+        (None, None) => Ok(None),
+    }
+}
+
+impl Config {
+    /// What the agent warns about at start (one line each): settings that
+    /// work but expose something an operator should decide on knowingly.
+    pub fn start_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let b = &self.broker;
+        if (b.password.is_some() || b.password_file.is_some()) && !b.tls {
+            out.push(format!(
+                "broker.password{} is set but broker.tls is false: the password crosses the network in clear text; set broker.tls = true (and broker.ca_file)",
+                if b.password_file.is_some() { "_file" } else { "" }
+            ));
+        }
+        let h = &self.http;
+        let read = h.token.is_some() || h.token_file.is_some();
+        let change = h.change_token.is_some() || h.change_token_file.is_some();
+        if read && !change {
+            out.push(
+                "http.token also grants changes (lanes, references): set http.change_token_file so the token Prometheus and viewers hold can only read"
+                    .into(),
+            );
+        }
+        out
     }
 }
 
@@ -626,7 +703,7 @@ impl Config {
         }
         for p in [&mut self.broker.ca_file, &mut self.broker.client_cert, &mut self.broker.client_key]
             .into_iter()
-            .chain([&mut self.broker.password_file, &mut self.http.token_file])
+            .chain([&mut self.broker.password_file, &mut self.http.token_file, &mut self.http.change_token_file])
             .flatten()
         {
             resolve(p);
@@ -704,7 +781,18 @@ impl Config {
         if let Some(t) = &h.token {
             check_token(t).or_else(|m| err("http.token", m))?;
         }
-        if !h.bind.ip().is_loopback() && h.token.is_none() && h.token_file.is_none() {
+        if h.change_token.is_some() && h.change_token_file.is_some() {
+            return err("http.change_token_file", "set either change_token or change_token_file, not both".into());
+        }
+        if let Some(t) = &h.change_token {
+            check_token(t).or_else(|m| err("http.change_token", m))?;
+            if h.token.as_ref() == Some(t) {
+                return err("http.change_token", "must differ from http.token (the read-only token)".into());
+            }
+        }
+        let tokens = [&h.token, &h.change_token].iter().any(|t| t.is_some())
+            || [&h.token_file, &h.change_token_file].iter().any(|t| t.is_some());
+        if !h.bind.ip().is_loopback() && !tokens {
             return err(
                 "http.token_file",
                 format!(
@@ -712,6 +800,15 @@ impl Config {
                     h.bind
                 ),
             );
+        }
+        if !(h.header_timeout_s > 0.0 && h.header_timeout_s <= 3600.0) {
+            return err("http.header_timeout_s", format!("{} must be > 0 and ≤ 3600", h.header_timeout_s));
+        }
+        if !(h.idle_timeout_s > 0.0 && h.idle_timeout_s <= 86400.0) {
+            return err("http.idle_timeout_s", format!("{} must be > 0 and ≤ 86400", h.idle_timeout_s));
+        }
+        if !(1..=65536).contains(&h.max_connections) {
+            return err("http.max_connections", format!("{} must be 1–65536", h.max_connections));
         }
         if b.client_cert.is_some() != b.client_key.is_some() {
             return err("broker.client_key", "client_cert and client_key go together".into());
@@ -1077,6 +1174,40 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
         assert_eq!(c.cameras.len(), 2);
         assert!(c.broker.tls);
         assert!(c.detector.path.ends_with("models/nanodet.onnx"), "relative to the file: {:?}", c.detector.path);
+    }
+
+    #[test]
+    fn start_warnings_name_a_clear_text_broker_password_and_a_token_that_also_changes() {
+        let with =
+            |broker: &str, http: &str| {
+                let text = GOOD
+                    .replacen("host = \"127.0.0.1\"", &format!("host = \"127.0.0.1\"\n{broker}"), 1)
+                    .replacen("[broker]", &format!("http = {{ {http} }}\n\n[broker]"), 1);
+                parse(&text).unwrap().start_warnings()
+            };
+        let w = with("username = \"u\"\npassword = \"p\"", "");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("broker.password") && w[0].contains("broker.tls"), "{w:?}");
+        let w = with("username = \"u\"\npassword_file = \"p\"", "");
+        assert!(w[0].contains("broker.password_file") && w[0].contains("clear text"), "{w:?}");
+        assert!(with("", "").is_empty(), "no password, no token: nothing to warn about");
+        let w = with("", r#"token = "0123456789abcdef0""#);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("http.change_token_file"), "{w:?}");
+        assert!(with("", r#"token = "0123456789abcdef0", change_token = "0123456789abcdef1""#).is_empty());
+        let e = parse(&GOOD.replacen(
+            "[broker]",
+            "http = { token = \"0123456789abcdef0\", change_token = \"0123456789abcdef0\" }\n\n[broker]",
+            1,
+        ))
+        .unwrap_err();
+        assert!(e.contains("http.change_token") && e.contains("must differ"), "{e}");
+        let e = parse(&GOOD.replacen("[broker]", "http = { max_connections = 0 }\n\n[broker]", 1)).unwrap_err();
+        assert!(e.contains("http.max_connections"), "{e}");
+        let e = parse(&GOOD.replacen("[broker]", "http = { header_timeout_s = 0 }\n\n[broker]", 1)).unwrap_err();
+        assert!(e.contains("http.header_timeout_s"), "{e}");
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.http.header_timeout_s, c.http.idle_timeout_s, c.http.max_connections), (10.0, 60.0, 64));
     }
 
     #[test]

@@ -1,10 +1,18 @@
-//! The token gate in front of everything but liveness and readiness.
+//! The gates in front of everything but liveness and readiness: the token
+//! (who may read, who may change) and the origin of a change (no other web
+//! page may drive this one).
 //!
 //! On loopback (the default bind) no token is needed: whoever can reach the
 //! port is already on the box. Bound anywhere else, the config must name a
-//! token (`http.token_file`), and then every request must carry it, as
-//! `Authorization: Bearer …` (Prometheus, scripts) or as the cookie a
-//! browser gets by opening the page once with `?token=…`.
+//! token, and then every request must carry one, as `Authorization: Bearer
+//! …` (Prometheus, scripts) or as the cookie a browser gets by opening the
+//! page once with `?token=…`.
+//!
+//! Two tokens: `http.token` reads (the page's views, `/api`, `/metrics`);
+//! `http.change_token` reads and changes (every request that is not a GET or
+//! HEAD: lanes, references). A config with `http.token` alone keeps its old
+//! meaning, one token for both, and the agent says so at start; one with
+//! `http.change_token` alone needs that token for everything.
 //!
 //! Without a token, requests must name a loopback host (`localhost`,
 //! `127.0.0.1`, `[::1]`): a web page in the technician's browser could
@@ -14,16 +22,74 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::metrics::Metrics;
+
 const COOKIE: &str = "alleywatch_token";
 
-/// The middleware: passes a request with the token, turns `?token=` into a
-/// cookie, and answers 401 otherwise.
-pub async fn require(State(token): State<Option<Arc<str>>>, req: Request, next: Next) -> Response {
-    let Some(token) = token else {
+/// The configured tokens. `read` grants GET and HEAD; `change` grants
+/// everything. Both `None`: the loopback-host rule instead.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    pub read: Option<Arc<str>>,
+    pub change: Option<Arc<str>>,
+}
+
+/// What a presented token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grant {
+    Read,
+    Change,
+}
+
+impl Tokens {
+    /// From `http.token` and `http.change_token`. A read token with no
+    /// change token beside it grants both (configs from before the split).
+    pub fn new(read: Option<String>, change: Option<String>) -> Tokens {
+        let (read, change): (Option<Arc<str>>, Option<Arc<str>>) = (read.map(Arc::from), change.map(Arc::from));
+        match (read, change) {
+            (Some(r), None) => Tokens { read: None, change: Some(r) },
+            (read, change) => Tokens { read, change },
+        }
+    }
+
+    /// Both tokens from the config, files read; an error names the key.
+    pub fn from_config(http: &crate::config::Http) -> Result<Tokens, String> {
+        Ok(Tokens::new(http.read_token()?, http.read_change_token()?))
+    }
+
+    fn any(&self) -> bool {
+        self.read.is_some() || self.change.is_some()
+    }
+
+    /// What `t` allows, if it is one of the tokens.
+    fn grant(&self, t: &str) -> Option<Grant> {
+        let is = |k: &Option<Arc<str>>| k.as_deref().is_some_and(|k| same(t.as_bytes(), k.as_bytes()));
+        if is(&self.change) {
+            Some(Grant::Change)
+        } else if is(&self.read) {
+            Some(Grant::Read)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether a request may change state: every method but GET and HEAD
+/// counts as a change (OPTIONS and unknown methods included), so a route
+/// added later cannot slip past the change token or the origin check.
+pub fn changes(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD)
+}
+
+/// The token middleware: passes a request whose token grants its method,
+/// turns `?token=` into a cookie, answers 401 without a token and 403 with
+/// a read-only token on a change.
+pub async fn require(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
+    if !tokens.any() {
         if loopback_host(req.headers()) {
             return next.run(req).await;
         }
@@ -32,12 +98,20 @@ pub async fn require(State(token): State<Option<Arc<str>>>, req: Request, next: 
             "this listener answers loopback host names only (localhost, 127.0.0.1); set http.token_file to serve others\n",
         )
             .into_response();
-    };
-    if presented(req.headers()).is_some_and(|t| same(t.as_bytes(), token.as_bytes())) {
-        return next.run(req).await;
+    }
+    let needed = if changes(req.method()) { Grant::Change } else { Grant::Read };
+    if let Some(grant) = presented(req.headers()).and_then(|t| tokens.grant(t)) {
+        if grant >= needed {
+            return next.run(req).await;
+        }
+        return (
+            StatusCode::FORBIDDEN,
+            "this token may only read: changes (lanes, references) need http.change_token\n",
+        )
+            .into_response();
     }
     if let Some(t) = query_token(req.uri().query()) {
-        if same(t.as_bytes(), token.as_bytes()) {
+        if tokens.grant(t).is_some() {
             // Keep the token out of the address bar, history and logs.
             let cookie = format!("{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict");
             return (
@@ -53,6 +127,54 @@ pub async fn require(State(token): State<Option<Arc<str>>>, req: Request, next: 
         "token required: send Authorization: Bearer <http.token>, or open the page once with ?token=<http.token>\n",
     )
         .into_response()
+}
+
+/// The origin middleware, on every route: a change must come from this
+/// page or from outside any browser. A browser names where a request comes
+/// from (`Sec-Fetch-Site`, `Origin`); a request that names neither came
+/// from a program or from a browser too old to send them, and such a
+/// browser can only post across sites as an HTML form, so the form content
+/// types are refused there. Answers 403 naming the header.
+pub async fn same_origin(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    if changes(req.method()) {
+        if let Err(why) = change_origin(req.headers()) {
+            metrics.http.cross_site_refused.inc();
+            return (StatusCode::FORBIDDEN, format!("refused: {why}\n")).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether a change's headers show it comes from this page (or from no
+/// browser at all); `Err` says which header refused it.
+pub fn change_origin(headers: &HeaderMap) -> Result<(), String> {
+    let text = |h: header::HeaderName| headers.get(h).map(|v| v.to_str().unwrap_or("\u{fffd}").to_string());
+    let site = text(header::HeaderName::from_static("sec-fetch-site"));
+    if let Some(site) = &site {
+        if !matches!(site.as_str(), "same-origin" | "none") {
+            return Err(format!("Sec-Fetch-Site: {site:?}: changes are accepted from this agent's own page only"));
+        }
+    }
+    let origin = text(header::ORIGIN);
+    if let Some(origin) = &origin {
+        let host = text(header::HOST).unwrap_or_default();
+        let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        if authority.is_none_or(|a| !a.eq_ignore_ascii_case(&host)) {
+            return Err(format!(
+                "Origin {origin:?} is not this agent ({host:?}): changes are accepted from this agent's own page only"
+            ));
+        }
+    }
+    if site.is_none() && origin.is_none() {
+        let kind = text(header::CONTENT_TYPE).unwrap_or_default().to_ascii_lowercase();
+        let form = ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"];
+        if form.iter().any(|f| kind.trim_start().starts_with(f)) {
+            return Err(format!(
+                "Content-Type {kind:?} without Origin: a change is sent as application/json (or with no body)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The token a request carries in its `Authorization` header or cookie.
@@ -115,5 +237,56 @@ mod tests {
         assert!(host("127.0.0.1:9464") && host("localhost") && host("LOCALHOST:80") && host("[::1]:9464"));
         assert!(!host("evil.example:9464") && !host("127.0.0.1.evil.example") && !host("10.0.0.5:9464"));
         assert!(!loopback_host(&HeaderMap::new()), "no Host header: refused");
+    }
+
+    fn headers(list: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in list {
+            m.insert(header::HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn a_change_must_come_from_this_page_or_from_no_browser() {
+        let host = ("host", "127.0.0.1:9464");
+        let ok = |h: &[(&'static str, &'static str)]| change_origin(&headers(h));
+        // The page's own fetch (Chromium sends both).
+        assert!(ok(&[host, ("origin", "http://127.0.0.1:9464"), ("sec-fetch-site", "same-origin")]).is_ok());
+        // A program: no browser headers, JSON or no body.
+        assert!(ok(&[host]).is_ok());
+        assert!(ok(&[host, ("content-type", "application/json")]).is_ok());
+        // Another page's form, by each header alone.
+        let e = ok(&[host, ("origin", "https://evil.example"), ("content-type", "application/x-www-form-urlencoded")])
+            .unwrap_err();
+        assert!(e.contains("Origin") && e.contains("evil.example"), "{e}");
+        let e = ok(&[host, ("sec-fetch-site", "cross-site")]).unwrap_err();
+        assert!(e.contains("Sec-Fetch-Site"), "{e}");
+        assert!(ok(&[host, ("sec-fetch-site", "same-site")]).is_err(), "a sibling host is another page");
+        assert!(ok(&[host, ("origin", "null")]).is_err(), "a sandboxed frame or a file");
+        assert!(ok(&[host, ("origin", "http://127.0.0.1:9465")]).is_err(), "another port is another origin");
+        assert!(ok(&[("origin", "http://127.0.0.1:9464")]).is_err(), "no Host to match");
+        // An old browser's form with no Origin at all.
+        let e = ok(&[host, ("content-type", "application/x-www-form-urlencoded")]).unwrap_err();
+        assert!(e.contains("Content-Type"), "{e}");
+        assert!(ok(&[host, ("content-type", "text/plain;charset=UTF-8")]).is_err());
+        assert!(ok(&[host, ("content-type", "multipart/form-data; boundary=x")]).is_err());
+        assert!(
+            changes(&Method::POST) && changes(&Method::OPTIONS) && !changes(&Method::GET) && !changes(&Method::HEAD)
+        );
+    }
+
+    #[test]
+    fn the_read_token_reads_and_the_change_token_changes() {
+        let both = Tokens::new(Some("read-read-read-read".into()), Some("change-change-change".into()));
+        assert_eq!(both.grant("read-read-read-read"), Some(Grant::Read));
+        assert_eq!(both.grant("change-change-change"), Some(Grant::Change));
+        assert_eq!(both.grant("read-read-read-reaX"), None);
+        // One token alone (a config from before the split): it grants both.
+        let legacy = Tokens::new(Some("read-read-read-read".into()), None);
+        assert_eq!(legacy.grant("read-read-read-read"), Some(Grant::Change));
+        let change_only = Tokens::new(None, Some("change-change-change".into()));
+        assert!(change_only.any() && change_only.grant("anything-anything").is_none());
+        assert!(!Tokens::new(None, None).any());
     }
 }

@@ -13,21 +13,28 @@
 //! | `/api/config` | the running rule settings (no URLs or secrets) |
 //! | `/api/events` | the last event messages sent |
 //!
-//! One small stack (axum on hyper, on the agent's tokio runtime). It binds
-//! to loopback unless `http.bind` says otherwise; bound elsewhere it needs a
-//! token ([`auth`]). Handlers only read shared state or hand a change to the
-//! reload path; none of them can stall a camera.
+//! One small stack (hyper, with axum's router, on the agent's tokio
+//! runtime). It binds to loopback unless `http.bind` says otherwise; bound
+//! elsewhere it needs a token ([`auth`]): a read token for views, a change
+//! token for changes. Every change must come from this page or from no
+//! browser ([`auth::same_origin`]), and every response forbids framing
+//! ([`SECURITY_HEADERS`]). The listener closes sockets that send no request
+//! head in time and holds at most `http.max_connections` ([`server`]).
+//! Handlers only read shared state or hand a change to the reload path;
+//! none of them can stall a camera.
 
 pub mod auth;
+mod server;
 pub mod technician;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -37,6 +44,8 @@ use crate::alert::{Outbox, Request};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+
+pub use server::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -49,37 +58,74 @@ pub enum HttpError {
 
 /// The latest frame of one camera, kept for viewers (copied at most once a
 /// second by its analysis thread into a reused buffer).
+///
+/// Two locks, so a viewer never stalls analysis: `frame`, which the
+/// analysis thread takes to store, is held only to copy an `Arc` out
+/// ([`LatestFrame::current`]); the JPEG is encoded outside it, under
+/// `encoded`, which only viewers take and which keeps one JPEG a second.
 #[derive(Default)]
 pub struct LatestFrame {
     pub name: String,
     frame: Mutex<Option<Viewed>>,
+    encoded: Mutex<Option<(Instant, Bytes)>>,
 }
 
-/// Packed RGB, width, height, and when it was captured.
-type Viewed = (Vec<u8>, u32, u32, SystemTime);
+/// Packed RGB (shared with an encode in progress), width, height, and when
+/// it was captured.
+#[derive(Clone)]
+struct Viewed {
+    rgb: Arc<Vec<u8>>,
+    width: u32,
+    height: u32,
+    _at: SystemTime,
+}
+
+/// How long one encoded snapshot serves every viewer of the camera.
+const ENCODE_EVERY: Duration = Duration::from_secs(1);
 
 impl LatestFrame {
     pub fn new(name: &str) -> LatestFrame {
-        LatestFrame { name: name.to_string(), frame: Mutex::new(None) }
+        LatestFrame { name: name.to_string(), ..Default::default() }
     }
 
-    /// Copies `rgb` in, reusing the buffer.
+    /// Copies `rgb` in, reusing the buffer unless an encode still reads it.
     pub fn store(&self, rgb: &[u8], width: u32, height: u32, at: SystemTime) {
         let mut f = self.frame.lock().unwrap_or_else(|p| p.into_inner());
         match f.as_mut() {
-            Some((buf, w, h, t)) => {
-                buf.clear();
-                buf.extend_from_slice(rgb);
-                (*w, *h, *t) = (width, height, at);
+            Some(v) => {
+                match Arc::get_mut(&mut v.rgb) {
+                    Some(buf) => {
+                        buf.clear();
+                        buf.extend_from_slice(rgb);
+                    }
+                    None => v.rgb = Arc::new(rgb.to_vec()),
+                }
+                (v.width, v.height, v._at) = (width, height, at);
             }
-            None => *f = Some((rgb.to_vec(), width, height, at)),
+            None => *f = Some(Viewed { rgb: Arc::new(rgb.to_vec()), width, height, _at: at }),
         }
     }
 
-    fn jpeg(&self, quality: u8) -> Option<Vec<u8>> {
-        let f = self.frame.lock().unwrap_or_else(|p| p.into_inner());
-        let (buf, w, h, _) = f.as_ref()?;
-        crate::alert::snapshot::render(buf, *w, *h, quality, |_| {})
+    /// The frame as it is now. All that happens under the frame lock: an
+    /// `Arc` clone, no copy of the pixels and no encode.
+    fn current(&self) -> Option<Viewed> {
+        self.frame.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The JPEG for viewers at `now`: the one encoded less than
+    /// [`ENCODE_EVERY`] ago, or a new one by `encode` (run outside the
+    /// frame lock). Also says whether this call encoded.
+    fn jpeg(&self, now: Instant, encode: impl FnOnce(&[u8], u32, u32) -> Option<Vec<u8>>) -> Option<(Bytes, bool)> {
+        let mut cache = self.encoded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, jpeg)) = cache.as_ref() {
+            if now.saturating_duration_since(*at) < ENCODE_EVERY {
+                return Some((jpeg.clone(), false));
+            }
+        }
+        let v = self.current()?;
+        let jpeg = Bytes::from(encode(&v.rgb, v.width, v.height)?);
+        *cache = Some((now, jpeg.clone()));
+        Some((jpeg, true))
     }
 }
 
@@ -97,13 +143,29 @@ pub struct HttpState {
     /// Where a lane saved on the page, or "the lane is clear now", goes:
     /// the pipeline's manager.
     pub requests: tokio::sync::mpsc::UnboundedSender<Request>,
-    /// `http.token`, when one is configured.
-    pub token: Option<Arc<str>>,
+    /// `http.token` and `http.change_token`, when configured.
+    pub tokens: auth::Tokens,
 }
+
+/// On every response the router makes: no framing (clickjacking), scripts,
+/// styles, images and fetches from this agent only and nothing inline, no
+/// type sniffing, no `Referer` carrying a path elsewhere.
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
 
 pub fn router(state: HttpState) -> Router {
     let guarded = Router::new()
         .route("/", get(technician::page))
+        .route("/technician.js", get(technician::script))
+        .route("/technician.css", get(technician::style))
         .route("/metrics", get(metrics))
         .route("/api/cameras", get(cameras))
         .route("/api/cameras/{id}/snapshot.jpg", get(snapshot))
@@ -112,14 +174,24 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/cameras/{id}/lanes/{lane}/reference", post(technician::set_lane_reference))
         .route("/api/config", get(technician::config))
         .route("/api/events", get(technician::events))
-        .route_layer(axum::middleware::from_fn_with_state(state.token.clone(), auth::require));
+        .route_layer(axum::middleware::from_fn_with_state(state.tokens.clone(), auth::require));
     // Liveness and readiness stay open: probes carry no token, and they
     // reveal nothing.
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(guarded)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(metrics, auth::same_origin))
+        .layer(axum::middleware::map_response(secure))
+}
+
+async fn secure(mut r: Response) -> Response {
+    for (name, value) in SECURITY_HEADERS {
+        r.headers_mut().insert(name, HeaderValue::from_static(value));
+    }
+    r
 }
 
 /// Binds now (so a bad address fails the start with a clear error) and
@@ -128,11 +200,12 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError
     tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })
 }
 
+/// Serves `state`'s router on `listener` until `shutdown`, with the timeouts
+/// and the connection limit of the `[http]` section in force at start.
 pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, shutdown: Shutdown) {
-    let app = router(state);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await {
-        tracing::error!(error = %e, "HTTP server stopped");
-    }
+    let limits = Limits::from_config(&state.config.borrow().http);
+    let metrics = state.metrics.clone();
+    server::serve(listener, router(state), limits, metrics, shutdown).await;
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
@@ -171,8 +244,54 @@ async fn snapshot(State(s): State<HttpState>, Path(id): Path<String>) -> Respons
         return (StatusCode::NOT_FOUND, format!("no camera {id:?}\n")).into_response();
     };
     let quality = s.quality;
-    match tokio::task::spawn_blocking(move || frame.jpeg(quality)).await.ok().flatten() {
-        Some(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response(),
+    let encode = move |rgb: &[u8], w, h| crate::alert::snapshot::render(rgb, w, h, quality, |_| {});
+    match tokio::task::spawn_blocking(move || frame.jpeg(Instant::now(), encode)).await.ok().flatten() {
+        Some((jpeg, encoded)) => {
+            if encoded {
+                s.metrics.http.snapshot_encodes.with_label_values(&[id.as_str()]).inc();
+            }
+            ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], jpeg).into_response()
+        }
         None => (StatusCode::NOT_FOUND, format!("camera {id:?} has no frame yet\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn snapshot_encodes_at_most_once_a_second_and_never_under_the_frame_lock() {
+        let f = LatestFrame::new("c");
+        assert!(f.jpeg(Instant::now(), |_, _, _| Some(vec![1])).is_none(), "no frame yet, nothing encoded");
+        f.store(&[10u8; 2 * 2 * 3], 2, 2, SystemTime::now());
+        let encodes = Cell::new(0);
+        let encode = |rgb: &[u8], w: u32, h: u32| {
+            encodes.set(encodes.get() + 1);
+            // The analysis thread must be able to store while a viewer encodes.
+            assert!(f.frame.try_lock().is_ok(), "the frame lock is held during the encode");
+            f.store(&[20u8; 2 * 2 * 3], 2, 2, SystemTime::now());
+            assert_eq!((rgb, w, h), (&[10u8; 12][..], 2, 2), "the encode reads the frame it took, not the new one");
+            Some(vec![encodes.get() as u8])
+        };
+        let t0 = Instant::now();
+        let (first, encoded) = f.jpeg(t0, encode).unwrap();
+        assert!(encoded && encodes.get() == 1);
+        // Within the second: the same JPEG, no encode.
+        let (again, encoded) = f.jpeg(t0 + Duration::from_millis(999), |_, _, _| panic!("encoded twice")).unwrap();
+        assert!(!encoded && again == first);
+        // A second later: a new encode, of the frame stored meanwhile.
+        let (later, encoded) = f
+            .jpeg(t0 + ENCODE_EVERY, |rgb: &[u8], _, _| {
+                assert_eq!(rgb, &[20u8; 12][..]);
+                Some(vec![99])
+            })
+            .unwrap();
+        assert!(encoded && later.as_ref() == [99]);
+        // The real encoder makes a JPEG.
+        let (jpeg, _) =
+            f.jpeg(t0 + 3 * ENCODE_EVERY, |rgb, w, h| crate::alert::snapshot::render(rgb, w, h, 80, |_| {})).unwrap();
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
     }
 }

@@ -3,9 +3,10 @@
 //! and a read-only view of the thresholds and recent events.
 //!
 //! The page is one static HTML file with a little plain JavaScript
-//! (`technician.html`), served from the binary: no front-end build, nothing
-//! fetched from elsewhere. It reads `/api/cameras`, `/api/config` and
-//! `/api/events`. Saving a lane posts to `/api/cameras/{id}/lanes`, which
+//! (`technician.html`, `technician.js`, `technician.css`), served from the
+//! binary: no front-end build, nothing fetched from elsewhere, nothing
+//! inline (the Content-Security-Policy forbids inline script and style). It
+//! reads `/api/cameras`, `/api/config` and `/api/events`. Saving a lane posts to `/api/cameras/{id}/lanes`, which
 //! becomes a `set` of `cameras.{id}.lanes.{name}.*` — the same validated
 //! path as a centre's `set` command and a hot reload: the overlay file
 //! keeps it, a bad polygon is rejected with the key that is wrong, and no
@@ -28,10 +29,26 @@ use crate::alert::{Change, Request};
 use crate::config::FireKind;
 
 const PAGE: &str = include_str!("technician.html");
+/// The page's script and style, served as files (not inline) so the page's
+/// Content-Security-Policy allows scripts and styles from this agent only.
+const SCRIPT: &str = include_str!("technician.js");
+const STYLE: &str = include_str!("technician.css");
 
 pub async fn page() -> Response {
-    // The page is small and changes with the binary: never cache it.
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], PAGE).into_response()
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    // Small and changes with the binary: never cache it.
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
 /// The running configuration's operator-facing parts (no URLs, no

@@ -126,7 +126,10 @@ pub async fn run(
     let spool = Spool::open(&config.spool.path, config.spool.max_bytes())?;
     // Bind before the slow model load, so a port clash fails fast.
     let listener = crate::http::bind(config.http.bind).await?;
-    let token = config.http.read_token().map_err(crate::http::HttpError::Token)?.map(Arc::from);
+    let tokens = crate::http::auth::Tokens::from_config(&config.http).map_err(crate::http::HttpError::Token)?;
+    for warning in config.start_warnings() {
+        tracing::warn!("{warning}");
+    }
     let publisher = Publisher::new(&config)?;
     let cfg = config.clone();
     let models = tokio::task::spawn_blocking(move || Models::load(&cfg))
@@ -162,7 +165,7 @@ pub async fn run(
             quality: config.alerts.snapshot_quality,
             config: config_rx,
             requests: requests_tx.clone(),
-            token,
+            tokens,
         },
         shutdown.clone(),
     ));
