@@ -9,14 +9,17 @@
 //! camera is kept, in memory, and re-sent on every reconnect.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::Notify;
 
 use super::ledger::{Ledger, Verdict};
-use super::spool::{Dropped, Spool};
+use super::snapshot::{self, Capped};
+use super::spool::{Dropped, Pushed, Spool};
 use super::{Event, Outbound, Topics};
+use crate::analytics::Phase;
 use crate::metrics::Metrics;
 use crate::source::CameraStatus;
 
@@ -33,9 +36,13 @@ struct Inner {
     /// Wakes the publisher: a message is waiting.
     wake: Notify,
     statuses: Mutex<Statuses>,
-    /// Messages the spool could not store (disk full, I/O error): sent
-    /// from memory, so an alert still goes out while the box is up.
-    unspooled: Mutex<VecDeque<(Event, Option<Vec<u8>>)>>,
+    /// Messages the spool could not store (disk full, I/O error), oldest
+    /// first, with their seqs: sent from memory (after every older spooled
+    /// message, kept until their PUBACK), and stored in the spool ahead of
+    /// anything newer once it accepts writes again. Bounded.
+    unspooled: Mutex<Fallback>,
+    /// `alerts.snapshot_max_kb`, in bytes.
+    snapshot_max_bytes: AtomicUsize,
     /// The last [`RECENT`] event messages sent, newest last, for the
     /// technician's page (a summary each, without evidence).
     recent: Mutex<VecDeque<serde_json::Value>>,
@@ -44,6 +51,59 @@ struct Inner {
 /// How many recent event messages `/api/events` shows.
 pub const RECENT: usize = 50;
 
+/// Bounds of the in-memory fallback (messages the spool could not store).
+/// Over either, `update`s go first (oldest first), then snapshots; a
+/// `start`, `end` or `escalate` is never dropped.
+pub const FALLBACK_MAX_MESSAGES: usize = 256;
+pub const FALLBACK_MAX_BYTES: usize = 8 << 20;
+
+/// A message the spool could not store, waiting in memory.
+#[derive(Debug, Clone)]
+pub(super) struct Unspooled {
+    pub event: Event,
+    pub snapshot: Option<Vec<u8>>,
+}
+
+impl Unspooled {
+    fn bytes(&self) -> usize {
+        // The payload is a few KB; the snapshot is what counts.
+        4096 + self.snapshot.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// The bounded fallback queue, in seq order.
+#[derive(Default)]
+pub(super) struct Fallback {
+    queue: VecDeque<Unspooled>,
+}
+
+impl Fallback {
+    fn bytes(&self) -> usize {
+        self.queue.iter().map(Unspooled::bytes).sum()
+    }
+
+    /// Appends `msg` and drops to fit the bounds: whole updates oldest
+    /// first, then snapshots oldest first; never a start, end or escalate
+    /// (the queue may then stay over its bounds). Returns what was dropped.
+    fn push(&mut self, msg: Unspooled, max_messages: usize, max_bytes: usize) -> Vec<Dropped> {
+        self.queue.push_back(msg);
+        let mut dropped = Vec::new();
+        let mut bytes = self.bytes();
+        while self.queue.len() > max_messages || bytes > max_bytes {
+            if let Some(i) = self.queue.iter().position(|m| m.event.phase == Phase::Update) {
+                let m = self.queue.remove(i).expect("index from position");
+                bytes -= m.bytes();
+                dropped.push(Dropped::Update { seq: m.event.seq, event_id: m.event.id });
+                continue;
+            }
+            let Some(m) = self.queue.iter_mut().find(|m| m.snapshot.is_some()) else { break };
+            bytes -= m.snapshot.take().map_or(0, |s| s.len());
+            m.event.snapshot = None;
+            dropped.push(Dropped::Snapshot { seq: m.event.seq, event_id: m.event.id.clone() });
+        }
+        dropped
+    }
+}
 #[derive(Default)]
 struct Statuses {
     latest: HashMap<String, CameraStatus>,
@@ -58,6 +118,9 @@ impl Outbox {
         if let Ok(seq) = spool.last_seq() {
             metrics.last_seq.set(seq as i64);
         }
+        if spool.recovered().is_some() {
+            metrics.spool_corrupt.inc();
+        }
         Outbox {
             inner: Arc::new(Inner {
                 spool,
@@ -67,9 +130,16 @@ impl Outbox {
                 wake: Notify::new(),
                 statuses: Mutex::default(),
                 unspooled: Mutex::default(),
+                snapshot_max_bytes: AtomicUsize::new(snapshot::DEFAULT_MAX_BYTES),
                 recent: Mutex::default(),
             }),
         }
+    }
+
+    /// Sets the snapshot cap (`alerts.snapshot_max_kb`, at start and on
+    /// every reload).
+    pub fn set_snapshot_max_bytes(&self, bytes: usize) {
+        self.inner.snapshot_max_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Routes one message from analysis or a supervisor.
@@ -87,6 +157,13 @@ impl Outbox {
     }
 
     /// Admits, spools (durably) and announces one event message.
+    ///
+    /// Its seq comes from the spool's counter, which advances even when the
+    /// store fails, so a seq is never used twice. A message the spool
+    /// cannot store waits in the bounded fallback queue; while anything
+    /// waits there, newer messages wait behind it (each with its own seq),
+    /// and every new message first retries storing the waiting ones, in
+    /// order, so the spool's drain order stays the seq order.
     pub fn event(&self, mut event: Event, snapshot: Option<Vec<u8>>) {
         let m = &self.inner.metrics;
         if let Verdict::Suppress(reason) = self.ledger().admit(&mut event, Instant::now()) {
@@ -94,33 +171,118 @@ impl Outbox {
             tracing::debug!(id = %event.id, reason, "event message suppressed");
             return;
         }
-        let pushed = self.inner.spool.push(&mut event, snapshot.as_deref(), &self.inner.topics);
+        let snapshot = snapshot.and_then(|jpeg| self.cap_snapshot(&mut event, jpeg));
+        let spool = &self.inner.spool;
+        let mut fallback = self.unspooled();
+        self.flush(&mut fallback);
+        let pushed = if fallback.queue.is_empty() {
+            Some(spool.push(&mut event, snapshot.as_deref(), &self.inner.topics))
+        } else {
+            spool.assign_seq(&mut event);
+            None
+        };
         self.remember(&event);
+        m.last_seq.set(event.seq as i64);
         match pushed {
-            Ok(pushed) => {
-                m.last_seq.set(pushed.seq as i64);
-                for d in &pushed.dropped {
-                    let (what, seq, id) = match d {
-                        Dropped::Update { seq, event_id } => ("update", seq, event_id),
-                        Dropped::Snapshot { seq, event_id } => ("snapshot", seq, event_id),
-                    };
-                    m.spool_dropped.with_label_values(&[what]).inc();
-                    tracing::warn!(what, seq, event = %id, "spool full: dropped the oldest {what}");
-                }
-                if pushed.over_bound {
-                    tracing::warn!(
-                        spool = %self.inner.spool.path().display(),
-                        "spool over its bound with only start/end messages left; keeping them"
-                    );
-                }
-            }
-            Err(e) => {
+            Some(Ok(pushed)) => self.report(&pushed),
+            Some(Err(e)) => {
                 m.spool_errors.inc();
-                tracing::error!(error = %e, id = %event.id, "cannot spool event; sending it from memory");
-                self.unspooled().push_back((event, snapshot));
+                tracing::error!(error = %e, id = %event.id, seq = event.seq, "cannot spool event; sending it from memory");
+                self.hold(&mut fallback, Unspooled { event, snapshot });
+            }
+            None => self.hold(&mut fallback, Unspooled { event, snapshot }),
+        }
+        drop(fallback);
+        self.inner.wake.notify_one();
+    }
+
+    /// Fits the snapshot under `alerts.snapshot_max_kb`, and makes the
+    /// event's `snapshot` reference say what is sent.
+    fn cap_snapshot(&self, event: &mut Event, jpeg: Vec<u8>) -> Option<Vec<u8>> {
+        let max = self.inner.snapshot_max_bytes.load(Ordering::Relaxed);
+        if jpeg.len() <= max {
+            return Some(jpeg);
+        }
+        let before = jpeg.len();
+        let (fitted, how) = snapshot::cap(jpeg, max);
+        self.inner.metrics.snapshots_capped.with_label_values(&[how.as_str()]).inc();
+        match fitted {
+            Some((jpeg, w, h)) => {
+                tracing::warn!(id = %event.id, before, after = jpeg.len(), how = how.as_str(), limit = max, "snapshot over alerts.snapshot_max_kb; shrunk it");
+                if let Some(r) = event.snapshot.as_mut() {
+                    (r.width, r.height, r.bytes) = (w, h, jpeg.len());
+                }
+                Some(jpeg)
+            }
+            None => {
+                debug_assert_eq!(how, Capped::Dropped);
+                tracing::warn!(id = %event.id, before, limit = max, "snapshot over alerts.snapshot_max_kb even scaled down; the event goes without it");
+                event.snapshot = None;
+                None
             }
         }
-        self.inner.wake.notify_one();
+    }
+
+    /// Stores what waits in the fallback, oldest first, until one fails.
+    fn flush(&self, fallback: &mut Fallback) {
+        while let Some(front) = fallback.queue.front() {
+            match self.inner.spool.push_assigned(&front.event, front.snapshot.as_deref(), &self.inner.topics) {
+                Ok(pushed) => {
+                    tracing::info!(id = %front.event.id, seq = front.event.seq, "spool writable again: stored a message that waited in memory");
+                    self.report(&pushed);
+                    fallback.queue.pop_front();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "the spool still refuses writes");
+                    break;
+                }
+            }
+        }
+        self.inner.metrics.spool_fallback_messages.set(fallback.queue.len() as i64);
+    }
+
+    fn hold(&self, fallback: &mut Fallback, msg: Unspooled) {
+        let m = &self.inner.metrics;
+        for d in fallback.push(msg, FALLBACK_MAX_MESSAGES, FALLBACK_MAX_BYTES) {
+            let (what, seq, id) = match &d {
+                Dropped::Update { seq, event_id } => ("update", seq, event_id),
+                Dropped::Snapshot { seq, event_id } => ("snapshot", seq, event_id),
+            };
+            m.spool_fallback_dropped.with_label_values(&[what]).inc();
+            tracing::warn!(what, seq, event = %id, "in-memory fallback full: dropped the oldest {what}");
+        }
+        m.spool_fallback_messages.set(fallback.queue.len() as i64);
+    }
+
+    fn report(&self, pushed: &Pushed) {
+        let m = &self.inner.metrics;
+        for d in &pushed.dropped {
+            let (what, seq, id) = match d {
+                Dropped::Update { seq, event_id } => ("update", seq, event_id),
+                Dropped::Snapshot { seq, event_id } => ("snapshot", seq, event_id),
+            };
+            m.spool_dropped.with_label_values(&[what]).inc();
+            tracing::warn!(what, seq, event = %id, "spool full: dropped the oldest {what}");
+        }
+        if pushed.over_bound {
+            tracing::warn!(
+                spool = %self.inner.spool.path().display(),
+                "spool over its bound with only start/end messages left; keeping them"
+            );
+        }
+    }
+
+    /// Retries a spool whose last write failed (blocking: call it off the
+    /// async runtime): stores what waits in memory, or, with nothing
+    /// waiting, probes with one tiny write. Returns whether it is healthy.
+    pub fn retry_spool(&self) -> bool {
+        let mut fallback = self.unspooled();
+        if fallback.queue.is_empty() {
+            drop(fallback);
+            return self.inner.spool.probe();
+        }
+        self.flush(&mut fallback);
+        fallback.queue.is_empty()
     }
 
     fn remember(&self, event: &Event) {
@@ -179,8 +341,30 @@ impl Outbox {
         (out, removed)
     }
 
-    pub(super) fn take_unspooled(&self) -> Vec<(Event, Option<Vec<u8>>)> {
-        self.unspooled().drain(..).collect()
+    /// Up to `limit` fallback messages with a seq above `after`, oldest
+    /// first (copies: each stays until its PUBACK or until it is stored).
+    /// `None` when an analysis thread holds the queue (it is writing the
+    /// spool, and wakes the publisher when done): the publisher never
+    /// waits on a spool write.
+    pub(super) fn try_unspooled_after(&self, after: u64, limit: usize) -> Option<Vec<Unspooled>> {
+        let q = match self.inner.unspooled.try_lock() {
+            Ok(q) => q,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(q.queue.iter().filter(|m| m.event.seq > after).take(limit).cloned().collect())
+    }
+
+    /// The broker acknowledged the fallback message with this seq.
+    pub(super) fn unspooled_acked(&self, seq: u64) {
+        let mut f = self.unspooled();
+        f.queue.retain(|m| m.event.seq != seq);
+        self.inner.metrics.spool_fallback_messages.set(f.queue.len() as i64);
+    }
+
+    /// Messages waiting in memory.
+    pub fn unspooled_len(&self) -> usize {
+        self.unspooled().queue.len()
     }
 
     pub(super) async fn woken(&self) {
@@ -207,7 +391,7 @@ impl Outbox {
         self.inner.statuses.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn unspooled(&self) -> std::sync::MutexGuard<'_, VecDeque<(Event, Option<Vec<u8>>)>> {
+    fn unspooled(&self) -> std::sync::MutexGuard<'_, Fallback> {
         self.inner.unspooled.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
