@@ -395,3 +395,128 @@ impl Outbox {
         self.inner.unspooled.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::spool::tests::fail_inserts;
+    use crate::alert::{Ledger, Severity};
+
+    fn config() -> crate::config::Config {
+        let text = r#"agent_id = "a"
+site = { district = "d", street = "s", community = "c" }
+broker = { host = "127.0.0.1" }
+detector = { path = "/m.onnx", format = "nanodet", input_size = 416 }
+[[cameras]]
+id = "cam"
+name = "Cam"
+url = "rtsp://h/s"
+"#;
+        crate::config::Config::parse(text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    fn outbox(dir: &std::path::Path) -> Outbox {
+        let c = config();
+        let spool = Spool::open(&dir.join("s.sqlite"), 1 << 20).unwrap();
+        Outbox::new(spool, Ledger::new(&c.alerts, &c.site), Topics::new(&c), Arc::new(Metrics::new()))
+    }
+
+    fn event(id: &str, phase: Phase) -> Event {
+        crate::alert::event::sample(id, phase, Severity::Warning)
+    }
+
+    #[test]
+    fn seqs_stay_unique_and_in_order_through_a_failing_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        o.event(event("a", Phase::Start), Some(vec![1; 10]));
+        fail_inserts(o.spool(), true);
+        o.event(event("b", Phase::Start), Some(vec![2; 10]));
+        o.event(event("b", Phase::End), None);
+        // Waiting in memory, with their own seqs, for the publisher.
+        let waiting = o.try_unspooled_after(0, 10).unwrap();
+        assert_eq!(waiting.iter().map(|m| m.event.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(o.metrics().spool_errors.get(), 1);
+        // One was acknowledged from memory; the spool recovers; the next
+        // message first stores what still waits, so drain order = seq order.
+        o.unspooled_acked(2);
+        fail_inserts(o.spool(), false);
+        o.event(event("c", Phase::Start), None);
+        let rows: Vec<(u64, String)> = o.spool().after(0, 10).unwrap().into_iter().map(|e| (e.seq, e.event_id)).collect();
+        assert_eq!(rows, [(1, "a".into()), (3, "b".into()), (4, "c".into())]);
+        assert_eq!(o.unspooled_len(), 0);
+        let payload: serde_json::Value = serde_json::from_slice(&o.spool().after(1, 1).unwrap()[0].payload).unwrap();
+        assert_eq!(payload["seq"], 3, "stored with the seq it was sent with from memory");
+        assert_eq!(o.metrics().last_seq.get(), 4);
+    }
+
+    #[test]
+    fn the_fallback_drops_updates_then_snapshots_never_a_start_or_end() {
+        let msg = |phase, snap: usize, seq| {
+            let mut event = event("e", phase);
+            event.seq = seq;
+            event.snapshot = (snap > 0).then(|| crate::alert::event::SnapshotRef {
+                topic: "t".into(),
+                content_type: "image/jpeg",
+                width: 1,
+                height: 1,
+                bytes: snap,
+            });
+            Unspooled { event, snapshot: (snap > 0).then(|| vec![0; snap]) }
+        };
+        let mut f = Fallback::default();
+        // Count bound 3, bytes bound large: the oldest update goes first.
+        let mut dropped = Vec::new();
+        for (i, phase) in [Phase::Start, Phase::Update, Phase::Update, Phase::End, Phase::Start].into_iter().enumerate() {
+            dropped.extend(f.push(msg(phase, 10_000, i as u64 + 1), 3, 1 << 30));
+        }
+        assert_eq!(
+            dropped,
+            [Dropped::Update { seq: 2, event_id: "e".into() }, Dropped::Update { seq: 3, event_id: "e".into() }]
+        );
+        // Byte bound: snapshots go, oldest first; the messages stay.
+        let dropped = f.push(msg(Phase::End, 10_000, 6), 100, 3 * 4096 + 2 * 10_000 + 4096);
+        assert!(dropped.iter().all(|d| matches!(d, Dropped::Snapshot { .. })), "{dropped:?}");
+        assert_eq!(dropped.len(), 2);
+        assert!(f.queue[0].snapshot.is_none() && f.queue[0].event.snapshot.is_none(), "the payload says it has none");
+        // Only starts/ends left and over both bounds: all kept.
+        let dropped = f.push(msg(Phase::Start, 0, 7), 1, 1);
+        let phases: Vec<Phase> = f.queue.iter().map(|m| m.event.phase).collect();
+        assert_eq!(phases, [Phase::Start, Phase::End, Phase::Start, Phase::End, Phase::Start]);
+        assert!(dropped.iter().all(|d| matches!(d, Dropped::Snapshot { .. })), "{dropped:?}");
+        assert_eq!(f.queue.iter().map(|m| m.event.seq).collect::<Vec<_>>(), [1, 4, 5, 6, 7], "in seq order");
+    }
+
+    #[test]
+    fn an_oversize_snapshot_is_capped_before_it_is_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = outbox(dir.path());
+        o.set_snapshot_max_bytes(16 * 1024);
+        let (w, h) = (640u32, 480u32);
+        let mut x: u32 = 12345;
+        let rgb: Vec<u8> = (0..w * h * 3)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        let jpeg = crate::alert::snapshot::render(&rgb, w, h, 95, |_| {}).unwrap();
+        assert!(jpeg.len() > 16 * 1024);
+        let mut e = event("e", Phase::Start);
+        e.snapshot = Some(crate::alert::event::SnapshotRef {
+            topic: "t".into(),
+            content_type: "image/jpeg",
+            width: w,
+            height: h,
+            bytes: jpeg.len(),
+        });
+        o.event(e, Some(jpeg));
+        let row = &o.spool().after(0, 1).unwrap()[0];
+        let stored = row.snapshot.as_ref().map_or(0, |(_, j)| j.len());
+        assert!(stored > 0 && stored <= 16 * 1024, "{stored}");
+        let payload: serde_json::Value = serde_json::from_slice(&row.payload).unwrap();
+        assert_eq!(payload["snapshot"]["bytes"], stored, "the payload describes the JPEG sent");
+        let capped = |how| o.metrics().snapshots_capped.with_label_values(&[how]).get();
+        assert_eq!(capped("quality") + capped("scaled"), 1);
+    }
+}

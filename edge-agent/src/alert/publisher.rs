@@ -172,6 +172,10 @@ impl Suspects {
     }
 }
 
+#[cfg(test)]
+#[path = "publisher_delivery_tests.rs"]
+mod delivery_tests;
+
 /// Queues one message (its snapshot first, if any) through `send` (the
 /// client's `try_publish`), tagging each packet. Returns its packet count,
 /// or `None` when a part could not be queued: the message is then not

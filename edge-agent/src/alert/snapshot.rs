@@ -151,10 +151,11 @@ mod tests {
         assert!(jpeg.len() <= 64 * 1024 && w < 1280 && (w as f32 / h as f32 - 16.0 / 9.0).abs() < 0.05);
 
         // Nothing fits: no snapshot rather than a message the broker refuses.
-        assert_eq!(cap(big, 2_000), (None, Capped::Dropped));
+        let (fitted, how) = cap(big, 300);
+        assert!(fitted.is_none() && how == Capped::Dropped, "{how:?}");
         // Small ones pass untouched; garbage is dropped, never a panic.
         let small = noisy_jpeg(32, 32);
-        assert_eq!(cap(small.clone(), DEFAULT_MAX_BYTES), (Some((small, 32, 32)), Capped::Kept));
+        assert!(cap(small.clone(), DEFAULT_MAX_BYTES) == (Some((small, 32, 32)), Capped::Kept));
         assert_eq!(cap(vec![0xFF, 0xD8, 1, 2, 3], DEFAULT_MAX_BYTES).1, Capped::Dropped);
     }
 

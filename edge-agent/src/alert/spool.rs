@@ -358,7 +358,7 @@ impl Spool {
     /// Up to `limit` messages after row `after`, in drain order.
     pub fn after(&self, after: i64, limit: usize) -> Result<Vec<Entry>, SpoolError> {
         let conn = self.read();
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = conn.prepare(
             "SELECT id, seq, camera, phase, event_id, topic, payload, snapshot_topic, snapshot, created_ms
              FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
@@ -576,7 +576,7 @@ fn make_room(tx: &rusqlite::Transaction, max_bytes: u64) -> Result<(Vec<Dropped>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::alert::Severity;
 
@@ -648,5 +648,104 @@ url = "rtsp://h/s"
         let phases: Vec<String> = spool.after(0, 100).unwrap().into_iter().map(|e| e.phase).collect();
         assert_eq!(phases, ["start", "end", "start", "start", "start"], "starts and ends are all kept");
         assert!(spool.depth().unwrap().bytes <= 6000);
+    }
+
+    /// Makes every insert into the outbox fail for real, as a full disk
+    /// does (the statement aborts and the transaction rolls back).
+    pub(crate) fn fail_inserts(spool: &Spool, fail: bool) {
+        let sql = if fail {
+            "CREATE TRIGGER fail BEFORE INSERT ON outbox BEGIN SELECT RAISE(FAIL, 'disk full'); END;"
+        } else {
+            "DROP TRIGGER fail"
+        };
+        spool.writer().execute_batch(sql).unwrap();
+    }
+
+    #[test]
+    fn a_failed_store_never_makes_a_seq_be_used_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let t = topics();
+        let mut seqs = Vec::new();
+        {
+            let spool = Spool::open(&path, 1 << 20).unwrap();
+            let mut push = |phase, ok: bool| {
+                let mut e = event("e", phase);
+                let r = spool.push(&mut e, Some(&[1; 10]), &t);
+                assert_eq!(r.is_ok(), ok, "{r:?}");
+                seqs.push(e.seq);
+            };
+            push(Phase::Start, true);
+            fail_inserts(&spool, true);
+            push(Phase::Update, false);
+            push(Phase::Update, false);
+            push(Phase::End, false);
+            assert!(!spool.healthy(), "the failed write is what readiness sees");
+            fail_inserts(&spool, false);
+            push(Phase::Start, true);
+            assert!(spool.healthy());
+            assert_eq!(spool.after(0, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 5]);
+        }
+        // The counter persisted with the last store; a restart goes on.
+        let spool = Spool::open(&path, 1 << 20).unwrap();
+        let mut e = event("f", Phase::Start);
+        spool.push(&mut e, None, &t).unwrap();
+        seqs.push(e.seq);
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "strictly increasing, unique, across failure, recovery and restart");
+    }
+
+    #[test]
+    fn a_corrupt_file_is_set_aside_and_an_empty_spool_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.sqlite");
+        let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect();
+        std::fs::write(&path, &garbage).unwrap();
+        let spool = Spool::open(&path, 1 << 20).expect("a corrupt spool never keeps the agent down");
+        let aside = spool.recovered().expect("reported").to_path_buf();
+        assert!(aside.file_name().unwrap().to_string_lossy().starts_with("spool.sqlite.corrupt-"), "{aside:?}");
+        assert_eq!(std::fs::read(&aside).unwrap(), garbage, "the broken file is kept for a post-mortem");
+        let mut e = event("e", Phase::Start);
+        assert_eq!(spool.push(&mut e, None, &topics()).unwrap().seq, 1, "an empty, working spool");
+        assert_eq!(spool.depth().unwrap().messages, 1);
+        // The metric and the outbox see it.
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+        let config = crate::config::Config::parse(
+            "agent_id = \"a\"\nsite = { district = \"d\", street = \"s\", community = \"c\" }\nbroker = { host = \"h\" }\ndetector = { path = \"/m.onnx\", format = \"nanodet\", input_size = 416 }\n[[cameras]]\nid = \"cam\"\nname = \"Cam\"\nurl = \"rtsp://h/s\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let ledger = crate::alert::Ledger::new(&config.alerts, &config.site);
+        let _outbox = crate::alert::Outbox::new(spool, ledger, topics(), metrics.clone());
+        assert_eq!(metrics.spool_corrupt.get(), 1);
+        // A healthy file is opened as it is.
+        let spool = Spool::open(&path, 1 << 20).unwrap();
+        assert!(spool.recovered().is_none());
+        assert_eq!(spool.depth().unwrap().messages, 1);
+    }
+
+    #[test]
+    fn a_set_aside_row_leaves_the_drain_and_is_kept_for_the_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("s.sqlite"), 1 << 20).unwrap();
+        let t = topics();
+        for phase in [Phase::Start, Phase::End] {
+            spool.push(&mut event("e", phase), Some(&[9; 50]), &t).unwrap();
+        }
+        let rows = spool.after(0, 10).unwrap();
+        let got = spool.set_aside(rows[0].id, "refused").unwrap();
+        assert_eq!(got.map(|(seq, id, phase, _)| (seq, id, phase)), Some((1, "e".into(), "start".into())));
+        assert_eq!(spool.after(0, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+        assert_eq!(spool.set_aside_count().unwrap(), 1);
+        assert_eq!(spool.set_aside(rows[0].id, "again").unwrap(), None, "already gone");
+        for _ in 0..SET_ASIDE_KEEP + 5 {
+            spool.push(&mut event("x", Phase::Start), None, &t).unwrap();
+            let id = spool.after(0, 100).unwrap().last().unwrap().id;
+            spool.set_aside(id, "refused").unwrap();
+        }
+        assert_eq!(spool.set_aside_count().unwrap() as i64, SET_ASIDE_KEEP, "bounded");
+        // Seqs of set-aside rows are never handed out again after a restart.
+        drop(spool);
+        let spool = Spool::open(&dir.path().join("s.sqlite"), 1 << 20).unwrap();
+        assert_eq!(spool.last_seq().unwrap(), 2 + SET_ASIDE_KEEP as u64 + 5);
     }
 }
