@@ -442,7 +442,8 @@ url = "rtsp://h/s"
         o.unspooled_acked(2);
         fail_inserts(o.spool(), false);
         o.event(event("c", Phase::Start), None);
-        let rows: Vec<(u64, String)> = o.spool().after(0, 10).unwrap().into_iter().map(|e| (e.seq, e.event_id)).collect();
+        let rows: Vec<(u64, String)> =
+            o.spool().after(0, 10).unwrap().into_iter().map(|e| (e.seq, e.event_id)).collect();
         assert_eq!(rows, [(1, "a".into()), (3, "b".into()), (4, "c".into())]);
         assert_eq!(o.unspooled_len(), 0);
         let payload: serde_json::Value = serde_json::from_slice(&o.spool().after(1, 1).unwrap()[0].payload).unwrap();
@@ -467,7 +468,8 @@ url = "rtsp://h/s"
         let mut f = Fallback::default();
         // Count bound 3, bytes bound large: the oldest update goes first.
         let mut dropped = Vec::new();
-        for (i, phase) in [Phase::Start, Phase::Update, Phase::Update, Phase::End, Phase::Start].into_iter().enumerate() {
+        for (i, phase) in [Phase::Start, Phase::Update, Phase::Update, Phase::End, Phase::Start].into_iter().enumerate()
+        {
             dropped.extend(f.push(msg(phase, 10_000, i as u64 + 1), 3, 1 << 30));
         }
         assert_eq!(

@@ -681,16 +681,24 @@ impl State {
             self.suspects.passed(first.id, &self.inflight);
             let (client, tags, inflight, deleting, cursor, outbox) =
                 (&mut self.client, &mut self.tags, &mut self.inflight, &self.deleting, &mut self.cursor, &self.outbox);
-            let mut send = |topic: &str, payload: Vec<u8>| client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
-            let all = queue_rows(entries, cursor, tags, &mut send, |id| deleting.contains(&id), |entry, parts| {
-                inflight.insert(entry.id, (parts, Instant::now()));
-                let m = outbox.metrics();
-                let kind = entry.topic.rsplit('/').next().unwrap_or("");
-                m.published.with_label_values(&[kind, &entry.phase]).inc();
-                let age = (now_ms() - entry.created_ms).max(0) as f64 / 1000.0;
-                m.stage("capture_to_publish").observe(age);
-                tracing::info!(kind, phase = %entry.phase, camera = %entry.camera, id = %entry.event_id, seq = entry.seq, "event");
-            });
+            let mut send =
+                |topic: &str, payload: Vec<u8>| client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
+            let all = queue_rows(
+                entries,
+                cursor,
+                tags,
+                &mut send,
+                |id| deleting.contains(&id),
+                |entry, parts| {
+                    inflight.insert(entry.id, (parts, Instant::now()));
+                    let m = outbox.metrics();
+                    let kind = entry.topic.rsplit('/').next().unwrap_or("");
+                    m.published.with_label_values(&[kind, &entry.phase]).inc();
+                    let age = (now_ms() - entry.created_ms).max(0) as f64 / 1000.0;
+                    m.stage("capture_to_publish").observe(age);
+                    tracing::info!(kind, phase = %entry.phase, camera = %entry.camera, id = %entry.event_id, seq = entry.seq, "event");
+                },
+            );
             if !all {
                 return false;
             }
@@ -715,7 +723,8 @@ impl State {
             let snapshot = snapshot.map(|jpeg| (snapshot_topic.as_str(), jpeg));
             let topic = self.topics.event(kind);
             let client = &mut self.client;
-            let mut send = |topic: &str, payload: Vec<u8>| client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
+            let mut send =
+                |topic: &str, payload: Vec<u8>| client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
             match queue_message(&mut send, &mut self.tags, Tag::Unspooled(event.seq), snapshot, &topic, payload) {
                 Some(parts) => {
                     self.unspooled_cursor = event.seq;

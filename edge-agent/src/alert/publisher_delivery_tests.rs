@@ -63,9 +63,14 @@ fn a_row_whose_parts_are_not_all_queued_is_sent_whole_next_time_in_order() {
     // The queue drains; the next pump reads after the cursor.
     client.room = 100;
     let next: Vec<Entry> = spool.into_iter().filter(|e| e.id > cursor).collect();
-    assert!(queue_rows(next, &mut cursor, &mut tags, &mut |t, p| client.send(t, p), |_| false, |e, parts| {
-        queued.push((e.id, parts))
-    }));
+    assert!(queue_rows(
+        next,
+        &mut cursor,
+        &mut tags,
+        &mut |t, p| client.send(t, p),
+        |_| false,
+        |e, parts| { queued.push((e.id, parts)) }
+    ));
     assert_eq!(cursor, 3);
     assert_eq!(queued, [(1, 2), (2, 2), (3, 2)]);
     let payloads: Vec<&String> = client.sent.iter().filter(|p| p.starts_with('p')).collect();

@@ -8,14 +8,18 @@
 //! update" is one indexed query. Events are rare (a few a minute), so a
 //! fsync per message costs nothing that matters.
 //!
-//! The spool also owns the per-agent `seq`: it is assigned in the same
-//! transaction that stores the message, so it never repeats and never goes
-//! back, across restarts included, and a gap a centre sees is a message the
-//! spool dropped (and counted) when it was full.
+//! The spool also owns the per-agent `seq`: a counter advanced, under the
+//! writer's lock, for every message *before* its store is tried, and never
+//! lowered, so a seq is never used twice even when the store fails (the
+//! message then goes out from memory with it). It is written to disk with
+//! every stored message, so it never goes back across restarts either, and
+//! a gap a centre sees is a message the agent dropped (and counted).
 //!
 //! Analysis threads call [`Spool::push`] directly (the message is durable
 //! before the frame's analysis returns); the publisher task reads with
-//! [`Spool::after`] and deletes with [`Spool::remove`].
+//! [`Spool::after`] on a second connection (WAL: a reader never waits for a
+//! writer's fsync) and deletes with [`Spool::remove_many`] on a blocking
+//! thread. A corrupt file is set aside at open (see [`Spool::open`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
