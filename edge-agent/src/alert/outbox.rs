@@ -490,6 +490,22 @@ url = "rtsp://h/s"
     }
 
     #[test]
+    fn snapshot_max_kb_is_bounded_by_the_packet_limit_and_named_when_refused() {
+        let text = |kb: u32| {
+            format!(
+                "agent_id = \"a\"\nsite = {{ district = \"d\", street = \"s\", community = \"c\" }}\nbroker = {{ host = \"h\" }}\ndetector = {{ path = \"/m.onnx\", format = \"nanodet\", input_size = 416 }}\nalerts = {{ snapshot_max_kb = {kb} }}\n[[cameras]]\nid = \"cam\"\nname = \"Cam\"\nurl = \"rtsp://h/s\"\n"
+            )
+        };
+        let parse = |kb| crate::config::Config::parse(&text(kb), std::path::Path::new("t.toml"));
+        assert_eq!(parse(256).unwrap().alerts.snapshot_max_kb, 256);
+        assert_eq!(config().alerts.snapshot_max_kb, 512, "the documented default");
+        for kb in [0, 15, 961, 4096] {
+            let e = parse(kb).unwrap_err().to_string();
+            assert!(e.contains("alerts.snapshot_max_kb") && e.contains("16–960"), "{e}");
+        }
+    }
+
+    #[test]
     fn an_oversize_snapshot_is_capped_before_it_is_spooled() {
         let dir = tempfile::tempdir().unwrap();
         let o = outbox(dir.path());
