@@ -42,6 +42,18 @@ pub struct Metrics {
     pub spool_oldest_age: Gauge,
     pub spool_dropped: IntCounterVec,
     pub spool_errors: IntCounter,
+    /// Corrupt spool files set aside at start (an empty spool replaced them).
+    pub spool_corrupt: IntCounter,
+    /// Spooled messages the broker kept refusing, moved out of the drain.
+    pub spool_set_aside: IntCounter,
+    /// 1 while the spool's last real write succeeded (what `/readyz` reports).
+    pub spool_write_ok: IntGauge,
+    /// Messages the spool could not store, waiting in memory.
+    pub spool_fallback_messages: IntGauge,
+    /// What the bounded in-memory fallback gave up: updates, then snapshots.
+    pub spool_fallback_dropped: IntCounterVec,
+    /// Snapshots over `alerts.snapshot_max_kb`, by what fitted them.
+    pub snapshots_capped: IntCounterVec,
     pub last_seq: IntGauge,
     pub published: IntCounterVec,
     pub publish_failures: IntCounter,
@@ -144,6 +156,34 @@ impl Metrics {
             &registry,
             IntCounter::new("alleywatch_spool_errors_total", "Spool writes that failed (sent from memory)"),
         );
+        let spool_corrupt = add(
+            &registry,
+            IntCounter::new(
+                "alleywatch_spool_corrupt_total",
+                "Corrupt spool files set aside at start (an empty spool replaced them)",
+            ),
+        );
+        let spool_set_aside = add(
+            &registry,
+            IntCounter::new(
+                "alleywatch_spool_set_aside_total",
+                "Spooled messages set aside after the broker dropped the connection on them repeatedly",
+            ),
+        );
+        let spool_write_ok = gauge("alleywatch_spool_write_ok", "1 while the spool's last write succeeded");
+        spool_write_ok.set(1);
+        let spool_fallback_messages =
+            gauge("alleywatch_spool_fallback_messages", "Event messages the spool could not store, waiting in memory");
+        let spool_fallback_dropped = counter(
+            "alleywatch_spool_fallback_dropped_total",
+            "What the bounded in-memory fallback gave up: whole updates, or snapshots of kept messages",
+            &["what"],
+        );
+        let snapshots_capped = counter(
+            "alleywatch_snapshots_capped_total",
+            "Snapshots over alerts.snapshot_max_kb: re-encoded (quality), scaled down (scaled) or left out (dropped)",
+            &["how"],
+        );
         let last_seq = gauge("alleywatch_event_seq", "The last event seq assigned (persists across restarts)");
         let published =
             counter("alleywatch_published_total", "Event messages acknowledged by the broker", &["kind", "type"]);
@@ -186,6 +226,12 @@ impl Metrics {
             spool_oldest_age,
             spool_dropped,
             spool_errors,
+            spool_corrupt,
+            spool_set_aside,
+            spool_write_ok,
+            spool_fallback_messages,
+            spool_fallback_dropped,
+            snapshots_capped,
             last_seq,
             published,
             publish_failures,

@@ -16,7 +16,7 @@
 //! across `select!` rounds), because a cancelled poll can lose a packet it
 //! had already taken from the queue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,8 +28,9 @@ use rumqttc::{
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::outbox::Outbox;
-use super::Topics;
+use super::outbox::{Outbox, Unspooled};
+use super::spool::Entry;
+use super::{Event, Topics};
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 
@@ -65,6 +66,11 @@ pub enum Change {
 const WINDOW: usize = 16;
 /// How long a graceful stop waits for the spool to drain.
 const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
+/// A spooled message that was alone in flight when the connection dropped
+/// this many times is set aside (see [`Suspects`]).
+pub const SET_ASIDE_AFTER: u32 = 5;
+/// How often a spool whose last write failed is retried (one real write).
+const SPOOL_RETRY: Duration = Duration::from_secs(5);
 
 pub struct Publisher {
     client: AsyncClient,
@@ -80,7 +86,157 @@ pub struct Publisher {
 enum Tag {
     /// One packet of a spooled message (row id).
     Spooled(i64),
+    /// One packet of a message waiting in memory (its seq).
+    Unspooled(u64),
     Other,
+}
+
+/// Spool writes the publisher asks for. They run on a blocking thread, one
+/// batch at a time, never on the async runtime's workers: each commits with
+/// an fsync, which can take a second on an SD card.
+enum Write {
+    /// Delete rows the broker acknowledged (one transaction).
+    Remove(Vec<i64>),
+    /// Move a row the broker keeps refusing out of the drain.
+    SetAside(i64),
+    /// A fallback message was acknowledged: forget it.
+    UnspooledAcked(u64),
+    /// Store what waits in memory, or probe a spool whose write failed.
+    Retry,
+    /// Escalations to spool.
+    Events(Vec<Event>),
+}
+
+/// What a [`Write`] batch did, reported back to the publisher task.
+enum Done {
+    Removed(Vec<i64>, Result<(), String>),
+    SetAside(i64, Result<Option<(u64, String, String, String)>, String>),
+    Other,
+}
+
+/// Spooled rows suspected of making the broker (or the client) drop the
+/// connection: a message over a size limit is refused with a disconnect,
+/// and would otherwise be sent first again after every reconnect, blocking
+/// everything behind it.
+///
+/// Every row in flight when a connection drops becomes a suspect. While
+/// there are suspects, rows are sent one at a time, so a drop can be
+/// blamed on the one row in flight: that row gets a strike. A suspect
+/// leaves on its PUBACK; at [`SET_ASIDE_AFTER`] strikes it is set aside. A
+/// flaky network therefore strikes a good row only if it drops the
+/// connection that many times while that row alone is in flight.
+#[derive(Debug, Default)]
+struct Suspects {
+    strikes: BTreeMap<i64, u32>,
+}
+
+impl Suspects {
+    /// How many rows may be in flight.
+    fn window(&self) -> usize {
+        if self.strikes.is_empty() {
+            WINDOW
+        } else {
+            1
+        }
+    }
+
+    /// The connection dropped with `inflight` rows unacknowledged; returns
+    /// the rows to set aside now.
+    fn lost(&mut self, inflight: &[i64]) -> Vec<i64> {
+        let mut out = Vec::new();
+        if let [only] = inflight {
+            if let Some(n) = self.strikes.get_mut(only) {
+                *n += 1;
+                if *n >= SET_ASIDE_AFTER {
+                    self.strikes.remove(only);
+                    out.push(*only);
+                }
+                return out;
+            }
+        }
+        for id in inflight {
+            self.strikes.entry(*id).or_insert(0);
+        }
+        out
+    }
+
+    fn acked(&mut self, id: i64) {
+        self.strikes.remove(&id);
+    }
+
+    /// The drain reached row `next` (or the end, `i64::MAX`): suspects
+    /// before it that are not in flight are gone from the spool (acked,
+    /// or dropped to make room).
+    fn passed(&mut self, next: i64, inflight: &HashMap<i64, (u8, Instant)>) {
+        self.strikes.retain(|id, _| *id >= next || inflight.contains_key(id));
+    }
+}
+
+#[cfg(test)]
+#[path = "publisher_delivery_tests.rs"]
+mod delivery_tests;
+
+/// Queues one message (its snapshot first, if any) through `send` (the
+/// client's `try_publish`), tagging each packet. Returns its packet count,
+/// or `None` when a part could not be queued: the message is then not
+/// queued at all as far as the bookkeeping goes (a snapshot already queued
+/// is re-tagged `Other`, so its PUBACK cannot count for the row), and it
+/// is sent whole, again, before anything after it.
+fn queue_message(
+    send: &mut impl FnMut(&str, Vec<u8>) -> bool,
+    tags: &mut VecDeque<Tag>,
+    tag: Tag,
+    snapshot: Option<(&str, Vec<u8>)>,
+    topic: &str,
+    payload: Vec<u8>,
+) -> Option<u8> {
+    let mut parts = 0u8;
+    if let Some((t, jpeg)) = snapshot {
+        if !send(t, jpeg) {
+            return None;
+        }
+        tags.push_back(tag);
+        parts += 1;
+    }
+    if !send(topic, payload) {
+        if parts > 0 {
+            if let Some(last) = tags.back_mut() {
+                *last = Tag::Other;
+            }
+        }
+        return None;
+    }
+    tags.push_back(tag);
+    Some(parts + 1)
+}
+
+/// Queues spooled rows in order, moving `cursor` past a row only once
+/// every part of it is queued; `skip` rows (acknowledged, being deleted)
+/// are passed over. Returns false when a row could not be queued (the
+/// client's queue is full): it is the first one sent next time.
+fn queue_rows(
+    entries: Vec<Entry>,
+    cursor: &mut i64,
+    tags: &mut VecDeque<Tag>,
+    send: &mut impl FnMut(&str, Vec<u8>) -> bool,
+    skip: impl Fn(i64) -> bool,
+    mut queued: impl FnMut(&Entry, u8),
+) -> bool {
+    for entry in entries {
+        if skip(entry.id) {
+            *cursor = entry.id;
+            continue;
+        }
+        let snapshot = entry.snapshot.as_ref().map(|(t, jpeg)| (t.as_str(), jpeg.clone()));
+        match queue_message(send, tags, Tag::Spooled(entry.id), snapshot, &entry.topic, entry.payload.clone()) {
+            Some(parts) => {
+                *cursor = entry.id;
+                queued(&entry, parts);
+            }
+            None => return false,
+        }
+    }
+    true
 }
 
 type PollFuture = Pin<Box<dyn Future<Output = (EventLoop, Result<MqttEvent, ConnectionError>)> + Send>>;
@@ -159,6 +315,7 @@ impl Publisher {
     /// acknowledged stays in the spool for the next start.
     pub async fn run(self, outbox: Outbox, requests: mpsc::UnboundedSender<Request>, closing: Shutdown) {
         let Publisher { client, eventloop, topics, endpoint, online, offline } = self;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
         let mut s = State {
             client,
             topics,
@@ -169,6 +326,15 @@ impl Publisher {
             inflight: HashMap::new(),
             cursor: 0,
             last_error: None,
+            inflight_unspooled: HashMap::new(),
+            unspooled_cursor: 0,
+            suspects: Suspects::default(),
+            acked: Vec::new(),
+            deleting: HashSet::new(),
+            writes: Vec::new(),
+            writing: false,
+            done_tx: done_tx.clone(),
+            last_retry: Instant::now(),
         };
         let metrics = s.outbox.metrics().clone();
         let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Value>();
@@ -209,6 +375,7 @@ impl Publisher {
                     s.publish_other(&s.topics.replies(), false, reply.to_string().into_bytes());
                 }
                 _ = s.outbox.woken() => {}
+                Some(done) = done_rx.recv() => s.on_written(done),
                 _ = tick.tick() => s.on_tick(),
                 _ = closing.wait(), if stop_by.is_none() => {
                     stop_by = Some(tokio::time::Instant::now() + DRAIN_ON_STOP);
@@ -216,8 +383,10 @@ impl Publisher {
             }
             s.pump();
             if let Some(deadline) = stop_by {
-                let drained =
-                    s.inflight.is_empty() && s.outbox.spool().depth().map(|d| d.messages == 0).unwrap_or(true);
+                let drained = s.inflight.is_empty()
+                    && !s.writing
+                    && s.acked.is_empty()
+                    && s.outbox.spool().depth().map(|d| d.messages == 0).unwrap_or(true);
                 if drained || tokio::time::Instant::now() >= deadline || !s.connected {
                     break;
                 }
@@ -239,6 +408,19 @@ impl Publisher {
             .await;
         }
         s.on_tick();
+        // Deletions of acknowledged messages still pending: finish them, so
+        // the next start does not send them again.
+        if s.writing {
+            if let Ok(Some(done)) = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await {
+                s.on_written(done);
+            }
+        }
+        s.start_writes();
+        if s.writing {
+            if let Ok(Some(done)) = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await {
+                s.on_written(done);
+            }
+        }
         if let Ok(d) = s.outbox.spool().depth() {
             if d.messages > 0 {
                 tracing::info!(messages = d.messages, "unsent messages stay in the spool for the next start");
@@ -258,9 +440,25 @@ struct State {
     pkids: HashMap<u16, Tag>,
     /// Spooled row id → its packets not yet acknowledged (and when it went).
     inflight: HashMap<i64, (u8, Instant)>,
-    /// Highest spooled row submitted on this connection.
+    /// Highest spooled row fully queued on this connection.
     cursor: i64,
     last_error: Option<String>,
+    /// Fallback messages (by seq) → packets not yet acknowledged.
+    inflight_unspooled: HashMap<u64, u8>,
+    /// Highest fallback seq queued on this connection.
+    unspooled_cursor: u64,
+    suspects: Suspects,
+    /// Rows acknowledged, to delete in the next write batch.
+    acked: Vec<i64>,
+    /// Rows acknowledged or being set aside whose write has not finished:
+    /// never sent again.
+    deleting: HashSet<i64>,
+    /// Other writes for the next batch.
+    writes: Vec<Write>,
+    /// A write batch is running.
+    writing: bool,
+    done_tx: mpsc::UnboundedSender<Vec<Done>>,
+    last_retry: Instant,
 }
 
 impl State {
@@ -272,6 +470,8 @@ impl State {
         self.pkids.clear();
         self.inflight.clear();
         self.cursor = 0;
+        self.inflight_unspooled.clear();
+        self.unspooled_cursor = 0;
         if let Err(e) = self.client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
             tracing::warn!(error = %e, "cannot subscribe to commands");
         }
@@ -291,6 +491,13 @@ impl State {
             tracing::error!(broker = %endpoint, error = %what, "cannot connect to the MQTT broker; alerts are spooled");
         }
         self.last_error = Some(what);
+        if self.connected {
+            let inflight: Vec<i64> = self.inflight.keys().copied().collect();
+            for id in self.suspects.lost(&inflight) {
+                self.deleting.insert(id);
+                self.writes.push(Write::SetAside(id));
+            }
+        }
         self.connected = false;
     }
 
@@ -307,16 +514,109 @@ impl State {
     }
 
     fn on_puback(&mut self, pkid: u16) {
-        let Some(Tag::Spooled(id)) = self.pkids.remove(&pkid) else { return };
-        let Some((left, _)) = self.inflight.get_mut(&id) else { return };
-        *left -= 1;
-        if *left > 0 {
+        match self.pkids.remove(&pkid) {
+            Some(Tag::Spooled(id)) => {
+                let Some((left, _)) = self.inflight.get_mut(&id) else { return };
+                *left -= 1;
+                if *left > 0 {
+                    return;
+                }
+                self.inflight.remove(&id);
+                self.suspects.acked(id);
+                // Deleted off the runtime, in the next write batch; until
+                // then the row is skipped, never sent again.
+                self.deleting.insert(id);
+                self.acked.push(id);
+            }
+            Some(Tag::Unspooled(seq)) => {
+                let Some(left) = self.inflight_unspooled.get_mut(&seq) else { return };
+                *left -= 1;
+                if *left == 0 {
+                    self.inflight_unspooled.remove(&seq);
+                    self.writes.push(Write::UnspooledAcked(seq));
+                }
+            }
+            Some(Tag::Other) | None => {}
+        }
+    }
+
+    /// Starts the next batch of spool writes on a blocking thread, unless
+    /// one is running.
+    fn start_writes(&mut self) {
+        if self.writing || (self.acked.is_empty() && self.writes.is_empty()) {
             return;
         }
-        self.inflight.remove(&id);
-        if let Err(e) = self.outbox.spool().remove(id) {
-            // It will be sent again: a duplicate, never a loss.
-            tracing::error!(error = %e, "cannot delete an acknowledged message from the spool");
+        let mut batch = std::mem::take(&mut self.writes);
+        if !self.acked.is_empty() {
+            batch.insert(0, Write::Remove(std::mem::take(&mut self.acked)));
+        }
+        let (outbox, done_tx) = (self.outbox.clone(), self.done_tx.clone());
+        self.writing = true;
+        tokio::task::spawn_blocking(move || {
+            let spool = outbox.spool();
+            let done: Vec<Done> = batch
+                .into_iter()
+                .map(|w| match w {
+                    Write::Remove(ids) => {
+                        let r = spool.remove_many(&ids).map_err(|e| e.to_string());
+                        Done::Removed(ids, r)
+                    }
+                    Write::SetAside(id) => {
+                        let reason = format!("the connection dropped {SET_ASIDE_AFTER} times with it alone in flight");
+                        Done::SetAside(id, spool.set_aside(id, &reason).map_err(|e| e.to_string()))
+                    }
+                    Write::UnspooledAcked(seq) => {
+                        outbox.unspooled_acked(seq);
+                        Done::Other
+                    }
+                    Write::Retry => {
+                        outbox.retry_spool();
+                        Done::Other
+                    }
+                    Write::Events(events) => {
+                        for ev in events {
+                            outbox.event(ev, None);
+                        }
+                        Done::Other
+                    }
+                })
+                .collect();
+            let _ = done_tx.send(done);
+        });
+    }
+
+    /// A write batch finished.
+    fn on_written(&mut self, done: Vec<Done>) {
+        self.writing = false;
+        let m = self.outbox.metrics().clone();
+        for d in done {
+            match d {
+                Done::Removed(ids, r) => {
+                    if let Err(e) = r {
+                        // They will be sent again: a duplicate, never a loss.
+                        tracing::error!(error = %e, "cannot delete acknowledged messages from the spool");
+                    }
+                    for id in ids {
+                        self.deleting.remove(&id);
+                    }
+                }
+                Done::SetAside(id, r) => {
+                    self.deleting.remove(&id);
+                    match r {
+                        Ok(Some((seq, event_id, phase, topic))) => {
+                            m.spool_set_aside.inc();
+                            let kind = topic.rsplit('/').next().unwrap_or("");
+                            tracing::error!(
+                                event = %event_id, kind, phase = %phase, seq,
+                                "set aside a spooled message: the connection dropped {SET_ASIDE_AFTER} times while it alone was in flight (over the broker's size limit, or refused by its ACL?); it stays in the spool's set_aside table"
+                            );
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, row = id, "cannot set aside a spooled message"),
+                    }
+                }
+                Done::Other => {}
+            }
         }
     }
 
@@ -343,56 +643,95 @@ impl State {
         }
     }
 
-    /// Sends what is waiting: statuses, unspooled messages, then spooled
-    /// messages up to the window.
+    /// Sends what is waiting: statuses, then spooled messages up to the
+    /// window, then (once every spooled one is queued, so none overtakes an
+    /// older one) the messages waiting in memory. Starts pending spool
+    /// writes.
     fn pump(&mut self) {
+        self.start_writes();
         if !self.connected {
             return;
         }
         let (dirty, removed) = self.outbox.take_dirty_statuses(false);
         self.publish_statuses(dirty, removed);
-        for (event, snapshot) in self.outbox.take_unspooled() {
-            let kind = event.kind.as_str();
-            if let Some(jpeg) = snapshot {
-                self.publish_other(&self.topics.snapshot(kind, &event.id), false, jpeg);
-            }
-            if let Ok(payload) = serde_json::to_vec(&event) {
-                self.publish_other(&self.topics.event(kind), false, payload);
-            }
+        if self.pump_spooled() {
+            self.pump_unspooled();
         }
-        while self.inflight.len() < WINDOW {
-            let entries = match self.outbox.spool().after(self.cursor, WINDOW - self.inflight.len()) {
+    }
+
+    /// Queues spooled rows; true once every row is queued (or the spool
+    /// cannot be read: then what waits in memory still goes out).
+    fn pump_spooled(&mut self) -> bool {
+        loop {
+            let window = self.suspects.window();
+            if self.inflight.len() >= window {
+                return false;
+            }
+            let entries = match self.outbox.spool().after(self.cursor, window - self.inflight.len()) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the spool");
-                    return;
+                    return true;
                 }
             };
-            if entries.is_empty() {
-                return;
+            let Some(first) = entries.first() else {
+                self.suspects.passed(i64::MAX, &self.inflight);
+                return true;
+            };
+            self.suspects.passed(first.id, &self.inflight);
+            let (client, tags, inflight, deleting, cursor, outbox) =
+                (&mut self.client, &mut self.tags, &mut self.inflight, &self.deleting, &mut self.cursor, &self.outbox);
+            let mut send =
+                |topic: &str, payload: Vec<u8>| client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
+            let all = queue_rows(
+                entries,
+                cursor,
+                tags,
+                &mut send,
+                |id| deleting.contains(&id),
+                |entry, parts| {
+                    inflight.insert(entry.id, (parts, Instant::now()));
+                    let m = outbox.metrics();
+                    let kind = entry.topic.rsplit('/').next().unwrap_or("");
+                    m.published.with_label_values(&[kind, &entry.phase]).inc();
+                    let age = (now_ms() - entry.created_ms).max(0) as f64 / 1000.0;
+                    m.stage("capture_to_publish").observe(age);
+                    tracing::info!(kind, phase = %entry.phase, camera = %entry.camera, id = %entry.event_id, seq = entry.seq, "event");
+                },
+            );
+            if !all {
+                return false;
             }
-            for entry in entries {
-                self.cursor = entry.id;
-                let mut parts = 0u8;
-                if let Some((topic, jpeg)) = entry.snapshot {
-                    if self.client.try_publish(topic, QoS::AtLeastOnce, false, jpeg).is_err() {
-                        return;
-                    }
-                    self.tags.push_back(Tag::Spooled(entry.id));
-                    parts += 1;
+        }
+    }
+
+    /// Queues the messages waiting in memory that are not yet in flight on
+    /// this connection, oldest first; each stays there until its PUBACK, so
+    /// a reconnect sends it again.
+    fn pump_unspooled(&mut self) {
+        let room = WINDOW.saturating_sub(self.inflight.len() + self.inflight_unspooled.len());
+        if room == 0 {
+            return;
+        }
+        // Never wait here for an analysis thread that holds the queue
+        // while it writes the spool: it wakes us when it is done.
+        let Some(waiting) = self.outbox.try_unspooled_after(self.unspooled_cursor, room) else { return };
+        for Unspooled { event, snapshot } in waiting {
+            let kind = event.kind.as_str();
+            let Ok(payload) = serde_json::to_vec(&event) else { continue };
+            let snapshot_topic = self.topics.snapshot(kind, &event.id);
+            let snapshot = snapshot.map(|jpeg| (snapshot_topic.as_str(), jpeg));
+            let topic = self.topics.event(kind);
+            let client = &mut self.client;
+            let mut send =
+                |topic: &str, payload: Vec<u8>| client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
+            match queue_message(&mut send, &mut self.tags, Tag::Unspooled(event.seq), snapshot, &topic, payload) {
+                Some(parts) => {
+                    self.unspooled_cursor = event.seq;
+                    self.inflight_unspooled.insert(event.seq, parts);
+                    tracing::info!(kind, id = %event.id, seq = event.seq, "event sent from memory (the spool refused it)");
                 }
-                if self.client.try_publish(&entry.topic, QoS::AtLeastOnce, false, entry.payload).is_err() {
-                    return;
-                }
-                self.tags.push_back(Tag::Spooled(entry.id));
-                parts += 1;
-                self.inflight.insert(entry.id, (parts, Instant::now()));
-                let m = self.outbox.metrics();
-                let kind = entry.topic.rsplit('/').next().unwrap_or("");
-                m.published.with_label_values(&[kind, &entry.phase]).inc();
-                let age = (now_ms() - entry.created_ms).max(0) as f64 / 1000.0;
-                m.stage("capture_to_publish").observe(age);
-                tracing::info!(kind, phase = %entry.phase, camera = %entry.camera, id = %entry.event_id, seq = entry.seq, "event");
+                None => return,
             }
         }
     }
@@ -400,12 +739,22 @@ impl State {
     /// Once a second: escalations and the spool gauges.
     fn on_tick(&mut self) {
         let due = self.outbox.ledger().due_escalations(Instant::now());
-        for ev in due {
+        for ev in &due {
             let e = ev.centre.escalation.as_ref();
             tracing::warn!(id = %ev.id, level = e.map(|e| e.level).unwrap_or(""), "escalating an unacknowledged event");
-            self.outbox.event(ev, None);
+        }
+        if !due.is_empty() {
+            // Spooled (an fsync) on the blocking thread, not here.
+            self.writes.push(Write::Events(due));
         }
         let m = self.outbox.metrics();
+        let healthy = self.outbox.spool().healthy();
+        m.spool_write_ok.set(healthy as i64);
+        let waiting = m.spool_fallback_messages.get() > 0;
+        if (!healthy || waiting) && self.last_retry.elapsed() >= SPOOL_RETRY {
+            self.last_retry = Instant::now();
+            self.writes.push(Write::Retry);
+        }
         if let Ok(d) = self.outbox.spool().depth() {
             m.spool_messages.set(d.messages as i64);
             m.spool_bytes.set(d.bytes as i64);

@@ -249,6 +249,12 @@ pub struct Alerts {
     /// JPEG quality of snapshots (1–100).
     #[serde(default = "default_jpeg_quality")]
     pub snapshot_quality: u8,
+    /// Cap on one snapshot's size, KiB (16–960; default 512). Over it the
+    /// snapshot is re-encoded at lower quality, then scaled down, then left
+    /// out, so no message exceeds the MQTT client's 1 MiB packet limit (or a
+    /// broker's `message_size_limit` set at or above this).
+    #[serde(default = "default_snapshot_max_kb")]
+    pub snapshot_max_kb: u32,
     /// Minimum seconds between two `update`s of an event a centre has
     /// acknowledged (`ack` command).
     #[serde(default = "default_acked_update_interval_s")]
@@ -267,6 +273,7 @@ impl Default for Alerts {
         Alerts {
             update_interval_s: default_update_interval_s(),
             snapshot_quality: default_jpeg_quality(),
+            snapshot_max_kb: default_snapshot_max_kb(),
             acked_update_interval_s: default_acked_update_interval_s(),
             escalate_after_s: default_escalate_after_s(),
             escalate_min_severity: default_escalate_min_severity(),
@@ -570,6 +577,9 @@ fn default_update_interval_s() -> f64 {
 fn default_jpeg_quality() -> u8 {
     80
 }
+fn default_snapshot_max_kb() -> u32 {
+    (crate::alert::snapshot::DEFAULT_MAX_BYTES / 1024) as u32
+}
 fn default_acked_update_interval_s() -> f64 {
     60.0
 }
@@ -868,6 +878,12 @@ impl Config {
 
         if !(1..=100).contains(&self.alerts.snapshot_quality) {
             return err("alerts.snapshot_quality", "must be 1–100".into());
+        }
+        if !(16..=960).contains(&self.alerts.snapshot_max_kb) {
+            return err(
+                "alerts.snapshot_max_kb",
+                "must be 16–960 (KiB; a message must stay under the MQTT client's 1 MiB packet limit)".into(),
+            );
         }
         if !at_least(self.alerts.update_interval_s, 0.0) {
             return err("alerts.update_interval_s", "must be ≥ 0".into());

@@ -212,15 +212,27 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
+#[cfg(test)]
+mod readyz_tests;
+
+/// Readiness, from state the data path keeps anyway: the spool's health is
+/// the outcome of its last real write (a store, a delete, or the
+/// publisher's retry of a failed spool), so a probe, or a flood of them,
+/// writes nothing and never takes the lock analysis threads write under.
 async fn readyz(State(s): State<HttpState>) -> Response {
     let models = s.metrics.models_loaded.get() == 1;
     let broker = s.metrics.mqtt_connected.get() == 1;
-    let outbox = s.outbox.clone();
-    let spool = tokio::task::spawn_blocking(move || outbox.spool().healthy()).await.unwrap_or(false);
-    let ready = models && (broker || spool);
+    let health = s.outbox.spool().health();
+    let ready = models && (broker || health.ok);
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({ "ready": ready, "models_loaded": models, "broker_connected": broker, "spool_ok": spool })))
-        .into_response()
+    let body = json!({
+        "ready": ready,
+        "models_loaded": models,
+        "broker_connected": broker,
+        "spool_ok": health.ok,
+        "spool_last_error_at": health.last_error_at.map(|t| crate::alert::rfc3339::format(&t)),
+    });
+    (code, Json(body)).into_response()
 }
 
 async fn cameras(State(s): State<HttpState>) -> Response {

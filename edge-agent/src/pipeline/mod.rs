@@ -150,6 +150,7 @@ pub async fn run(
     }
 
     let outbox = Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), metrics.clone());
+    outbox.set_snapshot_max_bytes(config.alerts.snapshot_max_kb as usize * 1024);
     let frames: Frames = Default::default();
     let shared = Shared { models, outbox: outbox.clone(), metrics: metrics.clone(), frames: frames.clone() };
     let closing = Shutdown::new();
@@ -295,6 +296,7 @@ async fn apply(
     }
     let new = Arc::new(new);
     shared.outbox.ledger().reconfigure(&new.alerts, &new.site);
+    shared.outbox.set_snapshot_max_bytes(new.alerts.snapshot_max_kb as usize * 1024);
     let plan = reload::plan(&old, &new);
     let mut stopped = Vec::new();
     for id in plan.stop.iter().chain(plan.restart.iter()) {

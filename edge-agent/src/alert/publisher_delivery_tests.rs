@@ -1,0 +1,121 @@
+//! The publisher's delivery bookkeeping, without a broker: the spool
+//! cursor and packet tags when the client's queue is full, and which rows
+//! are set aside after repeated connection losses.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use super::{queue_rows, Suspects, Tag, SET_ASIDE_AFTER, WINDOW};
+use crate::alert::spool::Entry;
+
+fn entry(id: i64) -> Entry {
+    Entry {
+        id,
+        seq: id as u64,
+        camera: "cam".into(),
+        phase: "start".into(),
+        event_id: format!("e{id}"),
+        topic: "events/fire".into(),
+        payload: format!("p{id}").into_bytes(),
+        snapshot: Some(("events/fire/e/snapshot".into(), format!("s{id}").into_bytes())),
+        created_ms: 0,
+    }
+}
+
+/// A client queue with room for `room` more packets, recording what it took.
+struct FakeClient {
+    room: usize,
+    sent: Vec<String>,
+}
+
+impl FakeClient {
+    fn send(&mut self, _topic: &str, payload: Vec<u8>) -> bool {
+        if self.room == 0 {
+            return false;
+        }
+        self.room -= 1;
+        self.sent.push(String::from_utf8(payload).unwrap());
+        true
+    }
+}
+
+#[test]
+fn a_row_whose_parts_are_not_all_queued_is_sent_whole_next_time_in_order() {
+    let spool: Vec<Entry> = (1..=3).map(entry).collect();
+    let mut client = FakeClient { room: 3, sent: Vec::new() };
+    let (mut cursor, mut tags, mut queued) = (0i64, VecDeque::new(), Vec::new());
+    // Room for row 1 and row 2's snapshot only.
+    let all = queue_rows(
+        spool.clone(),
+        &mut cursor,
+        &mut tags,
+        &mut |t, p| client.send(t, p),
+        |_| false,
+        |e, parts| queued.push((e.id, parts)),
+    );
+    assert!(!all);
+    assert_eq!(cursor, 1, "the cursor stays before the half-queued row");
+    assert_eq!(queued, [(1, 2)]);
+    assert!(
+        matches!(tags.iter().collect::<Vec<_>>()[..], [Tag::Spooled(1), Tag::Spooled(1), Tag::Other]),
+        "the orphan snapshot's PUBACK cannot count for row 2: {tags:?}"
+    );
+    // The queue drains; the next pump reads after the cursor.
+    client.room = 100;
+    let next: Vec<Entry> = spool.into_iter().filter(|e| e.id > cursor).collect();
+    assert!(queue_rows(
+        next,
+        &mut cursor,
+        &mut tags,
+        &mut |t, p| client.send(t, p),
+        |_| false,
+        |e, parts| { queued.push((e.id, parts)) }
+    ));
+    assert_eq!(cursor, 3);
+    assert_eq!(queued, [(1, 2), (2, 2), (3, 2)]);
+    let payloads: Vec<&String> = client.sent.iter().filter(|p| p.starts_with('p')).collect();
+    assert_eq!(payloads, ["p1", "p2", "p3"], "every event once, in order");
+    // Row 2's snapshot went twice (a harmless duplicate), and before its event.
+    assert_eq!(client.sent, ["s1", "p1", "s2", "s2", "p2", "s3", "p3"]);
+}
+
+#[test]
+fn rows_being_deleted_are_passed_over() {
+    let mut client = FakeClient { room: 100, sent: Vec::new() };
+    let (mut cursor, mut tags) = (0i64, VecDeque::new());
+    let rows = (1..=3).map(entry).collect();
+    assert!(queue_rows(rows, &mut cursor, &mut tags, &mut |t, p| client.send(t, p), |id| id == 2, |_, _| {}));
+    assert_eq!((cursor, client.sent.len()), (3, 4));
+}
+
+#[test]
+fn a_row_the_connection_keeps_dropping_on_is_set_aside_after_n_tries_alone() {
+    let mut s = Suspects::default();
+    assert_eq!(s.window(), WINDOW);
+    // A full window is lost: all suspects, nobody struck yet.
+    assert!(s.lost(&[3, 4, 5]).is_empty());
+    assert_eq!(s.window(), 1, "suspects go one at a time");
+    // Row 3 alone is acknowledged: cleared.
+    s.acked(3);
+    let mut inflight = HashMap::new();
+    // Row 4 alone: the connection drops with it every time.
+    for attempt in 1..SET_ASIDE_AFTER {
+        assert!(s.lost(&[4]).is_empty(), "attempt {attempt}");
+    }
+    assert_eq!(s.lost(&[4]), [4], "set aside after {SET_ASIDE_AFTER} losses alone in flight");
+    // Row 5 is acknowledged; a later row is never struck in a full window.
+    s.acked(5);
+    assert_eq!(s.window(), WINDOW);
+    for _ in 0..10 {
+        assert!(s.lost(&[6, 7]).is_empty());
+        s.passed(6, &inflight);
+    }
+    // Rows that left the spool otherwise (dropped to make room) stop
+    // holding the window at one.
+    inflight.insert(7, (1u8, Instant::now()));
+    s.passed(i64::MAX, &inflight);
+    assert_eq!(s.window(), 1, "row 7 is still in flight");
+    inflight.clear();
+    s.passed(i64::MAX, &inflight);
+    assert_eq!(s.window(), WINDOW);
+}
