@@ -57,7 +57,7 @@ async fn readyz_writes_nothing_and_reports_a_failed_write() {
         quality: 80,
         config: config_rx,
         requests,
-        token: None,
+        tokens: Default::default(),
     };
 
     let watcher = rusqlite::Connection::open(&path).unwrap();
