@@ -20,30 +20,193 @@ use toml_edit::{DocumentMut, Item, Table};
 
 use super::{Config, ConfigError};
 
-/// Top-level sections a remote change may not touch.
-const LOCAL_SECTIONS: &[&str] = &["agent_id", "site", "broker", "ort_library", "spool", "http", "source", "overlay"];
-/// Keys a remote change may not touch, in any section.
-const LOCAL_KEYS: &[&str] = &[
-    "url",
-    "snapshot_url",
-    "path",
-    "sha256",
-    "format",
-    "input_size",
-    "labels",
-    "threads",
-    "sessions",
-    "batch",
-    "precision",
-    "execution_provider",
-    "fallback",
-    "decode",
-    "password",
-    "password_file",
-    "id",
-    "fps",
-    "analysis_width",
+/// Longest key path a change may name (the longest real one is well under
+/// 100 characters; a longer one is an attack on the log or the file).
+pub const MAX_KEY_LEN: usize = 256;
+/// Deepest nesting walked in a change's value; deeper is refused outright.
+const MAX_DEPTH: usize = 32;
+
+/// What a remotely settable leaf holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    /// A number, a bool or a string (an enum such as a lane's `cue`).
+    Scalar,
+    /// A list rule parameter: a lane's `polygon` or `classes`, or
+    /// `fire.classes.{fire,smoke}`.
+    List,
+}
+
+/// A lane's rule parameters, below `cameras.{id}.lanes.{name}`. Not
+/// `name`: that would rename the lane (a lane is created by setting its
+/// keys under a new name).
+const LANE: &[&str] = &["dwell_s", "clear_s", "cue", "min_occupancy"];
+/// `[falls]` and `cameras.{id}.falls`: every key of [`super::Falls`].
+const FALLS: &[&str] = &[
+    "enabled",
+    "window_s",
+    "confirm_s",
+    "fall_timeout_s",
+    "recover_s",
+    "lost_s",
+    "ref_window_s",
+    "ref_max_aspect",
+    "fall_height_ratio",
+    "min_drop",
+    "min_width_ratio",
+    "down_height_ratio",
+    "upright_height_ratio",
+    "edge_margin",
+    "keypoint_score",
+    "vanish",
+    "motion_threshold",
+    "motion_lag_s",
+    "still_max",
+    "burst_min",
+    "burst_centre",
+    "vanish_after_s",
+    "vanish_within_s",
+    "vanish_min_score",
+    "vanish_min_hits",
+    "vanish_hist_s",
+    "vanish_max_speed",
+    "reappear_dist",
+    "occlusion_ioa",
 ];
+/// `[fire.fire]` / `[fire.smoke]`: every key of [`super::KindOverrides`].
+const FIRE_KIND: &[&str] =
+    &["min_score", "min_area", "max_area", "k", "n", "clear_s", "near_fire_min_score", "near_fire_k", "merge_gap"];
+/// `[fire.flicker]`: every key of [`super::Flicker`].
+const FLICKER: &[&str] = &[
+    "enabled",
+    "window_s",
+    "fire_min_colour",
+    "fire_min_flicker",
+    "fire_min_shape",
+    "fire_min_change",
+    "min_frames",
+    "smoke_min_change",
+    "smoke_max_chroma",
+    "smoke_max_edges",
+    "smoke_min_persist_s",
+];
+/// `[obstruction]`: every threshold of the obstruction cue.
+const OBSTRUCTION: &[&str] = &[
+    "ncc_min",
+    "flat_std",
+    "chroma_max",
+    "luma_max",
+    "motion_min",
+    "motion_hold_s",
+    "learn_s",
+    "adapt_s",
+    "night_luma",
+];
+/// `[tracking]`: every key of [`super::Tracking`].
+const TRACKING: &[&str] = &["low_score", "match_iou", "low_match_iou", "min_hits", "max_age_s"];
+/// `[alerts]`: the timing of event messages and escalation.
+const ALERTS: &[&str] =
+    &["update_interval_s", "snapshot_quality", "acked_update_interval_s", "escalate_after_s", "escalate_min_severity"];
+/// The detector's and the pose model's score thresholds (not the model,
+/// its threads, sessions or motion gate: those are the box's, not a rule's).
+const DETECTOR: &[&str] = &["score_threshold", "nms_iou"];
+const POSE: &[&str] = &["nms_iou", "track_score", "min_score"];
+
+/// The allow-list: what a remote change may set at the key path `parts`,
+/// or `None` when it may not. Everything not named here (cameras
+/// themselves, URLs, paths, hashes, models, broker, HTTP, spool, source,
+/// `ort_library`, ids and names) stays the config file's.
+fn leaf_kind(parts: &[&str]) -> Option<Leaf> {
+    let scalar = |set: &[&str], k: &str| set.contains(&k).then_some(Leaf::Scalar);
+    match parts {
+        ["cameras", _, "lanes", _, "polygon" | "classes"] => Some(Leaf::List),
+        ["cameras", _, "lanes", _, k] => scalar(LANE, k),
+        ["cameras", _, "falls", k] | ["falls", k] => scalar(FALLS, k),
+        ["cameras", _, "fire"] => Some(Leaf::Scalar),
+        ["fire", "fire" | "smoke", k] => scalar(FIRE_KIND, k),
+        ["fire", "flicker", k] => scalar(FLICKER, k),
+        ["fire", "classes", "fire" | "smoke"] => Some(Leaf::List),
+        ["obstruction", k] => scalar(OBSTRUCTION, k),
+        ["tracking", k] => scalar(TRACKING, k),
+        ["alerts", k] => scalar(ALERTS, k),
+        ["detector", k] => scalar(DETECTOR, k),
+        ["pose", k] => scalar(POSE, k),
+        _ => None,
+    }
+}
+
+/// Checks one change against the allow-list, by every leaf of its value:
+/// a scalar only at a scalar rule parameter, a list only at a list one
+/// (holding scalars or lists of scalars: a polygon's points), and never a
+/// table. A refusal names the first leaf at fault.
+pub fn check_change(key: &str, value: &Value) -> Result<(), OverlayError> {
+    let bad = |at: String, m: String| Err(OverlayError::Key { key: at, message: m });
+    if key.len() > MAX_KEY_LEN {
+        let shown: String = key.chars().take(64).collect();
+        return bad(format!("{shown}…"), format!("key path longer than {MAX_KEY_LEN} bytes"));
+    }
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return bad(key.into(), "empty level in key path".into());
+    }
+    match (leaf_kind(&parts), value) {
+        (_, Value::Null) => bad(key.into(), "null is not a value".into()),
+        (Some(Leaf::Scalar), Value::Array(_) | Value::Object(_)) => {
+            bad(key.into(), "must be a single value (number, bool or string), not a list or table".into())
+        }
+        (Some(Leaf::Scalar), _) => Ok(()),
+        (Some(Leaf::List), Value::Array(items)) => check_list(key, items),
+        (Some(Leaf::List), _) => bad(key.into(), "must be a list".into()),
+        (None, Value::Object(_) | Value::Array(_)) => {
+            // Name the first leaf inside that is not a rule parameter; if
+            // every leaf is one, the table is still refused whole: it would
+            // replace the table, resetting its other keys.
+            match first_refused_leaf(key, &parts, value, 0) {
+                Some(at) => bad(at, REFUSED.into()),
+                None => bad(
+                    key.into(),
+                    "a table cannot be set whole: set each of its keys by its own dotted path".into(),
+                ),
+            }
+        }
+        (None, _) => bad(key.into(), REFUSED.into()),
+    }
+}
+
+const REFUSED: &str = "cannot be set remotely: only rule parameters can (edit the config file for the rest)";
+
+/// A list parameter's items: scalars, or lists of scalars (polygon points).
+fn check_list(key: &str, items: &[Value]) -> Result<(), OverlayError> {
+    let scalar = |v: &Value| matches!(v, Value::Bool(_) | Value::Number(_) | Value::String(_));
+    for (i, item) in items.iter().enumerate() {
+        let ok = scalar(item) || item.as_array().is_some_and(|a| a.iter().all(scalar));
+        if !ok {
+            return Err(OverlayError::Key {
+                key: format!("{key}[{i}]"),
+                message: "a list item must be a value or a list of values (no tables, no null)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The path of the first leaf of `value` (below `key`) that is not on the
+/// allow-list, walking tables and lists; `None` when every leaf is.
+fn first_refused_leaf(key: &str, parts: &[&str], value: &Value, depth: usize) -> Option<String> {
+    if depth > MAX_DEPTH {
+        return Some(key.into());
+    }
+    match value {
+        Value::Object(o) => o.iter().find_map(|(k, v)| {
+            let mut p = parts.to_vec();
+            p.push(k);
+            first_refused_leaf(&format!("{key}.{k}"), &p, v, depth + 1)
+        }),
+        // A list below a path that is not a list parameter: its items have
+        // no key path of their own, so the list is refused at its first item.
+        Value::Array(a) if leaf_kind(parts) != Some(Leaf::List) => Some(if a.is_empty() { key.into() } else { format!("{key}[0]") }),
+        _ => leaf_kind(parts).is_none().then(|| key.into()),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -61,29 +224,95 @@ pub fn path_for(config: &Config) -> PathBuf {
     config.spool.path.with_file_name("overlay.toml")
 }
 
-/// Loads `file` with its overlay (if any) applied and validated.
+/// Loads `file` with its overlay (if any) applied and validated. Used on
+/// a reload, where a refusal keeps the running config in force.
 pub fn load(file: &Path) -> Result<Config, OverlayError> {
-    let base = Config::load(file)?;
-    let overlay = path_for(&base);
-    let changes = read(&overlay)?;
+    let text = read_config(file)?;
+    let base = Config::from_text(&text, file)?;
+    let changes = read(&path_for(&base))?;
     if changes.is_empty() {
         return Ok(base);
     }
-    merged(file, &changes, true)
+    merged(&text, file, &changes, true)
+}
+
+/// An overlay that [`load_at_start`] could not use and put out of the way.
+#[derive(Debug)]
+pub struct SetAside {
+    /// The overlay file.
+    pub overlay: PathBuf,
+    /// Where it went (`overlay.toml.refused-<UTC time>`); `None` when it
+    /// could not be renamed (it is then tried again at the next start).
+    pub moved_to: Option<PathBuf>,
+    /// Why it was refused: the overlay's own error.
+    pub reason: String,
+}
+
+/// Loads `file` at start. The config file must be valid (its error stops
+/// the start, as it names the operator's own mistake), but the overlay
+/// must never keep the agent down: a corrupt or refused one (a syntax
+/// error, a key no longer allowed, a value the merged config refuses) is
+/// renamed aside with a timestamp, logged on one error line, and the agent
+/// starts from the file alone. The caller counts the [`SetAside`] in
+/// `alleywatch_overlay_set_aside_total` once the metrics exist.
+pub fn load_at_start(file: &Path) -> Result<(Config, Option<SetAside>), OverlayError> {
+    let text = read_config(file)?;
+    let base = Config::from_text(&text, file)?;
+    let overlay = path_for(&base);
+    let changes = match read(&overlay) {
+        Ok(c) if c.is_empty() => return Ok((base, None)),
+        Ok(c) => c,
+        Err(e) => return Ok((base, Some(set_aside(&overlay, &e)))),
+    };
+    match merged(&text, file, &changes, true) {
+        Ok(config) => Ok((config, None)),
+        Err(e) => Ok((base, Some(set_aside(&overlay, &e)))),
+    }
+}
+
+/// Renames `overlay` to `overlay.toml.refused-<UTC time>` and logs why.
+fn set_aside(overlay: &Path, why: &OverlayError) -> SetAside {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
+    let mut name = overlay.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".refused-{stamp}"));
+    let to = overlay.with_file_name(name);
+    let moved_to = match std::fs::rename(overlay, &to) {
+        Ok(()) => {
+            tracing::error!(
+                overlay = %overlay.display(), moved_to = %to.display(), error = %why,
+                "overlay refused: set aside, starting from the config file alone (its remote changes are not in force)"
+            );
+            Some(to)
+        }
+        Err(e) => {
+            tracing::error!(
+                overlay = %overlay.display(), error = %why, rename_error = %e,
+                "overlay refused and cannot be set aside: starting from the config file alone"
+            );
+            None
+        }
+    };
+    SetAside { overlay: overlay.to_path_buf(), moved_to, reason: why.to_string() }
+}
+
+fn read_config(file: &Path) -> Result<String, OverlayError> {
+    std::fs::read_to_string(file)
+        .map_err(|source| OverlayError::Config(ConfigError::Read { file: file.to_path_buf(), source }))
 }
 
 /// Adds `changes` to the overlay of `file`, validates the result and, only
 /// when it is valid, saves the overlay. Returns the new config.
 pub fn set(file: &Path, changes: &serde_json::Map<String, Value>, by: &str) -> Result<Config, OverlayError> {
-    let base = Config::load(file)?;
+    let text = read_config(file)?;
+    let base = Config::from_text(&text, file)?;
     let overlay = path_for(&base);
     let mut all = read(&overlay)?;
     for (k, v) in changes {
-        check_key(k)?;
+        check_change(k, v)?;
         all.retain(|(key, _)| key != k);
         all.push((k.clone(), v.clone()));
     }
-    let config = merged(file, &all, false)?;
+    let config = merged(&text, file, &all, false)?;
     write(&overlay, &all, by)?;
     Ok(config)
 }
@@ -91,9 +320,7 @@ pub fn set(file: &Path, changes: &serde_json::Map<String, Value>, by: &str) -> R
 /// The config file with `changes` applied. At load (`lenient`), a change
 /// for a camera the file no longer has is skipped with a warning: a camera
 /// removed from the file must not keep the agent from starting.
-fn merged(file: &Path, changes: &[(String, Value)], lenient: bool) -> Result<Config, OverlayError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|source| OverlayError::Config(ConfigError::Read { file: file.to_path_buf(), source }))?;
+fn merged(text: &str, file: &Path, changes: &[(String, Value)], lenient: bool) -> Result<Config, OverlayError> {
     let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| OverlayError::Key {
         key: "(syntax)".into(),
         message: e.message().to_string(),
@@ -109,21 +336,9 @@ fn merged(file: &Path, changes: &[(String, Value)], lenient: bool) -> Result<Con
     Ok(Config::from_text(&doc.to_string(), file)?)
 }
 
-fn check_key(key: &str) -> Result<(), OverlayError> {
-    let parts: Vec<&str> = key.split('.').collect();
-    let bad = |m: &str| Err(OverlayError::Key { key: key.into(), message: m.into() });
-    if parts.iter().any(|p| p.is_empty()) {
-        return bad("empty level in key path");
-    }
-    if LOCAL_SECTIONS.contains(&parts[0]) || parts.last().is_some_and(|l| LOCAL_KEYS.contains(l)) {
-        return bad("cannot be set remotely: only rule parameters can (edit the config file for the rest)");
-    }
-    Ok(())
-}
-
 /// Sets one key path in the document.
 fn apply(doc: &mut DocumentMut, key: &str, value: &Value) -> Result<(), OverlayError> {
-    check_key(key)?;
+    check_change(key, value)?;
     let err = |m: String| OverlayError::Key { key: key.into(), message: m };
     let parts: Vec<&str> = key.split('.').collect();
     let mut table: &mut Table = doc.as_table_mut();
