@@ -740,3 +740,7 @@ fn agent_status(config: &Config, state: &str) -> Vec<u8> {
     .to_string()
     .into_bytes()
 }
+
+#[cfg(test)]
+#[path = "publisher_commands_tests.rs"]
+mod commands_tests;
