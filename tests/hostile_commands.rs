@@ -59,7 +59,8 @@ fn retained_and_oversize_commands_are_refused_and_a_corrupt_overlay_is_set_aside
     let lane = format!(
         "{{ name = \"kerb\", polygon = {DEMO_LANE}, classes = [\"car\", \"truck\", \"bus\"], dwell_s = 1, clear_s = 2 }}"
     );
-    let config = write_config(dir.path(), http, &format!("port = {}", broker.port()), "", &lane_camera("cam-1", &url, &lane));
+    let config =
+        write_config(dir.path(), http, &format!("port = {}", broker.port()), "", &lane_camera("cam-1", &url, &lane));
     // A corrupt overlay, as a power cut halfway through a write leaves it.
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
     std::fs::write(dir.path().join("state/overlay.toml"), "[[set]]\nkey = \"cameras.cam-1.lanes.kerb.dw").unwrap();

@@ -17,10 +17,10 @@
 //! had already taken from the queue.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
@@ -506,7 +506,8 @@ impl State {
         let name = topic.strip_prefix(&prefix)?;
         let label = command_name(name);
         // An unknown name is echoed, but never at any length.
-        let command: String = if label == "unknown" { name.chars().take(MAX_NAME_CHARS).collect() } else { name.into() };
+        let command: String =
+            if label == "unknown" { name.chars().take(MAX_NAME_CHARS).collect() } else { name.into() };
         let m = self.outbox.metrics().clone();
         if let Err(first) = self.commands.take(label, Instant::now()) {
             let e = format!(
@@ -681,9 +682,12 @@ fn change_of(command: &str, body: &Value) -> Result<(String, Change), String> {
     let by = need(body, command, "by")?;
     field(body, command, "request_id")?;
     let change = if command == "set" {
-        Change::Set(body.get("changes").and_then(Value::as_object).cloned().ok_or_else(|| {
-            "set: field \"changes\" (an object of key path → value) is required".to_string()
-        })?)
+        Change::Set(
+            body.get("changes")
+                .and_then(Value::as_object)
+                .cloned()
+                .ok_or_else(|| "set: field \"changes\" (an object of key path → value) is required".to_string())?,
+        )
     } else {
         Change::Reference { camera: need(body, command, "camera")?, lane: field(body, command, "lane")? }
     };

@@ -896,10 +896,7 @@ impl Config {
                     return err(&at("polygon"), format!("needs at least 3 points, got {}", lane.polygon.len()));
                 }
                 if lane.polygon.len() > MAX_POLYGON_POINTS {
-                    return err(
-                        &at("polygon"),
-                        format!("{} points: at most {MAX_POLYGON_POINTS}", lane.polygon.len()),
-                    );
+                    return err(&at("polygon"), format!("{} points: at most {MAX_POLYGON_POINTS}", lane.polygon.len()));
                 }
                 for (k, p) in lane.polygon.iter().enumerate() {
                     if !p.iter().all(|v| (0.0..=1.0).contains(v)) {

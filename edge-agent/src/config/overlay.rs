@@ -162,10 +162,9 @@ pub fn check_change(key: &str, value: &Value) -> Result<(), OverlayError> {
             // replace the table, resetting its other keys.
             match first_refused_leaf(key, &parts, value, 0) {
                 Some(at) => bad(at, REFUSED.into()),
-                None => bad(
-                    key.into(),
-                    "a table cannot be set whole: set each of its keys by its own dotted path".into(),
-                ),
+                None => {
+                    bad(key.into(), "a table cannot be set whole: set each of its keys by its own dotted path".into())
+                }
             }
         }
         (None, _) => bad(key.into(), REFUSED.into()),
@@ -203,7 +202,9 @@ fn first_refused_leaf(key: &str, parts: &[&str], value: &Value, depth: usize) ->
         }),
         // A list below a path that is not a list parameter: its items have
         // no key path of their own, so the list is refused at its first item.
-        Value::Array(a) if leaf_kind(parts) != Some(Leaf::List) => Some(if a.is_empty() { key.into() } else { format!("{key}[0]") }),
+        Value::Array(a) if leaf_kind(parts) != Some(Leaf::List) => {
+            Some(if a.is_empty() { key.into() } else { format!("{key}[0]") })
+        }
         _ => leaf_kind(parts).is_none().then(|| key.into()),
     }
 }
@@ -560,7 +561,11 @@ lanes = [{{ name = "kerb", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"]
             "{:?}",
             (
                 (&c.agent_id, &c.site, format!("{:?}", c.broker), &c.ort_library, format!("{:?}", c.http)),
-                (format!("{:?}", c.spool), format!("{:?}", c.source), c.pose.as_ref().map(|p| (&p.path, p.sha256.clone()))),
+                (
+                    format!("{:?}", c.spool),
+                    format!("{:?}", c.source),
+                    c.pose.as_ref().map(|p| (&p.path, p.sha256.clone()))
+                ),
                 (&d.path, d.format, d.input_size, &d.labels, &d.sha256, d.threads, d.sessions, d.batch, d.fps),
                 (format!("{:?}", (d.precision, d.execution_provider, d.fallback, d.motion_gate))),
                 c.fire.as_ref().map(|f| (&f.path, f.format.to_string(), f.input_size, &f.labels, &f.sha256, f.fps)),
@@ -588,7 +593,10 @@ lanes = [{{ name = "kerb", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"]
             (serde_json::json!({"falls": {"confirm_s": 1}}), "falls"),
             (serde_json::json!({"cameras.cam-1.lanes.kerb.dwell_s": {"x": 1}}), "cameras.cam-1.lanes.kerb.dwell_s"),
             (serde_json::json!({"cameras.cam-1.lanes.kerb.dwell_s": [1]}), "cameras.cam-1.lanes.kerb.dwell_s"),
-            (serde_json::json!({"cameras.cam-1.lanes.kerb.polygon": [{"x": 1}]}), "cameras.cam-1.lanes.kerb.polygon[0]"),
+            (
+                serde_json::json!({"cameras.cam-1.lanes.kerb.polygon": [{"x": 1}]}),
+                "cameras.cam-1.lanes.kerb.polygon[0]",
+            ),
             (serde_json::json!({"cameras.cam-1.lanes.kerb.classes": "car"}), "cameras.cam-1.lanes.kerb.classes"),
             (serde_json::json!({"cameras.cam-1": {"lanes": []}}), "cameras.cam-1.lanes"),
             // Renames, ids, and what the box connects to or loads.
@@ -657,7 +665,8 @@ lanes = [{{ name = "kerb", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"]
         let file = base(dir.path());
         for (section, list) in [("tracking", TRACKING), ("alerts", ALERTS), ("detector", DETECTOR)] {
             for k in list {
-                let v = if *k == "escalate_min_severity" { serde_json::json!("critical") } else { serde_json::json!(1) };
+                let v =
+                    if *k == "escalate_min_severity" { serde_json::json!("critical") } else { serde_json::json!(1) };
                 if let Err(e) = set(&file, &changes(serde_json::json!({ format!("{section}.{k}"): v })), "t") {
                     assert!(!e.to_string().contains("unknown field"), "{section}.{k}: {e}");
                 }
@@ -713,11 +722,49 @@ lanes = [{{ name = "kerb", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"]
 
         /// Real and hostile key segments.
         const SEGMENTS: &[&str] = &[
-            "cameras", "cam-1", "cam-2", "lanes", "kerb", "door", "polygon", "classes", "dwell_s", "clear_s", "cue",
-            "min_occupancy", "name", "id", "url", "path", "sha256", "falls", "confirm_s", "enabled", "fire", "smoke",
-            "min_score", "flicker", "alerts", "escalate_after_s", "broker", "host", "spool", "http", "source",
-            "ort_library", "detector", "score_threshold", "motion_gate", "pose", "tracking", "obstruction", "", "..",
-            "0", "[0]", "fps",
+            "cameras",
+            "cam-1",
+            "cam-2",
+            "lanes",
+            "kerb",
+            "door",
+            "polygon",
+            "classes",
+            "dwell_s",
+            "clear_s",
+            "cue",
+            "min_occupancy",
+            "name",
+            "id",
+            "url",
+            "path",
+            "sha256",
+            "falls",
+            "confirm_s",
+            "enabled",
+            "fire",
+            "smoke",
+            "min_score",
+            "flicker",
+            "alerts",
+            "escalate_after_s",
+            "broker",
+            "host",
+            "spool",
+            "http",
+            "source",
+            "ort_library",
+            "detector",
+            "score_threshold",
+            "motion_gate",
+            "pose",
+            "tracking",
+            "obstruction",
+            "",
+            "..",
+            "0",
+            "[0]",
+            "fps",
         ];
 
         /// Whole key paths: allowed ones (so that some changes go through)
