@@ -70,7 +70,7 @@ lanes = [{{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], class
         let frames = Arc::new(Mutex::new([("cam-1".to_string(), frame)].into_iter().collect()));
         let tokens = Tokens::from_config(&config.http).unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(Arc::new(config));
-        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<Request>();
+        let (requests, mut incoming) = tokio::sync::mpsc::channel::<Request>(8);
         let changes = Arc::new(Mutex::new(Vec::new()));
         let seen = changes.clone();
         // The manager: recorded before the answer, so a handler that has

@@ -405,13 +405,18 @@ fn on_signals(shutdown: Shutdown) {
 }
 
 async fn run(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
-    // The config file with whatever centres `set` since (the overlay).
-    let config = edge_agent::config::overlay::load(&config_path)?;
+    // The config file with whatever centres `set` since (the overlay); an
+    // overlay that cannot be used is set aside, never a reason not to start.
+    let (config, set_aside) = edge_agent::config::overlay::load_at_start(&config_path)?;
+    let metrics = Arc::new(Metrics::new());
+    if set_aside.is_some() {
+        metrics.overlay_set_aside.inc();
+    }
     tracing::info!(agent = %config.agent_id, site = %config.site.path(), cameras = config.cameras.len(), "starting");
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone());
     let source = edge_agent::pipeline::ConfigSource { file: config_path, watch };
-    edge_agent::pipeline::run(config, Some(source), shutdown, Arc::new(Metrics::new())).await?;
+    edge_agent::pipeline::run(config, Some(source), shutdown, metrics).await?;
     Ok(())
 }
 

@@ -61,6 +61,11 @@ pub struct Metrics {
     pub commands: IntCounterVec,
     pub reloads: IntCounterVec,
     pub models_loaded: IntGauge,
+    /// Commands refused before they were read (issue 19): `retained`,
+    /// `too_large`, `rate_limited`, `busy`.
+    pub commands_refused: IntCounterVec,
+    /// Overlays set aside at start because they were corrupt or refused.
+    pub overlay_set_aside: IntCounter,
 }
 
 /// Buckets from 0.5 ms to 30 s: preprocess sits near the bottom, inference
@@ -199,10 +204,25 @@ impl Metrics {
         let commands = counter("alleywatch_commands_total", "Commands from the centres", &["command", "result"]);
         let reloads = counter("alleywatch_config_reloads_total", "Configuration reloads", &["result"]);
         let models_loaded = gauge("alleywatch_models_loaded", "1 once every configured model is loaded");
+        let commands_refused = counter(
+            "alleywatch_commands_refused_total",
+            "Commands refused unread: retained, too_large, rate_limited or busy",
+            &["reason"],
+        );
+        let overlay_set_aside = add(
+            &registry,
+            IntCounter::new(
+                "alleywatch_overlay_set_aside_total",
+                "overlay.toml files set aside at start (corrupt or refused); the agent ran from the config file alone",
+            ),
+        );
         for stage in STAGES {
             stage_seconds.with_label_values(&[stage]);
         }
         let http = HttpMetrics::new(&registry);
+        for reason in ["retained", "too_large", "rate_limited", "busy"] {
+            commands_refused.with_label_values(&[reason]);
+        }
         Metrics {
             registry,
             http,
@@ -239,6 +259,8 @@ impl Metrics {
             commands,
             reloads,
             models_loaded,
+            commands_refused,
+            overlay_set_aside,
         }
     }
 

@@ -49,7 +49,10 @@ pub struct Agent {
 
 impl Agent {
     pub fn spawn(config: &Path, http: u16, extra_args: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        // EDGE_AGENT_BIN: a copy of the binary, for worktrees that share one
+        // target folder (each build there replaces the others' binary).
+        let bin = std::env::var_os("EDGE_AGENT_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_edge-agent").into());
+        let mut child = Command::new(bin)
             .args(["run", "--config"])
             .arg(config)
             .args(extra_args)

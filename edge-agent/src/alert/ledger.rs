@@ -31,8 +31,16 @@ pub enum Verdict {
     Suppress(&'static str),
 }
 
+/// Longest `ack.note`, in characters: the note rides in every later
+/// message of its event.
+pub const MAX_NOTE_CHARS: usize = 500;
+/// Longest `by` (who acknowledged or resolved), in characters.
+pub const MAX_BY_CHARS: usize = 64;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CommandError {
+    #[error("{field}: {got} characters, at most {max} (it is copied into every later message of the event)")]
+    TooLong { field: &'static str, got: usize, max: usize },
     #[error("no open event {0:?} on this agent")]
     UnknownEvent(String),
     #[error("event {0:?} is already resolved")]
@@ -124,6 +132,12 @@ impl Ledger {
 
     /// `ack {event_id, by, note}`.
     pub fn ack(&mut self, event_id: &str, by: &str, note: Option<String>) -> Result<(), CommandError> {
+        for (field, text, max) in [("by", Some(by), MAX_BY_CHARS), ("note", note.as_deref(), MAX_NOTE_CHARS)] {
+            let got = text.map_or(0, |t| t.chars().count());
+            if got > max {
+                return Err(CommandError::TooLong { field, got, max });
+            }
+        }
         let o = self.open.get_mut(event_id).ok_or_else(|| CommandError::UnknownEvent(event_id.into()))?;
         if o.resolved {
             return Err(CommandError::Resolved(event_id.into()));
@@ -134,6 +148,10 @@ impl Ledger {
 
     /// `resolve {event_id, by}`: returns the `end` message to send now.
     pub fn resolve(&mut self, event_id: &str, by: &str) -> Result<Event, CommandError> {
+        let got = by.chars().count();
+        if got > MAX_BY_CHARS {
+            return Err(CommandError::TooLong { field: "by", got, max: MAX_BY_CHARS });
+        }
         let o = self.open.get_mut(event_id).ok_or_else(|| CommandError::UnknownEvent(event_id.into()))?;
         if o.resolved {
             return Err(CommandError::Resolved(event_id.into()));
@@ -234,6 +252,26 @@ mod tests {
         assert_eq!(l.admit(&mut u, t0 + Duration::from_secs(61)), Verdict::Send);
         assert_eq!(u.centre.ack.as_ref().map(|a| a.by.as_str()), Some("op1"));
         assert_eq!(l.ack("nope", "op1", None), Err(CommandError::UnknownEvent("nope".into())));
+    }
+
+    #[test]
+    fn a_long_note_or_by_is_refused_and_changes_nothing() {
+        let mut l = Ledger::new(&alerts(0.0), &site());
+        let t0 = Instant::now();
+        l.admit(&mut event("e", Phase::Start, Severity::Warning), t0);
+        let long = "n".repeat(MAX_NOTE_CHARS + 1);
+        assert_eq!(
+            l.ack("e", "op1", Some(long)),
+            Err(CommandError::TooLong { field: "note", got: MAX_NOTE_CHARS + 1, max: MAX_NOTE_CHARS })
+        );
+        let who = "w".repeat(MAX_BY_CHARS + 1);
+        assert!(matches!(l.ack("e", &who, None), Err(CommandError::TooLong { field: "by", .. })));
+        assert!(matches!(l.resolve("e", &who), Err(CommandError::TooLong { field: "by", .. })));
+        let mut u = event("e", Phase::Update, Severity::Warning);
+        assert_eq!(l.admit(&mut u, t0), Verdict::Send);
+        assert!(u.centre.ack.is_none(), "a refused ack is not recorded");
+        // At the limit it is fine (characters, not bytes).
+        l.ack("e", "op1", Some("é".repeat(MAX_NOTE_CHARS))).unwrap();
     }
 
     #[test]

@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
@@ -26,8 +28,10 @@ use rumqttc::{
     Packet, QoS, Transport,
 };
 use serde_json::{json, Value};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::ledger::{MAX_BY_CHARS, MAX_NOTE_CHARS};
 use super::outbox::{Outbox, Unspooled};
 use super::spool::Entry;
 use super::{Event, Topics};
@@ -61,6 +65,35 @@ pub enum Change {
     /// obstruction cue when `None`).
     Reference { camera: String, lane: Option<String> },
 }
+
+/// Largest command payload, in bytes. A `set` of a whole lane is under
+/// 1 KiB; anything far larger is a mistake or an attack, refused unread.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Largest incoming packet the MQTT client reads. rumqttc drops the
+/// connection on a larger one (and a retained one would then drop it after
+/// every SUBACK, so the spool never drains), so this sits far above
+/// [`MAX_COMMAND_BYTES`]: an oversize command is read and refused, never a
+/// lost connection. The broker's `max_packet_size` should be at or below it.
+pub const MAX_INCOMING_PACKET: usize = 16 << 20;
+/// Changes (`set`, `reference`, from the centres and the technician's page
+/// together) queued for the manager at once; beyond it a change is refused
+/// as busy rather than queued without bound.
+pub const REQUEST_QUEUE: usize = 8;
+/// Commands waiting for the manager's answer at once (a `reference` waits
+/// for the camera's next frame, which a stalled camera never has).
+const MAX_PENDING: usize = 16;
+/// How long a command waits for the manager's answer before its reply says so.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rate limit of each command topic: a burst of this many…
+pub const RATE_BURST: f64 = 10.0;
+/// …then this many per second.
+pub const RATE_PER_S: f64 = 2.0;
+/// Longest `request_id`, in characters.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+/// Longest `event_id`, `camera` and `lane`, in characters.
+const MAX_NAME_CHARS: usize = 64;
+/// Replies waiting to be published.
+const REPLY_QUEUE: usize = 64;
 
 /// Spooled messages in flight at once. Small: a reconnect resends them.
 const WINDOW: usize = 16;
@@ -267,7 +300,9 @@ impl Publisher {
         // messages across a reconnect (see the module notes).
         opts.set_clean_session(true);
         // Snapshots are a few hundred KB at most; the default is 10 KB.
-        opts.set_max_packet_size(1 << 20, 8 << 20);
+        // Incoming: see MAX_INCOMING_PACKET (commands are refused above
+        // MAX_COMMAND_BYTES).
+        opts.set_max_packet_size(MAX_INCOMING_PACKET, 8 << 20);
         let offline = agent_status(config, "offline");
         opts.set_last_will(LastWill::new(topics.agent_status(), offline.clone(), QoS::AtLeastOnce, true));
         let password = match (&b.password, &b.password_file) {
@@ -313,31 +348,12 @@ impl Publisher {
     /// the spool while connected, then (on stop) waits briefly for what is
     /// in flight, marks the agent offline and disconnects. What is not
     /// acknowledged stays in the spool for the next start.
-    pub async fn run(self, outbox: Outbox, requests: mpsc::UnboundedSender<Request>, closing: Shutdown) {
+    pub async fn run(self, outbox: Outbox, requests: mpsc::Sender<Request>, closing: Shutdown) {
         let Publisher { client, eventloop, topics, endpoint, online, offline } = self;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
-        let mut s = State {
-            client,
-            topics,
-            outbox,
-            connected: false,
-            tags: VecDeque::new(),
-            pkids: HashMap::new(),
-            inflight: HashMap::new(),
-            cursor: 0,
-            last_error: None,
-            inflight_unspooled: HashMap::new(),
-            unspooled_cursor: 0,
-            suspects: Suspects::default(),
-            acked: Vec::new(),
-            deleting: HashSet::new(),
-            writes: Vec::new(),
-            writing: false,
-            done_tx: done_tx.clone(),
-            last_retry: Instant::now(),
-        };
+        let mut s = State::new(client, topics, outbox, done_tx.clone());
         let metrics = s.outbox.metrics().clone();
-        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Value>();
+        let (reply_tx, mut reply_rx) = mpsc::channel::<Value>(REPLY_QUEUE);
         let mut poll = poll_after(eventloop, None);
         let mut delay = Duration::from_millis(250);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -355,7 +371,7 @@ impl Publisher {
                         Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => s.on_puback(ack.pkid),
                         Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => s.on_sent(pkid),
                         Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                            if let Some(reply) = s.on_command(&p.topic, &p.payload, &requests, &reply_tx) {
+                            if let Some(reply) = s.on_command(&p.topic, &p.payload, p.retain, &requests, &reply_tx) {
                                 s.publish_other(&s.topics.replies(), false, reply.to_string().into_bytes());
                             }
                         }
@@ -459,9 +475,72 @@ struct State {
     writing: bool,
     done_tx: mpsc::UnboundedSender<Vec<Done>>,
     last_retry: Instant,
+    commands: Commands,
+}
+
+/// The bounds on the centres' commands: a token bucket per command topic
+/// and the count of commands waiting for the manager's answer.
+#[derive(Default)]
+struct Commands {
+    /// Command → (tokens, last refill, refusing since the last allowed one).
+    buckets: HashMap<&'static str, (f64, Instant, bool)>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Commands {
+    /// Takes a token of `command`'s bucket. `Err(first)`: refused, `first`
+    /// when it is the first refusal since the last allowed command (logged
+    /// once, not once per message of a flood).
+    fn take(&mut self, command: &'static str, now: Instant) -> Result<(), bool> {
+        let (tokens, at, refusing) = self.buckets.entry(command).or_insert((RATE_BURST, now, false));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * RATE_PER_S).min(RATE_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            *refusing = false;
+            Ok(())
+        } else {
+            Err(!std::mem::replace(refusing, true))
+        }
+    }
+}
+
+/// The command named by a topic's last level, as a bounded label.
+fn command_name(name: &str) -> &'static str {
+    match name {
+        "ack" => "ack",
+        "resolve" => "resolve",
+        "set" => "set",
+        "reference" => "reference",
+        _ => "unknown",
+    }
 }
 
 impl State {
+    fn new(client: AsyncClient, topics: Topics, outbox: Outbox, done_tx: mpsc::UnboundedSender<Vec<Done>>) -> State {
+        State {
+            client,
+            topics,
+            outbox,
+            connected: false,
+            tags: VecDeque::new(),
+            pkids: HashMap::new(),
+            inflight: HashMap::new(),
+            cursor: 0,
+            last_error: None,
+            inflight_unspooled: HashMap::new(),
+            unspooled_cursor: 0,
+            suspects: Suspects::default(),
+            acked: Vec::new(),
+            deleting: HashSet::new(),
+            writes: Vec::new(),
+            writing: false,
+            done_tx,
+            last_retry: Instant::now(),
+            commands: Commands::default(),
+        }
+    }
+
     fn on_connect(&mut self, online: &[u8]) {
         self.connected = true;
         self.last_error = None;
@@ -763,88 +842,157 @@ impl State {
     }
 
     /// Handles a message on the commands topic; returns the reply to publish
-    /// now (`set` replies later, once the reload path answers).
+    /// now (`set` and `reference` reply later, once the manager answers).
+    /// Every command gets exactly one reply. Before it is read, a command is
+    /// refused when its topic is over its rate, when it is larger than
+    /// [`MAX_COMMAND_BYTES`], or when it is retained: a retained command
+    /// would run again after every reconnect.
     fn on_command(
         &mut self,
         topic: &str,
         payload: &[u8],
-        requests: &mpsc::UnboundedSender<Request>,
-        reply_tx: &mpsc::UnboundedSender<Value>,
+        retain: bool,
+        requests: &mpsc::Sender<Request>,
+        reply_tx: &mpsc::Sender<Value>,
     ) -> Option<Value> {
         let prefix = format!("{}/commands/", self.topics.base());
-        let command = topic.strip_prefix(&prefix)?.to_string();
+        let name = topic.strip_prefix(&prefix)?;
+        let label = command_name(name);
+        // An unknown name is echoed, but never at any length.
+        let command: String =
+            if label == "unknown" { name.chars().take(MAX_NAME_CHARS).collect() } else { name.into() };
         let m = self.outbox.metrics().clone();
-        let body: Value = match serde_json::from_slice(payload) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => return Some(self.reply(&command, &Value::Null, Err("payload must be a JSON object".into()), &m)),
-            Err(e) => return Some(self.reply(&command, &Value::Null, Err(format!("payload is not JSON: {e}")), &m)),
+        if let Err(first) = self.commands.take(label, Instant::now()) {
+            let e = format!(
+                "rate limit: at most {RATE_BURST} at once and {RATE_PER_S} per s on commands/{command}; refused, send it again later"
+            );
+            if first {
+                tracing::warn!(command = %command, "commands over the rate limit are refused (logged once per burst)");
+            }
+            return Some(self.refuse(&command, &Value::Null, "rate_limited", e, &m, false));
+        }
+        if payload.len() > MAX_COMMAND_BYTES {
+            let e = format!(
+                "payload of {} bytes refused unread: a command is at most {MAX_COMMAND_BYTES} bytes",
+                payload.len()
+            );
+            return Some(self.refuse(&command, &Value::Null, "too_large", e, &m, true));
+        }
+        let parsed: Result<Value, String> = match serde_json::from_slice(payload) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            Ok(_) => Err("payload must be a JSON object".into()),
+            Err(e) => Err(format!("payload is not JSON: {e}")),
         };
-        let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
-        let need = |k: &str| text(k).ok_or_else(|| format!("{command}: field {k:?} (a string) is required"));
-        let result: Result<(), String> = match command.as_str() {
+        if retain {
+            let e = "retained commands are refused, never run: the broker delivers a retained message again on \
+                     every (re)connect, so it would run again each time; publish commands with retain = false, and \
+                     clear this one (publish an empty retained message to its topic)"
+                .to_string();
+            let body = parsed.unwrap_or(Value::Null);
+            return Some(self.refuse(&command, &body, "retained", e, &m, true));
+        }
+        let body = match parsed {
+            Ok(b) => b,
+            Err(e) => return Some(self.reply(&command, &Value::Null, Err(e), &m)),
+        };
+        let result: Result<(), String> = match label {
             "ack" => (|| {
-                let (id, by) = (need("event_id")?, need("by")?);
-                self.outbox.ledger().ack(&id, &by, text("note")).map_err(|e| e.to_string())?;
+                let (id, by) = (need(&body, &command, "event_id")?, need(&body, &command, "by")?);
+                let note = field(&body, &command, "note")?;
+                field(&body, &command, "request_id")?;
+                self.outbox.ledger().ack(&id, &by, note).map_err(|e| format!("{command}: {e}"))?;
                 tracing::info!(id = %id, by = %by, "event acknowledged");
                 Ok(())
             })(),
             "resolve" => (|| {
-                let (id, by) = (need("event_id")?, need("by")?);
-                let end = self.outbox.ledger().resolve(&id, &by).map_err(|e| e.to_string())?;
+                let (id, by) = (need(&body, &command, "event_id")?, need(&body, &command, "by")?);
+                field(&body, &command, "request_id")?;
+                let end = self.outbox.ledger().resolve(&id, &by).map_err(|e| format!("{command}: {e}"))?;
                 tracing::info!(id = %id, by = %by, "event resolved by the centre");
                 self.outbox.event(end, None);
                 Ok(())
             })(),
-            "set" | "reference" => {
-                let parsed = (|| {
-                    let by = need("by")?;
-                    let change = if command == "set" {
-                        Change::Set(body.get("changes").and_then(Value::as_object).cloned().ok_or_else(|| {
-                            "set: field \"changes\" (an object of key path → value) is required".to_string()
-                        })?)
-                    } else {
-                        let lane = match body.get("lane") {
-                            None | Some(Value::Null) => None,
-                            Some(Value::String(l)) => Some(l.clone()),
-                            Some(_) => return Err("reference: field \"lane\" must be a string".to_string()),
-                        };
-                        Change::Reference { camera: need("camera")?, lane }
-                    };
-                    Ok::<_, String>((by, change))
-                })();
-                match parsed {
-                    Err(e) => Err(e),
-                    Ok((by, change)) => {
-                        let (tx, rx) = oneshot::channel();
-                        if requests.send(Request { change, by, reply: tx }).is_err() {
-                            Err(format!("{command}: the agent is stopping"))
-                        } else {
-                            // Answered once the manager (and, for a
-                            // reference, the camera) has acted.
-                            let (reply_tx, body, command) = (reply_tx.clone(), body.clone(), command.clone());
-                            tokio::spawn(async move {
-                                let result = rx.await.unwrap_or_else(|_| Err(format!("{command}: no answer")));
-                                let label = if result.is_ok() { "ok" } else { "error" };
-                                m.commands.with_label_values(&[&command, label]).inc();
-                                if let Err(e) = &result {
-                                    tracing::warn!(command = %command, error = %e, "command rejected");
-                                }
-                                let _ = reply_tx.send(reply_body(&command, &body, result));
-                            });
-                            return None;
+            "set" | "reference" => match change_of(&command, &body) {
+                Err(e) => Err(e),
+                Ok((by, change)) => match self.ask(&command, by, change, &body, requests, reply_tx) {
+                    Ok(()) => return None,
+                    Err((reason, e)) => {
+                        if let Some(reason) = reason {
+                            m.commands_refused.with_label_values(&[reason]).inc();
                         }
+                        Err(e)
                     }
-                }
-            }
-            other => Err(format!("unknown command {other:?} (known: ack, resolve, set, reference)")),
+                },
+            },
+            _ => Err(format!("unknown command {command:?} (known: ack, resolve, set, reference)")),
         };
         Some(self.reply(&command, &body, result, &m))
     }
 
+    /// Hands a change to the manager; a task publishes the reply once it
+    /// answers (or after [`ANSWER_TIMEOUT`]). Refused as busy when the
+    /// queue is full or too many commands already wait for an answer.
+    fn ask(
+        &mut self,
+        command: &str,
+        by: String,
+        change: Change,
+        body: &Value,
+        requests: &mpsc::Sender<Request>,
+        reply_tx: &mpsc::Sender<Value>,
+    ) -> Result<(), (Option<&'static str>, String)> {
+        let busy = |what: String| (Some("busy"), format!("{command}: busy: {what}; send it again later"));
+        let pending = self.commands.pending.clone();
+        if pending.load(Ordering::Relaxed) >= MAX_PENDING {
+            return Err(busy(format!("{MAX_PENDING} commands are already waiting for an answer")));
+        }
+        let (tx, rx) = oneshot::channel();
+        match requests.try_send(Request { change, by, reply: tx }) {
+            Err(TrySendError::Full(_)) => return Err(busy(format!("{REQUEST_QUEUE} changes are already queued"))),
+            Err(TrySendError::Closed(_)) => return Err((None, format!("{command}: the agent is stopping"))),
+            Ok(()) => {}
+        }
+        pending.fetch_add(1, Ordering::Relaxed);
+        let m = self.outbox.metrics().clone();
+        let (reply_tx, body, command) = (reply_tx.clone(), body.clone(), command.to_string());
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(format!("{command}: no answer")),
+                Err(_) => Err(format!("{command}: no answer within {} s", ANSWER_TIMEOUT.as_secs())),
+            };
+            let label = if result.is_ok() { "ok" } else { "error" };
+            m.commands.with_label_values(&[&command, label]).inc();
+            if let Err(e) = &result {
+                tracing::warn!(command = %command, error = %e, "command rejected");
+            }
+            let _ = reply_tx.send(reply_body(&command, &body, result)).await;
+            pending.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(())
+    }
+
+    /// A command refused unread (`reason`: a `commands_refused` label).
+    fn refuse(
+        &self,
+        command: &str,
+        body: &Value,
+        reason: &'static str,
+        error: String,
+        m: &crate::metrics::Metrics,
+        log: bool,
+    ) -> Value {
+        m.commands_refused.with_label_values(&[reason]).inc();
+        m.commands.with_label_values(&[command_name(command), "error"]).inc();
+        if log {
+            tracing::warn!(command, reason, "command refused");
+        }
+        reply_body(command, body, Err(error))
+    }
+
     fn reply(&self, command: &str, body: &Value, result: Result<(), String>, m: &crate::metrics::Metrics) -> Value {
-        let known = matches!(command, "ack" | "resolve" | "set" | "reference");
         let label = if result.is_ok() { "ok" } else { "error" };
-        m.commands.with_label_values(&[if known { command } else { "unknown" }, label]).inc();
+        m.commands.with_label_values(&[command_name(command), label]).inc();
         if let Err(e) = &result {
             tracing::warn!(command, error = %e, "command rejected");
         }
@@ -852,14 +1000,63 @@ impl State {
     }
 }
 
+/// The longest a command's string `field` may be, in characters.
+fn max_chars(field: &str) -> usize {
+    match field {
+        "note" => MAX_NOTE_CHARS,
+        "by" => MAX_BY_CHARS,
+        "request_id" => MAX_REQUEST_ID_CHARS,
+        _ => MAX_NAME_CHARS,
+    }
+}
+
+/// An optional string field of a command, within its length limit.
+fn field(body: &Value, command: &str, k: &str) -> Result<Option<String>, String> {
+    match body.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            let (got, max) = (s.chars().count(), max_chars(k));
+            if got > max {
+                return Err(format!("{command}: field {k:?}: {got} characters, at most {max}"));
+            }
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(format!("{command}: field {k:?} must be a string")),
+    }
+}
+
+/// A required string field of a command, within its length limit.
+fn need(body: &Value, command: &str, k: &str) -> Result<String, String> {
+    field(body, command, k)?.ok_or_else(|| format!("{command}: field {k:?} (a string) is required"))
+}
+
+/// The change a `set` or `reference` command asks for, and who asks.
+fn change_of(command: &str, body: &Value) -> Result<(String, Change), String> {
+    let by = need(body, command, "by")?;
+    field(body, command, "request_id")?;
+    let change = if command == "set" {
+        Change::Set(
+            body.get("changes")
+                .and_then(Value::as_object)
+                .cloned()
+                .ok_or_else(|| "set: field \"changes\" (an object of key path → value) is required".to_string())?,
+        )
+    } else {
+        Change::Reference { camera: need(body, command, "camera")?, lane: field(body, command, "lane")? }
+    };
+    Ok((by, change))
+}
+
 /// The reply on `{base}/replies`: which command, for which event or
 /// request, and whether it took effect.
+/// Echoed fields are strings within their limits, or null.
 fn reply_body(command: &str, body: &Value, result: Result<(), String>) -> Value {
+    let echo = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| s.chars().count() <= max_chars(k));
     json!({
         "command": command,
-        "request_id": body.get("request_id"),
-        "event_id": body.get("event_id"),
-        "by": body.get("by"),
+        "request_id": echo("request_id"),
+        "event_id": echo("event_id"),
+        "by": echo("by"),
         "ok": result.is_ok(),
         "error": result.err(),
         "at": super::rfc3339::format(&SystemTime::now()),
@@ -900,3 +1097,7 @@ fn agent_status(config: &Config, state: &str) -> Vec<u8> {
     .to_string()
     .into_bytes()
 }
+
+#[cfg(test)]
+#[path = "publisher_commands_tests.rs"]
+mod commands_tests;

@@ -635,6 +635,13 @@ fn default_clear_s() -> f64 {
     3.0
 }
 
+/// Most lanes one camera may have: every lane costs analysis time on every
+/// frame, and the file and remote changes (which may add lanes) alike are
+/// bounded by it.
+pub const MAX_LANES_PER_CAMERA: usize = 16;
+/// Most vertices of a lane's polygon (a hand-drawn lane has a handful).
+pub const MAX_POLYGON_POINTS: usize = 64;
+
 /// A configuration error, located in the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -984,6 +991,12 @@ impl Config {
                     ),
                 );
             }
+            if c.lanes.len() > MAX_LANES_PER_CAMERA {
+                return err(
+                    &format!("cameras[{i}].lanes"),
+                    format!("{} lanes: at most {MAX_LANES_PER_CAMERA} per camera", c.lanes.len()),
+                );
+            }
             let mut names = HashSet::new();
             for (j, lane) in c.lanes.iter().enumerate() {
                 let at = |k: &str| format!("cameras[{i}].lanes[{j}].{k}");
@@ -993,6 +1006,9 @@ impl Config {
                 }
                 if lane.polygon.len() < 3 {
                     return err(&at("polygon"), format!("needs at least 3 points, got {}", lane.polygon.len()));
+                }
+                if lane.polygon.len() > MAX_POLYGON_POINTS {
+                    return err(&at("polygon"), format!("{} points: at most {MAX_POLYGON_POINTS}", lane.polygon.len()));
                 }
                 for (k, p) in lane.polygon.iter().enumerate() {
                     if !p.iter().all(|v| (0.0..=1.0).contains(v)) {
@@ -1402,6 +1418,29 @@ lanes = [{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classe
             bad("[0.9, 0.9]]", "[900, 600]]"),
             "test.toml:16: cameras[0].lanes[0].polygon: point 2 [900, 600] is outside 0–1 (coordinates are normalised)"
         );
+    }
+
+    #[test]
+    fn polygon_and_lane_count_are_bounded() {
+        let ring: Vec<String> = (0..=MAX_POLYGON_POINTS)
+            .map(|k| {
+                let a = k as f64 / (MAX_POLYGON_POINTS + 1) as f64 * std::f64::consts::TAU;
+                format!("[{:.4}, {:.4}]", 0.5 + 0.4 * a.cos(), 0.5 + 0.4 * a.sin())
+            })
+            .collect();
+        assert_eq!(
+            bad("[[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]", &format!("[{}]", ring.join(", "))),
+            format!("test.toml:16: cameras[0].lanes[0].polygon: 65 points: at most {MAX_POLYGON_POINTS}")
+        );
+        let lane = |j: usize| {
+            format!("{{ name = \"l{j}\", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], classes = [\"car\"], dwell_s = 30 }}")
+        };
+        let at_most: Vec<String> = (0..MAX_LANES_PER_CAMERA).map(lane).collect();
+        let from = GOOD.lines().find(|l| l.starts_with("lanes = ")).unwrap();
+        parse(&GOOD.replacen(from, &format!("lanes = [{}]", at_most.join(", ")), 1)).expect("16 lanes are fine");
+        let over: Vec<String> = (0..=MAX_LANES_PER_CAMERA).map(lane).collect();
+        let e = bad(from, &format!("lanes = [{}]", over.join(", ")));
+        assert!(e.ends_with(&format!("cameras[0].lanes: 17 lanes: at most {MAX_LANES_PER_CAMERA} per camera")), "{e}");
     }
 
     #[test]

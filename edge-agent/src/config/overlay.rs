@@ -20,30 +20,194 @@ use toml_edit::{DocumentMut, Item, Table};
 
 use super::{Config, ConfigError};
 
-/// Top-level sections a remote change may not touch.
-const LOCAL_SECTIONS: &[&str] = &["agent_id", "site", "broker", "ort_library", "spool", "http", "source", "overlay"];
-/// Keys a remote change may not touch, in any section.
-const LOCAL_KEYS: &[&str] = &[
-    "url",
-    "snapshot_url",
-    "path",
-    "sha256",
-    "format",
-    "input_size",
-    "labels",
-    "threads",
-    "sessions",
-    "batch",
-    "precision",
-    "execution_provider",
-    "fallback",
-    "decode",
-    "password",
-    "password_file",
-    "id",
-    "fps",
-    "analysis_width",
+/// Longest key path a change may name (the longest real one is well under
+/// 100 characters; a longer one is an attack on the log or the file).
+pub const MAX_KEY_LEN: usize = 256;
+/// Deepest nesting walked in a change's value; deeper is refused outright.
+const MAX_DEPTH: usize = 32;
+
+/// What a remotely settable leaf holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    /// A number, a bool or a string (an enum such as a lane's `cue`).
+    Scalar,
+    /// A list rule parameter: a lane's `polygon` or `classes`, or
+    /// `fire.classes.{fire,smoke}`.
+    List,
+}
+
+/// A lane's rule parameters, below `cameras.{id}.lanes.{name}`. Not
+/// `name`: that would rename the lane (a lane is created by setting its
+/// keys under a new name).
+const LANE: &[&str] = &["dwell_s", "clear_s", "cue", "min_occupancy"];
+/// `[falls]` and `cameras.{id}.falls`: every key of [`super::Falls`].
+const FALLS: &[&str] = &[
+    "enabled",
+    "window_s",
+    "confirm_s",
+    "fall_timeout_s",
+    "recover_s",
+    "lost_s",
+    "ref_window_s",
+    "ref_max_aspect",
+    "fall_height_ratio",
+    "min_drop",
+    "min_width_ratio",
+    "down_height_ratio",
+    "upright_height_ratio",
+    "edge_margin",
+    "keypoint_score",
+    "vanish",
+    "motion_threshold",
+    "motion_lag_s",
+    "still_max",
+    "burst_min",
+    "burst_centre",
+    "vanish_after_s",
+    "vanish_within_s",
+    "vanish_min_score",
+    "vanish_min_hits",
+    "vanish_hist_s",
+    "vanish_max_speed",
+    "reappear_dist",
+    "occlusion_ioa",
 ];
+/// `[fire.fire]` / `[fire.smoke]`: every key of [`super::KindOverrides`].
+const FIRE_KIND: &[&str] =
+    &["min_score", "min_area", "max_area", "k", "n", "clear_s", "near_fire_min_score", "near_fire_k", "merge_gap"];
+/// `[fire.flicker]`: every key of [`super::Flicker`].
+const FLICKER: &[&str] = &[
+    "enabled",
+    "window_s",
+    "fire_min_colour",
+    "fire_min_flicker",
+    "fire_min_shape",
+    "fire_min_change",
+    "min_frames",
+    "smoke_min_change",
+    "smoke_max_chroma",
+    "smoke_max_edges",
+    "smoke_min_persist_s",
+];
+/// `[obstruction]`: every threshold of the obstruction cue.
+const OBSTRUCTION: &[&str] = &[
+    "ncc_min",
+    "flat_std",
+    "chroma_max",
+    "luma_max",
+    "motion_min",
+    "motion_hold_s",
+    "learn_s",
+    "adapt_s",
+    "night_luma",
+];
+/// `[tracking]`: every key of [`super::Tracking`].
+const TRACKING: &[&str] = &["low_score", "match_iou", "low_match_iou", "min_hits", "max_age_s"];
+/// `[alerts]`: the timing of event messages and escalation.
+const ALERTS: &[&str] =
+    &["update_interval_s", "snapshot_quality", "acked_update_interval_s", "escalate_after_s", "escalate_min_severity"];
+/// The detector's and the pose model's score thresholds (not the model,
+/// its threads, sessions or motion gate: those are the box's, not a rule's).
+const DETECTOR: &[&str] = &["score_threshold", "nms_iou"];
+const POSE: &[&str] = &["nms_iou", "track_score", "min_score"];
+
+/// The allow-list: what a remote change may set at the key path `parts`,
+/// or `None` when it may not. Everything not named here (cameras
+/// themselves, URLs, paths, hashes, models, broker, HTTP, spool, source,
+/// `ort_library`, ids and names) stays the config file's.
+fn leaf_kind(parts: &[&str]) -> Option<Leaf> {
+    let scalar = |set: &[&str], k: &str| set.contains(&k).then_some(Leaf::Scalar);
+    match parts {
+        ["cameras", _, "lanes", _, "polygon" | "classes"] => Some(Leaf::List),
+        ["cameras", _, "lanes", _, k] => scalar(LANE, k),
+        ["cameras", _, "falls", k] | ["falls", k] => scalar(FALLS, k),
+        ["cameras", _, "fire"] => Some(Leaf::Scalar),
+        ["fire", "fire" | "smoke", k] => scalar(FIRE_KIND, k),
+        ["fire", "flicker", k] => scalar(FLICKER, k),
+        ["fire", "classes", "fire" | "smoke"] => Some(Leaf::List),
+        ["obstruction", k] => scalar(OBSTRUCTION, k),
+        ["tracking", k] => scalar(TRACKING, k),
+        ["alerts", k] => scalar(ALERTS, k),
+        ["detector", k] => scalar(DETECTOR, k),
+        ["pose", k] => scalar(POSE, k),
+        _ => None,
+    }
+}
+
+/// Checks one change against the allow-list, by every leaf of its value:
+/// a scalar only at a scalar rule parameter, a list only at a list one
+/// (holding scalars or lists of scalars: a polygon's points), and never a
+/// table. A refusal names the first leaf at fault.
+pub fn check_change(key: &str, value: &Value) -> Result<(), OverlayError> {
+    let bad = |at: String, m: String| Err(OverlayError::Key { key: at, message: m });
+    if key.len() > MAX_KEY_LEN {
+        let shown: String = key.chars().take(64).collect();
+        return bad(format!("{shown}…"), format!("key path longer than {MAX_KEY_LEN} bytes"));
+    }
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return bad(key.into(), "empty level in key path".into());
+    }
+    match (leaf_kind(&parts), value) {
+        (_, Value::Null) => bad(key.into(), "null is not a value".into()),
+        (Some(Leaf::Scalar), Value::Array(_) | Value::Object(_)) => {
+            bad(key.into(), "must be a single value (number, bool or string), not a list or table".into())
+        }
+        (Some(Leaf::Scalar), _) => Ok(()),
+        (Some(Leaf::List), Value::Array(items)) => check_list(key, items),
+        (Some(Leaf::List), _) => bad(key.into(), "must be a list".into()),
+        (None, Value::Object(_) | Value::Array(_)) => {
+            // Name the first leaf inside that is not a rule parameter; if
+            // every leaf is one, the table is still refused whole: it would
+            // replace the table, resetting its other keys.
+            match first_refused_leaf(key, &parts, value, 0) {
+                Some(at) => bad(at, REFUSED.into()),
+                None => {
+                    bad(key.into(), "a table cannot be set whole: set each of its keys by its own dotted path".into())
+                }
+            }
+        }
+        (None, _) => bad(key.into(), REFUSED.into()),
+    }
+}
+
+const REFUSED: &str = "cannot be set remotely: only rule parameters can (edit the config file for the rest)";
+
+/// A list parameter's items: scalars, or lists of scalars (polygon points).
+fn check_list(key: &str, items: &[Value]) -> Result<(), OverlayError> {
+    let scalar = |v: &Value| matches!(v, Value::Bool(_) | Value::Number(_) | Value::String(_));
+    for (i, item) in items.iter().enumerate() {
+        let ok = scalar(item) || item.as_array().is_some_and(|a| a.iter().all(scalar));
+        if !ok {
+            return Err(OverlayError::Key {
+                key: format!("{key}[{i}]"),
+                message: "a list item must be a value or a list of values (no tables, no null)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The path of the first leaf of `value` (below `key`) that is not on the
+/// allow-list, walking tables and lists; `None` when every leaf is.
+fn first_refused_leaf(key: &str, parts: &[&str], value: &Value, depth: usize) -> Option<String> {
+    if depth > MAX_DEPTH {
+        return Some(key.into());
+    }
+    match value {
+        Value::Object(o) => o.iter().find_map(|(k, v)| {
+            let mut p = parts.to_vec();
+            p.push(k);
+            first_refused_leaf(&format!("{key}.{k}"), &p, v, depth + 1)
+        }),
+        // A list below a path that is not a list parameter: its items have
+        // no key path of their own, so the list is refused at its first item.
+        Value::Array(a) if leaf_kind(parts) != Some(Leaf::List) => {
+            Some(if a.is_empty() { key.into() } else { format!("{key}[0]") })
+        }
+        _ => leaf_kind(parts).is_none().then(|| key.into()),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -61,29 +225,95 @@ pub fn path_for(config: &Config) -> PathBuf {
     config.spool.path.with_file_name("overlay.toml")
 }
 
-/// Loads `file` with its overlay (if any) applied and validated.
+/// Loads `file` with its overlay (if any) applied and validated. Used on
+/// a reload, where a refusal keeps the running config in force.
 pub fn load(file: &Path) -> Result<Config, OverlayError> {
-    let base = Config::load(file)?;
-    let overlay = path_for(&base);
-    let changes = read(&overlay)?;
+    let text = read_config(file)?;
+    let base = Config::from_text(&text, file)?;
+    let changes = read(&path_for(&base))?;
     if changes.is_empty() {
         return Ok(base);
     }
-    merged(file, &changes, true)
+    merged(&text, file, &changes, true)
+}
+
+/// An overlay that [`load_at_start`] could not use and put out of the way.
+#[derive(Debug)]
+pub struct SetAside {
+    /// The overlay file.
+    pub overlay: PathBuf,
+    /// Where it went (`overlay.toml.refused-<UTC time>`); `None` when it
+    /// could not be renamed (it is then tried again at the next start).
+    pub moved_to: Option<PathBuf>,
+    /// Why it was refused: the overlay's own error.
+    pub reason: String,
+}
+
+/// Loads `file` at start. The config file must be valid (its error stops
+/// the start, as it names the operator's own mistake), but the overlay
+/// must never keep the agent down: a corrupt or refused one (a syntax
+/// error, a key no longer allowed, a value the merged config refuses) is
+/// renamed aside with a timestamp, logged on one error line, and the agent
+/// starts from the file alone. The caller counts the [`SetAside`] in
+/// `alleywatch_overlay_set_aside_total` once the metrics exist.
+pub fn load_at_start(file: &Path) -> Result<(Config, Option<SetAside>), OverlayError> {
+    let text = read_config(file)?;
+    let base = Config::from_text(&text, file)?;
+    let overlay = path_for(&base);
+    let changes = match read(&overlay) {
+        Ok(c) if c.is_empty() => return Ok((base, None)),
+        Ok(c) => c,
+        Err(e) => return Ok((base, Some(set_aside(&overlay, &e)))),
+    };
+    match merged(&text, file, &changes, true) {
+        Ok(config) => Ok((config, None)),
+        Err(e) => Ok((base, Some(set_aside(&overlay, &e)))),
+    }
+}
+
+/// Renames `overlay` to `overlay.toml.refused-<UTC time>` and logs why.
+fn set_aside(overlay: &Path, why: &OverlayError) -> SetAside {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace([':', '-'], "");
+    let mut name = overlay.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".refused-{stamp}"));
+    let to = overlay.with_file_name(name);
+    let moved_to = match std::fs::rename(overlay, &to) {
+        Ok(()) => {
+            tracing::error!(
+                overlay = %overlay.display(), moved_to = %to.display(), error = %why,
+                "overlay refused: set aside, starting from the config file alone (its remote changes are not in force)"
+            );
+            Some(to)
+        }
+        Err(e) => {
+            tracing::error!(
+                overlay = %overlay.display(), error = %why, rename_error = %e,
+                "overlay refused and cannot be set aside: starting from the config file alone"
+            );
+            None
+        }
+    };
+    SetAside { overlay: overlay.to_path_buf(), moved_to, reason: why.to_string() }
+}
+
+fn read_config(file: &Path) -> Result<String, OverlayError> {
+    std::fs::read_to_string(file)
+        .map_err(|source| OverlayError::Config(ConfigError::Read { file: file.to_path_buf(), source }))
 }
 
 /// Adds `changes` to the overlay of `file`, validates the result and, only
 /// when it is valid, saves the overlay. Returns the new config.
 pub fn set(file: &Path, changes: &serde_json::Map<String, Value>, by: &str) -> Result<Config, OverlayError> {
-    let base = Config::load(file)?;
+    let text = read_config(file)?;
+    let base = Config::from_text(&text, file)?;
     let overlay = path_for(&base);
     let mut all = read(&overlay)?;
     for (k, v) in changes {
-        check_key(k)?;
+        check_change(k, v)?;
         all.retain(|(key, _)| key != k);
         all.push((k.clone(), v.clone()));
     }
-    let config = merged(file, &all, false)?;
+    let config = merged(&text, file, &all, false)?;
     write(&overlay, &all, by)?;
     Ok(config)
 }
@@ -91,9 +321,7 @@ pub fn set(file: &Path, changes: &serde_json::Map<String, Value>, by: &str) -> R
 /// The config file with `changes` applied. At load (`lenient`), a change
 /// for a camera the file no longer has is skipped with a warning: a camera
 /// removed from the file must not keep the agent from starting.
-fn merged(file: &Path, changes: &[(String, Value)], lenient: bool) -> Result<Config, OverlayError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|source| OverlayError::Config(ConfigError::Read { file: file.to_path_buf(), source }))?;
+fn merged(text: &str, file: &Path, changes: &[(String, Value)], lenient: bool) -> Result<Config, OverlayError> {
     let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| OverlayError::Key {
         key: "(syntax)".into(),
         message: e.message().to_string(),
@@ -109,21 +337,9 @@ fn merged(file: &Path, changes: &[(String, Value)], lenient: bool) -> Result<Con
     Ok(Config::from_text(&doc.to_string(), file)?)
 }
 
-fn check_key(key: &str) -> Result<(), OverlayError> {
-    let parts: Vec<&str> = key.split('.').collect();
-    let bad = |m: &str| Err(OverlayError::Key { key: key.into(), message: m.into() });
-    if parts.iter().any(|p| p.is_empty()) {
-        return bad("empty level in key path");
-    }
-    if LOCAL_SECTIONS.contains(&parts[0]) || parts.last().is_some_and(|l| LOCAL_KEYS.contains(l)) {
-        return bad("cannot be set remotely: only rule parameters can (edit the config file for the rest)");
-    }
-    Ok(())
-}
-
 /// Sets one key path in the document.
 fn apply(doc: &mut DocumentMut, key: &str, value: &Value) -> Result<(), OverlayError> {
-    check_key(key)?;
+    check_change(key, value)?;
     let err = |m: String| OverlayError::Key { key: key.into(), message: m };
     let parts: Vec<&str> = key.split('.').collect();
     let mut table: &mut Table = doc.as_table_mut();
@@ -334,5 +550,307 @@ lanes = [{{ name = "kerb", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"]
         std::fs::write(&file, text).unwrap();
         let c = load(&file).expect("the stale overlay key is skipped, not fatal");
         assert_eq!((c.cameras[0].id.as_str(), c.cameras[0].lanes[0].dwell_s), ("cam-2", 30.0));
+    }
+
+    /// What only the config file decides, as text: ids, names, URLs,
+    /// models, broker, HTTP, spool, source. A remote change must never
+    /// change any of it.
+    fn local_part(c: &Config) -> String {
+        let d = &c.detector;
+        format!(
+            "{:?}",
+            (
+                (&c.agent_id, &c.site, format!("{:?}", c.broker), &c.ort_library, format!("{:?}", c.http)),
+                (
+                    format!("{:?}", c.spool),
+                    format!("{:?}", c.source),
+                    c.pose.as_ref().map(|p| (&p.path, p.sha256.clone()))
+                ),
+                (&d.path, d.format, d.input_size, &d.labels, &d.sha256, d.threads, d.sessions, d.batch, d.fps),
+                (format!("{:?}", (d.precision, d.execution_provider, d.fallback, d.motion_gate))),
+                c.fire.as_ref().map(|f| (&f.path, f.format.to_string(), f.input_size, &f.labels, &f.sha256, f.fps)),
+                c.cameras
+                    .iter()
+                    .map(|k| (&k.id, &k.name, &k.url, k.fps, k.analysis_width, k.decode))
+                    .collect::<Vec<_>>(),
+            )
+        )
+    }
+
+    #[test]
+    fn hostile_changes_are_refused_by_their_leaf_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = base(dir.path());
+        let before = local_part(&load(&file).unwrap());
+        let hostile = [
+            // The review's two attacks.
+            (serde_json::json!({"cameras": [{"id": "x", "name": "x", "url": "rtsp://elsewhere/s"}]}), "cameras[0]"),
+            (serde_json::json!({"fire": {"path": "/dev/zero"}}), "fire.path"),
+            (serde_json::json!({"fire.path": "/dev/zero"}), "fire.path"),
+            // A table under an allowed prefix, or at an allowed leaf.
+            (serde_json::json!({"cameras.cam-1.lanes.kerb": {"url": "rtsp://x"}}), "cameras.cam-1.lanes.kerb.url"),
+            (serde_json::json!({"cameras.cam-1.lanes.kerb": {"dwell_s": 5}}), "cameras.cam-1.lanes.kerb"),
+            (serde_json::json!({"falls": {"confirm_s": 1}}), "falls"),
+            (serde_json::json!({"cameras.cam-1.lanes.kerb.dwell_s": {"x": 1}}), "cameras.cam-1.lanes.kerb.dwell_s"),
+            (serde_json::json!({"cameras.cam-1.lanes.kerb.dwell_s": [1]}), "cameras.cam-1.lanes.kerb.dwell_s"),
+            (
+                serde_json::json!({"cameras.cam-1.lanes.kerb.polygon": [{"x": 1}]}),
+                "cameras.cam-1.lanes.kerb.polygon[0]",
+            ),
+            (serde_json::json!({"cameras.cam-1.lanes.kerb.classes": "car"}), "cameras.cam-1.lanes.kerb.classes"),
+            (serde_json::json!({"cameras.cam-1": {"lanes": []}}), "cameras.cam-1.lanes"),
+            // Renames, ids, and what the box connects to or loads.
+            (serde_json::json!({"cameras.cam-1.lanes.kerb.name": "other"}), "cameras.cam-1.lanes.kerb.name"),
+            (serde_json::json!({"cameras.cam-1.id": "cam-9"}), "cameras.cam-1.id"),
+            (serde_json::json!({"cameras.cam-1.name": "x"}), "cameras.cam-1.name"),
+            (serde_json::json!({"cameras.cam-1.snapshot_url": "rtsp://x"}), "cameras.cam-1.snapshot_url"),
+            (serde_json::json!({"cameras.cam-1.fps": 30}), "cameras.cam-1.fps"),
+            (serde_json::json!({"broker.host": "evil"}), "broker.host"),
+            (serde_json::json!({"http.bind": "0.0.0.0:80"}), "http.bind"),
+            (serde_json::json!({"spool.path": "/tmp/x"}), "spool.path"),
+            (serde_json::json!({"spool.max_mb": 0.01}), "spool.max_mb"),
+            (serde_json::json!({"source.latency_ms": 1}), "source.latency_ms"),
+            (serde_json::json!({"ort_library": "/tmp/evil.so"}), "ort_library"),
+            (serde_json::json!({"detector.path": "/dev/zero"}), "detector.path"),
+            (serde_json::json!({"detector.sha256": "0"}), "detector.sha256"),
+            (serde_json::json!({"detector.motion_gate.enabled": false}), "detector.motion_gate.enabled"),
+            (serde_json::json!({"pose.path": "/dev/zero"}), "pose.path"),
+            (serde_json::json!({"fire.fps": 30}), "fire.fps"),
+            (serde_json::json!({"fire.labels": ["a"]}), "fire.labels[0]"),
+            (serde_json::json!({"agent_id": "b"}), "agent_id"),
+            (serde_json::json!({"overlay": 1}), "overlay"),
+            (serde_json::json!({"cameras..lanes": 1}), "cameras..lanes"),
+        ];
+        for (change, at) in hostile {
+            let e = set(&file, &changes(change.clone()), "attacker").unwrap_err();
+            assert!(e.to_string().starts_with(&format!("{at}: ")), "{change}: {e}");
+            assert!(!path_for(&load(&file).unwrap()).exists(), "{change}: nothing saved");
+        }
+        assert_eq!(local_part(&load(&file).unwrap()), before);
+        let long = format!("falls.{}", "x".repeat(MAX_KEY_LEN));
+        let e = set(&file, &changes(serde_json::json!({ long: 1 })), "a").unwrap_err();
+        assert!(e.to_string().contains("longer than 256"), "{e}");
+    }
+
+    #[test]
+    fn every_rule_parameter_is_on_the_allow_list_and_nothing_else() {
+        // The lists against the structs, so a new parameter is not silently
+        // unsettable and a typo is not silently allowed.
+        let keys = |v: serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let sorted = |l: &[&str]| -> Vec<String> {
+            let mut k: Vec<String> = l.iter().map(|s| s.to_string()).collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(serde_json::to_value(super::super::Falls::default()).unwrap()), sorted(FALLS));
+        assert_eq!(keys(serde_json::to_value(super::super::Flicker::default()).unwrap()), sorted(FLICKER));
+        let kind = super::super::fire::default_rule(super::super::FireKind::Fire);
+        assert_eq!(keys(serde_json::to_value(kind).unwrap()), sorted(FIRE_KIND));
+        let obstruction = crate::analytics::obstruction::ObstructionParams::default();
+        assert_eq!(keys(serde_json::to_value(obstruction).unwrap()), sorted(OBSTRUCTION));
+        let c = load(&base(tempfile::tempdir().unwrap().path())).unwrap();
+        let mut lane = keys(serde_json::to_value(&c.cameras[0].lanes[0]).unwrap());
+        lane.retain(|k| k != "name");
+        let mut allowed = sorted(LANE);
+        allowed.extend(["classes".to_string(), "polygon".to_string()]);
+        allowed.sort();
+        assert_eq!(lane, allowed);
+        // The keys without a Serialize impl: each is a real key (a value of
+        // the right type is accepted, or refused by range, never as unknown).
+        let dir = tempfile::tempdir().unwrap();
+        let file = base(dir.path());
+        for (section, list) in [("tracking", TRACKING), ("alerts", ALERTS), ("detector", DETECTOR)] {
+            for k in list {
+                let v =
+                    if *k == "escalate_min_severity" { serde_json::json!("critical") } else { serde_json::json!(1) };
+                if let Err(e) = set(&file, &changes(serde_json::json!({ format!("{section}.{k}"): v })), "t") {
+                    assert!(!e.to_string().contains("unknown field"), "{section}.{k}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_corrupt_or_refused_overlay_is_set_aside_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = base(dir.path());
+        let overlay = dir.path().join("state/overlay.toml");
+        std::fs::create_dir_all(overlay.parent().unwrap()).unwrap();
+        let refused_files = || {
+            std::fs::read_dir(dir.path().join("state"))
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("overlay.toml.refused-"))
+                .count()
+        };
+        for (text, why) in [
+            ("[[set]\nkey = ", "TOML"),
+            // Written by an older agent whose deny-list let this through.
+            ("[[set]]\nkey = \"fire\"\nvalue = { path = \"/dev/zero\" }\n", "fire.path"),
+            // Allowed key, but the merged config refuses the value.
+            ("[[set]]\nkey = \"cameras.cam-1.lanes.kerb.dwell_s\"\nvalue = -4\n", "dwell_s"),
+        ] {
+            let n = refused_files();
+            std::fs::write(&overlay, text).unwrap();
+            assert!(load(&file).is_err(), "a reload still refuses it: {text}");
+            let (c, aside) = load_at_start(&file).expect("the agent starts");
+            let aside = aside.expect("set aside");
+            assert!(aside.reason.contains(why), "{why}: {}", aside.reason);
+            assert_eq!(c.cameras[0].lanes[0].dwell_s, 30.0, "the file alone");
+            assert!(!overlay.exists());
+            assert!(aside.moved_to.as_ref().is_some_and(|p| p.exists()));
+            assert_eq!(refused_files(), n + 1);
+            // The refused file's name tells when: UTC, compact.
+            let name = aside.moved_to.unwrap().file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.len() == "overlay.toml.refused-20250101T120000Z".len() && name.ends_with('Z'), "{name}");
+            std::thread::sleep(std::time::Duration::from_millis(1100)); // distinct names per second
+        }
+        // A good overlay is applied, nothing set aside.
+        set(&file, &changes(serde_json::json!({"cameras.cam-1.lanes.kerb.dwell_s": 7})), "op").unwrap();
+        let (c, aside) = load_at_start(&file).unwrap();
+        assert!(aside.is_none());
+        assert_eq!(c.cameras[0].lanes[0].dwell_s, 7.0);
+    }
+
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Real and hostile key segments.
+        const SEGMENTS: &[&str] = &[
+            "cameras",
+            "cam-1",
+            "cam-2",
+            "lanes",
+            "kerb",
+            "door",
+            "polygon",
+            "classes",
+            "dwell_s",
+            "clear_s",
+            "cue",
+            "min_occupancy",
+            "name",
+            "id",
+            "url",
+            "path",
+            "sha256",
+            "falls",
+            "confirm_s",
+            "enabled",
+            "fire",
+            "smoke",
+            "min_score",
+            "flicker",
+            "alerts",
+            "escalate_after_s",
+            "broker",
+            "host",
+            "spool",
+            "http",
+            "source",
+            "ort_library",
+            "detector",
+            "score_threshold",
+            "motion_gate",
+            "pose",
+            "tracking",
+            "obstruction",
+            "",
+            "..",
+            "0",
+            "[0]",
+            "fps",
+        ];
+
+        /// Whole key paths: allowed ones (so that some changes go through)
+        /// and the attacks of the review.
+        const KEYS: &[&str] = &[
+            "cameras.cam-1.lanes.kerb.dwell_s",
+            "cameras.cam-1.lanes.door.dwell_s",
+            "cameras.cam-1.lanes.door.polygon",
+            "cameras.cam-1.lanes.door.classes",
+            "cameras.cam-1.lanes.kerb.cue",
+            "cameras.cam-1.falls.confirm_s",
+            "cameras.cam-1.fire",
+            "falls.confirm_s",
+            "alerts.escalate_after_s",
+            "cameras",
+            "cameras.cam-1",
+            "cameras.cam-1.url",
+            "fire",
+            "fire.path",
+        ];
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::collection::vec(prop::sample::select(SEGMENTS), 1..7).prop_map(|p| p.join(".")),
+                prop::sample::select(KEYS).prop_map(str::to_string),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|i| serde_json::json!(i)),
+                (-2.0f64..2.0).prop_map(|f| serde_json::json!(f)),
+                (0.0f64..60.0).prop_map(|f| serde_json::json!(f)),
+                Just(serde_json::json!([[0.1, 0.1], [0.6, 0.1], [0.6, 0.6]])),
+                Just(serde_json::json!(["car"])),
+                "[a-z/:.]{0,12}".prop_map(Value::String),
+                (0usize..3).prop_map(|i| Value::String(["car", "objects", "/dev/zero"][i].into())),
+                (1usize..20_000).prop_map(|n| Value::String("x".repeat(n))),
+            ];
+            leaf.prop_recursive(6, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((prop::sample::select(SEGMENTS), inner), 0..4)
+                        .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(CASES))]
+            /// Random `set` changes: never a panic, one result per call, and
+            /// the config only ever changes through allowed leaves.
+            #[test]
+            fn random_changes_only_ever_touch_allowed_leaves(
+                batch in prop::collection::vec(prop::collection::vec((key(), value()), 1..4), 1..4)
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let file = base(dir.path());
+                let before = local_part(&load(&file).unwrap());
+                for change in batch {
+                    let map: serde_json::Map<String, Value> = change.into_iter().collect();
+                    let saved = std::fs::read(path_for(&load(&file).unwrap())).ok();
+                    match set(&file, &map, "fuzz") {
+                        Ok(_) => {
+                            for (k, v) in &map {
+                                prop_assert!(check_change(k, v).is_ok(), "{k} accepted");
+                            }
+                        }
+                        Err(_) => {
+                            let now = std::fs::read(path_for(&load(&file).unwrap())).ok();
+                            prop_assert_eq!(now, saved, "a refused set saves nothing");
+                        }
+                    }
+                    let (c, aside) = load_at_start(&file).unwrap();
+                    prop_assert!(aside.is_none(), "a saved overlay always loads");
+                    prop_assert_eq!(local_part(&c), before.clone());
+                    for (k, v) in read(&path_for(&c)).unwrap() {
+                        prop_assert!(check_change(&k, &v).is_ok(), "{k} in the overlay");
+                    }
+                }
+            }
+        }
+
+        /// Property cases per run (see the notes: the count is reported).
+        pub const CASES: u32 = 256;
     }
 }

@@ -142,7 +142,7 @@ pub struct HttpState {
     pub config: tokio::sync::watch::Receiver<Arc<Config>>,
     /// Where a lane saved on the page, or "the lane is clear now", goes:
     /// the pipeline's manager.
-    pub requests: tokio::sync::mpsc::UnboundedSender<Request>,
+    pub requests: tokio::sync::mpsc::Sender<Request>,
     /// `http.token` and `http.change_token`, when configured.
     pub tokens: auth::Tokens,
 }

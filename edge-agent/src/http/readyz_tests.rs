@@ -49,7 +49,7 @@ async fn readyz_writes_nothing_and_reports_a_failed_write() {
     let spool = Spool::open(&path, 1 << 20).unwrap();
     let outbox = Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), metrics.clone());
     let (_config_tx, config_rx) = tokio::sync::watch::channel(Arc::new(config));
-    let (requests, _requests_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (requests, _requests_rx) = tokio::sync::mpsc::channel(1);
     let state = HttpState {
         metrics: metrics.clone(),
         outbox: outbox.clone(),

@@ -173,8 +173,12 @@ async fn ask(s: &HttpState, change: Change, done: Value) -> Response {
     let unavailable =
         |m: &str| (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "error": m }))).into_response();
     let (reply, answer) = oneshot::channel();
-    if s.requests.send(Request { change, by: "technician page".into(), reply }).is_err() {
-        return unavailable("the agent is stopping");
+    match s.requests.try_send(Request { change, by: "technician page".into(), reply }) {
+        Ok(()) => {}
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+            return unavailable("busy: too many changes are queued; try again in a moment")
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return unavailable("the agent is stopping"),
     }
     match tokio::time::timeout(std::time::Duration::from_secs(30), answer).await {
         Ok(Ok(Ok(()))) => Json(done).into_response(),

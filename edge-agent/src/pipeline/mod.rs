@@ -154,7 +154,8 @@ pub async fn run(
     let frames: Frames = Default::default();
     let shared = Shared { models, outbox: outbox.clone(), metrics: metrics.clone(), frames: frames.clone() };
     let closing = Shutdown::new();
-    let (requests_tx, mut requests) = mpsc::unbounded_channel::<Request>();
+    // Bounded: a flood of changes is refused as busy, never queued without end.
+    let (requests_tx, mut requests) = mpsc::channel::<Request>(crate::alert::publisher::REQUEST_QUEUE);
     let config = Arc::new(config);
     let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
     let http = tokio::spawn(crate::http::serve(
