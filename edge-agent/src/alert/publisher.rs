@@ -909,7 +909,9 @@ impl State {
                 field(&body, &command, "request_id")?;
                 let end = self.outbox.ledger().resolve(&id, &by).map_err(|e| format!("{command}: {e}"))?;
                 tracing::info!(id = %id, by = %by, "event resolved by the centre");
-                self.outbox.event(end, None);
+                // Stored (with its fsync) on the blocking write thread, like
+                // every other write of this task.
+                self.writes.push(Write::Events(vec![end]));
                 Ok(())
             })(),
             "set" | "reference" => match change_of(&command, &body) {
