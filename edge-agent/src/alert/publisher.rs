@@ -432,6 +432,7 @@ impl Publisher {
             }
         }
         s.start_writes();
+        s.subscribe_when_drained();
         if s.writing {
             if let Ok(Some(done)) = tokio::time::timeout(Duration::from_secs(5), done_rx.recv()).await {
                 s.on_written(done);
@@ -476,6 +477,14 @@ struct State {
     done_tx: mpsc::UnboundedSender<Vec<Done>>,
     last_retry: Instant,
     commands: Commands,
+    /// Subscribed to the commands topic on this connection.
+    subscribed: bool,
+    /// An incoming message over the packet limit dropped a connection:
+    /// commands wait until the spool is drained.
+    commands_deferred: bool,
+    /// Not before then (doubling from 30 s to 10 min each time).
+    commands_retry_at: Instant,
+    commands_backoff: Duration,
 }
 
 /// The bounds on the centres' commands: a token bucket per command topic
@@ -538,6 +547,10 @@ impl State {
             done_tx,
             last_retry: Instant::now(),
             commands: Commands::default(),
+            subscribed: false,
+            commands_deferred: false,
+            commands_retry_at: Instant::now(),
+            commands_backoff: Duration::ZERO,
         }
     }
 
@@ -551,14 +564,39 @@ impl State {
         self.cursor = 0;
         self.inflight_unspooled.clear();
         self.unspooled_cursor = 0;
-        if let Err(e) = self.client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
-            tracing::warn!(error = %e, "cannot subscribe to commands");
+        self.subscribed = false;
+        if !self.commands_deferred {
+            self.subscribe_commands();
         }
         // Every (re)connect re-announces us and every camera: the will may
         // have marked us offline in between.
         self.publish_other(&self.topics.agent_status(), true, online.to_vec());
         let (all, removed) = self.outbox.take_dirty_statuses(true);
         self.publish_statuses(all, removed);
+    }
+
+    fn subscribe_commands(&mut self) {
+        match self.client.try_subscribe(self.topics.commands(), QoS::AtLeastOnce) {
+            Ok(()) => self.subscribed = true,
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to commands"),
+        }
+    }
+
+    /// After an oversize incoming message: subscribe again once every
+    /// spooled and fallback message is acknowledged and the backoff has
+    /// passed, so alerts never wait behind a command that cannot be read.
+    fn subscribe_when_drained(&mut self) {
+        if !self.connected || self.subscribed || !self.commands_deferred || Instant::now() < self.commands_retry_at {
+            return;
+        }
+        let drained = self.inflight.is_empty()
+            && self.inflight_unspooled.is_empty()
+            && self.outbox.spool().depth().map(|d| d.messages == 0).unwrap_or(false);
+        if drained {
+            tracing::info!("spool drained; subscribing to commands again");
+            self.commands_deferred = false;
+            self.subscribe_commands();
+        }
     }
 
     fn on_disconnect(&mut self, endpoint: &str, e: &ConnectionError) {
@@ -570,7 +608,25 @@ impl State {
             tracing::error!(broker = %endpoint, error = %what, "cannot connect to the MQTT broker; alerts are spooled");
         }
         self.last_error = Some(what);
-        if self.connected {
+        if incoming_too_large(e) {
+            // A command (often a retained one) over the client's packet
+            // limit: the broker sends it again right after every SUBACK.
+            // Until the spool is drained, reconnect without the commands.
+            if !self.commands_deferred {
+                tracing::error!(
+                    limit = MAX_INCOMING_PACKET,
+                    "a message over the incoming packet limit arrived on the commands topic and dropped the connection; \
+                     commands are now subscribed only once the spool is drained (set the broker's max_packet_size to \
+                     at most this limit, and clear the retained message)"
+                );
+            }
+            self.commands_deferred = true;
+            // Each time it happens again, the next try waits longer.
+            self.commands_backoff = (self.commands_backoff * 2).clamp(COMMANDS_BACKOFF_MIN, COMMANDS_BACKOFF_MAX);
+            self.commands_retry_at = Instant::now() + self.commands_backoff;
+            self.outbox.metrics().commands_refused.with_label_values(&["too_large"]).inc();
+        }
+        if self.connected && implicates_outgoing(e) {
             let inflight: Vec<i64> = self.inflight.keys().copied().collect();
             for id in self.suspects.lost(&inflight) {
                 self.deleting.insert(id);
@@ -869,7 +925,11 @@ impl State {
             if first {
                 tracing::warn!(command = %command, "commands over the rate limit are refused (logged once per burst)");
             }
-            return Some(self.refuse(&command, &Value::Null, "rate_limited", e, &m, false));
+            // One reply per burst, not one per message: a flood answered
+            // message for message would fill the client's queue that
+            // alerts need. The rest are counted.
+            let reply = self.refuse(&command, &Value::Null, "rate_limited", e, &m, false);
+            return first.then_some(reply);
         }
         if payload.len() > MAX_COMMAND_BYTES {
             let e = format!(
@@ -1068,6 +1128,35 @@ fn reply_body(command: &str, body: &Value, result: Result<(), String>) -> Value 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// Whether a lost connection may be the fault of a message this agent
+/// sent (the broker closing on it, the client refusing to send it): only
+/// then do the rows in flight get a strike. A timeout, a refused login or an
+/// incoming packet the client cannot read says nothing about them.
+fn implicates_outgoing(e: &ConnectionError) -> bool {
+    use rumqttc::StateError;
+    matches!(
+        e,
+        ConnectionError::Io(_)
+            | ConnectionError::MqttState(StateError::Io(_))
+            | ConnectionError::MqttState(StateError::ConnectionAborted)
+            | ConnectionError::MqttState(StateError::Deserialization(rumqttc::Error::OutgoingPacketTooLarge { .. }))
+    )
+}
+
+/// An incoming packet over the client's limit (rumqttc closes the
+/// connection on it).
+fn incoming_too_large(e: &ConnectionError) -> bool {
+    matches!(
+        e,
+        ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(_)))
+    )
+}
+
+/// How long commands wait after an oversize incoming message first dropped
+/// the connection, and at most after it kept doing so.
+const COMMANDS_BACKOFF_MIN: Duration = Duration::from_secs(30);
+const COMMANDS_BACKOFF_MAX: Duration = Duration::from_secs(600);
 
 /// A connection error in words a technician can act on.
 fn describe(e: &ConnectionError) -> String {

@@ -127,6 +127,9 @@ async fn commands_are_rate_limited_per_topic() {
     }
     let reply = d.json("ack", ack.clone()).unwrap();
     assert!(error(&reply).starts_with("rate limit: at most 10 at once and 2 per s on commands/ack"), "{reply}");
+    // One reply per burst: a flood answered message for message would fill
+    // the client's queue that alerts need.
+    assert!(d.json("ack", ack.clone()).is_none(), "one refusal reply per burst");
     // Another topic has its own bucket; unknown names share one.
     let reply = d.json("resolve", json!({"event_id": "none", "by": "c"})).unwrap();
     assert!(error(&reply).contains("no open event"), "{reply}");
@@ -138,7 +141,7 @@ async fn commands_are_rate_limited_per_topic() {
     // The bucket refills at RATE_PER_S.
     let later = Instant::now() + Duration::from_millis(600);
     assert!(d.s.commands.take("ack", later).is_ok());
-    assert_eq!(d.s.outbox.metrics().commands_refused.with_label_values(&["rate_limited"]).get(), 2);
+    assert_eq!(d.s.outbox.metrics().commands_refused.with_label_values(&["rate_limited"]).get(), 3);
 }
 
 #[tokio::test]

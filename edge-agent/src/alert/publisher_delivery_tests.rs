@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use super::{queue_rows, Suspects, Tag, SET_ASIDE_AFTER, WINDOW};
+use super::{implicates_outgoing, incoming_too_large, queue_rows, Suspects, Tag, SET_ASIDE_AFTER, WINDOW};
 use crate::alert::spool::Entry;
 
 fn entry(id: i64) -> Entry {
@@ -118,4 +118,23 @@ fn a_row_the_connection_keeps_dropping_on_is_set_aside_after_n_tries_alone() {
     inflight.clear();
     s.passed(i64::MAX, &inflight);
     assert_eq!(s.window(), WINDOW);
+}
+
+#[test]
+fn only_a_drop_that_may_be_our_message_strikes_the_row_in_flight() {
+    use rumqttc::{ConnectionError as C, StateError as S};
+    let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+    assert!(implicates_outgoing(&C::Io(io())));
+    assert!(implicates_outgoing(&C::MqttState(S::Io(io()))));
+    assert!(implicates_outgoing(&C::MqttState(S::Deserialization(rumqttc::Error::OutgoingPacketTooLarge {
+        pkt_size: 2,
+        max: 1
+    }))));
+    // A command over the incoming limit (the broker resends a retained one
+    // after every SUBACK) must never get good alerts set aside.
+    let big = C::MqttState(S::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(20 << 20)));
+    assert!(!implicates_outgoing(&big) && incoming_too_large(&big));
+    for other in [C::NetworkTimeout, C::MqttState(S::AwaitPingResp), C::FlushTimeout] {
+        assert!(!implicates_outgoing(&other) && !incoming_too_large(&other), "{other}");
+    }
 }

@@ -100,10 +100,13 @@ pub struct Health {
     pub writes: u64,
 }
 
-/// How many set-aside messages are kept for the operator (newest first);
-/// older ones are deleted so a stream of refused messages cannot fill the
-/// disk.
+/// How many set-aside updates (and escalations) are kept for the operator
+/// (newest first); older ones are deleted so a stream of refused messages
+/// cannot fill the disk.
 pub const SET_ASIDE_KEEP: i64 = 50;
+/// Starts and ends set aside are kept up to this many (all phases
+/// together): they are the ones an operator must be able to recover.
+pub const SET_ASIDE_KEEP_ALL: i64 = 1000;
 
 pub struct Spool {
     /// The writer: stores, deletes, set-asides.
@@ -426,9 +429,13 @@ impl Spool {
                     params![id, now_ms(), reason],
                 )?;
                 tx.execute("DELETE FROM outbox WHERE id = ?1", params![id])?;
+                // Updates beyond the newest few go; a start or an end is
+                // kept for the operator unless thousands pile up.
                 tx.execute(
-                    "DELETE FROM set_aside WHERE id NOT IN (SELECT id FROM set_aside ORDER BY id DESC LIMIT ?1)",
-                    params![SET_ASIDE_KEEP],
+                    "DELETE FROM set_aside WHERE (phase NOT IN ('start', 'end')
+                       AND id NOT IN (SELECT id FROM set_aside WHERE phase NOT IN ('start', 'end') ORDER BY id DESC LIMIT ?1))
+                       OR id NOT IN (SELECT id FROM set_aside ORDER BY id DESC LIMIT ?2)",
+                    params![SET_ASIDE_KEEP, SET_ASIDE_KEEP_ALL],
                 )?;
             }
             tx.commit()?;
@@ -742,11 +749,15 @@ url = "rtsp://h/s"
         assert_eq!(spool.set_aside_count().unwrap(), 1);
         assert_eq!(spool.set_aside(rows[0].id, "again").unwrap(), None, "already gone");
         for _ in 0..SET_ASIDE_KEEP + 5 {
-            spool.push(&mut event("x", Phase::Start), None, &t).unwrap();
+            spool.push(&mut event("x", Phase::Update), None, &t).unwrap();
             let id = spool.after(0, 100).unwrap().last().unwrap().id;
             spool.set_aside(id, "refused").unwrap();
         }
-        assert_eq!(spool.set_aside_count().unwrap() as i64, SET_ASIDE_KEEP, "bounded");
+        assert_eq!(
+            spool.set_aside_count().unwrap() as i64,
+            SET_ASIDE_KEEP + 1,
+            "updates bounded; the start set aside first is still kept"
+        );
         // Seqs of set-aside rows are never handed out again after a restart.
         drop(spool);
         let spool = Spool::open(&dir.path().join("s.sqlite"), 1 << 20).unwrap();

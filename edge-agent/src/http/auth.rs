@@ -58,7 +58,13 @@ impl Tokens {
 
     /// Both tokens from the config, files read; an error names the key.
     pub fn from_config(http: &crate::config::Http) -> Result<Tokens, String> {
-        Ok(Tokens::new(http.read_token()?, http.read_change_token()?))
+        let (read, change) = (http.read_token()?, http.read_change_token()?);
+        // The config checks inline tokens; tokens from files are only
+        // known here. The same token in both would let a reader change.
+        if read.is_some() && read == change {
+            return Err("http.token and http.change_token are the same token: the read token must not change".into());
+        }
+        Ok(Tokens::new(read, change))
     }
 
     fn any(&self) -> bool {
@@ -165,7 +171,11 @@ pub fn change_origin(headers: &HeaderMap) -> Result<(), String> {
             ));
         }
     }
-    if site.is_none() && origin.is_none() {
+    // A form from a browser too old to send either header is refused; a
+    // request with an `Authorization` header is not a form (a browser
+    // cannot add one across sites without a preflight, which the agent
+    // never grants), so `curl -d … -H 'Authorization: …'` works.
+    if site.is_none() && origin.is_none() && !headers.contains_key(header::AUTHORIZATION) {
         let kind = text(header::CONTENT_TYPE).unwrap_or_default().to_ascii_lowercase();
         let form = ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"];
         if form.iter().any(|f| kind.trim_start().starts_with(f)) {
@@ -271,9 +281,32 @@ mod tests {
         assert!(e.contains("Content-Type"), "{e}");
         assert!(ok(&[host, ("content-type", "text/plain;charset=UTF-8")]).is_err());
         assert!(ok(&[host, ("content-type", "multipart/form-data; boundary=x")]).is_err());
+        // curl -d with a bearer token: not a browser's form.
+        assert!(
+            ok(&[host, ("content-type", "application/x-www-form-urlencoded"), ("authorization", "Bearer x")]).is_ok()
+        );
+        // …but a cross-site page's header still refuses it.
+        let evil = ("origin", "https://evil.example");
+        assert!(ok(&[host, evil, ("content-type", "text/plain"), ("authorization", "Bearer x")]).is_err());
         assert!(
             changes(&Method::POST) && changes(&Method::OPTIONS) && !changes(&Method::GET) && !changes(&Method::HEAD)
         );
+    }
+
+    #[test]
+    fn the_same_token_in_both_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["read", "change"] {
+            std::fs::write(dir.path().join(name), "same-token-in-both-files\n").unwrap();
+        }
+        let http: crate::config::Http = toml::from_str(&format!(
+            "token_file = {:?}\nchange_token_file = {:?}",
+            dir.path().join("read"),
+            dir.path().join("change")
+        ))
+        .unwrap();
+        let e = Tokens::from_config(&http).err().expect("refused");
+        assert!(e.contains("http.token and http.change_token are the same"), "{e}");
     }
 
     #[test]
