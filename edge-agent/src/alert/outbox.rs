@@ -403,16 +403,7 @@ mod tests {
     use crate::alert::{Ledger, Severity};
 
     fn config() -> crate::config::Config {
-        let text = r#"agent_id = "a"
-site = { district = "d", street = "s", community = "c" }
-broker = { host = "127.0.0.1" }
-detector = { path = "/m.onnx", format = "nanodet", input_size = 416 }
-[[cameras]]
-id = "cam"
-name = "Cam"
-url = "rtsp://h/s"
-"#;
-        crate::config::Config::parse(text, std::path::Path::new("t.toml")).unwrap()
+        crate::config::minimal()
     }
 
     fn outbox(dir: &std::path::Path) -> Outbox {

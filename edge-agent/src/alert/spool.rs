@@ -592,16 +592,7 @@ pub(crate) mod tests {
     use crate::alert::Severity;
 
     fn topics() -> Topics {
-        let text = r#"agent_id = "a"
-site = { district = "d", street = "s", community = "c" }
-broker = { host = "127.0.0.1" }
-detector = { path = "/m.onnx", format = "nanodet", input_size = 416 }
-[[cameras]]
-id = "cam"
-name = "Cam"
-url = "rtsp://h/s"
-"#;
-        Topics::new(&crate::config::Config::parse(text, Path::new("t.toml")).unwrap())
+        Topics::new(&crate::config::minimal())
     }
 
     fn event(id: &str, phase: Phase) -> Event {

@@ -1146,6 +1146,22 @@ fn locate_in_lines(text: &str, key: &str) -> Option<usize> {
     header.or(Some(1))
 }
 
+/// The smallest valid config (one camera, no lanes, models never loaded),
+/// for tests of the stages after the config.
+#[cfg(test)]
+pub(crate) fn minimal() -> Config {
+    let text = r#"agent_id = "a"
+site = { district = "d", street = "s", community = "c" }
+broker = { host = "127.0.0.1" }
+detector = { path = "/m.onnx", format = "nanodet", input_size = 416 }
+[[cameras]]
+id = "cam"
+name = "Cam"
+url = "rtsp://h/s"
+"#;
+    Config::parse(text, Path::new("t.toml")).expect("the minimal config is valid")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

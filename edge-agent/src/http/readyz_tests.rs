@@ -1,7 +1,6 @@
 //! `/readyz` answers from the spool's last real write: it writes nothing
 //! itself, and reports a failed write.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::to_bytes;
@@ -15,16 +14,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 
 fn config() -> Config {
-    let text = r#"agent_id = "a"
-site = { district = "d", street = "s", community = "c" }
-broker = { host = "127.0.0.1" }
-detector = { path = "/m.onnx", format = "nanodet", input_size = 416 }
-[[cameras]]
-id = "cam"
-name = "Cam"
-url = "rtsp://h/s"
-"#;
-    Config::parse(text, Path::new("t.toml")).unwrap()
+    crate::config::minimal()
 }
 
 async fn ask(state: &HttpState) -> (StatusCode, serde_json::Value) {
