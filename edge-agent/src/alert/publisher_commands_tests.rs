@@ -15,28 +15,7 @@ const BASE: &str = "alleywatch/d/s/c/a";
 
 /// A config file (and its model) in `dir`.
 fn config_file(dir: &Path) -> PathBuf {
-    std::fs::write(dir.join("m.onnx"), b"x").unwrap();
-    let file = dir.join("agent.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"agent_id = "a"
-site = {{ district = "d", street = "s", community = "c" }}
-broker = {{ host = "127.0.0.1" }}
-detector = {{ path = "m.onnx", format = "nanodet", input_size = 416 }}
-spool = {{ path = "{}/state/spool.sqlite" }}
-
-[[cameras]]
-id = "cam-1"
-name = "One"
-url = "rtsp://u:p@h/s"
-lanes = [{{ name = "kerb", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"], dwell_s = 30 }}]
-"#,
-            dir.display()
-        ),
-    )
-    .unwrap();
-    file
+    crate::config::overlay::tests::base(dir)
 }
 
 /// A publisher state that is never connected (replies are returned or

@@ -465,10 +465,12 @@ fn write(path: &Path, changes: &[(String, Value)], by: &str) -> Result<(), Overl
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn base(dir: &Path) -> PathBuf {
+    /// A config file in `dir` (one camera with one lane; its model, a
+    /// stand-in, beside it; the state folder below `dir`).
+    pub(crate) fn base(dir: &Path) -> PathBuf {
         let model = dir.join("m.onnx");
         std::fs::write(&model, b"x").unwrap();
         let file = dir.join("agent.toml");
