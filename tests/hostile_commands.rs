@@ -8,7 +8,11 @@
 //!   still delivered;
 //! - a corrupt `overlay.toml` at start is set aside (renamed, counted in
 //!   `alleywatch_overlay_set_aside_total`) and the agent starts from the
-//!   config file alone.
+//!   config file alone;
+//! - a retained command over even the client's 16 MiB incoming limit costs
+//!   one dropped connection, never an alert: the agent reconnects without
+//!   the commands until the spool is drained, and the alert in flight is
+//!   not blamed (set aside) for the drop.
 
 use std::time::Duration;
 
@@ -119,4 +123,47 @@ fn retained_and_oversize_commands_are_refused_and_a_corrupt_overlay_is_set_aside
     let log = agent.stop();
     assert!(!log.contains("MQTT connection lost"), "{log}");
     assert!(log.contains("overlay refused: set aside") && log.contains("overlay.toml"), "{log}");
+}
+
+/// A retained command larger than even the client's incoming limit
+/// (16 MiB): the client must drop the connection on it, so the agent
+/// reconnects without the commands subscription until its alerts are
+/// delivered, and never blames (or sets aside) the alert in flight.
+#[test]
+fn a_command_over_the_packet_limit_never_holds_back_or_strikes_an_alert() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start().expect("mosquitto");
+    let server = RtspServer::start(&clip(), 0, "/cam").expect("rtsp server");
+    let http = free_port().unwrap();
+    let url = format!("rtsp://127.0.0.1:{}/cam", server.port());
+    let lane = format!(
+        "{{ name = \"kerb\", polygon = {DEMO_LANE}, classes = [\"car\", \"truck\", \"bus\"], dwell_s = 1, clear_s = 2 }}"
+    );
+    let config =
+        write_config(dir.path(), http, &format!("port = {}", broker.port()), "", &lane_camera("cam-1", &url, &lane));
+    let huge = vec![b'x'; edge_agent::alert::MAX_INCOMING_PACKET + (1 << 20)];
+    let mut opts = MqttOptions::new("hostile-giant", "127.0.0.1", broker.port());
+    opts.set_max_packet_size(1 << 20, 64 << 20);
+    let (client, mut conn) = Client::new(opts, 4);
+    client.publish(format!("{BASE}/commands/ack"), QoS::AtLeastOnce, true, huge).unwrap();
+    for ev in conn.iter() {
+        if let Event::Incoming(Packet::PubAck(_)) = ev.expect("publisher connection") {
+            break;
+        }
+    }
+    client.disconnect().unwrap();
+
+    let sub = Sub::plain(broker.port(), "giant-sub");
+    let agent = Agent::spawn(&config, http, &["--no-watch"]);
+    sub.wait_for("lane_blocked start", Duration::from_secs(60), |m| is_event(m, "lane_blocked", "start"));
+    wait_until("the spool drains", Duration::from_secs(30), || agent.metric("alleywatch_spool_messages", &[]) == 0.0);
+    wait_until("connected again", Duration::from_secs(10), || agent.metric("alleywatch_mqtt_connected", &[]) == 1.0);
+    let m = agent.metrics();
+    assert_eq!(http::metric(&m, "alleywatch_spool_set_aside_total", &[]), 0.0, "an alert was blamed for the command");
+    assert!(http::metric(&m, "alleywatch_commands_refused_total", &[("reason", "too_large")]) >= 1.0);
+    let failures = http::metric(&m, "alleywatch_mqtt_failures_total", &[]);
+    assert!((1.0..=2.0).contains(&failures), "one drop, then the commands wait: {failures} drops");
+    let log = agent.stop();
+    assert!(log.contains("over the incoming packet limit"), "{log}");
 }

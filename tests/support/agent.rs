@@ -150,7 +150,9 @@ impl Sub {
     /// broker queues what is published while this subscriber is away.
     pub fn start(opts: MqttOptions, persistent: bool) -> Sub {
         let mut opts = opts;
-        opts.set_max_packet_size(8 << 20, 1 << 20);
+        // Above the agent's incoming limit: hostile_commands leaves a
+        // bigger retained command on the broker.
+        opts.set_max_packet_size(32 << 20, 1 << 20);
         opts.set_clean_session(!persistent);
         opts.set_keep_alive(Duration::from_secs(5));
         let (client, mut conn) = Client::new(opts, 64);

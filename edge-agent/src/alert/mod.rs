@@ -28,7 +28,7 @@ pub mod topics;
 pub use event::{Event, EventKind, Severity};
 pub use ledger::Ledger;
 pub use outbox::Outbox;
-pub use publisher::{Change, Publisher, PublisherError, Request};
+pub use publisher::{Change, Publisher, PublisherError, Request, MAX_INCOMING_PACKET};
 pub use spool::{Spool, SpoolError};
 pub use topics::Topics;
 
