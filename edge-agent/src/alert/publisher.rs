@@ -255,13 +255,17 @@ fn queue_rows(
     skip: impl Fn(i64) -> bool,
     mut queued: impl FnMut(&Entry, u8),
 ) -> bool {
-    for entry in entries {
+    for mut entry in entries {
         if skip(entry.id) {
             *cursor = entry.id;
             continue;
         }
-        let snapshot = entry.snapshot.as_ref().map(|(t, jpeg)| (t.as_str(), jpeg.clone()));
-        match queue_message(send, tags, Tag::Spooled(entry.id), snapshot, &entry.topic, entry.payload.clone()) {
+        // The bytes go to the client; `queued` reads only the row's other
+        // fields, so they are moved, not copied (a snapshot is up to 960 KB).
+        let (snapshot_topic, jpeg) = entry.snapshot.take().unzip();
+        let snapshot = snapshot_topic.as_deref().zip(jpeg);
+        let payload = std::mem::take(&mut entry.payload);
+        match queue_message(send, tags, Tag::Spooled(entry.id), snapshot, &entry.topic, payload) {
             Some(parts) => {
                 *cursor = entry.id;
                 queued(&entry, parts);
