@@ -48,6 +48,37 @@ fn publish_retained(port: u16, messages: &[(String, Vec<u8>)]) {
     client.disconnect().unwrap();
 }
 
+/// A broker, the demo clip over RTSP, and an agent config watching it
+/// with a one-second lane over the parked cars.
+struct Scene {
+    dir: tempfile::TempDir,
+    broker: Mosquitto,
+    _server: RtspServer,
+    http: u16,
+    config: std::path::PathBuf,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Mosquitto::start().expect("mosquitto");
+        let server = RtspServer::start(&clip(), 0, "/cam").expect("rtsp server");
+        let http = free_port().unwrap();
+        let url = format!("rtsp://127.0.0.1:{}/cam", server.port());
+        let lane = format!(
+            "{{ name = \"kerb\", polygon = {DEMO_LANE}, classes = [\"car\", \"truck\", \"bus\"], dwell_s = 1, clear_s = 2 }}"
+        );
+        let config = write_config(
+            dir.path(),
+            http,
+            &format!("port = {}", broker.port()),
+            "",
+            &lane_camera("cam-1", &url, &lane),
+        );
+        Scene { dir, broker, _server: server, http, config }
+    }
+}
+
 fn reply_to<'a>(replies: &'a [Value], command: &str) -> Option<&'a Value> {
     replies.iter().find(|r| r["command"] == command)
 }
@@ -55,16 +86,7 @@ fn reply_to<'a>(replies: &'a [Value], command: &str) -> Option<&'a Value> {
 #[test]
 fn retained_and_oversize_commands_are_refused_and_a_corrupt_overlay_is_set_aside() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start().expect("mosquitto");
-    let server = RtspServer::start(&clip(), 0, "/cam").expect("rtsp server");
-    let http = free_port().unwrap();
-    let url = format!("rtsp://127.0.0.1:{}/cam", server.port());
-    let lane = format!(
-        "{{ name = \"kerb\", polygon = {DEMO_LANE}, classes = [\"car\", \"truck\", \"bus\"], dwell_s = 1, clear_s = 2 }}"
-    );
-    let config =
-        write_config(dir.path(), http, &format!("port = {}", broker.port()), "", &lane_camera("cam-1", &url, &lane));
+    let Scene { dir, broker, _server, http, config } = Scene::new();
     // A corrupt overlay, as a power cut halfway through a write leaves it.
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
     std::fs::write(dir.path().join("state/overlay.toml"), "[[set]]\nkey = \"cameras.cam-1.lanes.kerb.dw").unwrap();
@@ -132,16 +154,7 @@ fn retained_and_oversize_commands_are_refused_and_a_corrupt_overlay_is_set_aside
 #[test]
 fn a_command_over_the_packet_limit_never_holds_back_or_strikes_an_alert() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start().expect("mosquitto");
-    let server = RtspServer::start(&clip(), 0, "/cam").expect("rtsp server");
-    let http = free_port().unwrap();
-    let url = format!("rtsp://127.0.0.1:{}/cam", server.port());
-    let lane = format!(
-        "{{ name = \"kerb\", polygon = {DEMO_LANE}, classes = [\"car\", \"truck\", \"bus\"], dwell_s = 1, clear_s = 2 }}"
-    );
-    let config =
-        write_config(dir.path(), http, &format!("port = {}", broker.port()), "", &lane_camera("cam-1", &url, &lane));
+    let Scene { dir: _dir, broker, _server, http, config } = Scene::new();
     let huge = vec![b'x'; edge_agent::alert::MAX_INCOMING_PACKET + (1 << 20)];
     let mut opts = MqttOptions::new("hostile-giant", "127.0.0.1", broker.port());
     opts.set_max_packet_size(1 << 20, 64 << 20);
