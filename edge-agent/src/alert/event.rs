@@ -162,6 +162,14 @@ pub struct Evidence {
     /// considered, changed: [[x1, y1, x2, y2], …]}` (the changed cells).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub obstruction: Option<serde_json::Value>,
+    /// Fall events: seconds the person has been down (to `ended_at` for an
+    /// `end`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_s: Option<f64>,
+    /// Fall events: the person has stayed down `falls.long_lie_s`; the
+    /// severity is `critical` from then on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub long_lie: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -4,7 +4,8 @@
 //! Every event message passes [`Ledger::admit`] on its way to the spool, so
 //! the centre's commands shape what is sent next:
 //! - `ack`: later `update`s of the event are throttled to one per
-//!   `alerts.acked_update_interval_s` (the centre is already on it);
+//!   `alerts.acked_update_interval_s` (the centre is already on it), except
+//!   one that raises the severity;
 //! - `resolve`: the agent sends the event's `end` now (with `resolved`), and
 //!   drops whatever the rule still says about it;
 //! - no ack within `alerts.escalate_after_s` of a `start` whose severity is
@@ -108,7 +109,10 @@ impl Ledger {
                 if o.resolved {
                     return Verdict::Suppress("resolved");
                 }
-                if o.ack.is_some() && now.duration_since(o.last_update).as_secs_f64() < self.acked_update_s {
+                // An update that raises the severity (a fall become a long
+                // lie) is news even to a centre already on it.
+                let rises = event.severity > o.last.severity;
+                if o.ack.is_some() && !rises && now.duration_since(o.last_update).as_secs_f64() < self.acked_update_s {
                     return Verdict::Suppress("acked");
                 }
                 event.centre.ack = o.ack.clone();
@@ -249,7 +253,13 @@ mod tests {
         l.ack("e", "op1", Some("on my way".into())).unwrap();
         let mut u = event("e", Phase::Update, Severity::Warning);
         assert_eq!(l.admit(&mut u, t0 + Duration::from_secs(10)), Verdict::Suppress("acked"));
-        assert_eq!(l.admit(&mut u, t0 + Duration::from_secs(61)), Verdict::Send);
+        // A rise in severity (a fall become a long lie) goes out at once…
+        let mut rise = event("e", Phase::Update, Severity::Critical);
+        assert_eq!(l.admit(&mut rise, t0 + Duration::from_secs(11)), Verdict::Send);
+        // …and the throttle holds again for the ones after it.
+        let mut u = event("e", Phase::Update, Severity::Critical);
+        assert_eq!(l.admit(&mut u, t0 + Duration::from_secs(20)), Verdict::Suppress("acked"));
+        assert_eq!(l.admit(&mut u, t0 + Duration::from_secs(72)), Verdict::Send);
         assert_eq!(u.centre.ack.as_ref().map(|a| a.by.as_str()), Some("op1"));
         assert_eq!(l.ack("nope", "op1", None), Err(CommandError::UnknownEvent("nope".into())));
     }

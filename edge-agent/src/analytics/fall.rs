@@ -90,6 +90,12 @@ pub struct FallTransition {
     pub trigger: FallFeatures,
     pub score: f32,
     pub peak: f32,
+    /// Seconds the person has been down: from the collapse to this frame,
+    /// or to `ended_at` for an `end`.
+    pub down_s: f64,
+    /// The person has stayed down `long_lie_s` (or `long_lie_s` is 0): the
+    /// event's severity rises (README, "Falls: the long lie").
+    pub long_lie: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,8 +119,23 @@ enum Path {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     Upright,
-    Falling { at: f64, path: Path, roi: [f32; 4], standing: f32, trigger: FallFeatures },
-    Down { at: f64, standing: f32, trigger: FallFeatures, upright_since: Option<f64>, peak: f32 },
+    Falling {
+        at: f64,
+        path: Path,
+        roi: [f32; 4],
+        standing: f32,
+        trigger: FallFeatures,
+    },
+    Down {
+        at: f64,
+        standing: f32,
+        trigger: FallFeatures,
+        upright_since: Option<f64>,
+        peak: f32,
+        /// When the last `start` or `update` went out.
+        reported: f64,
+        long_lie: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -312,15 +333,23 @@ impl FallRule {
                         None => m <= p.still_max,
                     };
                     if down && now - at >= p.confirm_s - 1e-6 {
-                        person.state = State::Down { at, standing, trigger, upright_since: None, peak: person.score };
-                        out.push(transition(person, track.id, Phase::Start, None));
+                        person.state = State::Down {
+                            at,
+                            standing,
+                            trigger,
+                            upright_since: None,
+                            peak: person.score,
+                            reported: now,
+                            long_lie: p.long_lie_s <= 0.0,
+                        };
+                        out.push(transition(person, track.id, Phase::Start, None, now));
                     } else if now - at > p.fall_timeout_s {
                         // Start afresh: the old references must not re-trigger.
                         person.state = State::Upright;
                         person.obs.clear();
                     }
                 }
-                State::Down { at, standing, trigger, upright_since, peak } => {
+                State::Down { at, standing, trigger, upright_since, peak, reported, long_lie } => {
                     let peak = if matched.is_some() { peak.max(person.score) } else { peak };
                     let b = person.bbox;
                     // Any sighting counts here, confident or not: someone who
@@ -332,15 +361,21 @@ impl FallRule {
                         (true, false) => None,
                         (false, _) => upright_since,
                     };
-                    person.state = State::Down { at, standing, trigger, upright_since, peak };
+                    person.state = State::Down { at, standing, trigger, upright_since, peak, reported, long_lie };
                     if let Some(since) = upright_since.filter(|s| now - s >= p.recover_s) {
-                        out.push(transition(person, track.id, Phase::End, Some(since)));
+                        out.push(transition(person, track.id, Phase::End, Some(since), now));
                         person.state = State::Upright;
                         person.obs.clear();
                     } else if matched.is_none() && now - person.last_seen >= p.lost_s {
                         let last = person.last_seen;
-                        out.push(transition(person, track.id, Phase::End, Some(last)));
+                        out.push(transition(person, track.id, Phase::End, Some(last), now));
                         person.state = State::Upright;
+                    } else if let Some(long_lie) = down_update(&p, now - at, now - reported, long_lie) {
+                        // Still down: say for how long, and raise the
+                        // severity once it has been `long_lie_s`.
+                        person.state =
+                            State::Down { at, standing, trigger, upright_since, peak, reported: now, long_lie };
+                        out.push(transition(person, track.id, Phase::Update, None, now));
                     }
                 }
             }
@@ -357,7 +392,7 @@ impl FallRule {
                 State::Down { .. } if now - person.last_seen < p.lost_s => true,
                 State::Down { .. } => {
                     let last = person.last_seen;
-                    ended.push(transition(person, id, Phase::End, Some(last)));
+                    ended.push(transition(person, id, Phase::End, Some(last), now));
                     false
                 }
                 _ => false,
@@ -367,11 +402,23 @@ impl FallRule {
     }
 }
 
-fn transition(person: &Person, id: u64, phase: Phase, ended_at: Option<f64>) -> FallTransition {
-    let (at, trigger, peak) = match person.state {
-        State::Down { at, trigger, peak, .. } => (at, trigger, peak),
-        State::Falling { at, trigger, .. } => (at, trigger, person.score),
-        State::Upright => (person.last_seen, person.features, person.score),
+/// While a person stays down, whether an `update` is due now, and with it
+/// the long-lie flag: `Some(true)` the first time the person has been down
+/// `long_lie_s` (that update is never skipped: it raises the severity);
+/// `Some(long_lie)` every `down_update_s` after the last one; `None`
+/// otherwise.
+fn down_update(p: &Falls, down_s: f64, since_report: f64, long_lie: bool) -> Option<bool> {
+    if !long_lie && p.long_lie_s > 0.0 && down_s >= p.long_lie_s - 1e-6 {
+        return Some(true);
+    }
+    (p.down_update_s > 0.0 && since_report >= p.down_update_s - 1e-6).then_some(long_lie)
+}
+
+fn transition(person: &Person, id: u64, phase: Phase, ended_at: Option<f64>, now: f64) -> FallTransition {
+    let (at, trigger, peak, long_lie) = match person.state {
+        State::Down { at, trigger, peak, long_lie, .. } => (at, trigger, peak, long_lie),
+        State::Falling { at, trigger, .. } => (at, trigger, person.score, false),
+        State::Upright => (person.last_seen, person.features, person.score, false),
     };
     FallTransition {
         phase,
@@ -383,6 +430,8 @@ fn transition(person: &Person, id: u64, phase: Phase, ended_at: Option<f64>) -> 
         trigger,
         score: person.score,
         peak,
+        down_s: (ended_at.unwrap_or(now) - at).max(0.0),
+        long_lie,
     }
 }
 
@@ -572,6 +621,9 @@ mod tests {
         t: f64,
         log: Vec<(f64, Phase, f64)>,
         triggers: Vec<FallFeatures>,
+        /// Every transition, `update`s included (`log` and `phases` leave
+        /// the still-down updates out).
+        all: Vec<(f64, FallTransition)>,
         thumbs: Option<(Thumb, Thumb)>,
     }
 
@@ -592,6 +644,7 @@ mod tests {
                 t: 0.0,
                 log: Vec::new(),
                 triggers: Vec::new(),
+                all: Vec::new(),
                 thumbs: None,
             }
         }
@@ -608,6 +661,10 @@ mod tests {
             let thumbs = self.thumbs.as_ref().map(|(a, b)| (a, b));
             self.rule.observe(self.t, self.tracker.tracks(), &poses, thumbs, 16.0 / 9.0, &mut out);
             for tr in out {
+                self.all.push((self.t, tr.clone()));
+                if tr.phase == Phase::Update {
+                    continue;
+                }
                 self.log.push((self.t, tr.phase, tr.fell_at));
                 self.triggers.push(tr.trigger);
             }
@@ -700,6 +757,55 @@ mod tests {
         s.hold(15, &[(STAND, 0.6)]);
         assert_eq!(s.phases(), vec![Phase::Start, Phase::End]);
         assert_eq!(s.rule.down().count(), 0);
+    }
+
+    #[test]
+    fn staying_down_sends_updates_with_the_time_down_and_then_the_long_lie() {
+        let mut s = Script::new();
+        fall(&mut s); // collapse seen at 2.2
+        s.hold(380, &[([0.38, 0.6, 0.68, 0.85], 0.12)]); // 76 s down
+        let phases: Vec<Phase> = s.all.iter().map(|(_, tr)| tr.phase).collect();
+        assert_eq!(phases[0], Phase::Start);
+        assert!(phases[1..].iter().all(|p| *p == Phase::Update), "{phases:?}");
+        let (t0, start) = &s.all[0];
+        assert!(!start.long_lie, "a fall is not a long lie at its start");
+        assert!(close(start.down_s, t0 - 2.2), "down since the collapse: {}", start.down_s);
+        // Every update says how long, growing; the one at long_lie_s (60 s
+        // after the collapse) raises the flag, which then stays up.
+        let mut last = start.down_s;
+        let mut long_at = None;
+        for (t, tr) in &s.all[1..] {
+            assert!(tr.down_s > last && close(tr.down_s, t - 2.2), "{} after {last}", tr.down_s);
+            last = tr.down_s;
+            if tr.long_lie && long_at.is_none() {
+                long_at = Some(*t);
+            }
+            assert_eq!(tr.long_lie, long_at.is_some(), "the flag never drops at {t}");
+        }
+        let long_at = long_at.expect("a long-lie update");
+        assert!((62.2 - 1e-6..62.2 + DT).contains(&long_at), "long lie at 60 s down: {long_at}");
+        // Start at 2.8; updates every down_update_s (15 s) and the long-lie one.
+        let times: Vec<f64> = s.all[1..].iter().map(|(t, _)| *t).collect();
+        assert_eq!(times.len(), 5, "{times:?}");
+        for (got, want) in times.iter().zip([17.8, 32.8, 47.8, 62.2, 77.2]) {
+            assert!((got - want).abs() < DT, "{times:?}");
+        }
+    }
+
+    #[test]
+    fn long_lie_zero_is_critical_from_the_start_and_end_says_how_long() {
+        let mut s = Script::new();
+        s.rule = FallRule::new(Falls { long_lie_s: 0.0, down_update_s: 0.0, ..Falls::default() }, 0.2);
+        fall(&mut s);
+        s.hold(100, &[([0.38, 0.6, 0.68, 0.85], 0.12)]);
+        s.frame(&[([0.42, 0.4, 0.6, 0.84], 0.4)]); // getting up, through a crouch
+        s.hold(15, &[(STAND, 0.6)]);
+        let phases: Vec<Phase> = s.all.iter().map(|(_, tr)| tr.phase).collect();
+        assert_eq!(phases, vec![Phase::Start, Phase::End], "no updates with down_update_s 0");
+        assert!(s.all[0].1.long_lie && s.all[1].1.long_lie);
+        let end = &s.all[1].1;
+        let ended = end.ended_at.expect("end time");
+        assert!(close(end.down_s, ended - 2.2), "down from the collapse to getting up: {}", end.down_s);
     }
 
     #[test]

@@ -99,6 +99,14 @@ fall_params! {
     recover_s: f64 = 2.0, 0.0, 3600.0;
     /// Seconds without seeing the fallen person before the event ends.
     lost_s: f64 = 10.0, 0.0, 3600.0;
+    /// The long lie: a person down this many seconds gets an `update` that
+    /// raises the event from `warning` to `critical` (a fall nobody has
+    /// answered is the emergency). 0: `critical` from the start.
+    long_lie_s: f64 = 60.0, 0.0, 86400.0;
+    /// While a person stays down, an `update` carrying how long
+    /// (`evidence.down_s`) every this many seconds; 0: only the long-lie
+    /// one.
+    down_update_s: f64 = 15.0, 0.0, 3600.0;
     /// How far back a standing observation counts as the person's reference
     /// (standing height, top of head, width), in seconds.
     ref_window_s: f64 = 3.0, 0.5, 60.0;

@@ -48,6 +48,8 @@ const FALLS: &[&str] = &[
     "fall_timeout_s",
     "recover_s",
     "lost_s",
+    "long_lie_s",
+    "down_update_s",
     "ref_window_s",
     "ref_max_aspect",
     "fall_height_ratio",

@@ -722,6 +722,8 @@ impl CameraAnalyzer {
             }],
             track_ids: vec![tr.track_id],
             keypoints,
+            down_s: Some((tr.down_s * 10.0).round() / 10.0),
+            long_lie: Some(tr.long_lie),
             ..Evidence::default()
         };
         let params = self.falls.as_ref().map(|r| *r.params());
@@ -733,7 +735,9 @@ impl CameraAnalyzer {
         let parts = Parts {
             kind: EventKind::Fall,
             phase: tr.phase,
-            severity: Severity::Critical,
+            // A fall is a warning until the person has stayed down
+            // `long_lie_s`: then it is the emergency (README, "Falls").
+            severity: if tr.long_lie { Severity::Critical } else { Severity::Warning },
             zone: None,
             open,
             wall,
