@@ -425,8 +425,9 @@ def render(items, i: int, op: str, pool: list[tuple]) -> tuple[np.ndarray, list]
         if rng.random() < 0.4:
             crop = photometric(crop, rng)
         return crop, nb
-    if op == "paste":
-        # Copy-paste: 1-3 training fire/smoke boxes, small and far, onto this CCTV frame.
+    if op in ("paste", "tiny"):
+        # Copy-paste: 1-3 training fire/smoke boxes, small and far, onto this CCTV frame
+        # ("tiny": 0.2-2 % of the frame, a fire far down a lane; models/finetune_fire.py).
         canvas = bgr.astype(np.float32)
         greyish = float(cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)[..., 1].mean()) < 12
         nb = []
@@ -442,7 +443,7 @@ def render(items, i: int, op: str, pool: list[tuple]) -> tuple[np.ndarray, list]
             if rng.random() < 0.5:
                 patch = cv2.flip(patch, 1)
             ar = (x2 - x1) / (y2 - y1)
-            area = rng.uniform(0.02, 0.10) * w * h
+            area = (rng.uniform(0.002, 0.02) if op == "tiny" else rng.uniform(0.02, 0.10)) * w * h
             pw = int(np.clip(np.sqrt(area * ar), 6, 0.6 * w))
             ph = int(np.clip(pw / ar, 6, 0.6 * h))
             px, py = int(rng.integers(0, w - pw + 1)), int(rng.integers(0, h - ph + 1))
