@@ -346,6 +346,18 @@ fn tracking(c: &mut Criterion) {
     });
 }
 
+/// The low-light check on every pose frame, and the stretch of the pose
+/// input on a dim one (`infer::lowlight`): its whole cost to the fall path.
+fn low_light(c: &mut Criterion) {
+    use edge_agent::infer::lowlight::Stretch;
+
+    let dim: Vec<u8> = frame(1920, 1080).iter().map(|v| v / 8).collect();
+    c.bench_function("low-light check, 1080p frame", |b| b.iter(|| Stretch::measure(black_box(&dim), 70.0)));
+    let s = Stretch::measure(&dim, 70.0).expect("a dim frame is stretched");
+    let mut tensor = vec![7i32; 384 * 224 * 3];
+    c.bench_function("low-light stretch of the 384x224 pose input", |b| b.iter(|| s.apply_i32(black_box(&mut tensor))));
+}
+
 fn fire_path(c: &mut Criterion) {
     use edge_agent::analytics::flicker::{measure, FlickerHistory};
     use edge_agent::analytics::FireRule;
@@ -496,6 +508,7 @@ criterion_group!(
     yolox_decode_nms,
     lane_rules,
     tracking,
+    low_light,
     fire_path,
     obstruction,
     snapshot,

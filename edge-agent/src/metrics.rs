@@ -18,6 +18,8 @@ pub struct Metrics {
     pub frames_analysed: IntCounterVec,
     /// Detector runs the motion gate skipped (nothing moved).
     pub detector_skipped: IntCounterVec,
+    /// Frames whose levels were stretched for the pose model (dim scene).
+    pub low_light_frames: IntCounterVec,
     /// Detector inferences since the models loaded, and the frames they
     /// carried: more frames than inferences means cameras' frames ran
     /// batched. Set from the detector's own counts (gauges: they restart
@@ -102,6 +104,11 @@ impl Metrics {
         let detector_skipped = counter(
             "alleywatch_detector_skipped_total",
             "Detector runs skipped by the motion gate: nothing moved since the last run",
+            &["camera"],
+        );
+        let low_light_frames = counter(
+            "alleywatch_low_light_frames_total",
+            "Frames too dim for the pose model as they came (mean luma under pose.low_light_below): levels stretched first",
             &["camera"],
         );
         let detector_inferences = gauge(
@@ -230,6 +237,7 @@ impl Metrics {
             frames_dropped,
             frames_analysed,
             detector_skipped,
+            low_light_frames,
             detector_inferences,
             detector_inferred_frames,
             camera_up,
@@ -267,9 +275,14 @@ impl Metrics {
     /// Drops a removed camera's series, so dashboards and alerts do not
     /// keep a camera that is no longer configured.
     pub fn forget_camera(&self, id: &str) {
-        for vec in
-            [&self.frames_decoded, &self.frames_analysed, &self.detector_skipped, &self.reconnects, &self.camera_starts]
-        {
+        for vec in [
+            &self.frames_decoded,
+            &self.frames_analysed,
+            &self.detector_skipped,
+            &self.low_light_frames,
+            &self.reconnects,
+            &self.camera_starts,
+        ] {
             let _ = vec.remove_label_values(&[id]);
         }
         let _ = self.camera_up.remove_label_values(&[id]);

@@ -36,6 +36,11 @@ pub struct Pose {
     /// Expected sha256; default from `models.toml` next to the file.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// A frame whose mean luma (0–255) is below this has its levels
+    /// stretched before the pose model sees it (`infer/lowlight.rs`; 0:
+    /// never). Dim scenes squeeze people into a few grey levels.
+    #[serde(default = "default_low_light_below")]
+    pub low_light_below: f32,
     #[serde(default = "crate::config::session::default_threads")]
     pub threads: usize,
     /// ONNX Runtime sessions of this model that cameras share: as many
@@ -101,6 +106,9 @@ fn default_pose_high() -> f32 {
 fn default_pose_low() -> f32 {
     0.05
 }
+fn default_low_light_below() -> f32 {
+    70.0
+}
 fn default_low_score() -> f32 {
     0.15
 }
@@ -138,6 +146,9 @@ pub(super) fn validate(
         }
         if !(0.0..=p.track_score).contains(&p.min_score) {
             return err("pose.min_score", format!("{} must be between 0 and pose.track_score", p.min_score));
+        }
+        if !(0.0..=255.0).contains(&p.low_light_below) {
+            return err("pose.low_light_below", format!("{} is outside 0–255 (mean luma)", p.low_light_below));
         }
         if p.threads == 0 || p.threads > 64 {
             return err("pose.threads", "must be 1–64".into());

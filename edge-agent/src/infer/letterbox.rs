@@ -198,6 +198,11 @@ impl Preprocessor {
         &self.tensor_i32
     }
 
+    /// The same, to adjust in place before the run (low-light stretch).
+    pub fn tensor_i32_mut(&mut self) -> &mut [i32] {
+        &mut self.tensor_i32
+    }
+
     /// The tensor shape as ONNX Runtime takes it.
     pub fn dims(&self) -> [i64; 4] {
         self.spec.dims(1)

@@ -16,7 +16,8 @@
 //! - [`fire`]: the fire/smoke model (the project's heat-map or a
 //!   bring-your-own YOLO export) → candidate regions per kind.
 //! - [`pose`]: the shared MoveNet MultiPose session and its decoding into
-//!   people with 17 keypoints each.
+//!   people with 17 keypoints each; [`lowlight`] stretches a dim frame's
+//!   levels before it.
 //!
 //! Everything leaving this module is in *normalised frame coordinates*
 //! (0–1, origin top-left), so rules never care about resolutions.
@@ -27,6 +28,7 @@ pub mod detector;
 pub mod fire;
 pub mod gate;
 pub mod letterbox;
+pub mod lowlight;
 pub mod pool;
 pub mod pose;
 pub mod run;

@@ -35,6 +35,7 @@ use crate::analytics::{
 use crate::config::{Camera, Config, FireKind};
 use crate::infer::fire::{FireHit, FireModel};
 use crate::infer::gate::MotionGate;
+use crate::infer::lowlight::Stretch;
 use crate::infer::pose::{Keypoint, Pose, PoseModel, KEYPOINT_NAMES};
 use crate::infer::{BBox, Detection, Detector, InferError, ModelInfo, Preprocessor};
 use crate::metrics::Metrics;
@@ -89,6 +90,8 @@ struct Timers {
     rules: prometheus::Histogram,
     /// Detector runs the motion gate skipped.
     skipped: prometheus::IntCounter,
+    /// Frames stretched for the pose model (`infer::lowlight`).
+    low_light: prometheus::IntCounter,
 }
 
 /// Why "the lane is clear now" was not taken.
@@ -117,6 +120,8 @@ pub struct CameraAnalyzer {
     det_pre: Option<Preprocessor>,
     /// Made on the first frame: the pose input follows the frame's aspect.
     pose_pre: Option<(u32, u32, Preprocessor)>,
+    /// `pose.low_light_below`: dimmer frames are stretched for the pose model.
+    low_light_below: f32,
     motion: MotionHistory,
     pinned: Vec<u64>,
     detections: Vec<Detection>,
@@ -180,6 +185,7 @@ impl CameraAnalyzer {
             score_threshold: config.detector.score_threshold,
             det_pre: (!lanes.is_empty()).then(|| models.detector.preprocessor()),
             pose_pre: None,
+            low_light_below: config.pose.as_ref().map_or(0.0, |p| p.low_light_below),
             motion: MotionHistory::new(thumbs),
             pinned: Vec::new(),
             models,
@@ -207,6 +213,7 @@ impl CameraAnalyzer {
                 post: metrics.stage("postprocess"),
                 rules: metrics.stage("rules"),
                 skipped: metrics.detector_skipped.with_label_values(&[camera.id.as_str()]),
+                low_light: metrics.low_light_frames.with_label_values(&[camera.id.as_str()]),
             },
             gate: MotionGate::new(config.detector.motion_gate),
             metrics,
@@ -232,6 +239,7 @@ impl CameraAnalyzer {
         self.objects.set_params(TrackerParams::objects(config.detector.score_threshold, &config.tracking));
         if let Some(p) = &config.pose {
             self.people.set_params(TrackerParams::people(p, &config.tracking));
+            self.low_light_below = p.low_light_below;
         }
 
         let mut old: Vec<(LaneRule, Option<OpenEvent>)> =
@@ -463,6 +471,11 @@ impl CameraAnalyzer {
             let Some((_, _, pre)) = self.pose_pre.as_mut() else { return Ok(()) };
             let t0 = Instant::now();
             let lb = pre.run(frame.rgb, frame.width, frame.height)?;
+            let below = self.low_light_below;
+            if let Some(s) = Stretch::measure(frame.rgb, below) {
+                s.apply_i32(pre.tensor_i32_mut());
+                self.timers.low_light.inc();
+            }
             // Always kept while the rule runs: a person the pose model loses
             // is judged by whether their region has gone still.
             self.motion.push(t, frame.rgb, w, h);
