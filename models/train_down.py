@@ -71,6 +71,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_fire import keep_only  # noqa: E402  (one graph pruner for both grafts)
+
 SIZE = 128  # crop input (a multiple of 32)
 MEAN = np.array([103.53, 116.28, 123.675], np.float32)  # B, G, R: NanoDet's
 STD = np.array([57.375, 57.12, 58.395], np.float32)
@@ -328,22 +331,7 @@ def graft(base: Path, p, mu, sd, out: Path) -> None:
     dims[0].ClearField("dim_value")
     dims[0].dim_param = "N"
     dims[2].dim_value = dims[3].dim_value = SIZE
-    needed, frontier = set(), ["down"]
-    producers = {o: n for n in g.node for o in n.output}
-    while frontier:
-        n = producers.get(frontier.pop())
-        if n is None or id(n) in needed:
-            continue
-        needed.add(id(n))
-        frontier.extend(i for i in n.input if i)
-    keep = [n for n in g.node if id(n) in needed]
-    del g.node[:]
-    g.node.extend(keep)
-    used = {i for n in keep for i in n.input}
-    live = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    del g.value_info[:]
+    keep_only(g, "down")
     g.name = "alleywatch-person-down"
     m.producer_name, m.producer_version, m.doc_string = "alleywatch models/train_down.py", "1", ""
     del m.metadata_props[:]

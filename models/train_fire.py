@@ -721,6 +721,27 @@ def mine(p, f, t, thr=0.2):
 
 # ---------------------------------------------------------------- graph
 
+def keep_only(g, output: str) -> None:
+    """Prunes graph `g` to the nodes and initializers that reach `output`
+    (a grafted model drops the detector's own heads)."""
+    needed, frontier = set(), [output]
+    producers = {o: n for n in g.node for o in n.output}
+    while frontier:
+        n = producers.get(frontier.pop())
+        if n is None or id(n) in needed:
+            continue
+        needed.add(id(n))
+        frontier.extend(i for i in n.input if i)
+    keep = [n for n in g.node if id(n) in needed]
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    live = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(live)
+    del g.value_info[:]
+
+
 def graft(base: Path, p, mu, proj, out: Path) -> None:
     """NanoDet cut at its FPN maps + the trained head, as one ONNX graph."""
     m = onnx.load(str(base))
@@ -768,23 +789,7 @@ def graft(base: Path, p, mu, proj, out: Path) -> None:
         d.ClearField("dim_value")
         d.dim_param = name
     # Drop NanoDet's detection heads: keep only what reaches the heat-map.
-    needed, frontier = set(), ["heatmap"]
-    producers = {o: n for n in g.node for o in n.output}
-    while frontier:
-        name = frontier.pop()
-        n = producers.get(name)
-        if n is None or id(n) in needed:
-            continue
-        needed.add(id(n))
-        frontier.extend(i for i in n.input if i)
-    keep = [n for n in g.node if id(n) in needed]
-    del g.node[:]
-    g.node.extend(keep)
-    used = {i for n in keep for i in n.input}
-    live = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    del g.value_info[:]
+    keep_only(g, "heatmap")
     g.name = "alleywatch-fire-heatmap"
     m.producer_name = "alleywatch models/train_fire.py"
     m.producer_version = "2"
