@@ -340,7 +340,7 @@ impl FallRule {
                             upright_since: None,
                             peak: person.score,
                             reported: now,
-                            long_lie: p.long_lie_s <= 0.0,
+                            long_lie: now - at >= p.long_lie_s - 1e-6,
                         };
                         out.push(transition(person, track.id, Phase::Start, None, now));
                     } else if now - at > p.fall_timeout_s {
@@ -370,7 +370,9 @@ impl FallRule {
                         let last = person.last_seen;
                         out.push(transition(person, track.id, Phase::End, Some(last), now));
                         person.state = State::Upright;
-                    } else if let Some(long_lie) = down_update(&p, now - at, now - reported, long_lie) {
+                    } else if let Some(long_lie) =
+                        down_update(&p, now - at, now - reported, long_lie).filter(|_| upright_since.is_none())
+                    {
                         // Still down: say for how long, and raise the
                         // severity once it has been `long_lie_s`.
                         person.state =
@@ -402,16 +404,16 @@ impl FallRule {
     }
 }
 
-/// While a person stays down, whether an `update` is due now, and with it
-/// the long-lie flag: `Some(true)` the first time the person has been down
-/// `long_lie_s` (that update is never skipped: it raises the severity);
-/// `Some(long_lie)` every `down_update_s` after the last one; `None`
-/// otherwise.
+/// While a person stays down (not while they are getting up), whether an
+/// `update` is due now, and with it the long-lie flag: `Some(true)` the
+/// first time the person has been down `long_lie_s` (also when a reload
+/// lowered it under the time already down); `Some(long_lie)` every
+/// `down_update_s` (at least 1 s) after the last one; `None` otherwise.
 fn down_update(p: &Falls, down_s: f64, since_report: f64, long_lie: bool) -> Option<bool> {
-    if !long_lie && p.long_lie_s > 0.0 && down_s >= p.long_lie_s - 1e-6 {
+    if !long_lie && down_s >= p.long_lie_s - 1e-6 {
         return Some(true);
     }
-    (p.down_update_s > 0.0 && since_report >= p.down_update_s - 1e-6).then_some(long_lie)
+    (p.down_update_s > 0.0 && since_report >= p.down_update_s.max(1.0) - 1e-6).then_some(long_lie)
 }
 
 fn transition(person: &Person, id: u64, phase: Phase, ended_at: Option<f64>, now: f64) -> FallTransition {
@@ -790,6 +792,26 @@ mod tests {
         for (got, want) in times.iter().zip([17.8, 32.8, 47.8, 62.2, 77.2]) {
             assert!((got - want).abs() < DT, "{times:?}");
         }
+    }
+
+    #[test]
+    fn getting_up_sends_no_update_and_a_reload_to_zero_raises_an_open_fall() {
+        let mut s = Script::new();
+        fall(&mut s);
+        s.hold(70, &[([0.38, 0.6, 0.68, 0.85], 0.12)]); // down until t = 16.4
+        s.frame(&[([0.42, 0.4, 0.6, 0.84], 0.4)]);
+        s.hold(12, &[(STAND, 0.6)]); // upright from 16.6 (end at 18.6), past the 17.8 update
+        let phases: Vec<Phase> = s.all.iter().map(|(_, tr)| tr.phase).collect();
+        assert_eq!(phases, vec![Phase::Start, Phase::End], "no update while getting up");
+
+        let mut s = Script::new();
+        fall(&mut s);
+        s.hold(10, &[([0.38, 0.6, 0.68, 0.85], 0.12)]);
+        assert!(!s.all[0].1.long_lie);
+        s.rule.set_params(Falls { long_lie_s: 0.0, ..Falls::default() });
+        s.frame(&[([0.38, 0.6, 0.68, 0.85], 0.12)]);
+        let (_, last) = s.all.last().expect("an update");
+        assert!(last.phase == Phase::Update && last.long_lie, "0 means critical now, for an open fall too");
     }
 
     #[test]

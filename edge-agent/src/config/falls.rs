@@ -104,8 +104,8 @@ fall_params! {
     /// answered is the emergency). 0: `critical` from the start.
     long_lie_s: f64 = 60.0, 0.0, 86400.0;
     /// While a person stays down, an `update` carrying how long
-    /// (`evidence.down_s`) every this many seconds; 0: only the long-lie
-    /// one.
+    /// (`evidence.down_s`) every this many seconds (at least 1 s); 0: only
+    /// the long-lie one.
     down_update_s: f64 = 15.0, 0.0, 3600.0;
     /// How far back a standing observation counts as the person's reference
     /// (standing height, top of head, width), in seconds.
