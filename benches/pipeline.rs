@@ -351,9 +351,14 @@ fn tracking(c: &mut Criterion) {
 fn low_light(c: &mut Criterion) {
     use edge_agent::infer::lowlight::Stretch;
 
+    // The check reads the motion thumbnail the fall path already makes.
     let dim: Vec<u8> = frame(1920, 1080).iter().map(|v| v / 8).collect();
-    c.bench_function("low-light check, 1080p frame", |b| b.iter(|| Stretch::measure(black_box(&dim), 70.0)));
-    let s = Stretch::measure(&dim, 70.0).expect("a dim frame is stretched");
+    let mut thumb = edge_agent::analytics::motion::Thumb::default();
+    thumb.fill(&dim, 1920, 1080);
+    c.bench_function("low-light check, 96x54 motion thumbnail of a 1080p frame", |b| {
+        b.iter(|| Stretch::measure(black_box(&thumb.px), 70.0))
+    });
+    let s = Stretch::measure(&thumb.px, 70.0).expect("a dim frame is stretched");
     let mut tensor = vec![7i32; 384 * 224 * 3];
     c.bench_function("low-light stretch of the 384x224 pose input", |b| b.iter(|| s.apply_i32(black_box(&mut tensor))));
 }

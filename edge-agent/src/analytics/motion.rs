@@ -136,6 +136,13 @@ impl MotionHistory {
         self.filled = (self.filled + 1).min(n);
     }
 
+    /// The latest thumbnail, once a frame is in (the low-light check reads
+    /// the frame's brightness from it instead of from the frame again).
+    pub fn latest(&self) -> Option<&Thumb> {
+        let n = self.ring.len();
+        (self.filled > 0).then(|| &self.ring[(self.next + n - 1) % n].1)
+    }
+
     /// (the latest thumbnail, the newest one at least `lag_s` older — or the
     /// oldest kept), once a frame is in.
     pub fn pair(&self, lag_s: f64) -> Option<(&Thumb, &Thumb)> {

@@ -10,16 +10,15 @@
 //! Infrared night frames are already spread over the levels: the check
 //! leaves them alone.
 //!
-//! What it does: the mean luma of a sparse sample of the frame decides
-//! (below `pose.low_light_below`); the 1st and 99.5th percentiles of the
-//! same sample become 0 and 255, linearly, with the gain capped so sensor
-//! noise in a black frame is not blown up. It works on the model's input
+//! What it does: the mean luma of the frame's grey motion thumbnail (which
+//! the fall path makes of every pose frame anyway, so the frame is not
+//! read twice) decides (below `pose.low_light_below`); the thumbnail's 1st
+//! and 99.5th percentiles become 0 and 255, linearly, with the gain capped
+//! so sensor noise in a black frame is not blown up. It works on the model's input
 //! tensor after the letterbox (a few hundred thousand values, not the full
 //! frame), which commutes with the resize up to rounding because the map
 //! is monotone and linear between its clamps.
 
-/// Every this many pixels, one is sampled (a 1080p frame: about 130 000).
-const SAMPLE_STEP: usize = 16;
 /// The stretch never multiplies levels by more than this.
 pub const MAX_GAIN: f32 = 6.0;
 
@@ -33,19 +32,17 @@ pub struct Stretch {
 }
 
 impl Stretch {
-    /// Measures a packed RGB frame; `Some` when its mean luma is below
-    /// `below` (0 turns the adaptation off).
-    pub fn measure(rgb: &[u8], below: f32) -> Option<Stretch> {
+    /// Measures grey levels (a frame's luma thumbnail); `Some` when their
+    /// mean is below `below` (0 turns the adaptation off).
+    pub fn measure(luma: &[u8], below: f32) -> Option<Stretch> {
         if below <= 0.0 {
             return None;
         }
         let mut hist = [0u32; 256];
         let mut n = 0u32;
         let mut sum = 0u64;
-        for px in rgb.chunks_exact(3).step_by(SAMPLE_STEP) {
-            // Rec. 601 luma in integers.
-            let y = ((77 * px[0] as u32 + 150 * px[1] as u32 + 29 * px[2] as u32) >> 8) as usize;
-            hist[y] += 1;
+        for &y in luma {
+            hist[y as usize] += 1;
             sum += y as u64;
             n += 1;
         }
@@ -93,12 +90,12 @@ mod tests {
     use super::*;
 
     fn frame(levels: impl Fn(usize) -> u8, n: usize) -> Vec<u8> {
-        (0..n).flat_map(|i| [levels(i); 3]).collect()
+        (0..n).map(levels).collect()
     }
 
     #[test]
     fn a_dark_frame_is_stretched_to_the_full_range() {
-        // Grey levels 10..60, evenly: mean 35 (51 levels: every one sampled).
+        // Grey levels 10..60, evenly: mean 35.
         let rgb = frame(|i| 10 + (i % 51) as u8, 51 * 1000);
         let s = Stretch::measure(&rgb, 70.0).expect("dark: stretched");
         assert!((s.mean - 35.0).abs() < 1.0, "{s:?}");
@@ -117,7 +114,7 @@ mod tests {
         let dark = frame(|i| (i % 40) as u8, 40 * 1000);
         assert_eq!(Stretch::measure(&dark, 0.0), None, "0 turns it off");
         // A frame already spread over the levels (infrared night) gains
-        // nothing (251 levels: the sampling step never aliases them).
+        // nothing.
         let spread = frame(|i| (i % 251) as u8, 251 * 1000);
         assert_eq!(Stretch::measure(&spread, 200.0), None);
     }

@@ -471,14 +471,16 @@ impl CameraAnalyzer {
             let Some((_, _, pre)) = self.pose_pre.as_mut() else { return Ok(()) };
             let t0 = Instant::now();
             let lb = pre.run(frame.rgb, frame.width, frame.height)?;
-            let below = self.low_light_below;
-            if let Some(s) = Stretch::measure(frame.rgb, below) {
-                s.apply_i32(pre.tensor_i32_mut());
-                self.timers.low_light.inc();
-            }
             // Always kept while the rule runs: a person the pose model loses
             // is judged by whether their region has gone still.
             self.motion.push(t, frame.rgb, w, h);
+            // A dim frame's levels are stretched for the pose model, judged
+            // on the thumbnail just made (the frame is not read again).
+            let below = self.low_light_below;
+            if let Some(s) = self.motion.latest().and_then(|th| Stretch::measure(&th.px, below)) {
+                s.apply_i32(pre.tensor_i32_mut());
+                self.timers.low_light.inc();
+            }
             let t1 = Instant::now();
             self.timers.pre.observe((t1 - t0).as_secs_f64());
             model.detect(pre, &lb, &mut self.poses)?;
