@@ -209,6 +209,27 @@ def pooled(sess, crops: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([s8.mean(axis=(2, 3)), s16.mean(axis=(2, 3)), s32.mean(axis=(2, 3)), q], axis=1)
 
 
+def views_by_image(boxes, views_per_box: int):
+    """Per image (each read once): the crops of its boxes, `views_per_box`
+    each (the first as labelled, the rest augmented, seeded per box), their
+    labels, and whether the frame is infrared night."""
+    by_image: dict[Path, list[int]] = {}
+    for i, b in enumerate(boxes):
+        by_image.setdefault(b["path"], []).append(i)
+    for img_path, idx in by_image.items():
+        img = cv2.imread(str(img_path))
+        if img is None:
+            sys.exit(f"cannot read image {img_path}")
+        crops, downs = [], []
+        for i in idx:
+            rng = np.random.default_rng([SEED, i])
+            crops.append(crop(img, boxes[i]["box"]))
+            for _ in range(views_per_box - 1):
+                crops.append(augment(crop(img, boxes[i]["box"], rng), rng))
+            downs += [boxes[i]["down"]] * views_per_box
+        yield crops, downs, is_night(img)
+
+
 def features(sess, boxes, views_per_box: int, cache: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, labels and night flags of every view (view 0 = the box as labelled)."""
     key = hashlib.sha1(repr([(b["path"].name, b["box"], views_per_box) for b in boxes]).encode()).hexdigest()[:10]
@@ -218,29 +239,16 @@ def features(sess, boxes, views_per_box: int, cache: Path | None) -> tuple[np.nd
         return z["x"], z["y"], z["night"]
     xs, ys, nights, batch = [], [], [], []
     t0 = time.time()
-    by_image: dict[Path, list[int]] = {}
-    for i, b in enumerate(boxes):
-        by_image.setdefault(b["path"], []).append(i)
-    done = 0
-    for img_path, idx in by_image.items():
-        img = cv2.imread(str(img_path))
-        if img is None:
-            sys.exit(f"cannot read image {img_path}")
-        night = is_night(img)
-        for i in idx:
-            b = boxes[i]
-            rng = np.random.default_rng([SEED, i])
-            batch.append(crop(img, b["box"]))
-            for _ in range(views_per_box - 1):
-                batch.append(augment(crop(img, b["box"], rng), rng))
-            ys += [b["down"]] * views_per_box
-            nights += [night] * views_per_box
+    images = len({b["path"] for b in boxes})
+    for done, (crops, downs, night) in enumerate(views_by_image(boxes, views_per_box), 1):
+        batch += crops
+        ys += downs
+        nights += [night] * len(crops)
         if len(batch) >= 64:
             xs.append(pooled(sess, batch))
             batch = []
-        done += 1
         if done % 200 == 0:
-            print(f"  {done}/{len(by_image)} images ({time.time() - t0:.0f} s)", flush=True)
+            print(f"  {done}/{images} images ({time.time() - t0:.0f} s)", flush=True)
     if batch:
         xs.append(pooled(sess, batch))
     x, y, night = np.concatenate(xs).astype(np.float32), np.array(ys), np.array(nights)
@@ -342,19 +350,10 @@ def graft(base: Path, p, mu, sd, out: Path) -> None:
 def crops_of(boxes, views_per_box: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same views as `features` (same seeds), as crops [V, SIZE, SIZE, 3] u8."""
     xs, ys, nights = [], [], []
-    by_image: dict[Path, list[int]] = {}
-    for i, b in enumerate(boxes):
-        by_image.setdefault(b["path"], []).append(i)
-    for img_path, idx in by_image.items():
-        img = cv2.imread(str(img_path))
-        night = is_night(img)
-        for i in idx:
-            rng = np.random.default_rng([SEED, i])
-            xs.append(crop(img, boxes[i]["box"]))
-            for _ in range(views_per_box - 1):
-                xs.append(augment(crop(img, boxes[i]["box"], rng), rng))
-            ys += [boxes[i]["down"]] * views_per_box
-            nights += [night] * views_per_box
+    for crops, downs, night in views_by_image(boxes, views_per_box):
+        xs += crops
+        ys += downs
+        nights += [night] * len(crops)
     return np.stack(xs), np.array(ys), np.array(nights)
 
 
