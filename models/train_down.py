@@ -72,7 +72,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_fire import keep_only  # noqa: E402  (one graph pruner for both grafts)
+from train_fire import adam, keep_only  # noqa: E402  (one optimiser step and graph pruner for both)
 
 SIZE = 128  # crop input (a multiple of 32)
 MEAN = np.array([103.53, 116.28, 123.675], np.float32)  # B, G, R: NanoDet's
@@ -286,12 +286,7 @@ def train(x, y, rng, epochs=60, lr=3e-3, decay=3e-4, batch=128):
             g["w1"] = xb.T @ ga
             g["b1"] = ga.sum(axis=0)
             step += 1
-            rate = lr * 0.5 * (1 + np.cos(np.pi * step / total))
-            for k in p:
-                gk = g[k] + (decay * p[k] if k.startswith("w") else 0)
-                m[k] = 0.9 * m[k] + 0.1 * gk
-                v2[k] = 0.999 * v2[k] + 0.001 * gk * gk
-                p[k] -= (rate * (m[k] / (1 - 0.9**step)) / (np.sqrt(v2[k] / (1 - 0.999**step)) + 1e-8)).astype(np.float32)
+            adam(p, g, m, v2, step, lr * 0.5 * (1 + np.cos(np.pi * step / total)), decay)
     return p, mu, sd
 
 

@@ -618,6 +618,15 @@ def masks_for(t: np.ndarray) -> np.ndarray:
     return m
 
 
+def adam(p, grads, mom, vel, step: int, rate: float, decay: float) -> None:
+    """One Adam step in place (weight decay on the `w*` weights only)."""
+    for k in p:
+        g = grads[k] + (decay * p[k] if k.startswith("w") else 0)
+        mom[k] = 0.9 * mom[k] + 0.1 * g
+        vel[k] = 0.999 * vel[k] + 0.001 * g * g
+        p[k] -= (rate * (mom[k] / (1 - 0.9**step)) / (np.sqrt(vel[k] / (1 - 0.999**step)) + 1e-8)).astype(np.float32)
+
+
 def train_head(f, t, rng, p=None, epochs=8, lr=2e-3, decay=1e-4, topk=6, batch=16,
                weights=None, hot=None, log=""):
     """The head, trained with Adam on CROP×CROP-cell crops and two losses:
@@ -689,12 +698,7 @@ def train_head(f, t, rng, p=None, epochs=8, lr=2e-3, decay=1e-4, topk=6, batch=1
                 np.put_along_axis(gzi, idx, np.take_along_axis(gzi, idx, axis=1) + g_img[:, None, :], axis=1)
             grads = backward(p, gzi.reshape(z.shape), saved)
             step += 1
-            rate = lr * 0.5 * (1 + np.cos(np.pi * step / total))
-            for k in p:
-                g = grads[k] + (decay * p[k] if k.startswith("w") else 0)
-                mom[k] = 0.9 * mom[k] + 0.1 * g
-                vel[k] = 0.999 * vel[k] + 0.001 * g * g
-                p[k] -= (rate * (mom[k] / (1 - 0.9**step)) / (np.sqrt(vel[k] / (1 - 0.999**step)) + 1e-8)).astype(np.float32)
+            adam(p, grads, mom, vel, step, lr * 0.5 * (1 + np.cos(np.pi * step / total)), decay)
         print(f"  {log}epoch {epoch + 1}/{epochs}: cell loss {tc / steps_per_epoch:.4f}, "
               f"crop loss {ti / steps_per_epoch:.4f}", flush=True)
     return p
