@@ -26,7 +26,8 @@ use edge_agent::analytics::LaneRule;
 use edge_agent::config::{Lane, ModelFormat};
 use edge_agent::infer::decode::{self, Candidate};
 use edge_agent::infer::detector::input_spec;
-use edge_agent::infer::{BBox, Detection, Preprocessor};
+use edge_agent::infer::{Detection, Preprocessor};
+use edge_agent::vocab::BBox;
 
 /// A 1080p frame with some structure (gradients), not a flat colour.
 fn frame(w: u32, h: u32) -> Vec<u8> {
@@ -225,7 +226,7 @@ fn yolox_decode_nms(c: &mut Criterion) {
 }
 
 fn lane_rules(c: &mut Criterion) {
-    let labels: Vec<String> = edge_agent::infer::COCO80.iter().map(|s| s.to_string()).collect();
+    let labels: Vec<String> = edge_agent::config::COCO80.iter().map(|s| s.to_string()).collect();
     let lane = Lane {
         name: "lane".into(),
         polygon: vec![[0.1, 0.5], [0.9, 0.5], [1.0, 1.0], [0.0, 1.0]],
@@ -258,12 +259,12 @@ fn lane_rules(c: &mut Criterion) {
 }
 
 fn tracking(c: &mut Criterion) {
-    use edge_agent::analytics::motion::{MotionHistory, Thumb};
     use edge_agent::analytics::{FallRule, Tracker, TrackerParams};
+    use edge_agent::infer::motion::{MotionHistory, Thumb};
     use edge_agent::infer::pose::{Keypoint, Pose};
 
     // 50 objects drifting right, through the object tracker into a lane rule.
-    let labels: Vec<String> = edge_agent::infer::COCO80.iter().map(|s| s.to_string()).collect();
+    let labels: Vec<String> = edge_agent::config::COCO80.iter().map(|s| s.to_string()).collect();
     let lane = Lane {
         name: "lane".into(),
         polygon: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
@@ -353,7 +354,7 @@ fn low_light(c: &mut Criterion) {
 
     // The check reads the motion thumbnail the fall path already makes.
     let dim: Vec<u8> = frame(1920, 1080).iter().map(|v| v / 8).collect();
-    let mut thumb = edge_agent::analytics::motion::Thumb::default();
+    let mut thumb = edge_agent::infer::motion::Thumb::default();
     thumb.fill(&dim, 1920, 1080);
     c.bench_function("low-light check, 96x54 motion thumbnail of a 1080p frame", |b| {
         b.iter(|| Stretch::measure(black_box(&thumb.px), 70.0))
@@ -412,9 +413,9 @@ fn snapshot(c: &mut Criterion) {
         b.iter(|| {
             black_box(
                 edge_agent::alert::snapshot::render(&rgb, 640, 360, 80, |c| {
-                    c.polygon(&lane, edge_agent::overlay::YELLOW);
+                    c.polygon(&lane, edge_agent::draw::YELLOW);
                     for b in &boxes {
-                        c.rect(b, edge_agent::overlay::RED);
+                        c.rect(b, edge_agent::draw::RED);
                     }
                 })
                 .unwrap()
@@ -482,8 +483,9 @@ fn model(c: &mut Criterion) {
 /// once per frame for every lane.
 fn obstruction(c: &mut Criterion) {
     use edge_agent::analytics::flicker::ColourThumb;
-    use edge_agent::analytics::geometry::Polygon;
-    use edge_agent::analytics::obstruction::{ObstructionCue, ObstructionParams};
+    use edge_agent::analytics::obstruction::ObstructionCue;
+    use edge_agent::config::ObstructionParams;
+    use edge_agent::vocab::geometry::Polygon;
     let rgb = frame(640, 360);
     let mut clear = ColourThumb::default();
     clear.fill(&rgb, 640, 360);

@@ -16,10 +16,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use edge_agent::camera::{CameraAnalyzer, FrameInput, Models};
 use edge_agent::config::Config;
 use edge_agent::infer::runtime::SessionSpec;
 use edge_agent::metrics::Metrics;
-use edge_agent::pipeline::{CameraAnalyzer, FrameInput, Models};
 
 struct Counting;
 

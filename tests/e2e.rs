@@ -422,7 +422,7 @@ fn pose_model_finds_a_plausible_skeleton_on_a_real_frame() {
     use edge_agent::infer::pose::kp;
     let bikes = find_in_project(".deps/media/bikes.mp4").expect("run deploy/setup.sh (keeps .deps/media/bikes.mp4)");
     let config = edge_agent::config::Config::parse(&models_config("[]"), std::path::Path::new("t.toml")).unwrap();
-    let models = edge_agent::pipeline::Models::load(&config).unwrap();
+    let models = edge_agent::camera::Models::load(&config).unwrap();
     let pose = models.pose.as_ref().expect("pose model configured");
     let frame = frame_at(&bikes, 5.0, 640);
     let mut pre = pose.preprocessor(frame.width, frame.height);

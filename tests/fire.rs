@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use edge_agent::alert::Outbound;
+use edge_agent::camera::{CameraAnalyzer, FrameInput, Models};
 use edge_agent::config::Config;
 use edge_agent::demo::find_in_project;
 use edge_agent::metrics::Metrics;
-use edge_agent::pipeline::{CameraAnalyzer, FrameInput, Models};
 use serde_json::Value;
 
 /// Minimal protobuf writer: just what an ONNX ModelProto needs.

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::http::{Request as HttpRequest, StatusCode};
-use edge_agent::alert::{Change, Ledger, Outbox, Request, Spool, Topics};
+use edge_agent::alert::{Ledger, Outbox, Spool, Topics};
 use edge_agent::config::Config;
+use edge_agent::control::{Change, Request};
 use edge_agent::http::{auth::Tokens, HttpState, LatestFrame, SECURITY_HEADERS};
 use edge_agent::metrics::Metrics;
 use edge_agent::shutdown::Shutdown;

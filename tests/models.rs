@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use edge_agent::camera::Models;
 use edge_agent::config::{Config, Precision};
 use edge_agent::infer::runtime;
-use edge_agent::pipeline::Models;
 
 fn model(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(name)

@@ -2,7 +2,7 @@
 //! end-to-end tests) stand up: an in-process RTSP camera serving the demo
 //! clip, and a mosquitto broker on a free loopback port.
 //!
-//! The demo runs the real agent ([`crate::pipeline::run`]) against them,
+//! The demo runs the real agent ([`crate::agent::run`]) against them,
 //! subscribes to everything the agent publishes and prints it readably.
 
 use std::net::{TcpListener, TcpStream};

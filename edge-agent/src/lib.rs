@@ -22,17 +22,20 @@
 //! - [`demo`]: the self-contained demo (in-process camera and broker).
 //! - [`redact`], [`shutdown`]: credential scrubbing and the stop signal.
 
+pub mod agent;
 pub mod alert;
 pub mod analytics;
+pub mod camera;
 pub mod config;
+pub mod control;
 pub mod demo;
+pub mod draw;
 pub mod http;
 pub mod infer;
 pub mod metrics;
-pub mod overlay;
-pub mod pipeline;
 pub mod redact;
 pub mod replay;
 pub mod service;
 pub mod shutdown;
 pub mod source;
+pub mod vocab;

@@ -248,7 +248,7 @@ fn replay(
     use edge_agent::replay;
     let config = replay::load_config_with(config, lanes)?;
     let camera = replay::pick_camera(&config, camera)?.clone();
-    let models = edge_agent::pipeline::Models::load(&config)?;
+    let models = edge_agent::camera::Models::load(&config)?;
     let report = replay::run(&config, &camera, &models, file, opts, &mut |ev| {
         println!("{}", serde_json::to_string(ev).unwrap_or_default());
     })?;
@@ -415,8 +415,8 @@ async fn run(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
     tracing::info!(agent = %config.agent_id, site = %config.site.path(), cameras = config.cameras.len(), "starting");
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone());
-    let source = edge_agent::pipeline::ConfigSource { file: config_path, watch };
-    edge_agent::pipeline::run(config, Some(source), shutdown, metrics).await?;
+    let source = edge_agent::agent::ConfigSource { file: config_path, watch };
+    edge_agent::agent::run(config, Some(source), shutdown, metrics).await?;
     Ok(())
 }
 
@@ -455,7 +455,7 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
 
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone());
-    let agent = tokio::spawn(edge_agent::pipeline::run(config, None, shutdown.clone(), Arc::new(Metrics::new())));
+    let agent = tokio::spawn(edge_agent::agent::run(config, None, shutdown.clone(), Arc::new(Metrics::new())));
     let started = Instant::now();
     let deadline = tokio::time::sleep(Duration::from_secs(timeout_s));
     tokio::pin!(deadline);

@@ -7,40 +7,12 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::analytics::Phase;
 use crate::infer::ModelInfo;
+use crate::vocab::Phase;
+use crate::vocab::{EventKind, Severity};
 
 /// Version of the payload layout. Bump on any incompatible change.
 pub const SCHEMA: &str = "alleywatch.event.v1";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Fall,
-    Fire,
-    Smoke,
-    LaneBlocked,
-}
-
-impl EventKind {
-    /// The topic level and the `kind` field.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            EventKind::Fall => "fall",
-            EventKind::Fire => "fire",
-            EventKind::Smoke => "smoke",
-            EventKind::LaneBlocked => "lane_blocked",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -60,11 +32,11 @@ pub struct Event {
     pub camera: CameraRef,
     /// The lane or zone name, when the rule has one.
     pub zone: Option<String>,
-    #[serde(with = "super::rfc3339")]
+    #[serde(with = "crate::vocab::time::rfc3339")]
     pub started_at: SystemTime,
-    #[serde(with = "super::rfc3339")]
+    #[serde(with = "crate::vocab::time::rfc3339")]
     pub updated_at: SystemTime,
-    #[serde(with = "super::rfc3339_opt")]
+    #[serde(with = "crate::vocab::time::rfc3339_opt")]
     pub ended_at: Option<SystemTime>,
     /// Seconds from `started_at` to `ended_at` (or to `updated_at` while open).
     pub duration_s: f64,
@@ -98,14 +70,14 @@ pub struct CentreState {
 pub struct Ack {
     pub by: String,
     pub note: Option<String>,
-    #[serde(with = "super::rfc3339")]
+    #[serde(with = "crate::vocab::time::rfc3339")]
     pub at: SystemTime,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Resolved {
     pub by: String,
-    #[serde(with = "super::rfc3339")]
+    #[serde(with = "crate::vocab::time::rfc3339")]
     pub at: SystemTime,
 }
 

@@ -20,9 +20,10 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 use super::event::{Ack, Escalation, Resolved};
-use super::{CloseReason, Event, Severity};
-use crate::analytics::Phase;
+use super::{CloseReason, Event};
 use crate::config::{Alerts, Site};
+use crate::vocab::Phase;
+use crate::vocab::Severity;
 
 /// What to do with an event message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

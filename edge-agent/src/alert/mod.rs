@@ -25,10 +25,10 @@ pub mod snapshot;
 pub mod spool;
 pub mod topics;
 
-pub use event::{Event, EventKind, Severity};
+pub use event::Event;
 pub use ledger::Ledger;
 pub use outbox::Outbox;
-pub use publisher::{Change, Publisher, PublisherError, Request, MAX_INCOMING_PACKET};
+pub use publisher::{Publisher, PublisherError, MAX_INCOMING_PACKET};
 pub use spool::{Spool, SpoolError};
 pub use topics::Topics;
 
@@ -57,29 +57,4 @@ pub enum CloseReason {
     CameraStopped,
     /// A reload removed or turned off the rule (lane, falls, fire).
     RuleRemoved,
-}
-
-/// RFC 3339 (UTC, milliseconds) for `SystemTime` fields.
-pub mod rfc3339 {
-    use std::time::SystemTime;
-
-    pub fn format(t: &SystemTime) -> String {
-        humantime::format_rfc3339_millis(*t).to_string()
-    }
-
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(t))
-    }
-}
-
-/// As [`rfc3339`], for optional fields (`null` when absent).
-pub mod rfc3339_opt {
-    use std::time::SystemTime;
-
-    pub fn serialize<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_str(&super::rfc3339::format(t)),
-            None => s.serialize_none(),
-        }
-    }
 }

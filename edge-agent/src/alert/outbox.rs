@@ -19,9 +19,9 @@ use super::ledger::{Ledger, Verdict};
 use super::snapshot::{self, Capped};
 use super::spool::{Dropped, Pushed, Spool};
 use super::{Event, Outbound, Topics};
-use crate::analytics::Phase;
 use crate::metrics::Metrics;
 use crate::source::CameraStatus;
+use crate::vocab::Phase;
 
 #[derive(Clone)]
 pub struct Outbox {
@@ -400,7 +400,8 @@ impl Outbox {
 mod tests {
     use super::*;
     use crate::alert::spool::tests::fail_inserts;
-    use crate::alert::{Ledger, Severity};
+    use crate::alert::Ledger;
+    use crate::vocab::Severity;
 
     fn config() -> crate::config::Config {
         crate::config::minimal()

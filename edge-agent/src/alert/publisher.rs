@@ -36,6 +36,7 @@ use super::outbox::{Outbox, Unspooled};
 use super::spool::Entry;
 use super::{Event, Topics};
 use crate::config::Config;
+use crate::control::{Change, Request, REQUEST_QUEUE};
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,26 +45,6 @@ pub enum PublisherError {
     File { key: &'static str, path: std::path::PathBuf, source: std::io::Error },
     #[error("broker.password_file {}: the file is empty", .0.display())]
     EmptyPassword(std::path::PathBuf),
-}
-
-/// A change asked for by a centre (command) or the technician's page,
-/// handed to whoever owns the configuration and the cameras (the pipeline's
-/// manager). The answer is the reply's error text, if any.
-pub struct Request {
-    pub change: Change,
-    pub by: String,
-    pub reply: oneshot::Sender<Result<(), String>>,
-}
-
-/// What a [`Request`] changes.
-#[derive(Debug, Clone)]
-pub enum Change {
-    /// `set`: key path → value, through the validated overlay.
-    Set(serde_json::Map<String, Value>),
-    /// `reference`: "the lane is clear now" — the camera's next analysed frame
-    /// becomes the clear-lane reference of `lane` (of every lane using the
-    /// obstruction cue when `None`).
-    Reference { camera: String, lane: Option<String> },
 }
 
 /// Largest command payload, in bytes. A `set` of a whole lane is under
@@ -75,10 +56,6 @@ pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// [`MAX_COMMAND_BYTES`]: an oversize command is read and refused, never a
 /// lost connection. The broker's `max_packet_size` should be at or below it.
 pub const MAX_INCOMING_PACKET: usize = 16 << 20;
-/// Changes (`set`, `reference`, from the centres and the technician's page
-/// together) queued for the manager at once; beyond it a change is refused
-/// as busy rather than queued without bound.
-pub const REQUEST_QUEUE: usize = 8;
 /// Commands waiting for the manager's answer at once (a `reference` waits
 /// for the camera's next frame, which a stalled camera never has).
 const MAX_PENDING: usize = 16;
@@ -1125,7 +1102,7 @@ fn reply_body(command: &str, body: &Value, result: Result<(), String>) -> Value 
         "by": echo("by"),
         "ok": result.is_ok(),
         "error": result.err(),
-        "at": super::rfc3339::format(&SystemTime::now()),
+        "at": crate::vocab::time::rfc3339::format(&SystemTime::now()),
     })
 }
 
@@ -1187,7 +1164,7 @@ fn agent_status(config: &Config, state: &str) -> Vec<u8> {
         "site": config.site.path(),
         "version": env!("CARGO_PKG_VERSION"),
         "cameras": config.cameras.iter().map(|c| &c.id).collect::<Vec<_>>(),
-        "at": super::rfc3339::format(&SystemTime::now()),
+        "at": crate::vocab::time::rfc3339::format(&SystemTime::now()),
     })
     .to_string()
     .into_bytes()

@@ -1,11 +1,11 @@
 //! The JPEG that goes with an event: the analysed frame with the evidence
 //! drawn on it (lane outline in yellow, boxes in red, skeletons), so an
 //! operator sees at a glance *why* the alert fired. The drawing itself is
-//! [`crate::overlay`]; this module copies the frame and encodes it.
+//! [`crate::draw`]; this module copies the frame and encodes it.
 
 use image::codecs::jpeg::JpegEncoder;
 
-use crate::overlay::Canvas;
+use crate::draw::Canvas;
 
 /// Draws with `draw` on a copy of the RGB frame and encodes it as JPEG.
 pub fn render(rgb: &[u8], width: u32, height: u32, quality: u8, draw: impl FnOnce(&mut Canvas)) -> Option<Vec<u8>> {
@@ -20,7 +20,7 @@ pub fn render(rgb: &[u8], width: u32, height: u32, quality: u8, draw: impl FnOnc
 /// well below the MQTT client's outgoing packet limit (1 MiB) and
 /// mosquitto's common `message_size_limit` settings, so a snapshot is never
 /// the message the broker refuses.
-pub const DEFAULT_MAX_BYTES: usize = 512 * 1024;
+pub const DEFAULT_MAX_BYTES: usize = crate::config::DEFAULT_SNAPSHOT_MAX_KIB as usize * 1024;
 
 /// JPEG qualities tried, in order, when a snapshot is over its cap.
 const QUALITIES: [u8; 4] = [70, 55, 40, 25];
@@ -97,7 +97,7 @@ pub fn cap(jpeg: Vec<u8>, max_bytes: usize) -> (Option<Fitted>, Capped) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::BBox;
+    use crate::vocab::BBox;
 
     #[test]
     fn draws_and_encodes_a_decodable_jpeg() {
@@ -106,8 +106,8 @@ mod tests {
         let lane = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]];
         let boxes = [BBox { x1: 0.25, y1: 0.25, x2: 0.5, y2: 0.5 }];
         let jpeg = render(&rgb, w, h, 90, |c| {
-            c.polygon(&lane, crate::overlay::YELLOW);
-            c.rect(&boxes[0], crate::overlay::RED);
+            c.polygon(&lane, crate::draw::YELLOW);
+            c.rect(&boxes[0], crate::draw::RED);
         })
         .unwrap();
         assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "JPEG magic");

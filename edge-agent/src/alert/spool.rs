@@ -28,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Event, Topics};
-use crate::analytics::Phase;
+use crate::vocab::Phase;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -542,7 +542,7 @@ fn store(
 }
 
 fn phase_name(p: Phase) -> &'static str {
-    crate::pipeline::camera::phase_str(p)
+    p.as_str()
 }
 
 /// Drops until the payload total fits `max_bytes`: whole `update`s oldest
@@ -589,7 +589,7 @@ fn make_room(tx: &rusqlite::Transaction, max_bytes: u64) -> Result<(Vec<Dropped>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::alert::Severity;
+    use crate::vocab::Severity;
 
     fn topics() -> Topics {
         Topics::new(&crate::config::minimal())

@@ -39,13 +39,13 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::motion::{motion, Motion, Thumb};
 use super::tracker::Track;
 use crate::config::Falls;
+use crate::infer::motion::{motion, Motion, Thumb};
 use crate::infer::pose::{kp, Keypoint, Pose};
-use crate::infer::BBox;
+use crate::vocab::BBox;
 
-pub use super::lane::Phase;
+use crate::vocab::Phase;
 
 /// What the rule measured on one person on one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]

@@ -25,10 +25,10 @@
 use std::collections::VecDeque;
 
 use super::flicker::FlickerStats;
-use super::Phase;
 use crate::config::{Fire, FireKind, Flicker, KindRule};
 use crate::infer::fire::FireHit;
-use crate::infer::BBox;
+use crate::vocab::BBox;
+use crate::vocab::Phase;
 
 /// One analysed frame in a region's window.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -19,8 +19,8 @@
 
 use std::collections::VecDeque;
 
-use super::motion::{span, thumb_size};
-use crate::infer::BBox;
+use crate::infer::motion::{span, thumb_size};
+use crate::vocab::BBox;
 
 /// Width of every thumbnail; the height keeps the frame's aspect.
 pub const THUMB_W: u32 = 160;

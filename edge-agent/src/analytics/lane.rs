@@ -18,10 +18,13 @@
 //! one started it (`cause`).
 
 use super::flicker::ColourThumb;
-use super::geometry::Polygon;
-use super::obstruction::{ObstructionCue, ObstructionParams, Reading};
+use super::obstruction::{ObstructionCue, Reading};
 use crate::config::Lane;
-use crate::infer::{BBox, Detection};
+use crate::config::ObstructionParams;
+use crate::infer::Detection;
+use crate::vocab::BBox;
+use crate::vocab::Phase;
+use crate::vocab::Polygon;
 
 /// What made a lane count as blocked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -31,18 +34,6 @@ pub enum Cause {
     Object,
     /// The class-agnostic cue: the lane differs from its clear reference.
     Obstruction,
-}
-
-/// Where an event is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Start,
-    Update,
-    End,
-    /// Never made by a rule: the alert stage's hand-over of an
-    /// unacknowledged event to the next level up (see `alert::ledger`).
-    Escalate,
 }
 
 /// What the rule reports on a frame where the lane's event changes.

@@ -12,20 +12,17 @@
 //! Rules are plain state machines fed `(time, tracks)` and returning
 //! transitions. They never read a clock or touch I/O, so every rule is tested
 //! on scripted sequences without sleeping. The caller
-//! ([`crate::pipeline::camera`]) owns the rule instances of a camera and
+//! ([`crate::camera`]) owns the rule instances of a camera and
 //! turns transitions into [`crate::alert::Event`]s.
 
 pub mod fall;
 pub mod fire;
 pub mod flicker;
-pub mod geometry;
 mod lane;
-pub mod motion;
 pub mod obstruction;
 pub mod tracker;
 
 pub use fall::{FallFeatures, FallRule, FallTransition};
 pub use fire::{FireRule, FireTransition};
-pub use geometry::{point_in_polygon, polygon_area, Polygon};
-pub use lane::{Cause, LaneRule, LaneTransition, Phase};
+pub use lane::{Cause, LaneRule, LaneTransition};
 pub use tracker::{Track, Tracker, TrackerParams};

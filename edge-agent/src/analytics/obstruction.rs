@@ -33,58 +33,12 @@
 use std::path::{Path, PathBuf};
 
 use super::flicker::ColourThumb;
-use super::geometry::Polygon;
-use crate::infer::BBox;
+use crate::config::ObstructionParams;
+use crate::vocab::BBox;
+use crate::vocab::Polygon;
 
 /// Cell side in thumbnail pixels (a 160-px thumbnail has 20 columns).
 pub const CELL: u32 = 8;
-
-/// The cue's thresholds. Defaults measured on the development clips.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ObstructionParams {
-    /// A textured cell whose luma correlates less than this with the
-    /// reference differs.
-    pub ncc_min: f32,
-    /// Luma standard deviation (grey levels) under which a cell is flat.
-    pub flat_std: f32,
-    /// Normalised-colour distance above which a cell differs.
-    pub chroma_max: f32,
-    /// A flat cell whose brightness, corrected by the lane's overall gain,
-    /// moved by more than this fraction differs.
-    pub luma_max: f32,
-    /// Mean luma change (grey levels) between two analysed frames that
-    /// marks a cell as moving.
-    pub motion_min: f32,
-    /// Seconds a cell stays left out after it last moved. The inside of a
-    /// plain-coloured passer-by does not change from frame to frame; its
-    /// front edge moved over those cells a moment ago, its back edge will
-    /// shortly.
-    pub motion_hold_s: f64,
-    /// Seconds of quiet frames before a new reference is used.
-    pub learn_s: f64,
-    /// Time constant (seconds) of the reference following slow changes
-    /// while the lane reads clear; 0 freezes it.
-    pub adapt_s: f64,
-    /// Frames darker than this mean luma use the night reference.
-    pub night_luma: f32,
-}
-
-impl Default for ObstructionParams {
-    fn default() -> Self {
-        ObstructionParams {
-            ncc_min: 0.5,
-            flat_std: 4.0,
-            chroma_max: 0.12,
-            luma_max: 0.35,
-            motion_min: 12.0,
-            motion_hold_s: 1.5,
-            learn_s: 5.0,
-            adapt_s: 120.0,
-            night_luma: 40.0,
-        }
-    }
-}
 
 /// Which reference a frame is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -22,7 +22,8 @@
 //! Hungarian method in practice, with no allocation beyond reused buffers.
 
 use crate::config::{Pose, Tracking};
-use crate::infer::{BBox, Detection};
+use crate::infer::Detection;
+use crate::vocab::BBox;
 
 /// The tracker's thresholds, in one place for both trackers.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -15,15 +15,22 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod coco;
 mod falls;
 mod fire;
+mod obstruction;
 pub mod overlay;
 mod people;
 mod session;
 
+pub use coco::COCO80;
 pub use fire::{ClassMap, Fire, FireFormat, FireKind, Flicker, KindOverrides, KindRule};
+pub use obstruction::ObstructionParams;
 pub use people::{FallOverrides, Falls, Pose, Tracking};
 pub use session::{Precision, Provider};
+
+/// `alerts.snapshot_max_kb` when unset: a snapshot a phone loads quickly.
+pub const DEFAULT_SNAPSHOT_MAX_KIB: u32 = 512;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,7 +80,7 @@ pub struct Config {
     /// Thresholds of the class-agnostic obstruction cue (lanes with
     /// `cue = "obstruction"` or `"both"`).
     #[serde(default)]
-    pub obstruction: crate::analytics::obstruction::ObstructionParams,
+    pub obstruction: ObstructionParams,
     /// Defaults for how every camera stream is pulled.
     #[serde(default)]
     pub source: SourceDefaults,
@@ -265,7 +272,7 @@ pub struct Alerts {
     pub escalate_after_s: f64,
     /// Events below this severity are never escalated.
     #[serde(default = "default_escalate_min_severity")]
-    pub escalate_min_severity: crate::alert::Severity,
+    pub escalate_min_severity: crate::vocab::Severity,
 }
 
 impl Default for Alerts {
@@ -578,7 +585,7 @@ fn default_jpeg_quality() -> u8 {
     80
 }
 fn default_snapshot_max_kb() -> u32 {
-    (crate::alert::snapshot::DEFAULT_MAX_BYTES / 1024) as u32
+    DEFAULT_SNAPSHOT_MAX_KIB
 }
 fn default_acked_update_interval_s() -> f64 {
     60.0
@@ -586,8 +593,8 @@ fn default_acked_update_interval_s() -> f64 {
 fn default_escalate_after_s() -> f64 {
     120.0
 }
-fn default_escalate_min_severity() -> crate::alert::Severity {
-    crate::alert::Severity::Warning
+fn default_escalate_min_severity() -> crate::vocab::Severity {
+    crate::vocab::Severity::Warning
 }
 fn default_spool_path() -> PathBuf {
     PathBuf::from("/var/lib/alleywatch/spool.sqlite")
@@ -740,7 +747,7 @@ impl Config {
     pub fn labels(&self) -> Vec<String> {
         match &self.detector.labels {
             Some(l) => l.clone(),
-            None => crate::infer::COCO80.iter().map(|s| s.to_string()).collect(),
+            None => COCO80.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -1018,7 +1025,7 @@ impl Config {
                         );
                     }
                 }
-                if crate::analytics::polygon_area(&lane.polygon) < 1e-4 {
+                if crate::vocab::polygon_area(&lane.polygon) < 1e-4 {
                     return err(&at("polygon"), "has no area (points in a line?)".into());
                 }
                 if lane.classes.is_empty() && lane.cue.objects() {

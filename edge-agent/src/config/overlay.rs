@@ -654,7 +654,7 @@ lanes = [{{ name = "kerb", polygon = [[0, 0], [1, 0], [1, 1]], classes = ["car"]
         assert_eq!(keys(serde_json::to_value(super::super::Flicker::default()).unwrap()), sorted(FLICKER));
         let kind = super::super::fire::default_rule(super::super::FireKind::Fire);
         assert_eq!(keys(serde_json::to_value(kind).unwrap()), sorted(FIRE_KIND));
-        let obstruction = crate::analytics::obstruction::ObstructionParams::default();
+        let obstruction = crate::config::ObstructionParams::default();
         assert_eq!(keys(serde_json::to_value(obstruction).unwrap()), sorted(OBSTRUCTION));
         let c = load(&base(tempfile::tempdir().unwrap().path())).unwrap();
         let mut lane = keys(serde_json::to_value(&c.cameras[0].lanes[0]).unwrap());

@@ -40,8 +40,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::alert::{Outbox, Request};
+use crate::alert::Outbox;
 use crate::config::Config;
+use crate::control::Request;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
@@ -230,7 +231,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
         "models_loaded": models,
         "broker_connected": broker,
         "spool_ok": health.ok,
-        "spool_last_error_at": health.last_error_at.map(|t| crate::alert::rfc3339::format(&t)),
+        "spool_last_error_at": health.last_error_at.map(|t| crate::vocab::time::rfc3339::format(&t)),
     });
     (code, Json(body)).into_response()
 }

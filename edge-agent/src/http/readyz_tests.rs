@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 
 use super::{readyz, HttpState};
 use crate::alert::{Ledger, Outbox, Spool, Topics};
-use crate::analytics::Phase;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::vocab::Phase;
 
 fn config() -> Config {
     crate::config::minimal()
@@ -69,7 +69,7 @@ async fn readyz_writes_nothing_and_reports_a_failed_write() {
         .writer()
         .execute_batch("CREATE TRIGGER fail BEFORE INSERT ON outbox BEGIN SELECT RAISE(FAIL, 'disk full'); END;")
         .unwrap();
-    outbox.event(crate::alert::event::sample("e1", Phase::Start, crate::alert::Severity::Warning), None);
+    outbox.event(crate::alert::event::sample("e1", Phase::Start, crate::vocab::Severity::Warning), None);
     let (code, body) = ask(&state).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["spool_ok"], false);

@@ -25,8 +25,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
 use super::HttpState;
-use crate::alert::{Change, Request};
 use crate::config::FireKind;
+use crate::control::{Change, Request};
 
 const PAGE: &str = include_str!("technician.html");
 /// The page's script and style, served as files (not inline) so the page's

@@ -11,8 +11,8 @@
 //! detections again, which is what the detector would have found in a scene
 //! that did not change.
 
-use crate::analytics::motion::{motion, Thumb};
 use crate::config;
+use crate::infer::motion::{motion, Thumb};
 
 pub struct MotionGate {
     params: config::MotionGate,

@@ -29,6 +29,7 @@ pub mod fire;
 pub mod gate;
 pub mod letterbox;
 pub mod lowlight;
+pub mod motion;
 pub mod pool;
 pub mod pose;
 pub mod run;
@@ -37,32 +38,7 @@ pub mod runtime;
 pub use detector::{Detector, ModelInfo};
 pub use letterbox::{Letterbox, Preprocessor};
 
-/// An axis-aligned box. Outside this module: normalised frame coordinates.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct BBox {
-    pub x1: f32,
-    pub y1: f32,
-    pub x2: f32,
-    pub y2: f32,
-}
-
-impl BBox {
-    pub fn area(&self) -> f32 {
-        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
-    }
-
-    pub fn iou(&self, o: &BBox) -> f32 {
-        let iw = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
-        let ih = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
-        let inter = iw * ih;
-        let union = self.area() + o.area() - inter;
-        if union <= 0.0 {
-            0.0
-        } else {
-            inter / union
-        }
-    }
-}
+use crate::vocab::BBox;
 
 /// One detected object.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,87 +77,3 @@ pub enum InferError {
     #[error("preprocess: {0}")]
     Preprocess(String),
 }
-
-/// The 80 COCO class names in the standard detector order.
-pub const COCO80: [&str; 80] = [
-    "person",
-    "bicycle",
-    "car",
-    "motorcycle",
-    "airplane",
-    "bus",
-    "train",
-    "truck",
-    "boat",
-    "traffic light",
-    "fire hydrant",
-    "stop sign",
-    "parking meter",
-    "bench",
-    "bird",
-    "cat",
-    "dog",
-    "horse",
-    "sheep",
-    "cow",
-    "elephant",
-    "bear",
-    "zebra",
-    "giraffe",
-    "backpack",
-    "umbrella",
-    "handbag",
-    "tie",
-    "suitcase",
-    "frisbee",
-    "skis",
-    "snowboard",
-    "sports ball",
-    "kite",
-    "baseball bat",
-    "baseball glove",
-    "skateboard",
-    "surfboard",
-    "tennis racket",
-    "bottle",
-    "wine glass",
-    "cup",
-    "fork",
-    "knife",
-    "spoon",
-    "bowl",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-    "chair",
-    "couch",
-    "potted plant",
-    "bed",
-    "dining table",
-    "toilet",
-    "tv",
-    "laptop",
-    "mouse",
-    "remote",
-    "keyboard",
-    "cell phone",
-    "microwave",
-    "oven",
-    "toaster",
-    "sink",
-    "refrigerator",
-    "book",
-    "clock",
-    "vase",
-    "scissors",
-    "teddy bear",
-    "hair drier",
-    "toothbrush",
-];

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ReplayError, ReplayEvent, ReplayOptions};
 use crate::analytics::fire::FlickerTally;
+use crate::camera::Models;
 use crate::config::{Config, FireKind};
-use crate::pipeline::Models;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -27,9 +27,9 @@ use serde::Serialize;
 
 use super::{frames, ReplayError};
 use crate::config::{Camera, Fire, FireKind};
+use crate::draw::{Canvas, Rgb};
 use crate::infer::fire::{FireHit, FireModel};
-use crate::infer::BBox;
-use crate::overlay::{Canvas, Rgb};
+use crate::vocab::BBox;
 
 /// The thresholds of the curve: 0.05, 0.10, … 0.95.
 const CURVE: [f32; 19] =

@@ -24,12 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::alert::Outbound;
+use crate::camera::{CameraAnalyzer, FrameInput, Models};
 use crate::config::{Camera, Config, ConfigError};
+use crate::draw::{self, Canvas};
 use crate::infer::InferError;
 use crate::metrics::Metrics;
-use crate::overlay::{self, Canvas};
-use crate::pipeline::camera::phase_str;
-use crate::pipeline::{CameraAnalyzer, FrameInput, Models};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -145,7 +144,7 @@ pub fn run(
                 let ev = ReplayEvent {
                     t: ms(t),
                     kind: event.kind.as_str(),
-                    phase: phase_str(event.phase),
+                    phase: event.phase.as_str(),
                     id: event.id.clone(),
                     camera: event.camera.id.clone(),
                     zone: event.zone.clone(),
@@ -248,9 +247,9 @@ impl Session {
     }
 
     fn banner(&self, canvas: &mut Canvas, t: f64) {
-        canvas.text(4, 4, &format!("t={t:.1}s"), overlay::WHITE, 2);
+        canvas.text(4, 4, &format!("t={t:.1}s"), draw::WHITE, 2);
         for (i, (_, text)) in self.active.iter().enumerate() {
-            canvas.text(4, 24 + 20 * i as i64, text, overlay::RED, 2);
+            canvas.text(4, 24 + 20 * i as i64, text, draw::RED, 2);
         }
     }
 }

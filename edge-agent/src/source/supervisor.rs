@@ -6,7 +6,7 @@
 //! camera that hangs in a blocking GStreamer call never delays the others.
 //!
 //! Status changes go out through a callback as plain [`CameraStatus`]
-//! values; the wiring in [`crate::pipeline`] publishes them (retained) and
+//! values; the wiring in [`crate::agent`] publishes them (retained) and
 //! feeds metrics.
 
 use std::sync::Arc;
@@ -41,12 +41,12 @@ pub struct CameraStatus {
     pub state: CameraState,
     /// Decoded frames per second (after the analysis rate limit).
     pub fps: f64,
-    #[serde(with = "crate::alert::rfc3339_opt")]
+    #[serde(with = "crate::vocab::time::rfc3339_opt")]
     pub last_frame_at: Option<SystemTime>,
     /// Credentials already removed.
     pub last_error: Option<String>,
     pub reconnects: u64,
-    #[serde(with = "crate::alert::rfc3339")]
+    #[serde(with = "crate::vocab::time::rfc3339")]
     pub at: SystemTime,
 }
 

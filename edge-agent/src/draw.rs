@@ -7,7 +7,7 @@
 //! Coordinates come in normalised (0–1) like everything after `infer`.
 
 use crate::infer::pose::Keypoint;
-use crate::infer::BBox;
+use crate::vocab::BBox;
 
 pub type Rgb = [u8; 3];
 

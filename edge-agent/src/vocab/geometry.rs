@@ -1,6 +1,34 @@
-//! Polygon helpers in normalised frame coordinates (0–1, origin top-left).
+//! Boxes and polygons in normalised frame coordinates (0–1, origin
+//! top-left): what the models output, the rules compare and the snapshots
+//! draw.
 
-use crate::infer::BBox;
+/// An axis-aligned box. Normalised frame coordinates everywhere
+/// outside the model decoders.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+impl BBox {
+    pub fn area(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
+    }
+
+    pub fn iou(&self, o: &BBox) -> f32 {
+        let iw = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
+        let ih = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
+        let inter = iw * ih;
+        let union = self.area() + o.area() - inter;
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
+    }
+}
 
 /// A lane polygon, normalised, with its bounding box kept for quick rejects.
 #[derive(Debug, Clone)]

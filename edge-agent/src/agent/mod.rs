@@ -21,7 +21,6 @@
 //! Shutdown runs in data-path order: sources stop, analysis drains, then
 //! the publisher sends what it can and leaves the rest in the spool.
 
-pub mod camera;
 pub mod reload;
 
 use std::collections::HashMap;
@@ -31,10 +30,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-pub use camera::{CameraAnalyzer, FrameInput, Models};
+use crate::camera::{self, CameraAnalyzer, FrameInput, Models};
 
-use crate::alert::{Change, Ledger, Outbox, Publisher, Request, Spool, Topics};
+use crate::alert::{Ledger, Outbox, Publisher, Spool, Topics};
 use crate::config::{Camera, Config};
+use crate::control::{Change, Request};
 use crate::http::{Frames, HttpState, LatestFrame};
 use crate::metrics::Metrics;
 use crate::service::Heartbeat;
@@ -155,7 +155,7 @@ pub async fn run(
     let shared = Shared { models, outbox: outbox.clone(), metrics: metrics.clone(), frames: frames.clone() };
     let closing = Shutdown::new();
     // Bounded: a flood of changes is refused as busy, never queued without end.
-    let (requests_tx, mut requests) = mpsc::channel::<Request>(crate::alert::publisher::REQUEST_QUEUE);
+    let (requests_tx, mut requests) = mpsc::channel::<Request>(crate::control::REQUEST_QUEUE);
     let config = Arc::new(config);
     let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
     let http = tokio::spawn(crate::http::serve(

@@ -25,21 +25,23 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use crate::alert::event::{self, CameraRef, Evidence, EvidenceObject, Scores, SnapshotRef};
-use crate::alert::{snapshot, CloseReason, Event, EventKind, Outbound, Severity, Topics};
+use crate::alert::{snapshot, CloseReason, Event, Outbound, Topics};
 use crate::analytics::flicker::{self, ColourThumb, FlickerHistory};
-use crate::analytics::motion::MotionHistory;
 use crate::analytics::obstruction::ObstructionCue;
 use crate::analytics::{
-    FallRule, FallTransition, FireRule, FireTransition, LaneRule, LaneTransition, Phase, Track, Tracker, TrackerParams,
+    FallRule, FallTransition, FireRule, FireTransition, LaneRule, LaneTransition, Track, Tracker, TrackerParams,
 };
 use crate::config::{Camera, Config, FireKind};
+use crate::draw::{self, Canvas};
 use crate::infer::fire::{FireHit, FireModel};
 use crate::infer::gate::MotionGate;
 use crate::infer::lowlight::Stretch;
+use crate::infer::motion::MotionHistory;
 use crate::infer::pose::{Keypoint, Pose, PoseModel, KEYPOINT_NAMES};
-use crate::infer::{BBox, Detection, Detector, InferError, ModelInfo, Preprocessor};
+use crate::infer::{Detection, Detector, InferError, ModelInfo, Preprocessor};
 use crate::metrics::Metrics;
-use crate::overlay::{self, Canvas};
+use crate::vocab::{BBox, Phase};
+use crate::vocab::{EventKind, Severity};
 
 /// The models every camera shares.
 #[derive(Clone)]
@@ -563,7 +565,7 @@ impl CameraAnalyzer {
         }
         let window_s = stage.rule.flicker().window_s;
         let history = &stage.history;
-        let mut measure = |kind: FireKind, b: &crate::infer::BBox| {
+        let mut measure = |kind: FireKind, b: &crate::vocab::BBox| {
             let stats = flicker::measure(history, t, window_s, b);
             tracing::debug!(t, kind = kind.as_str(), ?stats, "flicker check");
             stats
@@ -589,22 +591,22 @@ impl CameraAnalyzer {
     pub fn draw(&self, canvas: &mut Canvas) {
         if let Some(stage) = &self.fire {
             for (kind, b, hits) in stage.rule.candidates() {
-                let colour = if kind == FireKind::Fire { overlay::YELLOW } else { overlay::GREY };
+                let colour = if kind == FireKind::Fire { draw::YELLOW } else { draw::GREY };
                 canvas.rect(&b, colour);
                 canvas.label(&b, &format!("{} {hits}/{}", kind.as_str(), stage.rule.rule(kind).n), colour);
             }
             for (kind, b) in stage.rule.open_regions() {
-                canvas.rect(&b, overlay::RED);
-                canvas.label(&b, &kind.as_str().to_uppercase(), overlay::RED);
+                canvas.rect(&b, draw::RED);
+                canvas.label(&b, &kind.as_str().to_uppercase(), draw::RED);
             }
         }
         for lane in &self.lanes {
-            let colour = if lane.is_blocked() { overlay::RED } else { overlay::YELLOW };
+            let colour = if lane.is_blocked() { draw::RED } else { draw::YELLOW };
             canvas.polygon(&lane.polygon().points, colour);
         }
         for t in self.objects.confirmed() {
             let label = self.labels.get(t.class_id).map(String::as_str).unwrap_or("?");
-            let colour = if t.is_visible() { overlay::CYAN } else { overlay::GREY };
+            let colour = if t.is_visible() { draw::CYAN } else { draw::GREY };
             canvas.rect(&t.bbox, colour);
             canvas.label(&t.bbox, &format!("#{} {label} {:.2}", t.id, t.score), colour);
         }
@@ -612,7 +614,7 @@ impl CameraAnalyzer {
         let down: Vec<u64> = rule.down().collect();
         let kp_min = rule.params().keypoint_score;
         for t in self.people.confirmed() {
-            let colour = if down.contains(&t.id) { overlay::RED } else { overlay::GREEN };
+            let colour = if down.contains(&t.id) { draw::RED } else { draw::GREEN };
             canvas.rect(&t.bbox, colour);
             if let Some(pose) = t.matched.and_then(|m| self.poses.get(m)) {
                 canvas.skeleton(&pose.keypoints, kp_min, colour);
@@ -654,13 +656,13 @@ impl CameraAnalyzer {
             if let Some((rgb, w, h)) = &reference {
                 c.inset(rgb, *w, *h, "clear reference");
             }
-            c.polygon(&rule.polygon().points, overlay::YELLOW);
+            c.polygon(&rule.polygon().points, draw::YELLOW);
             // The obstruction cue's changed cells: why the lane reads blocked.
             for cell in changed {
-                c.rect(cell, overlay::CYAN);
+                c.rect(cell, draw::CYAN);
             }
             for b in &boxes {
-                c.rect(b, overlay::RED);
+                c.rect(b, draw::RED);
             }
         });
         let evidence = Evidence {
@@ -721,9 +723,9 @@ impl CameraAnalyzer {
         let ended_at = tr.ended_at.map(|e| back(wall, now, e));
         let kp_min = self.falls.as_ref().map(|r| r.params().keypoint_score).unwrap_or(0.2);
         let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, |c| {
-            c.rect(&tr.bbox, overlay::RED);
+            c.rect(&tr.bbox, draw::RED);
             if let Some(k) = &tr.keypoints {
-                c.skeleton(k, kp_min, overlay::RED);
+                c.skeleton(k, kp_min, draw::RED);
             }
         });
         let keypoints = tr.keypoints.map(|k| keypoints_json(tr.track_id, &k));
@@ -785,13 +787,13 @@ impl CameraAnalyzer {
         };
         let open = open_keyed(&mut stage.open, (tr.kind, tr.region), tr.phase, wall, now, tr.since);
         let ended_at = tr.ended_at.map(|e| back(wall, now, e));
-        let hit_boxes: Vec<crate::infer::BBox> = tr.window.iter().filter_map(|s| s.bbox).collect();
+        let hit_boxes: Vec<crate::vocab::BBox> = tr.window.iter().filter_map(|s| s.bbox).collect();
         let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, |c| {
             for b in &hit_boxes {
-                c.rect(b, overlay::YELLOW);
+                c.rect(b, draw::YELLOW);
             }
-            c.rect(&tr.bbox, overlay::RED);
-            c.label(&tr.bbox, tr.kind.as_str(), overlay::RED);
+            c.rect(&tr.bbox, draw::RED);
+            c.label(&tr.bbox, tr.kind.as_str(), draw::RED);
         });
         let b = tr.bbox;
         let window: Vec<serde_json::Value> = tr
@@ -868,7 +870,7 @@ impl CameraAnalyzer {
             snapshot: snapshot_ref,
             centre: Default::default(),
         };
-        self.metrics.events.with_label_values(&[p.kind.as_str(), phase_str(p.phase)]).inc();
+        self.metrics.events.with_label_values(&[p.kind.as_str(), p.phase.as_str()]).inc();
         Outbound::Event { event: Box::new(event), snapshot: jpeg }
     }
 }
@@ -984,15 +986,6 @@ fn open_keyed<K: std::hash::Hash + Eq>(
         open.insert(key, o);
     }
     event
-}
-
-pub fn phase_str(p: Phase) -> &'static str {
-    match p {
-        Phase::Start => "start",
-        Phase::Update => "update",
-        Phase::End => "end",
-        Phase::Escalate => "escalate",
-    }
 }
 
 #[cfg(test)]

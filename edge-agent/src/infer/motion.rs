@@ -54,14 +54,14 @@ impl Thumb {
 
 /// A thumbnail's size: `target_w` wide (at most the frame's width), the
 /// height keeping the frame's aspect.
-pub(super) fn thumb_size(target_w: u32, width: u32, height: u32) -> (u32, u32) {
+pub(crate) fn thumb_size(target_w: u32, width: u32, height: u32) -> (u32, u32) {
     let tw = target_w.min(width.max(1));
     let th = ((height as f64 * tw as f64 / width.max(1) as f64).round() as u32).max(1);
     (tw, th)
 }
 
 /// Source pixel range covered by thumbnail cell `i` of `n` over `len`.
-pub(super) fn span(i: u32, n: u32, len: u32) -> (u32, u32) {
+pub(crate) fn span(i: u32, n: u32, len: u32) -> (u32, u32) {
     let a = (i as u64 * len as u64 / n as u64) as u32;
     let b = (((i + 1) as u64 * len as u64).div_ceil(n as u64) as u32).clamp(a + 1, len.max(a + 1));
     (a, b.min(len))
