@@ -1,7 +1,10 @@
 //! Stage 6 of the data path: events and statuses out to the command centres.
 //!
-//! - [`event`]: the event payload (the MQTT contract's JSON), built from rule
-//!   transitions.
+//! - [`event`]: the event payload (the MQTT contract's JSON).
+//! - [`evidence`]: each rule's transition as a [`compose::Draft`]: evidence,
+//!   parameters, model, snapshot marks.
+//! - [`compose`]: a draft into the message (id, wall times, camera,
+//!   snapshot), the same for every rule.
 //! - [`snapshot`]: the JPEG that goes with each event, boxes and lane drawn.
 //! - [`topics`]: the topic layout, in one place.
 //! - [`outbox`]: where analysis and supervisors hand their messages in.
@@ -17,7 +20,9 @@
 //! supervisors ─▶ Outbox (latest status per camera) ────┘   ▼ ack/resolve → Ledger, set → reload
 //! ```
 
+pub mod compose;
 pub mod event;
+pub mod evidence;
 pub mod ledger;
 pub mod outbox;
 pub mod publisher;
@@ -25,6 +30,7 @@ pub mod snapshot;
 pub mod spool;
 pub mod topics;
 
+pub use compose::{Composer, Draft, EventKey};
 pub use event::Event;
 pub use ledger::Ledger;
 pub use outbox::Outbox;
