@@ -32,6 +32,8 @@ pub mod demo;
 pub mod draw;
 pub mod http;
 pub mod infer;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
 pub mod redact;
 pub mod replay;
