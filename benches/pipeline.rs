@@ -160,7 +160,7 @@ fn yolox_decode_nms(c: &mut Criterion) {
     };
     let Ok(env) = edge_agent::infer::runtime::init(None) else { return };
     let (mut session, _) =
-        edge_agent::infer::runtime::open_session(&edge_agent::infer::runtime::SessionSpec::cpu(&path, 2), "yolox", env)
+        edge_agent::infer::runtime::open_session(&edge_agent::config::ModelSession::cpu(&path, 2), "yolox", env)
             .unwrap();
     let mut video = edge_agent::replay::frames::VideoFrames::open(&clip, 640, false).unwrap();
     let mut frame = video.next_frame().unwrap().unwrap();

@@ -18,7 +18,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use edge_agent::camera::{CameraAnalyzer, FrameInput, Models};
 use edge_agent::config::Config;
-use edge_agent::infer::runtime::SessionSpec;
+use edge_agent::config::ModelSession;
 use edge_agent::metrics::Metrics;
 
 struct Counting;
@@ -137,7 +137,7 @@ fn the_agents_own_per_frame_work_allocates_nothing() {
     // What `ort`'s own `Session::run` allocates for the same run, for scale.
     let env = edge_agent::infer::runtime::init(None).unwrap();
     let (mut session, _) =
-        edge_agent::infer::runtime::open_session(&SessionSpec::cpu(&config.detector.path, 2), "nanodet", env).unwrap();
+        edge_agent::infer::runtime::open_session(&ModelSession::cpu(&config.detector.path, 2), "nanodet", env).unwrap();
     let wrapper = count(|| {
         for _ in 0..runs {
             let input = ort::value::TensorRef::from_array_view((pre.shape(), pre.tensor())).unwrap();

@@ -178,7 +178,7 @@ fn preallocated_and_plain_runs_agree() {
     let path = model("fire.onnx");
     let cfg: edge_agent::config::Fire = toml::from_str(&format!("path = \"{}\"", path.display())).unwrap();
     let env = runtime::init(None).unwrap();
-    let open = || runtime::open_session(&runtime::SessionSpec::cpu(&path, 1), "heatmap", env).unwrap().0;
+    let open = || runtime::open_session(&edge_agent::config::ModelSession::cpu(&path, 1), "heatmap", env).unwrap().0;
     let side = cfg.input_size as i64;
     let dims = [1, 3, side, side];
     let mut plain = ModelRun::new(open(), 1, "fire.onnx", None).unwrap();

@@ -185,7 +185,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     if config.require_model_hash {
-        for spec in edge_agent::infer::runtime::SessionSpec::all_of(&config) {
+        for spec in edge_agent::config::ModelSession::all_of(&config) {
             edge_agent::infer::runtime::require_pinned(&spec)?;
         }
     }

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::config::ModelSession;
 use crate::infer::fire::FireModel;
 use crate::infer::pose::PoseModel;
-use crate::infer::runtime::{require_pinned, SessionSpec};
+use crate::infer::runtime::require_pinned;
 use crate::infer::{Detector, InferError};
 
 /// The models every camera shares.
@@ -20,7 +21,7 @@ impl Models {
     /// Loads every model the config names.
     pub fn load(config: &Config) -> Result<Models, InferError> {
         if config.require_model_hash {
-            SessionSpec::all_of(config).iter().try_for_each(require_pinned)?;
+            ModelSession::all_of(config).iter().try_for_each(require_pinned)?;
         }
         let detector = Arc::new(crate::infer::detector::load_from_config(config)?);
         let pose = crate::infer::pose::load_from_config(config)?.map(Arc::new);

@@ -319,6 +319,21 @@ impl Fire {
         o.apply(default_rule(kind))
     }
 
+    /// Its ONNX Runtime session keys (one session: the fire model runs at a
+    /// few frames a second).
+    pub fn session(&self) -> super::ModelSession<'_> {
+        super::ModelSession {
+            section: "fire",
+            path: &self.path,
+            sha256: self.sha256.as_deref(),
+            threads: self.threads,
+            sessions: None,
+            precision: self.precision,
+            provider: self.execution_provider,
+            fallback: self.fallback,
+        }
+    }
+
     /// Range and consistency checks; returns the key path and message of
     /// the first problem.
     pub fn validate(&self) -> Result<(), (String, String)> {
@@ -326,16 +341,9 @@ impl Fire {
         if self.input_size < 32 || self.input_size > 2048 || self.input_size % 32 != 0 {
             return err("input_size", format!("{} is not a multiple of 32 between 32 and 2048", self.input_size));
         }
-        if self.threads == 0 || self.threads > 64 {
-            return err("threads", "must be 1–64".into());
-        }
+        self.session().validate()?;
         if !(self.fps > 0.0 && self.fps <= 30.0) {
             return err("fps", format!("{} is outside (0, 30]", self.fps));
-        }
-        if let Some(h) = &self.sha256 {
-            if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return err("sha256", "must be 64 hex digits".into());
-            }
         }
         match &self.labels {
             Some(l) if l.is_empty() => return err("labels", "must not be empty".into()),

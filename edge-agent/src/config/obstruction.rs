@@ -2,6 +2,8 @@
 //! obstruction cue (`analytics::obstruction`), shared by every lane that
 //! uses it.
 
+use super::check::{at_least, fail, Check};
+
 /// The cue's thresholds. Defaults measured on the development clips.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,5 +48,29 @@ impl Default for ObstructionParams {
             adapt_s: 120.0,
             night_luma: 40.0,
         }
+    }
+}
+
+impl ObstructionParams {
+    pub(super) fn validate(&self) -> Check {
+        let o = self;
+        let times = [("learn_s", o.learn_s), ("adapt_s", o.adapt_s), ("motion_hold_s", o.motion_hold_s)];
+        let levels = [
+            ("ncc_min", o.ncc_min),
+            ("flat_std", o.flat_std),
+            ("chroma_max", o.chroma_max),
+            ("luma_max", o.luma_max),
+            ("motion_min", o.motion_min),
+            ("night_luma", o.night_luma),
+        ];
+        for (key, v) in times.into_iter().chain(levels.map(|(k, v)| (k, v as f64))) {
+            if !at_least(v, 0.0) {
+                return fail(&format!("obstruction.{key}"), format!("{v} must be ≥ 0"));
+            }
+        }
+        if o.ncc_min > 1.0 {
+            return fail("obstruction.ncc_min", format!("{} must be ≤ 1 (a correlation)", o.ncc_min));
+        }
+        Ok(())
     }
 }

@@ -125,6 +125,22 @@ fn default_max_age_s() -> f64 {
     2.0
 }
 
+impl Pose {
+    /// Its ONNX Runtime session keys.
+    pub fn session(&self) -> super::ModelSession<'_> {
+        super::ModelSession {
+            section: "pose",
+            path: &self.path,
+            sha256: self.sha256.as_deref(),
+            threads: self.threads,
+            sessions: Some(self.sessions),
+            precision: self.precision,
+            provider: self.execution_provider,
+            fallback: self.fallback,
+        }
+    }
+}
+
 /// Checks the people-path sections; returns the key path and message of the
 /// first problem.
 pub(super) fn validate(
@@ -150,17 +166,7 @@ pub(super) fn validate(
         if !(0.0..=255.0).contains(&p.low_light_below) {
             return err("pose.low_light_below", format!("{} is outside 0–255 (mean luma)", p.low_light_below));
         }
-        if p.threads == 0 || p.threads > 64 {
-            return err("pose.threads", "must be 1–64".into());
-        }
-        if p.sessions == 0 || p.sessions > 64 {
-            return err("pose.sessions", "must be 1–64".into());
-        }
-        if let Some(h) = &p.sha256 {
-            if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return err("pose.sha256", "must be 64 hex digits".into());
-            }
-        }
+        p.session().validate()?;
     }
     let t = tracking;
     if !(0.0..=high).contains(&t.low_score) {

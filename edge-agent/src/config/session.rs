@@ -5,8 +5,76 @@
 //! the CPU, or run the detector in INT8 while the pose model stays FP32.
 
 use std::fmt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use super::check::{fail, Check};
+use super::Config;
+
+/// One model's session keys, as every model section (`[detector]`,
+/// `[pose]`, `[fire]`) writes them: what `infer::runtime` opens a session
+/// from, and what is checked the same way for each.
+///
+/// The keys stay written out in each section's struct rather than
+/// `#[serde(flatten)]`ed from one: with `flatten`, serde accepts unknown
+/// keys silently (a misspelt `threds` would be ignored) and reports a bad
+/// value as the whole table, without the key or its line — the opposite of
+/// what this config promises a technician.
+#[derive(Debug, Clone)]
+pub struct ModelSession<'a> {
+    /// The config section, for error messages (`detector`, `pose`, `fire`).
+    pub section: &'static str,
+    pub path: &'a Path,
+    pub sha256: Option<&'a str>,
+    pub threads: usize,
+    /// Sessions of the model the cameras share (sections that pool them).
+    pub sessions: Option<usize>,
+    pub precision: Precision,
+    pub provider: Provider,
+    pub fallback: bool,
+}
+
+impl<'a> ModelSession<'a> {
+    /// A CPU FP32 session on `path` (benches, tools).
+    pub fn cpu(path: &'a Path, threads: usize) -> ModelSession<'a> {
+        ModelSession {
+            section: "model",
+            path,
+            sha256: None,
+            threads,
+            sessions: None,
+            precision: Precision::Fp32,
+            provider: Provider::Cpu,
+            fallback: false,
+        }
+    }
+
+    /// Every model the config names.
+    pub fn all_of(c: &'a Config) -> Vec<ModelSession<'a>> {
+        let mut all = vec![c.detector.session()];
+        all.extend(c.pose.as_ref().map(|p| p.session()));
+        all.extend(c.fire.as_ref().map(|f| f.session()));
+        all
+    }
+
+    /// The same range checks for every section's keys.
+    pub(super) fn validate(&self) -> Check {
+        let key = |k: &str| format!("{}.{k}", self.section);
+        if self.threads == 0 || self.threads > 64 {
+            return fail(&key("threads"), "must be 1–64");
+        }
+        if self.sessions.is_some_and(|n| n == 0 || n > 64) {
+            return fail(&key("sessions"), "must be 1–64");
+        }
+        if let Some(h) = self.sha256 {
+            if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return fail(&key("sha256"), "must be 64 hex digits");
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Which numeric variant of a model to load.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]

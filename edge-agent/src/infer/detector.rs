@@ -120,7 +120,7 @@ impl Detector {
         floor: f32,
         env: &ort::environment::Environment,
     ) -> Result<Detector, InferError> {
-        let session_spec = runtime::SessionSpec { section, ..runtime::SessionSpec::of_detector(cfg) };
+        let session_spec = crate::config::ModelSession { section, ..cfg.session() };
         let path = &cfg.path;
         let shown = path.display().to_string();
         let model_err = |message: String| InferError::Model { path: shown.clone(), message };

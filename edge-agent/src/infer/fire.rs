@@ -87,7 +87,7 @@ impl FireModel {
                 })
             }
             None => {
-                let (session, info) = runtime::open_session(&runtime::SessionSpec::of_fire(cfg), "heatmap", env)?;
+                let (session, info) = runtime::open_session(&cfg.session(), "heatmap", env)?;
                 let spec = detector::input_spec(config::ModelFormat::Nanodet, cfg.input_size);
                 let want = [1, 3, spec.height as i64, spec.width as i64];
                 let input = session.inputs().first().ok_or_else(|| model_err("has no inputs".into()))?;

@@ -160,7 +160,7 @@ impl PoseModel {
         let path = &cfg.path;
         let shown = path.display().to_string();
         let model_err = |message: String| InferError::Model { path: shown.clone(), message };
-        let (session, info) = runtime::open_session(&runtime::SessionSpec::of_pose(cfg), "movenet-multipose", env)?;
+        let (session, info) = runtime::open_session(&cfg.session(), "movenet-multipose", env)?;
         // The input size follows each camera's aspect, so H and W must be dynamic.
         let input_ok = session
             .inputs()
@@ -177,7 +177,7 @@ impl PoseModel {
         }
         let mut sessions = vec![ModelRun::new(session, 1, &shown, None)?];
         for _ in 1..cfg.sessions {
-            let more = runtime::open_session(&runtime::SessionSpec::of_pose(cfg), "movenet-multipose", env)?.0;
+            let more = runtime::open_session(&cfg.session(), "movenet-multipose", env)?.0;
             sessions.push(ModelRun::new(more, 1, &shown, None)?);
         }
         Ok(PoseModel {

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 
 use super::InferError;
-use crate::config::{self, Precision, Provider};
+use crate::config::{ModelSession, Precision, Provider};
 
 /// The ONNX Runtime version the setup script installs.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -133,7 +133,7 @@ pub fn read_verified(model: &Path, configured: Option<&str>) -> Result<(Vec<u8>,
 /// With `require_model_hash = true`: refuses a model section whose file
 /// (the variant its precision loads) has no expected hash, neither the
 /// section's `sha256` nor an entry in the `models.toml` beside it.
-pub fn require_pinned(spec: &SessionSpec<'_>) -> Result<(), InferError> {
+pub fn require_pinned(spec: &ModelSession<'_>) -> Result<(), InferError> {
     let path = variant_path(spec.path, spec.precision, spec.section)?;
     let pinned = if path == spec.path { spec.sha256 } else { None };
     match expected_sha256(&path, pinned) {
@@ -154,78 +154,6 @@ static SPIN: AtomicBool = AtomicBool::new(false);
 /// uses it to measure bare inference at its best).
 pub fn set_spinning(on: bool) {
     SPIN.store(on, Ordering::Relaxed);
-}
-
-/// What a session is opened from: one model section of the config.
-#[derive(Debug, Clone)]
-pub struct SessionSpec<'a> {
-    /// The config section, for error messages (`detector`, `pose`, `fire`).
-    pub section: &'static str,
-    pub path: &'a Path,
-    pub sha256: Option<&'a str>,
-    pub threads: usize,
-    pub precision: Precision,
-    pub provider: Provider,
-    pub fallback: bool,
-}
-
-impl<'a> SessionSpec<'a> {
-    /// A CPU FP32 session on `path` (benches, tools).
-    pub fn cpu(path: &'a Path, threads: usize) -> SessionSpec<'a> {
-        SessionSpec {
-            section: "model",
-            path,
-            sha256: None,
-            threads,
-            precision: Precision::Fp32,
-            provider: Provider::Cpu,
-            fallback: false,
-        }
-    }
-
-    /// Every model section the config loads: detector, pose, fire.
-    pub fn all_of(c: &'a config::Config) -> Vec<SessionSpec<'a>> {
-        let mut all = vec![SessionSpec::of_detector(&c.detector)];
-        all.extend(c.pose.as_ref().map(SessionSpec::of_pose));
-        all.extend(c.fire.as_ref().map(SessionSpec::of_fire));
-        all
-    }
-
-    pub fn of_detector(c: &'a config::Detector) -> SessionSpec<'a> {
-        SessionSpec {
-            section: "detector",
-            path: &c.path,
-            sha256: c.sha256.as_deref(),
-            threads: c.threads,
-            precision: c.precision,
-            provider: c.execution_provider,
-            fallback: c.fallback,
-        }
-    }
-
-    pub fn of_pose(c: &'a config::Pose) -> SessionSpec<'a> {
-        SessionSpec {
-            section: "pose",
-            path: &c.path,
-            sha256: c.sha256.as_deref(),
-            threads: c.threads,
-            precision: c.precision,
-            provider: c.execution_provider,
-            fallback: c.fallback,
-        }
-    }
-
-    pub fn of_fire(c: &'a config::Fire) -> SessionSpec<'a> {
-        SessionSpec {
-            section: "fire",
-            path: &c.path,
-            sha256: c.sha256.as_deref(),
-            threads: c.threads,
-            precision: c.precision,
-            provider: c.execution_provider,
-            fallback: c.fallback,
-        }
-    }
 }
 
 /// The file to load for `precision`: `path` itself for FP32; for INT8 the
@@ -315,7 +243,7 @@ fn provider_dispatch(provider: Provider) -> Option<ort::ep::ExecutionProviderDis
 /// `fallback = true` it is a warning and the session runs on the CPU.
 /// Returns the session and what events report about the model.
 pub fn open_session(
-    spec: &SessionSpec<'_>,
+    spec: &ModelSession<'_>,
     format: &str,
     env: &ort::environment::Environment,
 ) -> Result<(ort::session::Session, super::ModelInfo), InferError> {
@@ -419,7 +347,7 @@ mod tests {
         std::fs::write(&model, b"fp32").unwrap();
         std::fs::write(dir.path().join("m-int8.onnx"), b"int8").unwrap();
         let spec =
-            |precision, sha256| SessionSpec { section: "detector", precision, sha256, ..SessionSpec::cpu(&model, 1) };
+            |precision, sha256| ModelSession { section: "detector", precision, sha256, ..ModelSession::cpu(&model, 1) };
         let err = require_pinned(&spec(Precision::Fp32, None)).unwrap_err().to_string();
         assert!(
             err.contains("m.onnx") && err.contains("detector.sha256") && err.contains("require_model_hash"),

@@ -1,0 +1,49 @@
+//! The checks serde cannot express, in one vocabulary: each section's
+//! `validate` returns a [`Check`], the key path and message of its first
+//! problem, which [`super::Config::parse`] then locates in the file.
+
+/// `Err((key path, message))` of the first problem found.
+pub(super) type Check = Result<(), (String, String)>;
+
+/// The first problem: `key` (a dotted path) and what is wrong with it.
+pub(super) fn fail(key: &str, message: impl Into<String>) -> Check {
+    Err((key.to_string(), message.into()))
+}
+
+/// `v >= min`, and not NaN or infinite (TOML allows both).
+pub(super) fn at_least(v: f64, min: f64) -> bool {
+    v.is_finite() && v >= min
+}
+
+/// Topic levels and ids: no MQTT wildcards or separators, nothing that needs
+/// escaping in a URL or a metric label.
+pub(super) fn topic_safe(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 64 {
+        return Err("must be at most 64 characters".into());
+    }
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(format!("{s:?} contains {c:?}; use letters, digits, '-', '_' or '.'"));
+    }
+    Ok(())
+}
+
+pub(super) fn check_url(url: &str) -> Result<(), String> {
+    let shown = crate::redact::redact_url(url);
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("rtsp" | "rtsps" | "file" | "test") => {}
+        Some(other) => return Err(format!("{shown}: unsupported scheme {other:?} (use rtsp, rtsps, file or test)")),
+        None => return Err(format!("{shown}: not a URL (expected rtsp://host/path)")),
+    }
+    let rest = &url[url.find("://").map(|i| i + 3).unwrap_or(0)..];
+    if rest.is_empty() {
+        return Err(format!("{shown}: nothing after the scheme"));
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Err(format!("{shown}: contains whitespace"));
+    }
+    Ok(())
+}
