@@ -16,11 +16,9 @@
 //! across `select!` rounds), because a cancelled poll can lose a packet it
 //! had already taken from the queue.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
@@ -28,15 +26,12 @@ use rumqttc::{
     Packet, QoS, Transport,
 };
 use serde_json::{json, Value};
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::ledger::{MAX_BY_CHARS, MAX_NOTE_CHARS};
 use super::outbox::{Outbox, Unspooled};
-use super::spool::Entry;
 use super::{Event, Topics};
 use crate::config::Config;
-use crate::control::{Change, Request, REQUEST_QUEUE};
+use crate::control::Request;
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,33 +42,15 @@ pub enum PublisherError {
     EmptyPassword(std::path::PathBuf),
 }
 
-/// Largest command payload, in bytes. A `set` of a whole lane is under
-/// 1 KiB; anything far larger is a mistake or an attack, refused unread.
-pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// Largest incoming packet the MQTT client reads. rumqttc drops the
 /// connection on a larger one (and a retained one would then drop it after
 /// every SUBACK, so the spool never drains), so this sits far above
 /// [`MAX_COMMAND_BYTES`]: an oversize command is read and refused, never a
 /// lost connection. The broker's `max_packet_size` should be at or below it.
 pub const MAX_INCOMING_PACKET: usize = 16 << 20;
-/// Commands waiting for the manager's answer at once (a `reference` waits
-/// for the camera's next frame, which a stalled camera never has).
-const MAX_PENDING: usize = 16;
-/// How long a command waits for the manager's answer before its reply says so.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Rate limit of each command topic: a burst of this many…
-pub const RATE_BURST: f64 = 10.0;
-/// …then this many per second.
-pub const RATE_PER_S: f64 = 2.0;
-/// Longest `request_id`, in characters.
-const MAX_REQUEST_ID_CHARS: usize = 128;
-/// Longest `event_id`, `camera` and `lane`, in characters.
-const MAX_NAME_CHARS: usize = 64;
 /// Replies waiting to be published.
 const REPLY_QUEUE: usize = 64;
 
-/// Spooled messages in flight at once. Small: a reconnect resends them.
-const WINDOW: usize = 16;
 /// How long a graceful stop waits for the spool to drain.
 const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
 /// A spooled message that was alone in flight when the connection dropped
@@ -89,16 +66,6 @@ pub struct Publisher {
     endpoint: String,
     online: Vec<u8>,
     offline: Vec<u8>,
-}
-
-/// What a submitted QoS 1 publish is, so its PUBACK can be matched.
-#[derive(Debug, Clone, Copy)]
-enum Tag {
-    /// One packet of a spooled message (row id).
-    Spooled(i64),
-    /// One packet of a message waiting in memory (its seq).
-    Unspooled(u64),
-    Other,
 }
 
 /// Spool writes the publisher asks for. They run on a blocking thread, one
@@ -124,134 +91,15 @@ enum Done {
     Other,
 }
 
-/// Spooled rows suspected of making the broker (or the client) drop the
-/// connection: a message over a size limit is refused with a disconnect,
-/// and would otherwise be sent first again after every reconnect, blocking
-/// everything behind it.
-///
-/// Every row in flight when a connection drops becomes a suspect. While
-/// there are suspects, rows are sent one at a time, so a drop can be
-/// blamed on the one row in flight: that row gets a strike. A suspect
-/// leaves on its PUBACK; at [`SET_ASIDE_AFTER`] strikes it is set aside. A
-/// flaky network therefore strikes a good row only if it drops the
-/// connection that many times while that row alone is in flight.
-#[derive(Debug, Default)]
-struct Suspects {
-    strikes: BTreeMap<i64, u32>,
-}
-
-impl Suspects {
-    /// How many rows may be in flight.
-    fn window(&self) -> usize {
-        if self.strikes.is_empty() {
-            WINDOW
-        } else {
-            1
-        }
-    }
-
-    /// The connection dropped with `inflight` rows unacknowledged; returns
-    /// the rows to set aside now.
-    fn lost(&mut self, inflight: &[i64]) -> Vec<i64> {
-        let mut out = Vec::new();
-        if let [only] = inflight {
-            if let Some(n) = self.strikes.get_mut(only) {
-                *n += 1;
-                if *n >= SET_ASIDE_AFTER {
-                    self.strikes.remove(only);
-                    out.push(*only);
-                }
-                return out;
-            }
-        }
-        for id in inflight {
-            self.strikes.entry(*id).or_insert(0);
-        }
-        out
-    }
-
-    fn acked(&mut self, id: i64) {
-        self.strikes.remove(&id);
-    }
-
-    /// The drain reached row `next` (or the end, `i64::MAX`): suspects
-    /// before it that are not in flight are gone from the spool (acked,
-    /// or dropped to make room).
-    fn passed(&mut self, next: i64, inflight: &HashMap<i64, (u8, Instant)>) {
-        self.strikes.retain(|id, _| *id >= next || inflight.contains_key(id));
-    }
-}
+mod commands;
+mod packets;
 
 #[cfg(test)]
-#[path = "publisher_delivery_tests.rs"]
 mod delivery_tests;
 
-/// Queues one message (its snapshot first, if any) through `send` (the
-/// client's `try_publish`), tagging each packet. Returns its packet count,
-/// or `None` when a part could not be queued: the message is then not
-/// queued at all as far as the bookkeeping goes (a snapshot already queued
-/// is re-tagged `Other`, so its PUBACK cannot count for the row), and it
-/// is sent whole, again, before anything after it.
-fn queue_message(
-    send: &mut impl FnMut(&str, Vec<u8>) -> bool,
-    tags: &mut VecDeque<Tag>,
-    tag: Tag,
-    snapshot: Option<(&str, Vec<u8>)>,
-    topic: &str,
-    payload: Vec<u8>,
-) -> Option<u8> {
-    let mut parts = 0u8;
-    if let Some((t, jpeg)) = snapshot {
-        if !send(t, jpeg) {
-            return None;
-        }
-        tags.push_back(tag);
-        parts += 1;
-    }
-    if !send(topic, payload) {
-        if parts > 0 {
-            if let Some(last) = tags.back_mut() {
-                *last = Tag::Other;
-            }
-        }
-        return None;
-    }
-    tags.push_back(tag);
-    Some(parts + 1)
-}
-
-/// Queues spooled rows in order, moving `cursor` past a row only once
-/// every part of it is queued; `skip` rows (acknowledged, being deleted)
-/// are passed over. Returns false when a row could not be queued (the
-/// client's queue is full): it is the first one sent next time.
-fn queue_rows(
-    entries: Vec<Entry>,
-    cursor: &mut i64,
-    tags: &mut VecDeque<Tag>,
-    send: &mut impl FnMut(&str, Vec<u8>) -> bool,
-    skip: impl Fn(i64) -> bool,
-    mut queued: impl FnMut(&Entry, u8),
-) -> bool {
-    for mut entry in entries {
-        if skip(entry.id) {
-            *cursor = entry.id;
-            continue;
-        }
-        // The bytes go to the client; `queued` reads only the row's other
-        // fields, so they are moved, not copied (a snapshot is up to 960 KB).
-        let (snapshot_topic, jpeg) = entry.snapshot.take().unzip();
-        let snapshot = snapshot_topic.as_deref().zip(jpeg);
-        let payload = std::mem::take(&mut entry.payload);
-        match queue_message(send, tags, Tag::Spooled(entry.id), snapshot, &entry.topic, payload) {
-            Some(parts) => {
-                *cursor = entry.id;
-                queued(&entry, parts);
-            }
-            None => return false,
-        }
-    }
-    true
-}
+use commands::Commands;
+pub use commands::{MAX_COMMAND_BYTES, RATE_BURST, RATE_PER_S};
+use packets::{queue_message, queue_rows, Acked, Packets, Suspects, Tag, WINDOW};
 
 type PollFuture = Pin<Box<dyn Future<Output = (EventLoop, Result<MqttEvent, ConnectionError>)> + Send>>;
 
@@ -350,7 +198,7 @@ impl Publisher {
                             s.on_connect(&online);
                         }
                         Ok(MqttEvent::Incoming(Packet::PubAck(ack))) => s.on_puback(ack.pkid),
-                        Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => s.on_sent(pkid),
+                        Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => s.packets.sent(pkid),
                         Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                             if let Some(reply) = s.on_command(&p.topic, &p.payload, p.retain, &requests, &reply_tx) {
                                 s.publish_other(&s.topics.replies(), false, reply.to_string().into_bytes());
@@ -380,7 +228,7 @@ impl Publisher {
             }
             s.pump();
             if let Some(deadline) = stop_by {
-                let drained = s.inflight.is_empty()
+                let drained = s.packets.inflight.is_empty()
                     && !s.writing
                     && s.acked.is_empty()
                     && s.outbox.spool().depth().map(|d| d.messages == 0).unwrap_or(true);
@@ -432,19 +280,9 @@ struct State {
     topics: Topics,
     outbox: Outbox,
     connected: bool,
-    /// Tags of submitted QoS 1 publishes not yet given a packet id.
-    tags: VecDeque<Tag>,
-    /// Packet id → tag, until the PUBACK.
-    pkids: HashMap<u16, Tag>,
-    /// Spooled row id → its packets not yet acknowledged (and when it went).
-    inflight: HashMap<i64, (u8, Instant)>,
-    /// Highest spooled row fully queued on this connection.
-    cursor: i64,
+    /// This connection's messages in flight.
+    packets: Packets,
     last_error: Option<String>,
-    /// Fallback messages (by seq) → packets not yet acknowledged.
-    inflight_unspooled: HashMap<u64, u8>,
-    /// Highest fallback seq queued on this connection.
-    unspooled_cursor: u64,
     suspects: Suspects,
     /// Rows acknowledged, to delete in the next write batch.
     acked: Vec<i64>,
@@ -468,44 +306,6 @@ struct State {
     commands_backoff: Duration,
 }
 
-/// The bounds on the centres' commands: a token bucket per command topic
-/// and the count of commands waiting for the manager's answer.
-#[derive(Default)]
-struct Commands {
-    /// Command → (tokens, last refill, refusing since the last allowed one).
-    buckets: HashMap<&'static str, (f64, Instant, bool)>,
-    pending: Arc<AtomicUsize>,
-}
-
-impl Commands {
-    /// Takes a token of `command`'s bucket. `Err(first)`: refused, `first`
-    /// when it is the first refusal since the last allowed command (logged
-    /// once, not once per message of a flood).
-    fn take(&mut self, command: &'static str, now: Instant) -> Result<(), bool> {
-        let (tokens, at, refusing) = self.buckets.entry(command).or_insert((RATE_BURST, now, false));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * RATE_PER_S).min(RATE_BURST);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            *refusing = false;
-            Ok(())
-        } else {
-            Err(!std::mem::replace(refusing, true))
-        }
-    }
-}
-
-/// The command named by a topic's last level, as a bounded label.
-fn command_name(name: &str) -> &'static str {
-    match name {
-        "ack" => "ack",
-        "resolve" => "resolve",
-        "set" => "set",
-        "reference" => "reference",
-        _ => "unknown",
-    }
-}
-
 impl State {
     fn new(client: AsyncClient, topics: Topics, outbox: Outbox, done_tx: mpsc::UnboundedSender<Vec<Done>>) -> State {
         State {
@@ -513,13 +313,8 @@ impl State {
             topics,
             outbox,
             connected: false,
-            tags: VecDeque::new(),
-            pkids: HashMap::new(),
-            inflight: HashMap::new(),
-            cursor: 0,
+            packets: Packets::default(),
             last_error: None,
-            inflight_unspooled: HashMap::new(),
-            unspooled_cursor: 0,
             suspects: Suspects::default(),
             acked: Vec::new(),
             deleting: HashSet::new(),
@@ -539,12 +334,7 @@ impl State {
         self.connected = true;
         self.last_error = None;
         // A clean session: nothing of the last connection is in flight.
-        self.tags.clear();
-        self.pkids.clear();
-        self.inflight.clear();
-        self.cursor = 0;
-        self.inflight_unspooled.clear();
-        self.unspooled_cursor = 0;
+        self.packets.reset();
         self.subscribed = false;
         if !self.commands_deferred {
             self.subscribe_commands();
@@ -570,8 +360,8 @@ impl State {
         if !self.connected || self.subscribed || !self.commands_deferred || Instant::now() < self.commands_retry_at {
             return;
         }
-        let drained = self.inflight.is_empty()
-            && self.inflight_unspooled.is_empty()
+        let drained = self.packets.inflight.is_empty()
+            && self.packets.inflight_unspooled.is_empty()
             && self.outbox.spool().depth().map(|d| d.messages == 0).unwrap_or(false);
         if drained {
             tracing::info!("spool drained; subscribing to commands again");
@@ -608,7 +398,7 @@ impl State {
             self.outbox.metrics().commands_refused.with_label_values(&["too_large"]).inc();
         }
         if self.connected && implicates_outgoing(e) {
-            let inflight: Vec<i64> = self.inflight.keys().copied().collect();
+            let inflight: Vec<i64> = self.packets.inflight.keys().copied().collect();
             for id in self.suspects.lost(&inflight) {
                 self.deleting.insert(id);
                 self.writes.push(Write::SetAside(id));
@@ -617,42 +407,17 @@ impl State {
         self.connected = false;
     }
 
-    fn on_sent(&mut self, pkid: u16) {
-        if pkid == 0 {
-            return; // QoS 0: nothing to match.
-        }
-        match self.tags.pop_front() {
-            Some(tag) => {
-                self.pkids.insert(pkid, tag);
-            }
-            None => tracing::debug!(pkid, "publish with no tag"),
-        }
-    }
-
     fn on_puback(&mut self, pkid: u16) {
-        match self.pkids.remove(&pkid) {
-            Some(Tag::Spooled(id)) => {
-                let Some((left, _)) = self.inflight.get_mut(&id) else { return };
-                *left -= 1;
-                if *left > 0 {
-                    return;
-                }
-                self.inflight.remove(&id);
+        match self.packets.puback(pkid) {
+            Acked::Row(id) => {
                 self.suspects.acked(id);
                 // Deleted off the runtime, in the next write batch; until
                 // then the row is skipped, never sent again.
                 self.deleting.insert(id);
                 self.acked.push(id);
             }
-            Some(Tag::Unspooled(seq)) => {
-                let Some(left) = self.inflight_unspooled.get_mut(&seq) else { return };
-                *left -= 1;
-                if *left == 0 {
-                    self.inflight_unspooled.remove(&seq);
-                    self.writes.push(Write::UnspooledAcked(seq));
-                }
-            }
-            Some(Tag::Other) | None => {}
+            Acked::Unspooled(seq) => self.writes.push(Write::UnspooledAcked(seq)),
+            Acked::Nothing => {}
         }
     }
 
@@ -741,7 +506,7 @@ impl State {
             return;
         }
         match self.client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
-            Ok(()) => self.tags.push_back(Tag::Other),
+            Ok(()) => self.packets.tags.push_back(Tag::Other),
             Err(e) => tracing::warn!(error = %e, topic, "cannot queue publish"),
         }
     }
@@ -780,10 +545,10 @@ impl State {
     fn pump_spooled(&mut self) -> bool {
         loop {
             let window = self.suspects.window();
-            if self.inflight.len() >= window {
+            if self.packets.inflight.len() >= window {
                 return false;
             }
-            let entries = match self.outbox.spool().after(self.cursor, window - self.inflight.len()) {
+            let entries = match self.outbox.spool().after(self.packets.cursor, window - self.packets.inflight.len()) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the spool");
@@ -791,12 +556,18 @@ impl State {
                 }
             };
             let Some(first) = entries.first() else {
-                self.suspects.passed(i64::MAX, &self.inflight);
+                self.suspects.passed(i64::MAX, &self.packets.inflight);
                 return true;
             };
-            self.suspects.passed(first.id, &self.inflight);
-            let (client, tags, inflight, deleting, cursor, outbox) =
-                (&mut self.client, &mut self.tags, &mut self.inflight, &self.deleting, &mut self.cursor, &self.outbox);
+            self.suspects.passed(first.id, &self.packets.inflight);
+            let (client, tags, inflight, deleting, cursor, outbox) = (
+                &mut self.client,
+                &mut self.packets.tags,
+                &mut self.packets.inflight,
+                &self.deleting,
+                &mut self.packets.cursor,
+                &self.outbox,
+            );
             let mut send =
                 |topic: &str, payload: Vec<u8>| client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
             let all = queue_rows(
@@ -825,13 +596,13 @@ impl State {
     /// this connection, oldest first; each stays there until its PUBACK, so
     /// a reconnect sends it again.
     fn pump_unspooled(&mut self) {
-        let room = WINDOW.saturating_sub(self.inflight.len() + self.inflight_unspooled.len());
+        let room = WINDOW.saturating_sub(self.packets.inflight.len() + self.packets.inflight_unspooled.len());
         if room == 0 {
             return;
         }
         // Never wait here for an analysis thread that holds the queue
         // while it writes the spool: it wakes us when it is done.
-        let Some(waiting) = self.outbox.try_unspooled_after(self.unspooled_cursor, room) else { return };
+        let Some(waiting) = self.outbox.try_unspooled_after(self.packets.unspooled_cursor, room) else { return };
         for Unspooled { event, snapshot } in waiting {
             let kind = event.kind.as_str();
             let Ok(payload) = serde_json::to_vec(&event) else { continue };
@@ -841,10 +612,11 @@ impl State {
             let client = &mut self.client;
             let mut send =
                 |topic: &str, payload: Vec<u8>| client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
-            match queue_message(&mut send, &mut self.tags, Tag::Unspooled(event.seq), snapshot, &topic, payload) {
+            match queue_message(&mut send, &mut self.packets.tags, Tag::Unspooled(event.seq), snapshot, &topic, payload)
+            {
                 Some(parts) => {
-                    self.unspooled_cursor = event.seq;
-                    self.inflight_unspooled.insert(event.seq, parts);
+                    self.packets.unspooled_cursor = event.seq;
+                    self.packets.inflight_unspooled.insert(event.seq, parts);
                     tracing::info!(kind, id = %event.id, seq = event.seq, "event sent from memory (the spool refused it)");
                 }
                 None => return,
@@ -877,233 +649,6 @@ impl State {
             m.spool_oldest_age.set(d.oldest_age_s);
         }
     }
-
-    /// Handles a message on the commands topic; returns the reply to publish
-    /// now (`set` and `reference` reply later, once the manager answers).
-    /// Every command gets exactly one reply. Before it is read, a command is
-    /// refused when its topic is over its rate, when it is larger than
-    /// [`MAX_COMMAND_BYTES`], or when it is retained: a retained command
-    /// would run again after every reconnect.
-    fn on_command(
-        &mut self,
-        topic: &str,
-        payload: &[u8],
-        retain: bool,
-        requests: &mpsc::Sender<Request>,
-        reply_tx: &mpsc::Sender<Value>,
-    ) -> Option<Value> {
-        let prefix = format!("{}/commands/", self.topics.base());
-        let name = topic.strip_prefix(&prefix)?;
-        let label = command_name(name);
-        // An unknown name is echoed, but never at any length.
-        let command: String =
-            if label == "unknown" { name.chars().take(MAX_NAME_CHARS).collect() } else { name.into() };
-        let m = self.outbox.metrics().clone();
-        if let Err(first) = self.commands.take(label, Instant::now()) {
-            let e = format!(
-                "rate limit: at most {RATE_BURST} at once and {RATE_PER_S} per s on commands/{command}; refused, send it again later"
-            );
-            if first {
-                tracing::warn!(command = %command, "commands over the rate limit are refused (logged once per burst)");
-            }
-            // One reply per burst, not one per message: a flood answered
-            // message for message would fill the client's queue that
-            // alerts need. The rest are counted.
-            let reply = self.refuse(&command, &Value::Null, "rate_limited", e, &m, false);
-            return first.then_some(reply);
-        }
-        if payload.len() > MAX_COMMAND_BYTES {
-            let e = format!(
-                "payload of {} bytes refused unread: a command is at most {MAX_COMMAND_BYTES} bytes",
-                payload.len()
-            );
-            return Some(self.refuse(&command, &Value::Null, "too_large", e, &m, true));
-        }
-        let parsed: Result<Value, String> = match serde_json::from_slice(payload) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            Ok(_) => Err("payload must be a JSON object".into()),
-            Err(e) => Err(format!("payload is not JSON: {e}")),
-        };
-        if retain {
-            let e = "retained commands are refused, never run: the broker delivers a retained message again on \
-                     every (re)connect, so it would run again each time; publish commands with retain = false, and \
-                     clear this one (publish an empty retained message to its topic)"
-                .to_string();
-            let body = parsed.unwrap_or(Value::Null);
-            return Some(self.refuse(&command, &body, "retained", e, &m, true));
-        }
-        let body = match parsed {
-            Ok(b) => b,
-            Err(e) => return Some(self.reply(&command, &Value::Null, Err(e), &m)),
-        };
-        let result: Result<(), String> = match label {
-            "ack" => (|| {
-                let (id, by) = (need(&body, &command, "event_id")?, need(&body, &command, "by")?);
-                let note = field(&body, &command, "note")?;
-                field(&body, &command, "request_id")?;
-                self.outbox.ledger().ack(&id, &by, note).map_err(|e| format!("{command}: {e}"))?;
-                tracing::info!(id = %id, by = %by, "event acknowledged");
-                Ok(())
-            })(),
-            "resolve" => (|| {
-                let (id, by) = (need(&body, &command, "event_id")?, need(&body, &command, "by")?);
-                field(&body, &command, "request_id")?;
-                let end = self.outbox.ledger().resolve(&id, &by).map_err(|e| format!("{command}: {e}"))?;
-                tracing::info!(id = %id, by = %by, "event resolved by the centre");
-                // Stored (with its fsync) on the blocking write thread, like
-                // every other write of this task.
-                self.writes.push(Write::Events(vec![end]));
-                Ok(())
-            })(),
-            "set" | "reference" => match change_of(&command, &body) {
-                Err(e) => Err(e),
-                Ok((by, change)) => match self.ask(&command, by, change, &body, requests, reply_tx) {
-                    Ok(()) => return None,
-                    Err((reason, e)) => {
-                        if let Some(reason) = reason {
-                            m.commands_refused.with_label_values(&[reason]).inc();
-                        }
-                        Err(e)
-                    }
-                },
-            },
-            _ => Err(format!("unknown command {command:?} (known: ack, resolve, set, reference)")),
-        };
-        Some(self.reply(&command, &body, result, &m))
-    }
-
-    /// Hands a change to the manager; a task publishes the reply once it
-    /// answers (or after [`ANSWER_TIMEOUT`]). Refused as busy when the
-    /// queue is full or too many commands already wait for an answer.
-    fn ask(
-        &mut self,
-        command: &str,
-        by: String,
-        change: Change,
-        body: &Value,
-        requests: &mpsc::Sender<Request>,
-        reply_tx: &mpsc::Sender<Value>,
-    ) -> Result<(), (Option<&'static str>, String)> {
-        let busy = |what: String| (Some("busy"), format!("{command}: busy: {what}; send it again later"));
-        let pending = self.commands.pending.clone();
-        if pending.load(Ordering::Relaxed) >= MAX_PENDING {
-            return Err(busy(format!("{MAX_PENDING} commands are already waiting for an answer")));
-        }
-        let (tx, rx) = oneshot::channel();
-        match requests.try_send(Request { change, by, reply: tx }) {
-            Err(TrySendError::Full(_)) => return Err(busy(format!("{REQUEST_QUEUE} changes are already queued"))),
-            Err(TrySendError::Closed(_)) => return Err((None, format!("{command}: the agent is stopping"))),
-            Ok(()) => {}
-        }
-        pending.fetch_add(1, Ordering::Relaxed);
-        let m = self.outbox.metrics().clone();
-        let (reply_tx, body, command) = (reply_tx.clone(), body.clone(), command.to_string());
-        tokio::spawn(async move {
-            let result = match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(format!("{command}: no answer")),
-                Err(_) => Err(format!("{command}: no answer within {} s", ANSWER_TIMEOUT.as_secs())),
-            };
-            let label = if result.is_ok() { "ok" } else { "error" };
-            m.commands.with_label_values(&[&command, label]).inc();
-            if let Err(e) = &result {
-                tracing::warn!(command = %command, error = %e, "command rejected");
-            }
-            let _ = reply_tx.send(reply_body(&command, &body, result)).await;
-            pending.fetch_sub(1, Ordering::Relaxed);
-        });
-        Ok(())
-    }
-
-    /// A command refused unread (`reason`: a `commands_refused` label).
-    fn refuse(
-        &self,
-        command: &str,
-        body: &Value,
-        reason: &'static str,
-        error: String,
-        m: &crate::metrics::Metrics,
-        log: bool,
-    ) -> Value {
-        m.commands_refused.with_label_values(&[reason]).inc();
-        m.commands.with_label_values(&[command_name(command), "error"]).inc();
-        if log {
-            tracing::warn!(command, reason, "command refused");
-        }
-        reply_body(command, body, Err(error))
-    }
-
-    fn reply(&self, command: &str, body: &Value, result: Result<(), String>, m: &crate::metrics::Metrics) -> Value {
-        let label = if result.is_ok() { "ok" } else { "error" };
-        m.commands.with_label_values(&[command_name(command), label]).inc();
-        if let Err(e) = &result {
-            tracing::warn!(command, error = %e, "command rejected");
-        }
-        reply_body(command, body, result)
-    }
-}
-
-/// The longest a command's string `field` may be, in characters.
-fn max_chars(field: &str) -> usize {
-    match field {
-        "note" => MAX_NOTE_CHARS,
-        "by" => MAX_BY_CHARS,
-        "request_id" => MAX_REQUEST_ID_CHARS,
-        _ => MAX_NAME_CHARS,
-    }
-}
-
-/// An optional string field of a command, within its length limit.
-fn field(body: &Value, command: &str, k: &str) -> Result<Option<String>, String> {
-    match body.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            let (got, max) = (s.chars().count(), max_chars(k));
-            if got > max {
-                return Err(format!("{command}: field {k:?}: {got} characters, at most {max}"));
-            }
-            Ok(Some(s.clone()))
-        }
-        Some(_) => Err(format!("{command}: field {k:?} must be a string")),
-    }
-}
-
-/// A required string field of a command, within its length limit.
-fn need(body: &Value, command: &str, k: &str) -> Result<String, String> {
-    field(body, command, k)?.ok_or_else(|| format!("{command}: field {k:?} (a string) is required"))
-}
-
-/// The change a `set` or `reference` command asks for, and who asks.
-fn change_of(command: &str, body: &Value) -> Result<(String, Change), String> {
-    let by = need(body, command, "by")?;
-    field(body, command, "request_id")?;
-    let change = if command == "set" {
-        Change::Set(
-            body.get("changes")
-                .and_then(Value::as_object)
-                .cloned()
-                .ok_or_else(|| "set: field \"changes\" (an object of key path → value) is required".to_string())?,
-        )
-    } else {
-        Change::Reference { camera: need(body, command, "camera")?, lane: field(body, command, "lane")? }
-    };
-    Ok((by, change))
-}
-
-/// The reply on `{base}/replies`: which command, for which event or
-/// request, and whether it took effect.
-/// Echoed fields are strings within their limits, or null.
-fn reply_body(command: &str, body: &Value, result: Result<(), String>) -> Value {
-    let echo = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| s.chars().count() <= max_chars(k));
-    json!({
-        "command": command,
-        "request_id": echo("request_id"),
-        "event_id": echo("event_id"),
-        "by": echo("by"),
-        "ok": result.is_ok(),
-        "error": result.err(),
-        "at": crate::vocab::time::rfc3339::format(&SystemTime::now()),
-    })
 }
 
 fn now_ms() -> i64 {
@@ -1169,7 +714,3 @@ fn agent_status(config: &Config, state: &str) -> Vec<u8> {
     .to_string()
     .into_bytes()
 }
-
-#[cfg(test)]
-#[path = "publisher_commands_tests.rs"]
-mod commands_tests;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
+use super::super::*;
 use super::*;
 use crate::alert::{Ledger, Spool};
 use crate::metrics::Metrics;

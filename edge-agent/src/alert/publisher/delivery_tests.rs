@@ -5,7 +5,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use super::{implicates_outgoing, incoming_too_large, queue_rows, Suspects, Tag, SET_ASIDE_AFTER, WINDOW};
+use super::packets::{queue_message, queue_rows, Acked, Packets, Suspects, Tag, WINDOW};
+use super::{implicates_outgoing, incoming_too_large, SET_ASIDE_AFTER};
 use crate::alert::spool::Entry;
 
 fn entry(id: i64) -> Entry {
@@ -137,4 +138,77 @@ fn only_a_drop_that_may_be_our_message_strikes_the_row_in_flight() {
     for other in [C::NetworkTimeout, C::MqttState(S::AwaitPingResp), C::FlushTimeout] {
         assert!(!implicates_outgoing(&other) && !incoming_too_large(&other), "{other}");
     }
+}
+
+/// Queues spooled row `id` (snapshot and event: two packets) the way the
+/// publisher does, and records it in flight.
+fn queue_row(p: &mut Packets, id: i64) {
+    let mut send = |_: &str, _: Vec<u8>| true;
+    let parts = queue_message(&mut send, &mut p.tags, Tag::Spooled(id), Some(("s", vec![1])), "e", vec![2]).unwrap();
+    p.inflight.insert(id, (parts, Instant::now()));
+}
+
+/// A row is done only when every one of its packets is acknowledged, in
+/// whatever order the PUBACKs come.
+#[test]
+fn a_row_is_acked_by_its_last_packet_whatever_the_order() {
+    let mut p = Packets::default();
+    queue_row(&mut p, 7);
+    queue_row(&mut p, 8);
+    for pkid in [1, 2, 3, 4] {
+        p.sent(pkid);
+    }
+    assert_eq!(p.puback(4), Acked::Nothing, "row 8's event before its snapshot");
+    assert_eq!(p.puback(1), Acked::Nothing, "row 7's snapshot");
+    assert_eq!(p.puback(3), Acked::Row(8));
+    assert_eq!(p.puback(2), Acked::Row(7));
+    assert!(p.inflight.is_empty());
+    assert_eq!(p.puback(2), Acked::Nothing, "a repeated PUBACK acks nothing twice");
+}
+
+/// QoS 0 packets take no tag; statuses and replies, and packet ids this
+/// connection never sent, complete nothing.
+#[test]
+fn only_tagged_packets_of_messages_count() {
+    let mut p = Packets::default();
+    p.tags.push_back(Tag::Other);
+    queue_row(&mut p, 3);
+    p.sent(0);
+    p.sent(10);
+    p.sent(11);
+    p.sent(12);
+    assert_eq!(p.puback(10), Acked::Nothing, "a status");
+    assert_eq!(p.puback(99), Acked::Nothing, "never sent");
+    assert_eq!(p.puback(11), Acked::Nothing);
+    assert_eq!(p.puback(12), Acked::Row(3), "pkid 0 did not shift the tags");
+    p.sent(13);
+    assert_eq!(p.puback(13), Acked::Nothing, "a publish with no tag left");
+}
+
+/// A new (clean) session forgets the last one: its late PUBACKs ack
+/// nothing, and the drain starts again from the oldest row.
+#[test]
+fn a_reconnect_forgets_what_was_in_flight() {
+    let mut p = Packets::default();
+    queue_row(&mut p, 5);
+    p.cursor = 5;
+    p.sent(1);
+    p.sent(2);
+    p.reset();
+    assert_eq!((p.cursor, p.inflight.len(), p.tags.len()), (0, 0, 0));
+    assert_eq!(p.puback(1), Acked::Nothing);
+    assert_eq!(p.puback(2), Acked::Nothing);
+}
+
+/// A message waiting in memory (the spool refused it) completes on its
+/// last packet too, by seq.
+#[test]
+fn a_message_from_memory_is_acked_by_seq() {
+    let mut p = Packets::default();
+    let mut send = |_: &str, _: Vec<u8>| true;
+    let parts = queue_message(&mut send, &mut p.tags, Tag::Unspooled(42), None, "e", vec![1]).unwrap();
+    p.inflight_unspooled.insert(42, parts);
+    p.sent(5);
+    assert_eq!(p.puback(5), Acked::Unspooled(42));
+    assert!(p.inflight_unspooled.is_empty());
 }
