@@ -5,8 +5,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
+use super::connection::{implicates_outgoing, incoming_too_large};
 use super::packets::{queue_message, queue_rows, Acked, Packets, Suspects, Tag, WINDOW};
-use super::{implicates_outgoing, incoming_too_large, SET_ASIDE_AFTER};
+use super::SET_ASIDE_AFTER;
 use crate::alert::spool::Entry;
 
 fn entry(id: i64) -> Entry {

@@ -15,6 +15,12 @@
 //! The event loop's `poll` is never cancelled half-way (its future is kept
 //! across `select!` rounds), because a cancelled poll can lose a packet it
 //! had already taken from the queue.
+//!
+//! - [`packets`]: which packet is which message, and what a PUBACK
+//!   completes (driven by tests without a broker);
+//! - [`commands`]: the centres' commands, bounded, parsed and answered;
+//! - [`writes`]: the spool writes, batched off the runtime;
+//! - [`connection`]: what a lost connection says.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -22,17 +28,31 @@ use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing,
-    Packet, QoS, Transport,
+    AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    Transport,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::outbox::{Outbox, Unspooled};
-use super::{Event, Topics};
+use super::Topics;
 use crate::config::Config;
 use crate::control::Request;
 use crate::shutdown::Shutdown;
+
+mod commands;
+mod connection;
+mod packets;
+mod writes;
+
+#[cfg(test)]
+mod delivery_tests;
+
+use commands::Commands;
+pub use commands::{MAX_COMMAND_BYTES, RATE_BURST, RATE_PER_S};
+use connection::{describe, implicates_outgoing, incoming_too_large, COMMANDS_BACKOFF_MAX, COMMANDS_BACKOFF_MIN};
+use packets::{queue_message, queue_rows, Acked, Packets, Suspects, Tag, WINDOW};
+use writes::{Done, Write};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherError {
@@ -67,39 +87,6 @@ pub struct Publisher {
     online: Vec<u8>,
     offline: Vec<u8>,
 }
-
-/// Spool writes the publisher asks for. They run on a blocking thread, one
-/// batch at a time, never on the async runtime's workers: each commits with
-/// an fsync, which can take a second on an SD card.
-enum Write {
-    /// Delete rows the broker acknowledged (one transaction).
-    Remove(Vec<i64>),
-    /// Move a row the broker keeps refusing out of the drain.
-    SetAside(i64),
-    /// A fallback message was acknowledged: forget it.
-    UnspooledAcked(u64),
-    /// Store what waits in memory, or probe a spool whose write failed.
-    Retry,
-    /// Escalations to spool.
-    Events(Vec<Event>),
-}
-
-/// What a [`Write`] batch did, reported back to the publisher task.
-enum Done {
-    Removed(Vec<i64>, Result<(), String>),
-    SetAside(i64, Result<Option<(u64, String, String, String)>, String>),
-    Other,
-}
-
-mod commands;
-mod packets;
-
-#[cfg(test)]
-mod delivery_tests;
-
-use commands::Commands;
-pub use commands::{MAX_COMMAND_BYTES, RATE_BURST, RATE_PER_S};
-use packets::{queue_message, queue_rows, Acked, Packets, Suspects, Tag, WINDOW};
 
 type PollFuture = Pin<Box<dyn Future<Output = (EventLoop, Result<MqttEvent, ConnectionError>)> + Send>>;
 
@@ -421,86 +408,6 @@ impl State {
         }
     }
 
-    /// Starts the next batch of spool writes on a blocking thread, unless
-    /// one is running.
-    fn start_writes(&mut self) {
-        if self.writing || (self.acked.is_empty() && self.writes.is_empty()) {
-            return;
-        }
-        let mut batch = std::mem::take(&mut self.writes);
-        if !self.acked.is_empty() {
-            batch.insert(0, Write::Remove(std::mem::take(&mut self.acked)));
-        }
-        let (outbox, done_tx) = (self.outbox.clone(), self.done_tx.clone());
-        self.writing = true;
-        tokio::task::spawn_blocking(move || {
-            let spool = outbox.spool();
-            let done: Vec<Done> = batch
-                .into_iter()
-                .map(|w| match w {
-                    Write::Remove(ids) => {
-                        let r = spool.remove_many(&ids).map_err(|e| e.to_string());
-                        Done::Removed(ids, r)
-                    }
-                    Write::SetAside(id) => {
-                        let reason = format!("the connection dropped {SET_ASIDE_AFTER} times with it alone in flight");
-                        Done::SetAside(id, spool.set_aside(id, &reason).map_err(|e| e.to_string()))
-                    }
-                    Write::UnspooledAcked(seq) => {
-                        outbox.unspooled_acked(seq);
-                        Done::Other
-                    }
-                    Write::Retry => {
-                        outbox.retry_spool();
-                        Done::Other
-                    }
-                    Write::Events(events) => {
-                        for ev in events {
-                            outbox.event(ev, None);
-                        }
-                        Done::Other
-                    }
-                })
-                .collect();
-            let _ = done_tx.send(done);
-        });
-    }
-
-    /// A write batch finished.
-    fn on_written(&mut self, done: Vec<Done>) {
-        self.writing = false;
-        let m = self.outbox.metrics().clone();
-        for d in done {
-            match d {
-                Done::Removed(ids, r) => {
-                    if let Err(e) = r {
-                        // They will be sent again: a duplicate, never a loss.
-                        tracing::error!(error = %e, "cannot delete acknowledged messages from the spool");
-                    }
-                    for id in ids {
-                        self.deleting.remove(&id);
-                    }
-                }
-                Done::SetAside(id, r) => {
-                    self.deleting.remove(&id);
-                    match r {
-                        Ok(Some((seq, event_id, phase, topic))) => {
-                            m.spool_set_aside.inc();
-                            let kind = topic.rsplit('/').next().unwrap_or("");
-                            tracing::error!(
-                                event = %event_id, kind, phase = %phase, seq,
-                                "set aside a spooled message: the connection dropped {SET_ASIDE_AFTER} times while it alone was in flight (over the broker's size limit, or refused by its ACL?); it stays in the spool's set_aside table"
-                            );
-                        }
-                        Ok(None) => {}
-                        Err(e) => tracing::error!(error = %e, row = id, "cannot set aside a spooled message"),
-                    }
-                }
-                Done::Other => {}
-            }
-        }
-    }
-
     fn publish_other(&mut self, topic: &str, retain: bool, payload: Vec<u8>) {
         if !self.connected {
             return;
@@ -653,52 +560,6 @@ impl State {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// Whether a lost connection may be the fault of a message this agent
-/// sent (the broker closing on it, the client refusing to send it): only
-/// then do the rows in flight get a strike. A timeout, a refused login or an
-/// incoming packet the client cannot read says nothing about them.
-fn implicates_outgoing(e: &ConnectionError) -> bool {
-    use rumqttc::StateError;
-    matches!(
-        e,
-        ConnectionError::Io(_)
-            | ConnectionError::MqttState(StateError::Io(_))
-            | ConnectionError::MqttState(StateError::ConnectionAborted)
-            | ConnectionError::MqttState(StateError::Deserialization(rumqttc::Error::OutgoingPacketTooLarge { .. }))
-    )
-}
-
-/// An incoming packet over the client's limit (rumqttc closes the
-/// connection on it).
-fn incoming_too_large(e: &ConnectionError) -> bool {
-    matches!(
-        e,
-        ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(_)))
-    )
-}
-
-/// How long commands wait after an oversize incoming message first dropped
-/// the connection, and at most after it kept doing so.
-const COMMANDS_BACKOFF_MIN: Duration = Duration::from_secs(30);
-const COMMANDS_BACKOFF_MAX: Duration = Duration::from_secs(600);
-
-/// A connection error in words a technician can act on.
-fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(code) => match code {
-            ConnectReturnCode::BadUserNamePassword => {
-                "the broker refused the connection: bad username or password (check broker.username and broker.password_file)".into()
-            }
-            ConnectReturnCode::NotAuthorized => {
-                "the broker refused the connection: not authorised (check broker.username, the password and the broker's ACL)".into()
-            }
-            other => format!("the broker refused the connection: {other:?}"),
-        },
-        ConnectionError::Tls(t) => format!("TLS: {t} (check broker.ca_file, broker.client_cert and broker.client_key)"),
-        other => other.to_string(),
-    }
 }
 
 /// The retained agent status payload.
