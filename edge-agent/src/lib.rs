@@ -1,23 +1,38 @@
 //! alleywatch edge agent: RTSP cameras in, ONNX analytics, MQTT alerts out.
 //!
-//! The modules follow the data path:
+//! The modules follow the data path of one frame, floor by floor (a module
+//! uses only the floors below it; `layers.rs` checks it):
 //!
 //! ```text
-//! config ─▶ source ─▶ infer ─▶ analytics ─▶ alert
-//!           (GStreamer,  (ort session,  (lane rule:  (events, snapshots,
-//!            latest-      letterbox,     dwell and    MQTT QoS 1)
-//!            frame slot)  decode, NMS)   clear)
+//!            source ──▶ infer ──▶ analytics ──▶ alert ──▶ broker
+//!  camera:   (GStreamer,  (models:     (rules: lanes,  (evidence, event
+//!   stages    latest-      detector,    falls, fire;    messages, spool,
+//!   per cam.  frame slot)  pose, fire)  trackers)       MQTT QoS 1)
+//!
+//!  beside it: config (what the operator wrote) · control (what may be asked)
+//!             metrics · http (the technician's page) · agent (the wiring)
+//!  under all: vocab (Phase, Severity, EventKind, boxes, frames, time)
 //! ```
 //!
-//! - [`config`]: the TOML file, its defaults and validation.
+//! - [`vocab`]: the words every layer uses, and the MQTT contract's.
+//! - [`config`]: the TOML file, one table per file, each validating itself.
+//! - [`control`]: changes asked of a running agent (centre or page).
 //! - [`source`]: one GStreamer pipeline per camera, supervised, into a
-//!   latest-frame slot; plus the in-process RTSP server used by the demo.
-//! - [`infer`]: ONNX Runtime loading, letterboxing, detector output decoding.
-//! - [`analytics`]: rules turning detections into event transitions.
-//! - [`alert`]: event payloads, snapshots, topics and the MQTT publisher.
+//!   latest-frame slot.
+//! - [`infer`]: ONNX Runtime sessions, letterboxing, model output decoding,
+//!   motion thumbnails and the detector's motion gate.
+//! - [`analytics`]: the rules — lanes, falls, fire — and their trackers.
+//! - [`draw`]: boxes, polygons, skeletons and text on frames.
+//! - [`alert`]: each rule's evidence, event messages with snapshots, the
+//!   durable spool, the centres' ledger and commands, the MQTT publisher.
+//! - [`camera`]: one camera's analysis, one stage per rule family, a frame
+//!   in and messages out; the live agent and `replay` both drive it.
 //! - [`metrics`]: Prometheus counters and per-stage histograms.
 //! - [`http`]: `/metrics`, health, `/api` and the technician's page.
-//! - [`pipeline`]: wires the stages together and runs the agent.
+//! - [`agent`]: runs the agent — cameras, analysis threads, alert stage,
+//!   HTTP, reloads.
+//! - [`replay`]: the same analysis on a file: `replay`, `eval`,
+//!   `eval-images`.
 //! - [`service`]: systemd readiness and watchdog.
 //! - [`demo`]: the self-contained demo (in-process camera and broker).
 //! - [`redact`], [`shutdown`]: credential scrubbing and the stop signal.

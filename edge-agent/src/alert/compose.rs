@@ -91,7 +91,7 @@ impl Composer {
     pub fn compose(&mut self, d: Draft, frame: &FrameInput) -> Outbound {
         let (now, wall) = (frame.t, frame.wall);
         let (id, started_at) = self.open(d.key, d.phase, wall, now, d.since);
-        let ended_at = d.ended.map(|e| back(wall, now, e));
+        let ended_at = d.ended.map(|e| wall_time_of(wall, now, e));
         let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, d.marks);
         let snapshot_ref = jpeg.as_ref().map(|j| SnapshotRef {
             topic: self.topics.snapshot(d.kind.as_str(), &id),
@@ -144,7 +144,7 @@ impl Composer {
     /// panics.
     fn open(&mut self, key: EventKey, phase: Phase, wall: SystemTime, now: f64, since: f64) -> (String, SystemTime) {
         let open = match phase {
-            Phase::Start => OpenEvent { id: event::new_id(), started_at: back(wall, now, since) },
+            Phase::Start => OpenEvent { id: event::new_id(), started_at: wall_time_of(wall, now, since) },
             _ => self.open.remove(&key).unwrap_or_else(|| OpenEvent { id: event::new_id(), started_at: wall }),
         };
         let event = (open.id.clone(), open.started_at);
@@ -156,6 +156,6 @@ impl Composer {
 }
 
 /// The wall time of rule time `t`, given that rule time `now` is `wall`.
-fn back(wall: SystemTime, now: f64, t: f64) -> SystemTime {
+fn wall_time_of(wall: SystemTime, now: f64, t: f64) -> SystemTime {
     wall.checked_sub(Duration::from_secs_f64((now - t).max(0.0))).unwrap_or(wall)
 }

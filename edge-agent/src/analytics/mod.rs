@@ -1,19 +1,23 @@
-//! Stage 5 of the data path: turning per-frame detections into events.
+//! Stage 5 of the data path: turning per-frame model output into event
+//! transitions.
 //!
 //! - [`tracker`]: detections → tracks with ids that survive a missed frame
 //!   (one tracker for detector objects, one for pose people, per camera);
-//! - [`lane`]: tracked objects standing in a lane past its dwell time;
-//! - [`fall`]: tracked people going from upright to lying, fast;
+//! - [`lane`](LaneRule): tracked objects, or the class-agnostic
+//!   [`obstruction`] cue, keeping a lane blocked past its dwell time;
+//! - [`fall`]: tracked people going from upright to down, fast, and staying
+//!   down (the long lie);
 //! - [`fire`]: fire-model regions hitting k of n frames and passing the
-//!   [`flicker`] check (flame colour and shape change, smoke persistence);
-//! - [`motion`]: grey thumbnails and how much of a region changed (the fall
-//!   rule's cue for people the pose model loses).
+//!   [`flicker`] check (flame colour and shape change, smoke persistence).
 //!
-//! Rules are plain state machines fed `(time, tracks)` and returning
-//! transitions. They never read a clock or touch I/O, so every rule is tested
-//! on scripted sequences without sleeping. The caller
-//! ([`crate::camera`]) owns the rule instances of a camera and
-//! turns transitions into [`crate::alert::Event`]s.
+//! Rules are plain state machines fed `(time, tracks or regions)` and
+//! returning transitions. They never read a clock, so every rule is tested
+//! on scripted sequences without sleeping. The one piece of I/O here is the
+//! obstruction cue's clear references, which persist as small PNG files
+//! through [`obstruction::ObstructionCue::save`] and `load`: called by the
+//! camera's lane stage (`crate::camera`), never by a rule on a frame. The
+//! camera's stages own the rule instances; `crate::alert::evidence` and
+//! `crate::alert::compose` turn their transitions into event messages.
 
 pub mod fall;
 pub mod fire;

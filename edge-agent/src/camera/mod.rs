@@ -7,7 +7,7 @@
 //!        └─▶ falls: pose model ─▶ person tracker ─▶ fall rule ──────────────────┘
 //! ```
 //!
-//! - [`lanes`], [`fire`], [`falls`]: each a [`Stage`] — its model input,
+//! - `lanes`, `fire`, `falls`: each a `Stage` — its model input,
 //!   trackers and rules — that looks at a frame and states what its rules
 //!   decided as [`Draft`]s.
 //! - This file schedules the stages (lanes and fire are slow phenomena, so
@@ -139,7 +139,7 @@ impl CameraAnalyzer {
         self.lanes.keep_references(dir);
     }
 
-    /// "The lane is clear now" (see [`lanes::LaneStage::set_reference`]).
+    /// "The lane is clear now" (see `lanes::LaneStage::set_reference`).
     pub fn set_reference(&mut self, lane: Option<&str>, asked: f64) -> Result<Vec<String>, ReferenceError> {
         self.lanes.set_reference(lane, asked)
     }

@@ -1,5 +1,8 @@
 //! Stages 2–4 of the data path: preprocess, inference, output decoding.
 //!
+//! - [`motion`]: grey thumbnails of recent frames and how much of a region
+//!   changed: what the gate below measures, and the fall rule's cue for
+//!   people the pose model loses.
 //! - [`gate`]: whether the detector must run on a frame at all (motion since
 //!   its last run, or the periodic full check).
 //! - [`letterbox`]: frame → model tensor (aspect kept, padded), into a buffer

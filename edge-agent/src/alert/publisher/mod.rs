@@ -16,11 +16,11 @@
 //! across `select!` rounds), because a cancelled poll can lose a packet it
 //! had already taken from the queue.
 //!
-//! - [`packets`]: which packet is which message, and what a PUBACK
+//! - `packets`: which packet is which message, and what a PUBACK
 //!   completes (driven by tests without a broker);
-//! - [`commands`]: the centres' commands, bounded, parsed and answered;
-//! - [`writes`]: the spool writes, batched off the runtime;
-//! - [`connection`]: what a lost connection says.
+//! - `commands`: the centres' commands, bounded, parsed and answered;
+//! - `writes`: the spool writes, batched off the runtime;
+//! - `connection`: what a lost connection says.
 
 use std::collections::HashSet;
 use std::future::Future;
