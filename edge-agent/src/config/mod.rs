@@ -9,12 +9,12 @@
 //! technician on a box with nothing but the file and this message.
 //!
 //! One file per table, each with its struct, its defaults and its
-//! `validate` (a [`check::Check`]: the key path and message of the first
+//! `validate` (a `check::Check`: the key path and message of the first
 //! problem). This file holds the whole [`Config`], reading it, and the
-//! order the sections are checked in; [`locate`] finds the line of a key.
+//! order the sections are checked in; `locate` finds the line of a key.
 //! Rule parameter tables that cameras may override (`[falls]`) are written
 //! once as a parameter list that makes the table, the overrides, the merge
-//! and the range checks ([`falls`]). [`overlay`] is the remote-change file
+//! and the range checks (`falls`). [`overlay`] is the remote-change file
 //! laid over this one.
 
 use std::path::{Path, PathBuf};
