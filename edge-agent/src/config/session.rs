@@ -124,8 +124,8 @@ impl fmt::Display for Provider {
 /// The default intra-op threads of each session: one. A session's threads
 /// wait for each other at every operator; on a box whose cores also decode
 /// video, one single-threaded session per core serves more frames than one
-/// session spread over every core (the throughput bench measured 1.2× on
-/// 2 cores: benches/README.md).
+/// session spread over every core (the throughput bench compares the two:
+/// benches/README.md).
 pub fn default_threads() -> usize {
     1
 }

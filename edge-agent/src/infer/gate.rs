@@ -2,8 +2,8 @@
 //!
 //! Most alley cameras watch a scene where nothing moves for minutes; running
 //! the detector on each of those frames finds the same parked car again.
-//! The gate compares a 96-pixel grey thumbnail of the frame (about 0.8 ms at
-//! 640×360) with the one taken when the detector last ran — not with the
+//! The gate compares a 96-pixel grey thumbnail of the frame (far cheaper
+//! than the detector) with the one taken when the detector last ran — not with the
 //! previous frame, so slow change (creeping smoke, a car edging in, dusk)
 //! adds up until it counts — and lets the detector run when enough of it
 //! changed, or when `full_check_s` has passed since the last run whatever

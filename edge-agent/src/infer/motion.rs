@@ -6,9 +6,9 @@
 //! visible is the classic motion-history signature of a fall — a burst of
 //! change low in the person's last box, then stillness.
 //!
-//! Each frame becomes a 96-pixel-wide grey thumbnail (box-averaged, 0.8 ms
-//! for a 640×360 frame on the 2-core development box); a ring keeps the last few, reused, so nothing
-//! allocates after the first frames.
+//! Each frame becomes a 96-pixel-wide grey thumbnail (box-averaged: a small
+//! fraction of a model run, see `benches/pipeline.rs`); a ring keeps the
+//! last few, reused, so nothing allocates after the first frames.
 
 /// Width of every thumbnail; the height keeps the frame's aspect.
 pub const THUMB_W: u32 = 96;
