@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 #[path = "support/http.rs"]
 mod http;
 
-use edge_agent::demo::{find_in_project, free_port, Mosquitto, DEFAULT_MODEL, DEMO_CLIP, DEMO_LANE};
-use edge_agent::source::rtsp_server::RtspServer;
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer, DEMO_CLIP, DEMO_LANE};
+use edge_agent::project::{find_in_project, DEFAULT_MODEL};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "0123456789abcdef-deploy-test";

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use edge_agent::demo::{find_in_project, Mosquitto, DEFAULT_MODEL, DEMO_CLIP, DEMO_LANE};
-use edge_agent::source::rtsp_server::RtspServer;
+use alleywatch_devkit::{Mosquitto, RtspServer, DEMO_CLIP, DEMO_LANE};
+use edge_agent::project::{find_in_project, DEFAULT_MODEL};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
@@ -54,7 +54,7 @@ lanes = [{{ name = "kerb", polygon = {DEMO_LANE}, classes = ["car", "truck", "bu
 "#,
             model = model.display(),
             spool = dir.path().join("spool.sqlite").display(),
-            http = edge_agent::demo::free_port().unwrap(),
+            http = alleywatch_devkit::free_port().unwrap(),
         );
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, config).unwrap();

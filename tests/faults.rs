@@ -31,8 +31,7 @@ mod agent;
 mod http;
 use agent::*;
 
-use edge_agent::demo::{free_port, Mosquitto, DEMO_LANE};
-use edge_agent::source::rtsp_server::RtspServer;
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer, DEMO_LANE};
 use rumqttc::{MqttOptions, Transport};
 use serde_json::{json, Value};
 

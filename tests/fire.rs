@@ -15,8 +15,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use edge_agent::alert::Outbound;
 use edge_agent::camera::{CameraAnalyzer, FrameInput, Models};
 use edge_agent::config::Config;
-use edge_agent::demo::find_in_project;
 use edge_agent::metrics::Metrics;
+use edge_agent::project::find_in_project;
 use serde_json::Value;
 
 /// Minimal protobuf writer: just what an ONNX ModelProto needs.

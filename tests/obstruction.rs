@@ -24,9 +24,8 @@ mod agent;
 mod http;
 use agent::*;
 
-use edge_agent::demo::{free_port, Mosquitto};
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer};
 use edge_agent::replay::annotate::Annotator;
-use edge_agent::source::rtsp_server::RtspServer;
 use serde_json::{json, Value};
 
 const W: u32 = 640;
@@ -150,7 +149,7 @@ fn lane_event(m: &Msg, camera: &str, ty: &str) -> bool {
 }
 
 fn schema() -> jsonschema::Validator {
-    let path = edge_agent::demo::find_in_project("deploy/schema/event.schema.json").expect("event schema");
+    let path = edge_agent::project::find_in_project("deploy/schema/event.schema.json").expect("event schema");
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
 }

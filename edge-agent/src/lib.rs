@@ -11,7 +11,7 @@
 //!
 //! - [`config`]: the TOML file, its defaults and validation.
 //! - [`source`]: one GStreamer pipeline per camera, supervised, into a
-//!   latest-frame slot; plus the in-process RTSP server used by the demo.
+//!   latest-frame slot.
 //! - [`infer`]: ONNX Runtime loading, letterboxing, detector output decoding.
 //! - [`analytics`]: rules turning detections into event transitions.
 //! - [`alert`]: event payloads, snapshots, topics and the MQTT publisher.
@@ -19,7 +19,10 @@
 //! - [`http`]: `/metrics`, health, `/api` and the technician's page.
 //! - [`pipeline`]: wires the stages together and runs the agent.
 //! - [`service`]: systemd readiness and watchdog.
-//! - [`demo`]: the self-contained demo (in-process camera and broker).
+//! - [`demo`] (feature `demo`, on by default): the self-contained demo, run
+//!   against the in-process camera and broker of `alleywatch-devkit`.
+//! - [`project`]: the checkout's own files (models, media), found from the
+//!   working directory or the binary.
 //! - [`redact`], [`shutdown`]: credential scrubbing and the stop signal.
 
 pub mod agent;
@@ -28,11 +31,13 @@ pub mod analytics;
 pub mod camera;
 pub mod config;
 pub mod control;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod draw;
 pub mod http;
 pub mod infer;
 pub mod metrics;
+pub mod project;
 pub mod redact;
 pub mod replay;
 pub mod service;

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use edge_agent::demo::{find_in_project, DEFAULT_MODEL, DEMO_CLIP};
+use alleywatch_devkit::DEMO_CLIP;
+use edge_agent::project::{find_in_project, DEFAULT_MODEL};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
