@@ -25,13 +25,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/http.rs"]
-mod http;
-use agent::*;
-
 use alleywatch_devkit::{free_port, Mosquitto, RtspServer, DEMO_LANE};
+use alleywatch_testkit::{
+    agent_bin, camera_is, clip, detector, http, is_event, lane_camera, serial, wait_until, write_config, Agent, Msg,
+    Sub, BASE,
+};
 use rumqttc::{MqttOptions, Transport};
 use serde_json::{json, Value};
 
@@ -281,8 +279,8 @@ fn silent_server() -> u16 {
 fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_edge-agent");
-    let good_model = model();
+    let bin = agent_bin();
+    let good_model = detector();
 
     // --- configs and URLs: check-config names the key (and line). ---
     let base = |cameras: &str, extra: &str| -> String {
@@ -368,7 +366,7 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         ("bad http bind", base(&ok_cam, "http = { bind = \"everywhere\" }"), "http.bind"),
     ];
     let run = |args: &[&str]| {
-        let out = Command::new(bin).args(args).output().unwrap();
+        let out = Command::new(&bin).args(args).output().unwrap();
         (
             out.status.success(),
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
@@ -411,7 +409,7 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
             .replace(&format!("path = \"{}\"", good_model.display()), &format!("path = \"{}\"{sha}", path.display()));
         let cfg = dir.path().join(format!("model-case-{checked}.toml"));
         std::fs::write(&cfg, text).unwrap();
-        let out = Command::new(bin).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
+        let out = Command::new(&bin).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file}: the agent ran with a bad model");
         assert!(err.contains(want), "{file}: wanted {want:?} in: {err}");

@@ -18,13 +18,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/http.rs"]
-mod http;
-use agent::*;
-
 use alleywatch_devkit::{free_port, Mosquitto, RtspServer};
+use alleywatch_testkit::{camera_is, event_schema, is_event, serial, wait_until, write_config, Agent, Msg, Sub, BASE};
 use edge_agent::replay::annotate::Annotator;
 use serde_json::{json, Value};
 
@@ -148,16 +143,8 @@ fn lane_event(m: &Msg, camera: &str, ty: &str) -> bool {
     is_event(m, "lane_blocked", ty) && m.json()["camera"]["id"] == camera
 }
 
-fn schema() -> jsonschema::Validator {
-    let path = edge_agent::project::find_in_project("deploy/schema/event.schema.json").expect("event schema");
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
-}
-
 fn assert_valid(v: &Value) {
-    let validator = schema();
-    let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "payload does not match the event schema: {errors:#?}\n{v:#}");
+    alleywatch_testkit::assert_valid(&event_schema(), v);
 }
 
 /// Checks a `start` raised by the cue and returns its id.
