@@ -24,7 +24,7 @@ use std::time::Duration;
 #[path = "media.rs"]
 mod media;
 
-use edge_agent::demo::find_in_project;
+use edge_agent::project::find_in_project;
 use edge_agent::replay::frames::VideoFrames;
 use gstreamer as gst;
 use gstreamer::prelude::*;

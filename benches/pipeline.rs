@@ -153,8 +153,8 @@ fn decode_nms(c: &mut Criterion) {
 fn yolox_decode_nms(c: &mut Criterion) {
     let path = std::env::var_os("BENCH_YOLOX")
         .map(std::path::PathBuf::from)
-        .or_else(|| edge_agent::demo::find_in_project("../shared/models/yolox_nano_coco80_416.onnx"));
-    let (Some(path), Some(clip)) = (path, edge_agent::demo::find_in_project(".deps/media/bikes.mp4")) else {
+        .or_else(|| edge_agent::project::find_in_project("../shared/models/yolox_nano_coco80_416.onnx"));
+    let (Some(path), Some(clip)) = (path, edge_agent::project::find_in_project(".deps/media/bikes.mp4")) else {
         eprintln!("no YOLOX model or bikes.mp4: skipping the YOLOX decode bench");
         return;
     };
@@ -426,7 +426,7 @@ fn snapshot(c: &mut Criterion) {
 }
 
 fn model(c: &mut Criterion) {
-    let Some(model) = edge_agent::demo::find_in_project(edge_agent::demo::DEFAULT_MODEL) else { return };
+    let Some(model) = edge_agent::project::find_in_project(edge_agent::project::DEFAULT_MODEL) else { return };
     let Ok(env) = edge_agent::infer::runtime::init(None) else {
         eprintln!("ONNX Runtime not found: skipping the model bench (run deploy/setup.sh)");
         return;
@@ -445,7 +445,7 @@ fn model(c: &mut Criterion) {
         })
     });
 
-    if let Some(fire_file) = edge_agent::demo::find_in_project("models/fire.onnx") {
+    if let Some(fire_file) = edge_agent::project::find_in_project("models/fire.onnx") {
         let text = format!("path = \"{}\"\n", fire_file.display());
         let cfg: edge_agent::config::Fire = toml::from_str(&text).unwrap();
         let fire = edge_agent::infer::fire::FireModel::load(&cfg, env).unwrap();
@@ -461,7 +461,7 @@ fn model(c: &mut Criterion) {
         });
     }
 
-    let Some(pose_file) = edge_agent::demo::find_in_project("models/movenet-multipose.onnx") else { return };
+    let Some(pose_file) = edge_agent::project::find_in_project("models/movenet-multipose.onnx") else { return };
     let text = format!("path = \"{}\"\n", pose_file.display());
     let cfg: edge_agent::config::Pose = toml::from_str(&text).unwrap();
     let pose = edge_agent::infer::pose::PoseModel::load(&cfg, env).unwrap();

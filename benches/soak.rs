@@ -17,8 +17,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edge_agent::demo::{find_in_project, free_port, Mosquitto, DEFAULT_MODEL};
-use edge_agent::source::rtsp_server::RtspServer;
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer};
+use edge_agent::project::{find_in_project, DEFAULT_MODEL};
 
 const CAMERAS: usize = 4;
 const WARM_UP: Duration = Duration::from_secs(60);

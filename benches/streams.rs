@@ -41,10 +41,10 @@ use std::time::{Duration, Instant};
 #[path = "media.rs"]
 mod media;
 
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer};
 use edge_agent::config::Precision;
-use edge_agent::demo::{find_in_project, free_port, Mosquitto, DEFAULT_MODEL};
+use edge_agent::project::{find_in_project, DEFAULT_MODEL};
 use edge_agent::replay::frames::VideoFrames;
-use edge_agent::source::rtsp_server::RtspServer;
 
 const ANALYSIS_FPS: f64 = 5.0;
 

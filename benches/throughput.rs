@@ -43,8 +43,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use edge_agent::camera::{CameraAnalyzer, FrameInput, Models};
 use edge_agent::config::{Config, Precision};
-use edge_agent::demo::find_in_project;
 use edge_agent::metrics::Metrics;
+use edge_agent::project::find_in_project;
 use edge_agent::replay::frames::VideoFrames;
 use gstreamer as gst;
 use gstreamer::prelude::*;

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use alleywatch_testkit::detector;
 use edge_agent::camera::{CameraAnalyzer, FrameInput, Models};
 use edge_agent::config::Config;
 use edge_agent::config::ModelSession;
@@ -80,7 +81,7 @@ fn frame(i: u32) -> Vec<u8> {
 }
 
 fn config() -> Config {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/nanodet.onnx");
+    let model = detector();
     let text = format!(
         r#"agent_id = "alloc"
 site = {{ district = "d", street = "s", community = "c" }}

@@ -11,35 +11,13 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-#[path = "support/http.rs"]
-mod http;
-
-use edge_agent::demo::{find_in_project, free_port, Mosquitto, DEFAULT_MODEL, DEMO_CLIP, DEMO_LANE};
-use edge_agent::source::rtsp_server::RtspServer;
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer, DEMO_LANE};
+use alleywatch_testkit::{agent_bin, clip, detector, http, project_file, serial, wait_until, Agent, Launch};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "0123456789abcdef-deploy-test";
-
-/// One agent at a time: they share 2 cores with Chromium and Prometheus.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn get_json(port: u16, path: &str) -> Option<Value> {
     let auth = format!("Bearer {TOKEN}");
@@ -47,28 +25,28 @@ fn get_json(port: u16, path: &str) -> Option<Value> {
     (status == 200).then(|| serde_json::from_slice(&body).ok()).flatten()
 }
 
-/// The agent with one RTSP camera that has one lane, its HTTP guarded by
-/// [`TOKEN`] (from a token file).
-struct Agent {
-    child: Child,
+/// A deployed box: the agent with one RTSP camera that has one lane, its
+/// HTTP guarded by [`TOKEN`] (from a token file), its broker and its
+/// folder. Stopped gracefully on drop (SIGTERM, at most 10 s).
+struct Deployed {
+    agent: Agent,
     http: u16,
     dir: tempfile::TempDir,
     _broker: Mosquitto,
     _server: RtspServer,
 }
 
-impl Agent {
-    fn start() -> Agent {
-        Agent::start_with(&[])
+impl Deployed {
+    fn start() -> Deployed {
+        Deployed::start_with(&[])
     }
 
     /// With extra environment variables for the agent.
-    fn start_with(env: &[(&str, &std::ffi::OsStr)]) -> Agent {
+    fn start_with(env: &[(&str, &std::ffi::OsStr)]) -> Deployed {
         let dir = tempfile::tempdir().unwrap();
         let broker = Mosquitto::start().expect("mosquitto");
-        let clip = find_in_project(DEMO_CLIP).expect("demo clip: run deploy/setup.sh");
-        let server = RtspServer::start(&clip, 0, "/cam").expect("rtsp server");
-        let model = find_in_project(DEFAULT_MODEL).expect("models/nanodet.onnx");
+        let server = RtspServer::start(&clip(), 0, "/cam").expect("rtsp server");
+        let model = detector();
         let http = free_port().unwrap();
         std::fs::write(dir.path().join("http.token"), format!("{TOKEN}\n")).unwrap();
         let config = format!(
@@ -93,21 +71,13 @@ lanes = [{{ name = "kerb", polygon = {DEMO_LANE}, classes = ["car"], dwell_s = 3
         );
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start edge-agent");
-        let agent = Agent { child, http, dir, _broker: broker, _server: server };
+        let agent = Agent::launch(&path, http, Launch { env, log_filter: "info", ..Launch::default() });
+        let deployed = Deployed { agent, http, dir, _broker: broker, _server: server };
         wait_until("camera streaming (via /api/cameras)", Duration::from_secs(60), || {
             let cams = get_json(http, "/api/cameras")?;
             (cams[0]["state"] == "streaming").then_some(())
         });
-        agent
+        deployed
     }
 
     fn metric(&self, name: &str) -> f64 {
@@ -117,18 +87,9 @@ lanes = [{{ name = "kerb", polygon = {DEMO_LANE}, classes = ["car"], dwell_s = 3
     }
 }
 
-impl Drop for Agent {
+impl Drop for Deployed {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.agent.terminate(Duration::from_secs(10));
     }
 }
 
@@ -140,7 +101,7 @@ fn which(candidates: &[&str]) -> Option<PathBuf> {
 #[test]
 fn the_token_guards_everything_but_health() {
     let _serial = serial();
-    let agent = Agent::start();
+    let agent = Deployed::start();
     for path in ["/", "/metrics", "/api/cameras", "/api/config", "/api/events", "/api/cameras/cam-1/snapshot.jpg"] {
         let (status, _) = http::get(agent.http, path).unwrap();
         assert_eq!(status, 401, "{path} without a token");
@@ -193,7 +154,7 @@ fn systemd_hears_ready_then_watchdog_pings_then_stopping() {
     let path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let agent = Agent::start_with(&[("NOTIFY_SOCKET", path.as_os_str()), ("WATCHDOG_USEC", "2000000".as_ref())]);
+    let agent = Deployed::start_with(&[("NOTIFY_SOCKET", path.as_os_str()), ("WATCHDOG_USEC", "2000000".as_ref())]);
     let mut heard: Vec<String> = Vec::new();
     let listen_for = |what: &str, heard: &mut Vec<String>| -> Instant {
         let mut buf = [0u8; 4096];
@@ -219,7 +180,7 @@ fn systemd_hears_ready_then_watchdog_pings_then_stopping() {
         (Duration::from_millis(500)..Duration::from_millis(1500)).contains(&gap),
         "pings at half the 2 s watchdog timeout, got {gap:?}"
     );
-    let _ = Command::new("kill").args(["-TERM", &agent.child.id().to_string()]).status();
+    agent.agent.signal("-TERM");
     listen_for("STOPPING=1", &mut heard);
     assert_eq!(heard.iter().filter(|m| m.lines().any(|l| l == "READY=1")).count(), 1, "{heard:?}");
 }
@@ -230,9 +191,9 @@ fn prometheus_scrapes_the_agent_through_its_token() {
         panic!("prometheus not found: tests/run.sh installs it (Debian package `prometheus`)");
     };
     let _serial = serial();
-    let agent = Agent::start();
+    let agent = Deployed::start();
     let dir = agent.dir.path();
-    let alerts = find_in_project("deploy/prometheus/alerts.yml").expect("deploy/prometheus/alerts.yml");
+    let alerts = project_file("deploy/prometheus/alerts.yml");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {alerts}\nscrape_configs:\n  \
          - job_name: alleywatch\n    authorization:\n      type: Bearer\n      credentials_file: {token}\n    \
@@ -442,7 +403,7 @@ impl Drop for Chromium {
 #[test]
 fn technician_draws_a_lane_in_chromium_and_the_agent_applies_it() {
     let _serial = serial();
-    let agent = Agent::start();
+    let agent = Deployed::start();
     let browser = Chromium::start();
     let mut page = browser.page();
     page.call("Page.enable", json!({}));
@@ -528,10 +489,10 @@ fn technician_draws_a_lane_in_chromium_and_the_agent_applies_it() {
 
 #[test]
 fn deploy_artefacts_validate() {
-    let script = find_in_project("tests/deploy/check.sh").expect("tests/deploy/check.sh");
+    let script = project_file("tests/deploy/check.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .env("EDGE_AGENT_BIN", env!("CARGO_BIN_EXE_edge-agent"))
+        .env("EDGE_AGENT_BIN", agent_bin())
         .output()
         .expect("run tests/deploy/check.sh");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

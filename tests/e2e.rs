@@ -6,36 +6,29 @@
 //! and the demo clip. Run through `tests/run.sh` (the README's test command).
 
 use std::collections::HashSet;
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use edge_agent::demo::{find_in_project, Mosquitto, DEFAULT_MODEL, DEMO_CLIP, DEMO_LANE};
-use edge_agent::source::rtsp_server::RtspServer;
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer, DEMO_LANE};
+use alleywatch_testkit::{
+    agent_bin, assert_valid, clip, detector, event_schema, models_dir, project_file, Agent, Launch,
+};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
 const SECRET: &str = "hunter2-secret";
 
-fn clip() -> PathBuf {
-    find_in_project(DEMO_CLIP).expect("demo clip missing: run deploy/setup.sh (it makes .deps/media/demo_lane.mp4)")
-}
-
-/// The agent binary with a config written to a temp dir; SIGTERM on drop.
-struct Agent {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start(rtsp_port: u16, broker_port: u16) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let model = find_in_project(DEFAULT_MODEL).expect("models/nanodet.onnx");
-        // Credentials in the camera URL: they must never come out anywhere.
-        let config = format!(
-            r#"
+/// The agent on a config written to `dir`: one camera at `rtsp_port` (with
+/// credentials in its URL), one lane, the broker at `broker_port`; logging
+/// at debug level, so a leaked credential would show.
+fn start_agent(dir: &Path, rtsp_port: u16, broker_port: u16) -> Agent {
+    let model = detector();
+    let http = free_port().unwrap();
+    // Credentials in the camera URL: they must never come out anywhere.
+    let config = format!(
+        r#"
 agent_id = "e2e-agent"
 site = {{ district = "d1", street = "s1", community = "c1" }}
 broker = {{ host = "127.0.0.1", port = {broker_port}, keep_alive_s = 5 }}
@@ -52,45 +45,12 @@ url = "rtsp://admin:{SECRET}@127.0.0.1:{rtsp_port}/cam"
 fps = 5
 lanes = [{{ name = "kerb", polygon = {DEMO_LANE}, classes = ["car", "truck", "bus"], dwell_s = 3, clear_s = 2 }}]
 "#,
-            model = model.display(),
-            spool = dir.path().join("spool.sqlite").display(),
-            http = edge_agent::demo::free_port().unwrap(),
-        );
-        let path = dir.path().join("agent.toml");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "debug,ort=warn")
-            .stdout(Stdio::null())
-            // E2E_AGENT_LOG=1 shows the agent's log live, for debugging.
-            .stderr(if std::env::var_os("E2E_AGENT_LOG").is_some() { Stdio::inherit() } else { Stdio::piped() })
-            .spawn()
-            .expect("start edge-agent");
-        Agent { child, _dir: dir }
-    }
-
-    /// Graceful stop; returns everything the agent logged.
-    fn stop(mut self) -> String {
-        unsafe_sigterm(self.child.id());
-        let _ = self.child.wait();
-        let mut log = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut log);
-        }
-        log
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        model = model.display(),
+        spool = dir.join("spool.sqlite").display(),
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    Agent::launch(&path, http, Launch { log_filter: "debug,ort=warn", ..Launch::default() })
 }
 
 /// Everything published under `alleywatch/#`, as (topic, payload, retained).
@@ -165,24 +125,14 @@ fn event(topic: &str, payload: &[u8], kind: &str, ty: &str) -> bool {
     topic.ends_with(&format!("/events/{kind}")) && json(payload)["type"] == ty
 }
 
-fn schema() -> jsonschema::Validator {
-    let path = find_in_project("deploy/schema/event.schema.json").expect("deploy/schema/event.schema.json");
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
-}
-
-fn assert_valid(validator: &jsonschema::Validator, v: &Value) {
-    let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "payload does not match deploy/schema/event.schema.json: {errors:#?}\n{v:#}");
-}
-
 #[test]
 fn lane_blocked_start_and_end_arrive_with_snapshot() {
     let broker = Mosquitto::start().expect("mosquitto");
     let server = RtspServer::start(&clip(), 0, "/cam").expect("rtsp server");
     let mut sub = Subscriber::start(broker.port());
-    let agent = Agent::start(server.port(), broker.port());
-    let validator = schema();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(dir.path(), server.port(), broker.port());
+    let validator = event_schema();
 
     sub.wait_for("agent online", Duration::from_secs(30), |t, p| {
         t.ends_with("e2e-agent/status") && json(p)["state"] == "online"
@@ -254,7 +204,8 @@ fn stopping_the_agent_ends_its_open_events() {
     let broker = Mosquitto::start().expect("mosquitto");
     let server = RtspServer::start(&clip(), 0, "/cam").expect("rtsp server");
     let mut sub = Subscriber::start(broker.port());
-    let agent = Agent::start(server.port(), broker.port());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(dir.path(), server.port(), broker.port());
     let (_, start) =
         sub.wait_for("lane_blocked start", Duration::from_secs(60), |t, p| event(t, p, "lane_blocked", "start"));
     let start = json(&start);
@@ -262,7 +213,7 @@ fn stopping_the_agent_ends_its_open_events() {
     let (_, end) =
         sub.wait_for("end sent on the way out", Duration::from_secs(15), |t, p| event(t, p, "lane_blocked", "end"));
     let end = json(&end);
-    assert_valid(&schema(), &end);
+    assert_valid(&event_schema(), &end);
     assert_eq!(end["id"], start["id"], "the open event is the one ended");
     assert_eq!(end["closed"], "camera_stopped", "the end says the agent closed it: {end}");
     assert!(end["duration_s"].as_f64().unwrap() < 20.0, "ended at the stop, not when the cars left");
@@ -281,7 +232,8 @@ fn camera_reconnects_after_rtsp_server_restart() {
     let server = RtspServer::start(&clip, 0, "/cam").expect("rtsp server");
     let port = server.port();
     let mut sub = Subscriber::start(broker.port());
-    let agent = Agent::start(port, broker.port());
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(dir.path(), port, broker.port());
 
     sub.wait_for("camera streaming", Duration::from_secs(30), |t, p| camera_state(t, p, "streaming"));
     // Kill the camera mid-stream.
@@ -323,8 +275,8 @@ fn run_cli(bin: &std::path::Path, args: &[&str], cwd: &std::path::Path) -> (bool
 
 #[test]
 fn check_config_accepts_the_example_and_names_the_line_of_an_error() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
-    let example = find_in_project("deploy/alleywatch.example.toml").unwrap();
+    let bin = agent_bin();
+    let example = project_file("deploy/alleywatch.example.toml");
     let dir = tempfile::tempdir().unwrap();
     let (ok, out) = run_cli(&bin, &["check-config", example.to_str().unwrap()], dir.path());
     assert!(ok, "{out}");
@@ -345,8 +297,8 @@ fn missing_onnx_runtime_is_one_clear_line_not_a_panic() {
     // no config key, no ORT_DYLIB_PATH, no .deps above it.
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("edge-agent");
-    std::fs::copy(env!("CARGO_BIN_EXE_edge-agent"), &bin).unwrap();
-    let model = find_in_project(DEFAULT_MODEL).unwrap();
+    std::fs::copy(agent_bin(), &bin).unwrap();
+    let model = detector();
     let cfg = dir.path().join("agent.toml");
     std::fs::write(
         &cfg,
@@ -396,7 +348,7 @@ fn file_and_test_pattern_sources_deliver_rgb_at_the_analysis_width() {
 
 /// The project's detector and pose model, as replay's default config uses them.
 fn models_config(lanes: &str) -> String {
-    let models = find_in_project("models/models.toml").unwrap().parent().unwrap().to_path_buf();
+    let models = models_dir();
     let mut text = edge_agent::replay::default_config_text(&models);
     text.push_str(&format!("lanes = {lanes}\n"));
     text
@@ -420,7 +372,7 @@ fn frame_at(file: &std::path::Path, t: f64, width: u32) -> edge_agent::replay::f
 #[test]
 fn pose_model_finds_a_plausible_skeleton_on_a_real_frame() {
     use edge_agent::infer::pose::kp;
-    let bikes = find_in_project(".deps/media/bikes.mp4").expect("run deploy/setup.sh (keeps .deps/media/bikes.mp4)");
+    let bikes = project_file(".deps/media/bikes.mp4");
     let config = edge_agent::config::Config::parse(&models_config("[]"), std::path::Path::new("t.toml")).unwrap();
     let models = edge_agent::camera::Models::load(&config).unwrap();
     let pose = models.pose.as_ref().expect("pose model configured");
@@ -482,7 +434,7 @@ fn json_lines(out: &str) -> Vec<Value> {
 /// time, plus an annotated MP4 with one frame per analysed frame.
 #[test]
 fn replay_prints_events_in_clip_time_and_writes_an_annotated_video() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let bin = agent_bin();
     let dir = tempfile::tempdir().unwrap();
     let cfg = lane_config(dir.path());
     let video = dir.path().join("annotated.mp4");
@@ -525,7 +477,7 @@ fn replay_prints_events_in_clip_time_and_writes_an_annotated_video() {
 /// lane once the dwell has passed, and nothing ends.
 #[test]
 fn replay_holds_a_still_image() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let bin = agent_bin();
     let dir = tempfile::tempdir().unwrap();
     let frame = frame_at(&clip(), 10.0, 640);
     let still = dir.path().join("cars.png");
@@ -548,7 +500,7 @@ fn replay_holds_a_still_image() {
 /// an FN; the JSON report says the same.
 #[test]
 fn eval_scores_clips_against_labels() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let bin = agent_bin();
     let dir = tempfile::tempdir().unwrap();
     let cfg = lane_config(dir.path());
     let frame = frame_at(&clip(), 1.0, 640);

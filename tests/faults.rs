@@ -25,14 +25,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/http.rs"]
-mod http;
-use agent::*;
-
-use edge_agent::demo::{free_port, Mosquitto, DEMO_LANE};
-use edge_agent::source::rtsp_server::RtspServer;
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer, DEMO_LANE};
+use alleywatch_testkit::{
+    agent_bin, camera_is, clip, detector, http, is_event, lane_camera, serial, wait_until, write_config, Agent, Msg,
+    Sub, BASE,
+};
 use rumqttc::{MqttOptions, Transport};
 use serde_json::{json, Value};
 
@@ -278,23 +275,36 @@ fn silent_server() -> u16 {
     port
 }
 
+/// A config for `check-config` and `run`: the default detector, one
+/// broker, `extra` top-level keys and `cameras`.
+fn base(cameras: &str, extra: &str) -> String {
+    format!(
+        "agent_id = \"a\"\nsite = {{ district = \"d\", street = \"s\", community = \"c\" }}\n\
+         broker = {{ host = \"127.0.0.1\" }}\n\
+         detector = {{ path = \"{}\", format = \"nanodet\", input_size = 416 }}\n{extra}\n{cameras}",
+        detector().display()
+    )
+}
+
+/// A `[[cameras]]` block with id `c1` and `url`.
+fn cam(url: &str) -> String {
+    format!("[[cameras]]\nid = \"c1\"\nname = \"c1\"\nurl = \"{url}\"\n")
+}
+
 #[test]
 fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_edge-agent");
-    let good_model = model();
+    let mut checked = 0;
+    bad_configs_and_urls_are_refused_naming_the_key(dir.path(), &mut checked);
+    bad_model_files_stop_the_agent_naming_the_file(dir.path(), &mut checked);
+    bad_cameras_fail_clearly_and_the_good_one_keeps_running(dir.path(), &mut checked);
+    assert!(checked >= 30, "{checked} bad inputs checked");
+}
 
-    // --- configs and URLs: check-config names the key (and line). ---
-    let base = |cameras: &str, extra: &str| -> String {
-        format!(
-            "agent_id = \"a\"\nsite = {{ district = \"d\", street = \"s\", community = \"c\" }}\n\
-             broker = {{ host = \"127.0.0.1\" }}\n\
-             detector = {{ path = \"{}\", format = \"nanodet\", input_size = 416 }}\n{extra}\n{cameras}",
-            good_model.display()
-        )
-    };
-    let cam = |url: &str| format!("[[cameras]]\nid = \"c1\"\nname = \"c1\"\nurl = \"{url}\"\n");
+/// Configs and URLs: `check-config` refuses each bad one in one line that
+/// names the file and the key (and line), with no panic; a missing file too.
+fn bad_configs_and_urls_are_refused_naming_the_key(dir: &Path, checked: &mut usize) {
     let ok_cam = cam("rtsp://127.0.0.1/s");
     let lane = |l: &str| format!("{ok_cam}lanes = [{l}]\n");
     let cases: Vec<(&str, String, &str)> = vec![
@@ -369,15 +379,14 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         ("bad http bind", base(&ok_cam, "http = { bind = \"everywhere\" }"), "http.bind"),
     ];
     let run = |args: &[&str]| {
-        let out = Command::new(bin).args(args).output().unwrap();
+        let out = Command::new(agent_bin()).args(args).output().unwrap();
         (
             out.status.success(),
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
         )
     };
-    let mut checked = 0;
     for (name, text, want) in &cases {
-        let file = dir.path().join(format!("{}.toml", name.replace(' ', "-")));
+        let file = dir.join(format!("{}.toml", name.replace(' ', "-")));
         std::fs::write(&file, text).unwrap();
         let (ok, out) = run(&["check-config", file.to_str().unwrap()]);
         assert!(!ok, "{name}: accepted");
@@ -385,13 +394,17 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         assert!(out.contains(want), "{name}: wanted {want:?} in: {out}");
         assert!(!out.contains("panicked"), "{name}: {out}");
         assert_eq!(out.trim().lines().count(), 1, "{name}: one line: {out}");
-        checked += 1;
+        *checked += 1;
     }
-    let (ok, out) = run(&["check-config", dir.path().join("missing.toml").to_str().unwrap()]);
+    let (ok, out) = run(&["check-config", dir.join("missing.toml").to_str().unwrap()]);
     assert!(!ok && out.contains("missing.toml: cannot read config"), "{out}");
-    checked += 1;
+    *checked += 1;
+}
 
-    // --- model files: the agent refuses to start, naming the file. ---
+/// Model files (truncated, not a model, empty, wrong sha256, absent): the
+/// agent refuses to start, naming the file, with no panic.
+fn bad_model_files_stop_the_agent_naming_the_file(dir: &Path, checked: &mut usize) {
+    let good_model = detector();
     let good_bytes = std::fs::read(&good_model).unwrap();
     let models: Vec<(&str, Vec<u8>, Option<&str>, &str)> = vec![
         ("truncated.onnx", good_bytes[..good_bytes.len() / 3].to_vec(), None, "truncated.onnx"),
@@ -401,26 +414,29 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         ("absent.onnx", Vec::new(), None, "absent.onnx"),
     ];
     for (file, bytes, sha, want) in &models {
-        let path = dir.path().join(file);
+        let path = dir.join(file);
         if *file != "absent.onnx" {
             std::fs::write(&path, bytes).unwrap();
         }
         let sha = sha.map(|_| format!(", sha256 = \"{}\"", "0".repeat(64))).unwrap_or_default();
-        let state =
-            format!("spool = {{ path = \"{}/s.sqlite\" }}\nhttp = {{ bind = \"127.0.0.1:0\" }}", dir.path().display());
+        let state = format!("spool = {{ path = \"{}/s.sqlite\" }}\nhttp = {{ bind = \"127.0.0.1:0\" }}", dir.display());
         let text = base(&cam("test://ball"), &state)
             .replace(&format!("path = \"{}\"", good_model.display()), &format!("path = \"{}\"{sha}", path.display()));
-        let cfg = dir.path().join(format!("model-case-{checked}.toml"));
+        let cfg = dir.join(format!("model-case-{checked}.toml"));
         std::fs::write(&cfg, text).unwrap();
-        let out = Command::new(bin).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
+        let out = Command::new(agent_bin()).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file}: the agent ran with a bad model");
         assert!(err.contains(want), "{file}: wanted {want:?} in: {err}");
         assert!(!err.contains("panicked"), "{file}: {err}");
-        checked += 1;
+        *checked += 1;
     }
+}
 
-    // --- streams: bad cameras fail clearly, the good one keeps going. ---
+/// Streams: each bad camera (audio only, wrong path, garbage, silence,
+/// refused, no such host, missing or junk file) reports a clear error of
+/// its failing step, while the good camera keeps being analysed.
+fn bad_cameras_fail_clearly_and_the_good_one_keeps_running(dir: &Path, checked: &mut usize) {
     let broker = Mosquitto::start().expect("mosquitto");
     let audio = RtspServer::start_launch(
         "( audiotestsrc is-live=true ! audioconvert ! opusenc ! rtpopuspay name=pay0 pt=97 )",
@@ -428,7 +444,7 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         "/audio",
     )
     .expect("audio rtsp server");
-    let junk = dir.path().join("junk.mp4");
+    let junk = dir.join("junk.mp4");
     std::fs::write(&junk, vec![0x42u8; 100_000]).unwrap();
     let refused = free_port().unwrap();
     let bad: Vec<(&str, String)> = vec![
@@ -438,7 +454,7 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         ("hangs", format!("rtsp://127.0.0.1:{}/cam", silent_server())),
         ("refused", format!("rtsp://127.0.0.1:{refused}/cam")),
         ("no-such-host", "rtsp://no-such-host.invalid/cam".into()),
-        ("missing-file", format!("file://{}/nope.mp4", dir.path().display())),
+        ("missing-file", format!("file://{}/nope.mp4", dir.display())),
         ("junk-file", format!("file://{}", junk.display())),
     ];
     let mut cameras = lane_camera("good", "test://ball", "");
@@ -446,7 +462,7 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
         cameras.push_str(&lane_camera(id, url, ""));
     }
     let http = free_port().unwrap();
-    let config = write_config(dir.path(), http, &format!("port = {}", broker.port()), "", &cameras);
+    let config = write_config(dir, http, &format!("port = {}", broker.port()), "", &cameras);
     let agent = Agent::spawn(&config, http, &[]);
     wait_until("every bad camera reports an error", Duration::from_secs(60), || {
         let cams = agent.api("/api/cameras");
@@ -466,7 +482,7 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
     for (id, _) in &bad {
         let c = cams.as_array().unwrap().iter().find(|c| c["camera"] == *id).unwrap();
         eprintln!("{id:>13}: {} — {}", c["state"], c["last_error"]);
-        checked += 1;
+        *checked += 1;
     }
     // The connection failures say which step failed, not only rtspsrc's
     // one message for all of them.
@@ -480,7 +496,6 @@ fn bad_input_gets_a_clear_error_and_no_panic_and_good_cameras_keep_running() {
     assert_eq!(good["state"], "streaming", "{cams}");
     let log = agent.stop();
     assert!(!log.contains("panicked"), "{log}");
-    assert!(checked >= 30, "{checked} bad inputs checked");
 }
 
 #[test]

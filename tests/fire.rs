@@ -8,14 +8,14 @@
 //! ONNX graph — Conv, Sigmoid, Reshape, Concat — written with a few lines of
 //! protobuf encoding, so the test needs no Python and no download.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use alleywatch_testkit::{models_dir, project_file};
 use edge_agent::alert::Outbound;
 use edge_agent::camera::{CameraAnalyzer, FrameInput, Models};
 use edge_agent::config::Config;
-use edge_agent::demo::find_in_project;
 use edge_agent::metrics::Metrics;
 use serde_json::Value;
 
@@ -174,10 +174,6 @@ fn yolov8_model(symbolic: bool) -> Vec<u8> {
     m
 }
 
-fn models_dir() -> PathBuf {
-    find_in_project("models/models.toml").expect("models/models.toml").parent().unwrap().to_path_buf()
-}
-
 fn config(fire: &str) -> Config {
     let text = format!(
         r#"agent_id = "fire-test"
@@ -242,7 +238,7 @@ fn run(config: &Config, rgb: &[u8], seconds: f64) -> Vec<(f64, Value, usize)> {
 }
 
 fn schema() -> jsonschema::Validator {
-    let file = find_in_project("deploy/schema/event.schema.json").unwrap();
+    let file = project_file("deploy/schema/event.schema.json");
     jsonschema::validator_for(&serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()).unwrap()
 }
 

@@ -16,14 +16,8 @@
 
 use std::time::Duration;
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/http.rs"]
-mod http;
-use agent::*;
-
-use edge_agent::demo::{free_port, Mosquitto, DEMO_LANE};
-use edge_agent::source::rtsp_server::RtspServer;
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer, DEMO_LANE};
+use alleywatch_testkit::{clip, http, is_event, lane_camera, serial, wait_until, write_config, Agent, Sub, BASE};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 

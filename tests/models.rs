@@ -2,15 +2,12 @@
 //! through the manifest, and execution providers the loaded ONNX Runtime
 //! library lacks (the PyPI CPU build has none but the CPU's).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use alleywatch_testkit::model;
 use edge_agent::camera::Models;
 use edge_agent::config::{Config, Precision};
 use edge_agent::infer::runtime;
-
-fn model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models").join(name)
-}
 
 fn config(detector_extra: &str, pose_extra: &str) -> Result<Config, String> {
     let text = format!(

@@ -18,15 +18,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[path = "support/agent.rs"]
-mod agent;
-#[path = "support/http.rs"]
-mod http;
-use agent::*;
-
-use edge_agent::demo::{free_port, Mosquitto};
+use alleywatch_devkit::{free_port, Mosquitto, RtspServer};
+use alleywatch_testkit::{camera_is, event_schema, is_event, serial, wait_until, write_config, Agent, Msg, Sub, BASE};
 use edge_agent::replay::annotate::Annotator;
-use edge_agent::source::rtsp_server::RtspServer;
 use serde_json::{json, Value};
 
 const W: u32 = 640;
@@ -149,16 +143,8 @@ fn lane_event(m: &Msg, camera: &str, ty: &str) -> bool {
     is_event(m, "lane_blocked", ty) && m.json()["camera"]["id"] == camera
 }
 
-fn schema() -> jsonschema::Validator {
-    let path = edge_agent::demo::find_in_project("deploy/schema/event.schema.json").expect("event schema");
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
-}
-
 fn assert_valid(v: &Value) {
-    let validator = schema();
-    let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "payload does not match the event schema: {errors:#?}\n{v:#}");
+    alleywatch_testkit::assert_valid(&event_schema(), v);
 }
 
 /// Checks a `start` raised by the cue and returns its id.

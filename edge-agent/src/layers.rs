@@ -12,6 +12,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("shutdown", 0),
     ("service", 0),
     ("metrics", 0),
+    ("project", 0),
     // What the operator wrote, and what may be asked of the agent.
     ("config", 1),
     ("control", 1),

@@ -34,7 +34,10 @@
 //! - [`replay`]: the same analysis on a file: `replay`, `eval`,
 //!   `eval-images`.
 //! - [`service`]: systemd readiness and watchdog.
-//! - [`demo`]: the self-contained demo (in-process camera and broker).
+//! - [`demo`] (feature `demo`, on by default): the self-contained demo, run
+//!   against the in-process camera and broker of `alleywatch-devkit`.
+//! - [`project`]: the checkout's own files (models, media), found from the
+//!   working directory or the binary.
 //! - [`redact`], [`shutdown`]: credential scrubbing and the stop signal.
 
 pub mod agent;
@@ -43,6 +46,7 @@ pub mod analytics;
 pub mod camera;
 pub mod config;
 pub mod control;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod draw;
 pub mod http;
@@ -50,6 +54,7 @@ pub mod infer;
 #[cfg(test)]
 mod layers;
 pub mod metrics;
+pub mod project;
 pub mod redact;
 pub mod replay;
 pub mod service;

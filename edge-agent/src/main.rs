@@ -5,15 +5,15 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use edge_agent::config::Config;
+#[cfg(feature = "demo")]
 use edge_agent::demo;
 use edge_agent::metrics::Metrics;
 use edge_agent::shutdown::Shutdown;
-use edge_agent::source::rtsp_server::RtspServer;
 
 #[derive(Parser)]
 #[command(
@@ -125,6 +125,7 @@ enum Cmd {
     },
     /// Run the demo: an in-process RTSP camera, a private broker, the agent,
     /// and every alert printed as it arrives.
+    #[cfg(feature = "demo")]
     Demo {
         /// H.264 MP4 to serve as the camera (default: the setup's demo clip).
         #[arg(long)]
@@ -141,7 +142,10 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints alerts itself; its logs default to warnings only.
+    #[cfg(feature = "demo")]
     let default_filter = if matches!(cli.command, Cmd::Demo { .. }) { "warn" } else { "info" };
+    #[cfg(not(feature = "demo"))]
+    let default_filter = "info";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
             eval_images(&set, config.as_deref(), &model, names, &out, top)
         }
         Cmd::Run { config, no_watch } => runtime().and_then(|rt| rt.block_on(run(config, !no_watch))),
+        #[cfg(feature = "demo")]
         Cmd::Demo { clip, out, timeout_s } => runtime().and_then(|rt| rt.block_on(run_demo(clip, out, timeout_s))),
     };
     match result {
@@ -420,18 +425,23 @@ async fn run(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "demo")]
 async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow::Result<()> {
+    use std::time::Duration;
+
+    use alleywatch_devkit::{Mosquitto, RtspServer, DEMO_CLIP};
+    use edge_agent::project::{find_in_project, DEFAULT_MODEL};
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
     let clip = clip
-        .or_else(|| demo::find_in_project(demo::DEMO_CLIP))
+        .or_else(|| find_in_project(DEMO_CLIP))
         .context("demo clip not found: run deploy/setup.sh first (it makes .deps/media/demo_lane.mp4)")?;
-    let model = demo::find_in_project(demo::DEFAULT_MODEL)
-        .context("models/nanodet.onnx not found: run the demo from the checkout")?;
+    let model =
+        find_in_project(DEFAULT_MODEL).context("models/nanodet.onnx not found: run the demo from the checkout")?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
     let server = RtspServer::start(&clip, 0, "/demo")?;
-    let broker = demo::Mosquitto::start().context("cannot start mosquitto")?;
+    let broker = Mosquitto::start().context("cannot start mosquitto")?;
     let state = tempfile::tempdir().context("cannot make a folder for the demo's spool")?;
     let config = demo::demo_config(&server.url(), broker.port(), &model, state.path())?;
     println!("alleywatch demo");

@@ -369,7 +369,7 @@ pub fn load_config(path: Option<&Path>) -> Result<Config, ReplayError> {
     match path {
         Some(p) => Ok(Config::load(p)?),
         None => {
-            let models = crate::demo::find_in_project("models/models.toml")
+            let models = crate::project::find_in_project("models/models.toml")
                 .and_then(|m| m.parent().map(Path::to_path_buf))
                 .ok_or_else(|| ReplayError::Input {
                     file: "models/".into(),

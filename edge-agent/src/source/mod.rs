@@ -7,11 +7,9 @@
 //!   test pattern), rate-limited and scaled before colour conversion.
 //! - [`supervisor`]: runs a camera's pipeline forever, reconnecting with
 //!   capped exponential backoff and reporting its status.
-//! - [`rtsp_server`]: an in-process RTSP server for the demo and the tests.
 
 pub mod pipeline;
 pub mod probe;
-pub mod rtsp_server;
 pub mod slot;
 pub mod supervisor;
 

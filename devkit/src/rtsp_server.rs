@@ -1,5 +1,6 @@
 //! An in-process RTSP server (`gstreamer-rtsp-server`) that serves an H.264
-//! MP4 clip, for the demo command and the end-to-end tests.
+//! MP4 clip (or any `gst-launch` description), for the demo command, the
+//! end-to-end tests and the benches.
 //!
 //! Each client gets its own media (not shared), so a reconnecting agent
 //! starts the clip from the beginning, like a camera that was rebooted. The
@@ -7,6 +8,7 @@
 //! drops every client connection at once, which is how the tests simulate a
 //! camera going away mid-stream.
 
+use std::io;
 use std::path::Path;
 use std::thread::JoinHandle;
 
@@ -14,8 +16,7 @@ use gstreamer::glib;
 use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 
-use super::SourceError;
-
+/// A camera on loopback; stops (hanging up on every client) on drop.
 pub struct RtspServer {
     port: u16,
     mount: String,
@@ -29,10 +30,13 @@ pub struct RtspServer {
 impl RtspServer {
     /// Serves `clip` (MP4 with H.264) at `rtsp://127.0.0.1:{port}{mount}`.
     /// Port 0 picks a free one.
-    pub fn start(clip: &Path, port: u16, mount: &str) -> Result<RtspServer, SourceError> {
-        super::init()?;
+    pub fn start(clip: &Path, port: u16, mount: &str) -> io::Result<RtspServer> {
+        init()?;
         if !clip.is_file() {
-            return Err(SourceError::Build(format!("clip {} does not exist (run deploy/setup.sh)", clip.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("clip {} does not exist (run deploy/setup.sh)", clip.display()),
+            ));
         }
         let launch = format!(
             "( filesrc location=\"{}\" ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )",
@@ -43,16 +47,15 @@ impl RtspServer {
 
     /// Serves a `gst-launch` description (its payloader named `pay0`), e.g.
     /// a live test pattern encoded to H.264 that never ends.
-    pub fn start_launch(launch: &str, port: u16, mount: &str) -> Result<RtspServer, SourceError> {
-        super::init()?;
+    pub fn start_launch(launch: &str, port: u16, mount: &str) -> io::Result<RtspServer> {
+        init()?;
         let server = rtsp::RTSPServer::new();
         server.set_address("127.0.0.1");
         server.set_service(&port.to_string());
         let factory = rtsp::RTSPMediaFactory::new();
         factory.set_launch(launch);
         factory.set_shared(false);
-        let mounts =
-            server.mount_points().ok_or_else(|| SourceError::Build("RTSP server has no mount points".into()))?;
+        let mounts = server.mount_points().ok_or_else(|| io::Error::other("RTSP server has no mount points"))?;
         mounts.add_factory(mount, factory);
 
         // The server's sockets and clients live on a private context, run
@@ -60,16 +63,13 @@ impl RtspServer {
         let context = glib::MainContext::new();
         let source = server
             .attach(Some(&context))
-            .map_err(|e| SourceError::Build(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+            .map_err(|e| io::Error::other(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
         let port = server.bound_port() as u16;
         let main_loop = glib::MainLoop::new(Some(&context), false);
         let (ctx, ml) = (context.clone(), main_loop.clone());
-        let thread = std::thread::Builder::new()
-            .name("rtsp-server".into())
-            .spawn(move || {
-                let _ = ctx.with_thread_default(|| ml.run());
-            })
-            .map_err(|e| SourceError::Build(e.to_string()))?;
+        let thread = std::thread::Builder::new().name("rtsp-server".into()).spawn(move || {
+            let _ = ctx.with_thread_default(|| ml.run());
+        })?;
         Ok(RtspServer {
             port,
             mount: mount.to_string(),
@@ -118,6 +118,11 @@ impl RtspServer {
         });
         let _ = thread.join();
     }
+}
+
+/// Initialises GStreamer once; safe to call many times.
+fn init() -> io::Result<()> {
+    gstreamer::init().map_err(|e| io::Error::other(format!("GStreamer init failed: {e}")))
 }
 
 impl Drop for RtspServer {

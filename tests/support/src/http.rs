@@ -1,6 +1,5 @@
 //! HTTP on loopback for the integration tests (they need no HTTP client
 //! crate): one request, and the Prometheus text the agent serves.
-//! Included by `tests/deploy.rs` and `tests/faults.rs` with `#[path]`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
