@@ -1,92 +1,26 @@
 //! The fall rule's parameters: `[falls]` and per-camera `cameras[].falls`.
 //!
-//! One macro lists every parameter once, with its default, its valid range
-//! and its meaning; it generates the global table ([`Falls`]), the
-//! all-optional per-camera table ([`FallOverrides`]), the merge and the range
-//! checks, so the three can never drift apart. What each parameter does, and
+//! One list (`params::rule_params`) names every parameter once, with its
+//! default, its valid range and its meaning; it generates the global table
+//! ([`Falls`]), the all-optional per-camera table ([`FallOverrides`]), the
+//! merge and the range checks, so they can never drift apart. What each parameter does, and
 //! how the defaults were measured, is in the README ("Falls").
 
 use serde::{Deserialize, Serialize};
 
-/// Parameter values as numbers, for the range checks.
-trait Num {
-    fn num(self) -> f64;
-}
-impl Num for f64 {
-    fn num(self) -> f64 {
-        self
-    }
-}
-impl Num for f32 {
-    fn num(self) -> f64 {
-        self as f64
-    }
-}
-impl Num for u32 {
-    fn num(self) -> f64 {
-        self as f64
-    }
-}
-impl Num for bool {
-    fn num(self) -> f64 {
-        self as u8 as f64
-    }
-}
+use super::params::rule_params;
 
-macro_rules! fall_params {
-    ($( $(#[doc = $doc:expr])* $name:ident : $ty:ty = $default:expr, $min:expr, $max:expr; )*) => {
-        /// The fall rule's parameters for one camera (after merging).
-        #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
-        #[serde(default, deny_unknown_fields)]
-        pub struct Falls {
-            /// Run the fall rule (needs `[pose]`).
-            pub enabled: bool,
-            $( $(#[doc = $doc])* pub $name: $ty, )*
-        }
+rule_params! {
+    defaults;
+    /// The fall rule's parameters for one camera (after merging).
+    #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct Falls;
+    /// Per-camera overrides: any key of `[falls]`.
+    pub struct FallOverrides;
 
-        impl Default for Falls {
-            fn default() -> Self {
-                Falls { enabled: true, $( $name: $default, )* }
-            }
-        }
-
-        /// Per-camera overrides: any key of `[falls]`.
-        #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-        #[serde(deny_unknown_fields)]
-        pub struct FallOverrides {
-            pub enabled: Option<bool>,
-            $( pub $name: Option<$ty>, )*
-        }
-
-        impl FallOverrides {
-            /// `base` with every key set here replaced.
-            pub fn apply(&self, base: &Falls) -> Falls {
-                Falls {
-                    enabled: self.enabled.unwrap_or(base.enabled),
-                    $( $name: self.$name.unwrap_or(base.$name), )*
-                }
-            }
-        }
-
-        impl Falls {
-            /// Range checks; `at` is the table's key path for messages.
-            pub fn validate(&self, at: &str) -> Result<(), (String, String)> {
-                $(
-                    let v = Num::num(self.$name);
-                    if !(v.is_finite() && v >= $min as f64 && v <= $max as f64) {
-                        return Err((
-                            format!("{at}.{}", stringify!($name)),
-                            format!("{} is outside {}–{}", self.$name, $min, $max),
-                        ));
-                    }
-                )*
-                Ok(())
-            }
-        }
-    };
-}
-
-fall_params! {
+    /// Run the fall rule (needs `[pose]`).
+    enabled: bool = true, 0, 1;
     /// The collapse must come within this many seconds of the person's
     /// last standing observation.
     window_s: f64 = 2.0, 0.2, 10.0;

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::params::rule_params;
+
 use super::ModelFormat;
 
 /// What the fire model outputs.
@@ -148,63 +150,37 @@ impl FireKind {
     }
 }
 
-/// One kind's temporal rule, after defaults are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct KindRule {
+rule_params! {
+    no_defaults;
+    /// One kind's temporal rule, after defaults are applied.
+    #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+    pub struct KindRule;
+    /// `[fire.fire]` / `[fire.smoke]`: any key of [`KindRule`]; the rest keep
+    /// the kind's default.
+    pub struct KindOverrides;
+
     /// A region's peak score must reach this to count as a hit.
-    pub min_score: f32,
+    min_score: f32, 0, 1;
     /// Region area as a fraction of the frame: at least this…
-    pub min_area: f32,
+    min_area: f32, 0, 1;
     /// …and at most this (a frame-filling "fire" is a lighting change).
-    pub max_area: f32,
+    max_area: f32, 0, 1;
     /// `start` when at least `k` of the last `n` analysed frames hit.
-    pub k: u32,
-    pub n: u32,
+    k: u32, 1, 100;
+    n: u32, 1, 100;
     /// `end` after this many seconds without a hit.
-    pub clear_s: f64,
+    clear_s: f64, 0, 3600;
     /// Smoke next to a fire region that passed the flicker check (smoke
     /// rising from a flame corroborates both) needs only `near_fire_k` of
     /// the last `n` frames at `near_fire_min_score`, and no persistence.
     /// Unused for fire.
-    pub near_fire_min_score: f32,
-    pub near_fire_k: u32,
+    near_fire_min_score: f32, 0, 1;
+    near_fire_k: u32, 1, 100;
     /// One fire, one event: a candidate this close to an open event (the
     /// gap between their boxes, as a fraction of the frame), or touching
     /// the event's box widened by its own size, is part of that fire. A
     /// region farther than this from every open event is a second fire.
-    pub merge_gap: f32,
-}
-
-/// `[fire.fire]` / `[fire.smoke]`: any key of [`KindRule`]; the rest keep
-/// the kind's default.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KindOverrides {
-    pub min_score: Option<f32>,
-    pub min_area: Option<f32>,
-    pub max_area: Option<f32>,
-    pub k: Option<u32>,
-    pub n: Option<u32>,
-    pub clear_s: Option<f64>,
-    pub near_fire_min_score: Option<f32>,
-    pub near_fire_k: Option<u32>,
-    pub merge_gap: Option<f32>,
-}
-
-impl KindOverrides {
-    pub fn apply(&self, d: KindRule) -> KindRule {
-        KindRule {
-            min_score: self.min_score.unwrap_or(d.min_score),
-            min_area: self.min_area.unwrap_or(d.min_area),
-            max_area: self.max_area.unwrap_or(d.max_area),
-            k: self.k.unwrap_or(d.k),
-            n: self.n.unwrap_or(d.n),
-            clear_s: self.clear_s.unwrap_or(d.clear_s),
-            near_fire_min_score: self.near_fire_min_score.unwrap_or(d.near_fire_min_score),
-            near_fire_k: self.near_fire_k.unwrap_or(d.near_fire_k),
-            merge_gap: self.merge_gap.unwrap_or(d.merge_gap),
-        }
-    }
+    merge_gap: f32, 0, 1;
 }
 
 /// The defaults, measured on the development clips (README, "Fire and smoke").
@@ -316,7 +292,7 @@ impl Fire {
             FireKind::Fire => &self.fire,
             FireKind::Smoke => &self.smoke,
         };
-        o.apply(default_rule(kind))
+        o.apply(&default_rule(kind))
     }
 
     /// Its ONNX Runtime session keys (one session: the fire model runs at a
@@ -376,35 +352,18 @@ impl Fire {
         for kind in FireKind::ALL {
             let r = self.rule(kind);
             let at = kind.as_str();
-            if !(0.0..=1.0).contains(&r.min_score) {
-                return err(&format!("{at}.min_score"), format!("{} is outside 0–1", r.min_score));
-            }
-            if !(0.0..=1.0).contains(&r.min_area) {
-                return err(&format!("{at}.min_area"), format!("{} is outside 0–1", r.min_area));
-            }
-            if !(r.min_area..=1.0).contains(&r.max_area) {
+            r.validate(&format!("fire.{at}"))?;
+            if r.max_area < r.min_area {
                 return err(&format!("{at}.max_area"), format!("{} must be between min_area and 1", r.max_area));
             }
-            if r.n == 0 || r.n > 100 {
-                return err(&format!("{at}.n"), format!("{} is outside 1–100", r.n));
-            }
-            if r.k == 0 || r.k > r.n {
+            if r.k > r.n {
                 return err(&format!("{at}.k"), format!("{} must be between 1 and n ({})", r.k, r.n));
             }
-            if !(0.0..=1.0).contains(&r.near_fire_min_score) {
-                return err(&format!("{at}.near_fire_min_score"), format!("{} is outside 0–1", r.near_fire_min_score));
-            }
-            if r.near_fire_k == 0 || r.near_fire_k > r.n {
+            if r.near_fire_k > r.n {
                 return err(
                     &format!("{at}.near_fire_k"),
                     format!("{} must be between 1 and n ({})", r.near_fire_k, r.n),
                 );
-            }
-            if !(0.0..=1.0).contains(&r.merge_gap) {
-                return err(&format!("{at}.merge_gap"), format!("{} is outside 0–1", r.merge_gap));
-            }
-            if !(r.clear_s >= 0.0 && r.clear_s <= 3600.0) {
-                return err(&format!("{at}.clear_s"), format!("{} is outside 0–3600", r.clear_s));
             }
         }
         let f = &self.flicker;

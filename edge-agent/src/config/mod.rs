@@ -33,6 +33,7 @@ mod http;
 mod locate;
 mod obstruction;
 pub mod overlay;
+mod params;
 mod people;
 mod session;
 mod site;
