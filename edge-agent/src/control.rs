@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 /// manager). The answer is the reply's error text, if any.
 pub struct Request {
     pub change: Change,
-    pub by: String,
+    pub(crate) by: String,
     pub reply: oneshot::Sender<Result<(), String>>,
 }
 
@@ -30,4 +30,4 @@ pub enum Change {
 /// Changes (`set`, `reference`, from the centres and the technician's page
 /// together) queued for the manager at once; beyond it a change is refused
 /// as busy rather than queued without bound.
-pub const REQUEST_QUEUE: usize = 8;
+pub(crate) const REQUEST_QUEUE: usize = 8;

@@ -9,14 +9,14 @@
 use crate::infer::pose::Keypoint;
 use crate::vocab::BBox;
 
-pub type Rgb = [u8; 3];
+pub(crate) type Rgb = [u8; 3];
 
 pub const YELLOW: Rgb = [255, 210, 0];
 pub const RED: Rgb = [255, 40, 40];
-pub const GREEN: Rgb = [40, 220, 80];
-pub const CYAN: Rgb = [0, 200, 255];
-pub const WHITE: Rgb = [255, 255, 255];
-pub const GREY: Rgb = [150, 150, 150];
+pub(crate) const GREEN: Rgb = [40, 220, 80];
+pub(crate) const CYAN: Rgb = [0, 200, 255];
+pub(crate) const WHITE: Rgb = [255, 255, 255];
+pub(crate) const GREY: Rgb = [150, 150, 150];
 
 /// COCO skeleton edges between keypoint indices.
 const SKELETON: [(usize, usize); 16] = [
@@ -47,7 +47,7 @@ pub struct Canvas<'a> {
 
 impl<'a> Canvas<'a> {
     /// `None` when `px` is shorter than `w * h * 3`.
-    pub fn new(px: &'a mut [u8], w: u32, h: u32) -> Option<Canvas<'a>> {
+    pub(crate) fn new(px: &'a mut [u8], w: u32, h: u32) -> Option<Canvas<'a>> {
         (px.len() >= w as usize * h as usize * 3).then_some(Canvas { px, w, h })
     }
 
@@ -59,7 +59,7 @@ impl<'a> Canvas<'a> {
     }
 
     /// A line between normalised points, `thick` pixels wide, clipped.
-    pub fn line(&mut self, a: [f32; 2], b: [f32; 2], c: Rgb, thick: u32) {
+    pub(crate) fn line(&mut self, a: [f32; 2], b: [f32; 2], c: Rgb, thick: u32) {
         let (w, h) = (self.w as f32, self.h as f32);
         let (x0, y0, x1, y1) = (a[0] * w, a[1] * h, b[0] * w, b[1] * h);
         if ![x0, y0, x1, y1].iter().all(|v| v.is_finite()) {
@@ -93,7 +93,7 @@ impl<'a> Canvas<'a> {
     }
 
     /// A skeleton: bones between keypoints that both score ≥ `min`.
-    pub fn skeleton(&mut self, kps: &[Keypoint; 17], min: f32, c: Rgb) {
+    pub(crate) fn skeleton(&mut self, kps: &[Keypoint; 17], min: f32, c: Rgb) {
         for (a, b) in SKELETON {
             let (p, q) = (kps[a], kps[b]);
             if p.score >= min && q.score >= min {
@@ -112,7 +112,7 @@ impl<'a> Canvas<'a> {
 
     /// ASCII text at pixel (x, y), scaled `scale` times, on a dark band so
     /// it reads on any background. Non-ASCII characters show as `?`.
-    pub fn text(&mut self, x: i64, y: i64, s: &str, c: Rgb, scale: u32) {
+    pub(crate) fn text(&mut self, x: i64, y: i64, s: &str, c: Rgb, scale: u32) {
         let scale = scale.max(1) as i64;
         let width = s.chars().count() as i64 * 8 * scale;
         for yy in y - 1..y + 8 * scale + 1 {
@@ -146,7 +146,7 @@ impl<'a> Canvas<'a> {
     /// A small picture (packed RGB, `w` × `h`) in the top-right corner,
     /// scaled to a quarter of the frame's width, framed and labelled: the
     /// clear-lane reference beside the frame that differs from it.
-    pub fn inset(&mut self, rgb: &[u8], w: u32, h: u32, label: &str) {
+    pub(crate) fn inset(&mut self, rgb: &[u8], w: u32, h: u32, label: &str) {
         if w == 0 || h == 0 || rgb.len() < (w * h * 3) as usize {
             return;
         }
@@ -169,7 +169,7 @@ impl<'a> Canvas<'a> {
     }
 
     /// A label at the top-left corner of a normalised box.
-    pub fn label(&mut self, b: &BBox, s: &str, c: Rgb) {
+    pub(crate) fn label(&mut self, b: &BBox, s: &str, c: Rgb) {
         let (x, y) = ((b.x1 * self.w as f32) as i64, (b.y1 * self.h as f32) as i64 - 10);
         self.text(x, y.max(0), s, c, 1);
     }

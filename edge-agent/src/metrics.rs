@@ -10,62 +10,62 @@ use prometheus::{
 };
 
 pub struct Metrics {
-    pub registry: Registry,
+    pub(crate) registry: Registry,
     /// The HTTP listener's own series (connections, refusals, snapshots).
     pub http: HttpMetrics,
-    pub frames_decoded: IntCounterVec,
-    pub frames_dropped: IntCounterVec,
-    pub frames_analysed: IntCounterVec,
+    pub(crate) frames_decoded: IntCounterVec,
+    pub(crate) frames_dropped: IntCounterVec,
+    pub(crate) frames_analysed: IntCounterVec,
     /// Detector runs the motion gate skipped (nothing moved).
-    pub detector_skipped: IntCounterVec,
+    pub(crate) detector_skipped: IntCounterVec,
     /// Frames whose levels were stretched for the pose model (dim scene).
-    pub low_light_frames: IntCounterVec,
+    pub(crate) low_light_frames: IntCounterVec,
     /// Detector inferences since the models loaded, and the frames they
     /// carried: more frames than inferences means cameras' frames ran
     /// batched. Set from the detector's own counts (gauges: they restart
     /// with a model reload).
-    pub detector_inferences: IntGauge,
-    pub detector_inferred_frames: IntGauge,
-    pub camera_up: IntGaugeVec,
-    pub reconnects: IntCounterVec,
+    pub(crate) detector_inferences: IntGauge,
+    pub(crate) detector_inferred_frames: IntGauge,
+    pub(crate) camera_up: IntGaugeVec,
+    pub(crate) reconnects: IntCounterVec,
     /// Camera starts: at agent start, and each time a reload adds or
     /// restarts the camera (a stream reconnect is `reconnects`).
-    pub camera_starts: IntCounterVec,
+    pub(crate) camera_starts: IntCounterVec,
     /// Camera pipelines that did not stop within the teardown timeout and
     /// were left behind with their threads (see `source::supervisor`).
-    pub pipelines_abandoned: IntCounter,
-    pub stage_seconds: HistogramVec,
-    pub events: IntCounterVec,
+    pub(crate) pipelines_abandoned: IntCounter,
+    pub(crate) stage_seconds: HistogramVec,
+    pub(crate) events: IntCounterVec,
     pub mqtt_connected: IntGauge,
-    pub analysis_errors: IntCounterVec,
-    pub last_frame_age: GaugeVec,
-    pub spool_messages: IntGauge,
-    pub spool_bytes: IntGauge,
-    pub spool_oldest_age: Gauge,
-    pub spool_dropped: IntCounterVec,
-    pub spool_errors: IntCounter,
+    pub(crate) analysis_errors: IntCounterVec,
+    pub(crate) last_frame_age: GaugeVec,
+    pub(crate) spool_messages: IntGauge,
+    pub(crate) spool_bytes: IntGauge,
+    pub(crate) spool_oldest_age: Gauge,
+    pub(crate) spool_dropped: IntCounterVec,
+    pub(crate) spool_errors: IntCounter,
     /// Corrupt spool files set aside at start (an empty spool replaced them).
-    pub spool_corrupt: IntCounter,
+    pub(crate) spool_corrupt: IntCounter,
     /// Spooled messages the broker kept refusing, moved out of the drain.
-    pub spool_set_aside: IntCounter,
+    pub(crate) spool_set_aside: IntCounter,
     /// 1 while the spool's last real write succeeded (what `/readyz` reports).
-    pub spool_write_ok: IntGauge,
+    pub(crate) spool_write_ok: IntGauge,
     /// Messages the spool could not store, waiting in memory.
-    pub spool_fallback_messages: IntGauge,
+    pub(crate) spool_fallback_messages: IntGauge,
     /// What the bounded in-memory fallback gave up: updates, then snapshots.
-    pub spool_fallback_dropped: IntCounterVec,
+    pub(crate) spool_fallback_dropped: IntCounterVec,
     /// Snapshots over `alerts.snapshot_max_kb`, by what fitted them.
-    pub snapshots_capped: IntCounterVec,
-    pub last_seq: IntGauge,
-    pub published: IntCounterVec,
-    pub publish_failures: IntCounter,
-    pub events_suppressed: IntCounterVec,
-    pub commands: IntCounterVec,
-    pub reloads: IntCounterVec,
+    pub(crate) snapshots_capped: IntCounterVec,
+    pub(crate) last_seq: IntGauge,
+    pub(crate) published: IntCounterVec,
+    pub(crate) publish_failures: IntCounter,
+    pub(crate) events_suppressed: IntCounterVec,
+    pub(crate) commands: IntCounterVec,
+    pub(crate) reloads: IntCounterVec,
     pub models_loaded: IntGauge,
     /// Commands refused before they were read (issue 19): `retained`,
     /// `too_large`, `rate_limited`, `busy`.
-    pub commands_refused: IntCounterVec,
+    pub(crate) commands_refused: IntCounterVec,
     /// Overlays set aside at start because they were corrupt or refused.
     pub overlay_set_aside: IntCounter,
 }
@@ -76,7 +76,7 @@ pub struct Metrics {
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
 
 /// The stages of `alleywatch_stage_seconds`, in data-path order.
-pub const STAGES: &[&str] =
+pub(crate) const STAGES: &[&str] =
     &["decode_to_slot", "preprocess", "inference", "postprocess", "rules", "capture_to_decision", "capture_to_publish"];
 
 impl Metrics {
@@ -274,7 +274,7 @@ impl Metrics {
 
     /// Drops a removed camera's series, so dashboards and alerts do not
     /// keep a camera that is no longer configured.
-    pub fn forget_camera(&self, id: &str) {
+    pub(crate) fn forget_camera(&self, id: &str) {
         for vec in [
             &self.frames_decoded,
             &self.frames_analysed,
@@ -300,7 +300,7 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
@@ -320,7 +320,7 @@ pub struct HttpMetrics {
     /// Sec-Fetch-Site, a form without Origin).
     pub cross_site_refused: IntCounter,
     /// JPEG encodes for `snapshot.jpg` (at most one a second per camera).
-    pub snapshot_encodes: IntCounterVec,
+    pub(crate) snapshot_encodes: IntCounterVec,
 }
 
 impl HttpMetrics {

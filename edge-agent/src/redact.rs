@@ -13,7 +13,7 @@
 /// assert_eq!(redact("rtsp://admin:s3cret@10.0.0.5:554/sub"), "rtsp://***@10.0.0.5:554/sub");
 /// assert_eq!(redact("no url here"), "no url here");
 /// ```
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("://") {
@@ -52,7 +52,7 @@ fn userinfo_end(tail: &str) -> Option<usize> {
 }
 
 /// Redacts one URL; the same as [`redact`], named for intent at call sites.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     redact(url)
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-pub struct Service {
+pub(crate) struct Service {
     /// Half the watchdog timeout, when systemd asked for pings.
     every: Option<Duration>,
     next: tokio::time::Instant,
@@ -25,7 +25,7 @@ pub struct Service {
 
 impl Service {
     /// Tells the service manager the agent is up.
-    pub fn ready() -> Service {
+    pub(crate) fn ready() -> Service {
         notify(&[NotifyState::Ready, NotifyState::Status("running")]);
         let every = sd_notify::watchdog_enabled().map(|t| t / 2).filter(|d| !d.is_zero());
         if let Some(d) = every {
@@ -36,7 +36,7 @@ impl Service {
 
     /// Resolves when the next watchdog ping is due; never without a
     /// watchdog.
-    pub async fn watchdog_due(&self) {
+    pub(crate) async fn watchdog_due(&self) {
         match self.every {
             Some(_) => tokio::time::sleep_until(self.next).await,
             None => std::future::pending().await,
@@ -46,7 +46,7 @@ impl Service {
     /// Pings the watchdog, unless a thread in `stale` stopped beating:
     /// then the ping is withheld (and logged), so systemd restarts a wedged
     /// agent rather than one that merely looks alive.
-    pub fn ping(&mut self, stale: &[String]) {
+    pub(crate) fn ping(&mut self, stale: &[String]) {
         let Some(every) = self.every else { return };
         if stale.is_empty() {
             notify(&[NotifyState::Watchdog]);
@@ -57,7 +57,7 @@ impl Service {
     }
 
     /// Graceful stop begins (draining may take a while).
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         notify(&[NotifyState::Stopping, NotifyState::Status("stopping: draining the spool")]);
     }
 }
@@ -71,11 +71,11 @@ fn notify(state: &[NotifyState]) {
 /// A thread's sign of life for the watchdog: it beats on every cycle of its
 /// loop (the analysis loop cycles at least twice a second, frames or not).
 #[derive(Debug, Clone)]
-pub struct Heartbeat(Arc<AtomicU64>);
+pub(crate) struct Heartbeat(Arc<AtomicU64>);
 
 /// How long a thread may go without a beat before the watchdog ping is
 /// withheld (well under the unit's `WatchdogSec=30`).
-pub const STALE: Duration = Duration::from_secs(20);
+pub(crate) const STALE: Duration = Duration::from_secs(20);
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -91,11 +91,11 @@ impl Default for Heartbeat {
 }
 
 impl Heartbeat {
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.0.store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    pub fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         epoch().elapsed().saturating_sub(Duration::from_millis(self.0.load(Ordering::Relaxed)))
     }
 }

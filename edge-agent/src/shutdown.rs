@@ -33,12 +33,12 @@ impl Shutdown {
         self.inner.notify.notify_waiters();
     }
 
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         self.inner.flag.load(Ordering::SeqCst)
     }
 
     /// Blocks a thread for up to `d`; returns true when shutdown was asked.
-    pub fn wait_timeout(&self, d: Duration) -> bool {
+    pub(crate) fn wait_timeout(&self, d: Duration) -> bool {
         let guard = self.inner.lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.is_triggered() {
             return true;

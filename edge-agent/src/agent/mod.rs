@@ -21,7 +21,7 @@
 //! Shutdown runs in data-path order: sources stop, analysis drains, then
 //! the publisher sends what it can and leaves the rest in the spool.
 
-pub mod reload;
+pub(crate) mod reload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -20,7 +20,7 @@ use super::ConfigSource;
 use crate::config::{Camera, Config};
 
 /// The events that ask for a reload.
-pub struct Triggers {
+pub(crate) struct Triggers {
     hup: Option<tokio::signal::unix::Signal>,
     files: Option<mpsc::UnboundedReceiver<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
@@ -29,7 +29,7 @@ pub struct Triggers {
 }
 
 impl Triggers {
-    pub fn new(source: Option<&ConfigSource>) -> Triggers {
+    pub(crate) fn new(source: Option<&ConfigSource>) -> Triggers {
         let Some(source) = source else { return Triggers { hup: None, files: None, _watcher: None, file_due: None } };
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
@@ -43,7 +43,7 @@ impl Triggers {
     /// after the last. Cancel-safe: the caller's `select!` may drop this
     /// future at any point (the watchdog tick, a `set` command) and a file
     /// event already received is still pending on the next call.
-    pub async fn next(&mut self) -> &'static str {
+    pub(crate) async fn next(&mut self) -> &'static str {
         const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
         loop {
             let due = self.file_due;
@@ -111,10 +111,10 @@ fn watch(file: &std::path::Path) -> (Option<mpsc::UnboundedReceiver<()>>, Option
 
 /// Which cameras to stop, start and restart.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Plan {
-    pub stop: Vec<String>,
-    pub start: Vec<String>,
-    pub restart: Vec<String>,
+pub(crate) struct Plan {
+    pub(crate) stop: Vec<String>,
+    pub(crate) start: Vec<String>,
+    pub(crate) restart: Vec<String>,
 }
 
 /// The settings of a camera's stream: any change restarts it.
@@ -122,7 +122,7 @@ fn stream_key(c: &Camera, config: &Config) -> String {
     format!("{}|{}|{}|{:?}|{:?}", c.url, c.fps, c.analysis_width, c.decode, config.source)
 }
 
-pub fn plan(old: &Config, new: &Config) -> Plan {
+pub(crate) fn plan(old: &Config, new: &Config) -> Plan {
     let mut p = Plan::default();
     for c in &old.cameras {
         match new.cameras.iter().find(|n| n.id == c.id) {
@@ -140,7 +140,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
 }
 
 /// Settings that changed but are only read at start.
-pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+pub(crate) fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut v = Vec::new();
     let model = |c: &Config| {
         let d = &c.detector;

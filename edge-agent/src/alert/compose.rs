@@ -23,32 +23,32 @@ use crate::vocab::{EventKind, FrameInput, Phase, Severity};
 /// Which open event a draft belongs to: rules with several events at once
 /// key them by lane, by tracked person or by fire region.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum EventKey {
+pub(crate) enum EventKey {
     Lane(String),
     Person(u64),
     Region(FireKind, u64),
 }
 
 /// What the snapshot shows over the frame: why the rule fired.
-pub type Marks = Box<dyn FnOnce(&mut Canvas) + Send>;
+pub(crate) type Marks = Box<dyn FnOnce(&mut Canvas) + Send>;
 
 /// An event message as a rule states it, before it has an id or wall times.
-pub struct Draft {
-    pub kind: EventKind,
-    pub key: EventKey,
-    pub phase: Phase,
+pub(crate) struct Draft {
+    pub(crate) kind: EventKind,
+    pub(crate) key: EventKey,
+    pub(crate) phase: Phase,
     /// Rule time the event began (read on `start`).
-    pub since: f64,
+    pub(crate) since: f64,
     /// Rule time it ended (on `end`).
-    pub ended: Option<f64>,
-    pub severity: Severity,
-    pub zone: Option<String>,
-    pub score: Scores,
-    pub evidence: Evidence,
+    pub(crate) ended: Option<f64>,
+    pub(crate) severity: Severity,
+    pub(crate) zone: Option<String>,
+    pub(crate) score: Scores,
+    pub(crate) evidence: Evidence,
     /// The rule's parameters as they were when it decided.
-    pub rule: serde_json::Value,
-    pub model: ModelInfo,
-    pub marks: Marks,
+    pub(crate) rule: serde_json::Value,
+    pub(crate) model: ModelInfo,
+    pub(crate) marks: Marks,
 }
 
 /// An event between its `start` and `end`.
@@ -58,7 +58,7 @@ struct OpenEvent {
 }
 
 /// One camera's event messages: identity, snapshot quality and open events.
-pub struct Composer {
+pub(crate) struct Composer {
     agent: String,
     site: String,
     camera: CameraRef,
@@ -69,7 +69,7 @@ pub struct Composer {
 }
 
 impl Composer {
-    pub fn new(config: &Config, camera: &Camera, metrics: Arc<Metrics>) -> Composer {
+    pub(crate) fn new(config: &Config, camera: &Camera, metrics: Arc<Metrics>) -> Composer {
         Composer {
             agent: config.agent_id.clone(),
             site: config.site.path(),
@@ -82,13 +82,13 @@ impl Composer {
     }
 
     /// Takes a reloaded config; open events stay open.
-    pub fn reconfigure(&mut self, config: &Config, camera: &Camera) {
+    pub(crate) fn reconfigure(&mut self, config: &Config, camera: &Camera) {
         self.quality = config.alerts.snapshot_quality;
         self.camera = CameraRef { id: camera.id.clone(), name: camera.name.clone() };
     }
 
     /// The event message (with its snapshot of `frame`) for a draft.
-    pub fn compose(&mut self, d: Draft, frame: &FrameInput) -> Outbound {
+    pub(crate) fn compose(&mut self, d: Draft, frame: &FrameInput) -> Outbound {
         let (now, wall) = (frame.t, frame.wall);
         let (id, started_at) = self.open(d.key, d.phase, wall, now, d.since);
         let ended_at = d.ended.map(|e| wall_time_of(wall, now, e));
@@ -129,7 +129,7 @@ impl Composer {
 
     /// Closes the open events `which` selects (their rule or camera went
     /// away): the alert stage sends each one's `end`, marked with `reason`.
-    pub fn close(&mut self, which: impl Fn(&EventKey) -> bool, reason: CloseReason, out: &mut Vec<Outbound>) {
+    pub(crate) fn close(&mut self, which: impl Fn(&EventKey) -> bool, reason: CloseReason, out: &mut Vec<Outbound>) {
         let keys: Vec<EventKey> = self.open.keys().filter(|k| which(k)).cloned().collect();
         for key in keys {
             if let Some(o) = self.open.remove(&key) {

@@ -12,159 +12,159 @@ use crate::vocab::Phase;
 use crate::vocab::{EventKind, Severity};
 
 /// Version of the payload layout. Bump on any incompatible change.
-pub const SCHEMA: &str = "alleywatch.event.v1";
+pub(crate) const SCHEMA: &str = "alleywatch.event.v1";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    pub schema: &'static str,
+    pub(crate) schema: &'static str,
     /// Globally unique; the same for the start, updates and end of one event.
-    pub id: String,
+    pub(crate) id: String,
     /// Per-agent, strictly increasing over every message, so a centre can
     /// spot a gap. Assigned by the spool as the message is stored.
-    pub seq: u64,
-    pub kind: EventKind,
+    pub(crate) seq: u64,
+    pub(crate) kind: EventKind,
     #[serde(rename = "type")]
-    pub phase: Phase,
-    pub severity: Severity,
-    pub agent: String,
+    pub(crate) phase: Phase,
+    pub(crate) severity: Severity,
+    pub(crate) agent: String,
     /// `district/street/community`.
-    pub site: String,
-    pub camera: CameraRef,
+    pub(crate) site: String,
+    pub(crate) camera: CameraRef,
     /// The lane or zone name, when the rule has one.
-    pub zone: Option<String>,
+    pub(crate) zone: Option<String>,
     #[serde(with = "crate::vocab::time::rfc3339")]
-    pub started_at: SystemTime,
+    pub(crate) started_at: SystemTime,
     #[serde(with = "crate::vocab::time::rfc3339")]
-    pub updated_at: SystemTime,
+    pub(crate) updated_at: SystemTime,
     #[serde(with = "crate::vocab::time::rfc3339_opt")]
-    pub ended_at: Option<SystemTime>,
+    pub(crate) ended_at: Option<SystemTime>,
     /// Seconds from `started_at` to `ended_at` (or to `updated_at` while open).
-    pub duration_s: f64,
-    pub score: Scores,
-    pub evidence: Evidence,
+    pub(crate) duration_s: f64,
+    pub(crate) score: Scores,
+    pub(crate) evidence: Evidence,
     /// The rule parameters that fired this event.
-    pub rule: serde_json::Value,
-    pub model: ModelInfo,
-    pub snapshot: Option<SnapshotRef>,
+    pub(crate) rule: serde_json::Value,
+    pub(crate) model: ModelInfo,
+    pub(crate) snapshot: Option<SnapshotRef>,
     /// What the command centres did with the event (ack, resolve) and
     /// where it was escalated; absent until something happened.
     #[serde(flatten)]
-    pub centre: CentreState,
+    pub(crate) centre: CentreState,
 }
 
 /// The closed loop's marks on an event (see [`super::ledger`]).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct CentreState {
+pub(crate) struct CentreState {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ack: Option<Ack>,
+    pub(crate) ack: Option<Ack>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolved: Option<Resolved>,
+    pub(crate) resolved: Option<Resolved>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub escalation: Option<Escalation>,
+    pub(crate) escalation: Option<Escalation>,
     /// On an `end` the agent forced (camera stopped, rule removed).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub closed: Option<super::CloseReason>,
+    pub(crate) closed: Option<super::CloseReason>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Ack {
-    pub by: String,
-    pub note: Option<String>,
+pub(crate) struct Ack {
+    pub(crate) by: String,
+    pub(crate) note: Option<String>,
     #[serde(with = "crate::vocab::time::rfc3339")]
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Resolved {
-    pub by: String,
+pub(crate) struct Resolved {
+    pub(crate) by: String,
     #[serde(with = "crate::vocab::time::rfc3339")]
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
 }
 
 /// Sent with `type = "escalate"`: the event went unacknowledged, so it is
 /// handed to the next level up of the site path.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Escalation {
+pub(crate) struct Escalation {
     /// `street` or `district`.
-    pub level: &'static str,
+    pub(crate) level: &'static str,
     /// The site path of that level, e.g. `shapingba/fengwen`.
-    pub site: String,
+    pub(crate) site: String,
     /// 1 for the first escalation (community → street), 2 for the next.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// Seconds the event had gone unacknowledged.
-    pub unacked_s: f64,
+    pub(crate) unacked_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct CameraRef {
-    pub id: String,
-    pub name: String,
+pub(crate) struct CameraRef {
+    pub(crate) id: String,
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Scores {
-    pub peak: f32,
-    pub current: f32,
+pub(crate) struct Scores {
+    pub(crate) peak: f32,
+    pub(crate) current: f32,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Evidence {
-    pub objects: Vec<EvidenceObject>,
+pub(crate) struct Evidence {
+    pub(crate) objects: Vec<EvidenceObject>,
     /// Track ids of `objects`, where the rule tracks.
-    pub track_ids: Vec<u64>,
+    pub(crate) track_ids: Vec<u64>,
     /// Fraction of the lane covered by blocking objects (lane events).
-    pub occupancy: Option<f32>,
+    pub(crate) occupancy: Option<f32>,
     /// Per-person keypoints (fall events).
-    pub keypoints: Option<serde_json::Value>,
+    pub(crate) keypoints: Option<serde_json::Value>,
     /// Fire/smoke events: the region's box on each hit frame of the window,
     /// `[x1, y1, x2, y2]` normalised.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub regions: Option<Vec<[f32; 4]>>,
+    pub(crate) regions: Option<Vec<[f32; 4]>>,
     /// Fire/smoke events: the window of analysed frames, oldest first:
     /// `{t_offset_s, score}` (score null where the region did not hit).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<Vec<serde_json::Value>>,
+    pub(crate) window: Option<Vec<serde_json::Value>>,
     /// Fire/smoke events: the flicker check's verdict and measurements.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub flicker: Option<serde_json::Value>,
+    pub(crate) flicker: Option<serde_json::Value>,
     /// Lane events: what blocked the lane (`object` or `obstruction`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<crate::analytics::Cause>,
+    pub(crate) cause: Option<crate::analytics::Cause>,
     /// Lane events with the obstruction cue: `{occupancy, light, cells,
     /// considered, changed: [[x1, y1, x2, y2], …]}` (the changed cells).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub obstruction: Option<serde_json::Value>,
+    pub(crate) obstruction: Option<serde_json::Value>,
     /// Fall events: seconds the person has been down (to `ended_at` for an
     /// `end`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub down_s: Option<f64>,
+    pub(crate) down_s: Option<f64>,
     /// Fall events: the person has stayed down `falls.long_lie_s`; the
     /// severity is `critical` from then on.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub long_lie: Option<bool>,
+    pub(crate) long_lie: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct EvidenceObject {
-    pub label: String,
-    pub score: f32,
+pub(crate) struct EvidenceObject {
+    pub(crate) label: String,
+    pub(crate) score: f32,
     /// `[x1, y1, x2, y2]`, normalised to the frame (0–1, origin top-left).
     #[serde(rename = "box")]
-    pub bbox: [f32; 4],
-    pub track_id: Option<u64>,
+    pub(crate) bbox: [f32; 4],
+    pub(crate) track_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct SnapshotRef {
-    pub topic: String,
-    pub content_type: &'static str,
-    pub width: u32,
-    pub height: u32,
-    pub bytes: usize,
+pub(crate) struct SnapshotRef {
+    pub(crate) topic: String,
+    pub(crate) content_type: &'static str,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) bytes: usize,
 }
 
 /// A fresh globally unique event id.
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 

@@ -16,7 +16,13 @@ use crate::vocab::{BBox, EventKind, Severity};
 
 /// A lane's blockage: the objects in it, or the obstruction cue's reading
 /// (the changed cells, with the clear reference beside the frame).
-pub fn lane(tr: &LaneTransition, rule: &LaneRule, labels: &[String], score_threshold: f32, model: &ModelInfo) -> Draft {
+pub(crate) fn lane(
+    tr: &LaneTransition,
+    rule: &LaneRule,
+    labels: &[String],
+    score_threshold: f32,
+    model: &ModelInfo,
+) -> Draft {
     let lane_cfg = rule.lane();
     let boxes: Vec<BBox> = tr.objects.iter().map(|d| d.bbox).collect();
     let changed: Vec<BBox> = tr.obstruction.as_ref().map_or_else(Vec::new, |r| r.changed.clone());
@@ -90,7 +96,7 @@ pub fn lane(tr: &LaneTransition, rule: &LaneRule, labels: &[String], score_thres
 }
 
 /// A fall: the person's box and skeleton, how long they have been down.
-pub fn fall(tr: &FallTransition, params: &Falls, model: ModelInfo) -> Draft {
+pub(crate) fn fall(tr: &FallTransition, params: &Falls, model: ModelInfo) -> Draft {
     let (bbox, keypoints, kp_min) = (tr.bbox, tr.keypoints, params.keypoint_score);
     let marks = Box::new(move |c: &mut draw::Canvas| {
         c.rect(&bbox, draw::RED);
@@ -133,7 +139,7 @@ pub fn fall(tr: &FallTransition, params: &Falls, model: ModelInfo) -> Draft {
 /// Fire or smoke: the region, the model's recent hits in it, and the
 /// flicker check's verdict. `now` is the rule time of the frame it was
 /// decided on (the window's samples are given relative to it).
-pub fn fire(tr: &FireTransition, now: f64, rule: &FireRule, fps: f64, model: &ModelInfo) -> Draft {
+pub(crate) fn fire(tr: &FireTransition, now: f64, rule: &FireRule, fps: f64, model: &ModelInfo) -> Draft {
     let (kind, severity) = match tr.kind {
         FireKind::Fire => (EventKind::Fire, Severity::Critical),
         FireKind::Smoke => (EventKind::Smoke, Severity::Warning),
@@ -190,7 +196,7 @@ pub fn fire(tr: &FireTransition, now: f64, rule: &FireRule, fps: f64, model: &Mo
 
 /// A fall event's `evidence.keypoints`: the person's skeleton by keypoint
 /// name, `[x, y, score]` each (see `deploy/schema/event.schema.json`).
-pub fn keypoints_json(track_id: u64, k: &[Keypoint; 17]) -> serde_json::Value {
+pub(crate) fn keypoints_json(track_id: u64, k: &[Keypoint; 17]) -> serde_json::Value {
     let named: serde_json::Map<String, serde_json::Value> =
         KEYPOINT_NAMES.iter().zip(k.iter()).map(|(n, p)| (n.to_string(), json!([p.x, p.y, p.score]))).collect();
     json!([{ "track_id": track_id, "points": named }])

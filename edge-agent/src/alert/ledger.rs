@@ -27,7 +27,7 @@ use crate::vocab::Severity;
 
 /// What to do with an event message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Send,
     /// Not sent; the reason is a metric label.
     Suppress(&'static str),
@@ -35,12 +35,12 @@ pub enum Verdict {
 
 /// Longest `ack.note`, in characters: the note rides in every later
 /// message of its event.
-pub const MAX_NOTE_CHARS: usize = 500;
+pub(crate) const MAX_NOTE_CHARS: usize = 500;
 /// Longest `by` (who acknowledged or resolved), in characters.
-pub const MAX_BY_CHARS: usize = 64;
+pub(crate) const MAX_BY_CHARS: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     #[error("{field}: {got} characters, at most {max} (it is copied into every later message of the event)")]
     TooLong { field: &'static str, got: usize, max: usize },
     #[error("no open event {0:?} on this agent")]
@@ -81,7 +81,7 @@ impl Ledger {
     }
 
     /// Applies reloaded settings; open events keep their state.
-    pub fn reconfigure(&mut self, alerts: &Alerts, site: &Site) {
+    pub(crate) fn reconfigure(&mut self, alerts: &Alerts, site: &Site) {
         self.acked_update_s = alerts.acked_update_interval_s;
         self.escalate_after_s = alerts.escalate_after_s;
         self.escalate_min = alerts.escalate_min_severity;
@@ -89,7 +89,7 @@ impl Ledger {
     }
 
     /// Decides whether `event` goes out and stamps the centre's marks on it.
-    pub fn admit(&mut self, event: &mut Event, now: Instant) -> Verdict {
+    pub(crate) fn admit(&mut self, event: &mut Event, now: Instant) -> Verdict {
         match event.phase {
             Phase::Start => {
                 self.open.insert(
@@ -136,7 +136,7 @@ impl Ledger {
     }
 
     /// `ack {event_id, by, note}`.
-    pub fn ack(&mut self, event_id: &str, by: &str, note: Option<String>) -> Result<(), CommandError> {
+    pub(crate) fn ack(&mut self, event_id: &str, by: &str, note: Option<String>) -> Result<(), CommandError> {
         for (field, text, max) in [("by", Some(by), MAX_BY_CHARS), ("note", note.as_deref(), MAX_NOTE_CHARS)] {
             let got = text.map_or(0, |t| t.chars().count());
             if got > max {
@@ -152,7 +152,7 @@ impl Ledger {
     }
 
     /// `resolve {event_id, by}`: returns the `end` message to send now.
-    pub fn resolve(&mut self, event_id: &str, by: &str) -> Result<Event, CommandError> {
+    pub(crate) fn resolve(&mut self, event_id: &str, by: &str) -> Result<Event, CommandError> {
         let got = by.chars().count();
         if got > MAX_BY_CHARS {
             return Err(CommandError::TooLong { field: "by", got, max: MAX_BY_CHARS });
@@ -169,7 +169,7 @@ impl Ledger {
 
     /// Ends an open event whose rule went away (a lane removed, a camera
     /// stopped): returns its `end`, or `None` if it is not open.
-    pub fn close(&mut self, event_id: &str, reason: CloseReason) -> Option<Event> {
+    pub(crate) fn close(&mut self, event_id: &str, reason: CloseReason) -> Option<Event> {
         let o = self.open.remove(event_id)?;
         (!o.resolved).then(|| {
             let mut end = end_of(&o);
@@ -179,7 +179,7 @@ impl Ledger {
     }
 
     /// The `escalate` messages due at `now`.
-    pub fn due_escalations(&mut self, now: Instant) -> Vec<Event> {
+    pub(crate) fn due_escalations(&mut self, now: Instant) -> Vec<Event> {
         let mut due = Vec::new();
         if self.escalate_after_s <= 0.0 {
             return due;
@@ -206,11 +206,6 @@ impl Ledger {
         }
         due.sort_by_key(|e| e.started_at);
         due
-    }
-
-    /// Open events, for `/api`.
-    pub fn open_count(&self) -> usize {
-        self.open.values().filter(|o| !o.resolved).count()
     }
 }
 

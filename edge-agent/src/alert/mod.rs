@@ -20,18 +20,18 @@
 //! supervisors ─▶ Outbox (latest status per camera) ────┘   ▼ ack/resolve → Ledger, set → reload
 //! ```
 
-pub mod compose;
-pub mod event;
-pub mod evidence;
-pub mod ledger;
-pub mod outbox;
-pub mod publisher;
+pub(crate) mod compose;
+pub(crate) mod event;
+pub(crate) mod evidence;
+pub(crate) mod ledger;
+pub(crate) mod outbox;
+pub(crate) mod publisher;
 pub mod snapshot;
-pub mod spool;
-pub mod topics;
+pub(crate) mod spool;
+pub(crate) mod topics;
 
-pub use compose::{Composer, Draft, EventKey};
-pub use event::Event;
+pub(crate) use compose::{Composer, Draft, EventKey};
+pub(crate) use event::Event;
 pub use ledger::Ledger;
 pub use outbox::Outbox;
 pub use publisher::{Publisher, PublisherError, MAX_INCOMING_PACKET};

@@ -49,19 +49,19 @@ struct Inner {
 }
 
 /// How many recent event messages `/api/events` shows.
-pub const RECENT: usize = 50;
+pub(crate) const RECENT: usize = 50;
 
 /// Bounds of the in-memory fallback (messages the spool could not store).
 /// Over either, `update`s go first (oldest first), then snapshots; a
 /// `start`, `end` or `escalate` is never dropped.
-pub const FALLBACK_MAX_MESSAGES: usize = 256;
-pub const FALLBACK_MAX_BYTES: usize = 8 << 20;
+pub(crate) const FALLBACK_MAX_MESSAGES: usize = 256;
+pub(crate) const FALLBACK_MAX_BYTES: usize = 8 << 20;
 
 /// A message the spool could not store, waiting in memory.
 #[derive(Debug, Clone)]
 pub(super) struct Unspooled {
-    pub event: Event,
-    pub snapshot: Option<Vec<u8>>,
+    pub(crate) event: Event,
+    pub(crate) snapshot: Option<Vec<u8>>,
 }
 
 impl Unspooled {
@@ -138,12 +138,12 @@ impl Outbox {
 
     /// Sets the snapshot cap (`alerts.snapshot_max_kb`, at start and on
     /// every reload).
-    pub fn set_snapshot_max_bytes(&self, bytes: usize) {
+    pub(crate) fn set_snapshot_max_bytes(&self, bytes: usize) {
         self.inner.snapshot_max_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Routes one message from analysis or a supervisor.
-    pub fn send(&self, msg: Outbound) {
+    pub(crate) fn send(&self, msg: Outbound) {
         match msg {
             Outbound::Event { event, snapshot } => self.event(*event, snapshot),
             Outbound::Camera(status) => self.camera_status(status),
@@ -164,7 +164,7 @@ impl Outbox {
     /// waits there, newer messages wait behind it (each with its own seq),
     /// and every new message first retries storing the waiting ones, in
     /// order, so the spool's drain order stays the seq order.
-    pub fn event(&self, mut event: Event, snapshot: Option<Vec<u8>>) {
+    pub(crate) fn event(&self, mut event: Event, snapshot: Option<Vec<u8>>) {
         let m = &self.inner.metrics;
         if let Verdict::Suppress(reason) = self.ledger().admit(&mut event, Instant::now()) {
             m.events_suppressed.with_label_values(&[reason]).inc();
@@ -275,7 +275,7 @@ impl Outbox {
     /// Retries a spool whose last write failed (blocking: call it off the
     /// async runtime): stores what waits in memory, or, with nothing
     /// waiting, probes with one tiny write. Returns whether it is healthy.
-    pub fn retry_spool(&self) -> bool {
+    pub(crate) fn retry_spool(&self) -> bool {
         let mut fallback = self.unspooled();
         if fallback.queue.is_empty() {
             drop(fallback);
@@ -297,12 +297,12 @@ impl Outbox {
     }
 
     /// The most recent event messages, newest first.
-    pub fn recent_events(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn recent_events(&self) -> Vec<serde_json::Value> {
         self.inner.recent.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().cloned().collect()
     }
 
     /// Records a camera's latest status for the retained topic and `/api`.
-    pub fn camera_status(&self, status: CameraStatus) {
+    pub(crate) fn camera_status(&self, status: CameraStatus) {
         let mut s = self.statuses();
         if !s.dirty.contains(&status.camera) {
             s.dirty.push(status.camera.clone());
@@ -313,7 +313,7 @@ impl Outbox {
     }
 
     /// Forgets a camera a reload removed; its retained status is cleared.
-    pub fn camera_removed(&self, camera: &str) {
+    pub(crate) fn camera_removed(&self, camera: &str) {
         let mut s = self.statuses();
         s.latest.remove(camera);
         s.dirty.retain(|c| c != camera);
@@ -323,7 +323,7 @@ impl Outbox {
     }
 
     /// Every camera's latest status, by camera id.
-    pub fn camera_statuses(&self) -> Vec<CameraStatus> {
+    pub(crate) fn camera_statuses(&self) -> Vec<CameraStatus> {
         let mut v: Vec<CameraStatus> = self.statuses().latest.values().cloned().collect();
         v.sort_by(|a, b| a.camera.cmp(&b.camera));
         v
@@ -363,7 +363,8 @@ impl Outbox {
     }
 
     /// Messages waiting in memory.
-    pub fn unspooled_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn unspooled_len(&self) -> usize {
         self.unspooled().queue.len()
     }
 
@@ -371,19 +372,15 @@ impl Outbox {
         self.inner.wake.notified().await
     }
 
-    pub fn spool(&self) -> &Spool {
+    pub(crate) fn spool(&self) -> &Spool {
         &self.inner.spool
     }
 
-    pub fn topics(&self) -> &Topics {
-        &self.inner.topics
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
 
-    pub fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+    pub(crate) fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.inner.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 

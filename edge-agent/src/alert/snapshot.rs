@@ -20,7 +20,7 @@ pub fn render(rgb: &[u8], width: u32, height: u32, quality: u8, draw: impl FnOnc
 /// well below the MQTT client's outgoing packet limit (1 MiB) and
 /// mosquitto's common `message_size_limit` settings, so a snapshot is never
 /// the message the broker refuses.
-pub const DEFAULT_MAX_BYTES: usize = crate::config::DEFAULT_SNAPSHOT_MAX_KIB as usize * 1024;
+pub(crate) const DEFAULT_MAX_BYTES: usize = crate::config::DEFAULT_SNAPSHOT_MAX_KIB as usize * 1024;
 
 /// JPEG qualities tried, in order, when a snapshot is over its cap.
 const QUALITIES: [u8; 4] = [70, 55, 40, 25];
@@ -31,7 +31,7 @@ const MIN_WIDTH: u32 = 160;
 
 /// What [`cap`] did to fit a snapshot under its cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capped {
+pub(crate) enum Capped {
     /// It fitted as it was.
     Kept,
     /// Re-encoded at a lower JPEG quality.
@@ -43,7 +43,7 @@ pub enum Capped {
 }
 
 impl Capped {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Capped::Kept => "kept",
             Capped::Quality => "quality",
@@ -54,14 +54,14 @@ impl Capped {
 }
 
 /// A snapshot that fits: the JPEG and its width and height.
-pub type Fitted = (Vec<u8>, u32, u32);
+pub(crate) type Fitted = (Vec<u8>, u32, u32);
 
 /// Fits a JPEG under `max_bytes`: as it is, else re-encoded at lower
 /// qualities, else scaled down by steps of 3/4 to [`MIN_WIDTH`], else
 /// nothing. A message over the client's or the broker's limit would be
 /// refused and block the spool behind it, so an event without its picture
 /// is the better outcome.
-pub fn cap(jpeg: Vec<u8>, max_bytes: usize) -> (Option<Fitted>, Capped) {
+pub(crate) fn cap(jpeg: Vec<u8>, max_bytes: usize) -> (Option<Fitted>, Capped) {
     let Ok(img) = image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg) else {
         return (None, Capped::Dropped);
     };

@@ -47,66 +47,65 @@ pub enum SpoolError {
 /// One spooled message: an event and, when it has one, its snapshot (sent
 /// first, so the picture is there when the centre reads the event).
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Row id: the drain order.
-    pub id: i64,
-    pub seq: u64,
-    pub camera: String,
-    pub phase: String,
-    pub event_id: String,
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub snapshot: Option<(String, Vec<u8>)>,
-    pub created_ms: i64,
+    pub(crate) id: i64,
+    pub(crate) seq: u64,
+    pub(crate) camera: String,
+    pub(crate) phase: String,
+    pub(crate) event_id: String,
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) snapshot: Option<(String, Vec<u8>)>,
+    pub(crate) created_ms: i64,
 }
 
 /// What a full spool gave up to make room.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dropped {
+pub(crate) enum Dropped {
     /// A whole `update` message (its seq is then a gap).
     Update { seq: u64, event_id: String },
     /// The snapshot of a `start`/`end`, whose event itself is kept.
     Snapshot { seq: u64, event_id: String },
 }
 
-/// After a push: the message's seq and anything dropped to fit it.
+/// After a push (which gave the event its `seq`): anything dropped to fit it.
 #[derive(Debug)]
-pub struct Pushed {
-    pub seq: u64,
-    pub dropped: Vec<Dropped>,
+pub(crate) struct Pushed {
+    pub(crate) dropped: Vec<Dropped>,
     /// The spool is over its bound with nothing left it may drop.
-    pub over_bound: bool,
+    pub(crate) over_bound: bool,
 }
 
 /// Depth figures for metrics and readiness.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Depth {
-    pub messages: u64,
-    pub bytes: u64,
+pub(crate) struct Depth {
+    pub(crate) messages: u64,
+    pub(crate) bytes: u64,
     /// Age of the oldest message, seconds (0 when empty).
-    pub oldest_age_s: f64,
+    pub(crate) oldest_age_s: f64,
 }
 
 /// The result of the spool's last real write, for readiness: `/readyz`
 /// answers from this instead of writing itself.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Health {
+pub(crate) struct Health {
     /// The last write (store, delete, set-aside, retry) succeeded.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// When a write last failed, and why.
-    pub last_error_at: Option<SystemTime>,
-    pub last_error: Option<String>,
+    pub(crate) last_error_at: Option<SystemTime>,
+    pub(crate) last_error: Option<String>,
     /// Writes that succeeded since the spool opened.
-    pub writes: u64,
+    pub(crate) writes: u64,
 }
 
 /// How many set-aside updates (and escalations) are kept for the operator
 /// (newest first); older ones are deleted so a stream of refused messages
 /// cannot fill the disk.
-pub const SET_ASIDE_KEEP: i64 = 50;
+pub(crate) const SET_ASIDE_KEEP: i64 = 50;
 /// Starts and ends set aside are kept up to this many (all phases
 /// together): they are the ones an operator must be able to recover.
-pub const SET_ASIDE_KEEP_ALL: i64 = 1000;
+pub(crate) const SET_ASIDE_KEEP_ALL: i64 = 1000;
 
 pub struct Spool {
     /// The writer: stores, deletes, set-asides.
@@ -289,12 +288,12 @@ impl Spool {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Where a corrupt spool file found at open was moved, if one was.
-    pub fn recovered(&self) -> Option<&Path> {
+    pub(crate) fn recovered(&self) -> Option<&Path> {
         self.recovered.as_deref()
     }
 
@@ -335,35 +334,45 @@ impl Spool {
     /// The seq is assigned (into `event.seq`) even when the store fails, and
     /// it is then never assigned again: the caller sends that message from
     /// memory with it.
-    pub fn push(&self, event: &mut Event, snapshot: Option<&[u8]>, topics: &Topics) -> Result<Pushed, SpoolError> {
+    pub(crate) fn push(
+        &self,
+        event: &mut Event,
+        snapshot: Option<&[u8]>,
+        topics: &Topics,
+    ) -> Result<Pushed, SpoolError> {
         let mut conn = self.lock();
         event.seq = self.next_seq();
         let r = store(&mut conn, event, snapshot, topics, self.max_bytes);
         drop(conn);
         self.note(&r);
-        r.map(|(dropped, over_bound)| Pushed { seq: event.seq, dropped, over_bound })
+        r.map(|(dropped, over_bound)| Pushed { dropped, over_bound })
     }
 
     /// Assigns the next seq without storing anything: for a message that
     /// must wait in memory behind older unstored ones (see
     /// [`Spool::push_assigned`]).
-    pub fn assign_seq(&self, event: &mut Event) {
+    pub(crate) fn assign_seq(&self, event: &mut Event) {
         let _conn = self.lock();
         event.seq = self.next_seq();
     }
 
     /// Stores a message whose seq was assigned earlier (one that waited in
     /// memory while the spool failed), keeping that seq.
-    pub fn push_assigned(&self, event: &Event, snapshot: Option<&[u8]>, topics: &Topics) -> Result<Pushed, SpoolError> {
+    pub(crate) fn push_assigned(
+        &self,
+        event: &Event,
+        snapshot: Option<&[u8]>,
+        topics: &Topics,
+    ) -> Result<Pushed, SpoolError> {
         let mut conn = self.lock();
         let r = store(&mut conn, event, snapshot, topics, self.max_bytes);
         drop(conn);
         self.note(&r);
-        r.map(|(dropped, over_bound)| Pushed { seq: event.seq, dropped, over_bound })
+        r.map(|(dropped, over_bound)| Pushed { dropped, over_bound })
     }
 
     /// Up to `limit` messages after row `after`, in drain order.
-    pub fn after(&self, after: i64, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+    pub(crate) fn after(&self, after: i64, limit: usize) -> Result<Vec<Entry>, SpoolError> {
         let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT id, seq, camera, phase, event_id, topic, payload, snapshot_topic, snapshot, created_ms
@@ -387,14 +396,15 @@ impl Spool {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Deletes a message the broker acknowledged.
-    pub fn remove(&self, id: i64) -> Result<(), SpoolError> {
+    /// Deletes one message (the publisher deletes in batches).
+    #[cfg(test)]
+    pub(crate) fn remove(&self, id: i64) -> Result<(), SpoolError> {
         self.remove_many(&[id])
     }
 
     /// Deletes messages the broker acknowledged, in one transaction (one
     /// fsync for a burst of PUBACKs).
-    pub fn remove_many(&self, ids: &[i64]) -> Result<(), SpoolError> {
+    pub(crate) fn remove_many(&self, ids: &[i64]) -> Result<(), SpoolError> {
         let r = (|| {
             let mut conn = self.lock();
             let tx = conn.transaction()?;
@@ -412,7 +422,7 @@ impl Spool {
     /// `set_aside` table (the newest [`SET_ASIDE_KEEP`] are kept there for
     /// the operator). Returns the message's `(seq, event_id, phase, topic)`,
     /// or `None` when the row was already gone.
-    pub fn set_aside(&self, id: i64, reason: &str) -> Result<Option<(u64, String, String, String)>, SpoolError> {
+    pub(crate) fn set_aside(&self, id: i64, reason: &str) -> Result<Option<(u64, String, String, String)>, SpoolError> {
         let r = (|| {
             let mut conn = self.lock();
             let tx = conn.transaction()?;
@@ -446,16 +456,17 @@ impl Spool {
     }
 
     /// How many messages were set aside and are still kept.
-    pub fn set_aside_count(&self) -> Result<u64, SpoolError> {
+    #[cfg(test)]
+    pub(crate) fn set_aside_count(&self) -> Result<u64, SpoolError> {
         Ok(self.read().query_row("SELECT COUNT(*) FROM set_aside", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// The last seq assigned (0 before the first message ever), stored or not.
-    pub fn last_seq(&self) -> Result<u64, SpoolError> {
+    pub(crate) fn last_seq(&self) -> Result<u64, SpoolError> {
         Ok(*self.seq.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn depth(&self) -> Result<Depth, SpoolError> {
+    pub(crate) fn depth(&self) -> Result<Depth, SpoolError> {
         let conn = self.read();
         let (messages, bytes, oldest): (i64, Option<i64>, Option<i64>) =
             conn.query_row("SELECT COUNT(*), SUM(bytes), MIN(created_ms) FROM outbox", [], |r| {
@@ -467,18 +478,18 @@ impl Spool {
 
     /// Whether the spool accepts writes (readiness): the outcome of the
     /// last real write, so asking costs nothing and writes nothing.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.health().ok
     }
 
-    pub fn health(&self) -> Health {
+    pub(crate) fn health(&self) -> Health {
         self.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A real, tiny write (the persisted seq, rewritten), to learn whether
     /// a spool that failed accepts writes again. Called by the publisher
     /// at most every few seconds, and only while the last write failed.
-    pub fn probe(&self) -> bool {
+    pub(crate) fn probe(&self) -> bool {
         let seq = self.last_seq().unwrap_or(0) as i64;
         let r = self
             .lock()

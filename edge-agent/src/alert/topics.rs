@@ -24,32 +24,32 @@ impl Topics {
         Topics { base: format!("{}/{}/{}", config.broker.topic_root, config.site.path(), config.agent_id) }
     }
 
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
-    pub fn agent_status(&self) -> String {
+    pub(crate) fn agent_status(&self) -> String {
         format!("{}/status", self.base)
     }
 
-    pub fn camera_status(&self, camera: &str) -> String {
+    pub(crate) fn camera_status(&self, camera: &str) -> String {
         format!("{}/cameras/{camera}/status", self.base)
     }
 
-    pub fn event(&self, kind: &str) -> String {
+    pub(crate) fn event(&self, kind: &str) -> String {
         format!("{}/events/{kind}", self.base)
     }
 
-    pub fn snapshot(&self, kind: &str, event_id: &str) -> String {
+    pub(crate) fn snapshot(&self, kind: &str, event_id: &str) -> String {
         format!("{}/events/{kind}/{event_id}/snapshot", self.base)
     }
 
     /// Answers to commands (`ack`, `resolve`, `set`).
-    pub fn replies(&self) -> String {
+    pub(crate) fn replies(&self) -> String {
         format!("{}/replies", self.base)
     }
 
-    pub fn commands(&self) -> String {
+    pub(crate) fn commands(&self) -> String {
         format!("{}/commands/#", self.base)
     }
 }

@@ -54,51 +54,51 @@ use cues::*;
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct FallFeatures {
     /// Box height over standing height.
-    pub height_ratio: f32,
+    pub(crate) height_ratio: f32,
     /// Downward move of the box top since the reference, in standing heights.
-    pub drop: f32,
+    pub(crate) drop: f32,
     /// Box width over the reference's width.
-    pub width_ratio: f32,
+    pub(crate) width_ratio: f32,
     /// Box width over height, in pixels.
-    pub aspect: f32,
+    pub(crate) aspect: f32,
     /// Fraction of the watched region that moved (vanish path and while
     /// confirming).
-    pub motion: f32,
+    pub(crate) motion: f32,
     /// Which way the fall was seen: "pose" or "vanish" (empty before).
-    pub path: &'static str,
+    pub(crate) path: &'static str,
     /// Reported, not decided on (see the module docs): the torso angle from
     /// vertical in degrees, when shoulders and hips show…
-    pub torso_deg: Option<f32>,
+    pub(crate) torso_deg: Option<f32>,
     /// …the hip centre's downward speed over `window_s`, standing heights
     /// per second…
-    pub hip_speed: Option<f32>,
+    pub(crate) hip_speed: Option<f32>,
     /// …and whether the head shows lower than the hips.
-    pub head_below_hips: bool,
+    pub(crate) head_below_hips: bool,
 }
 
 /// A change in a person's fall event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FallTransition {
-    pub phase: Phase,
-    pub track_id: u64,
+    pub(crate) phase: Phase,
+    pub(crate) track_id: u64,
     /// When the collapse was seen (rule time).
-    pub fell_at: f64,
+    pub(crate) fell_at: f64,
     /// For `end`: when the person recovered or was last seen.
-    pub ended_at: Option<f64>,
+    pub(crate) ended_at: Option<f64>,
     /// The person's box (the last one seen).
-    pub bbox: BBox,
+    pub(crate) bbox: BBox,
     /// The latest skeleton seen.
-    pub keypoints: Option<[Keypoint; 17]>,
+    pub(crate) keypoints: Option<[Keypoint; 17]>,
     /// Features at the collapse: what crossed the thresholds.
-    pub trigger: FallFeatures,
-    pub score: f32,
-    pub peak: f32,
+    pub(crate) trigger: FallFeatures,
+    pub(crate) score: f32,
+    pub(crate) peak: f32,
     /// Seconds the person has been down: from the collapse to this frame,
     /// or to `ended_at` for an `end`.
-    pub down_s: f64,
+    pub(crate) down_s: f64,
     /// The person has stayed down `long_lie_s` (or `long_lie_s` is 0): the
     /// event's severity rises (README, "Falls: the long lie").
-    pub long_lie: bool,
+    pub(crate) long_lie: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,27 +178,27 @@ impl FallRule {
     }
 
     /// New parameters from a reload; people being followed stay followed.
-    pub fn set_params(&mut self, params: Falls) {
+    pub(crate) fn set_params(&mut self, params: Falls) {
         self.p = params;
     }
 
-    pub fn params(&self) -> &Falls {
+    pub(crate) fn params(&self) -> &Falls {
         &self.p
     }
 
     /// Track ids the tracker must keep however long they are unseen: people
     /// falling or down (the rule decides when they are lost).
-    pub fn pinned(&self) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn pinned(&self) -> impl Iterator<Item = u64> + '_ {
         self.people.iter().filter(|(_, p)| !matches!(p.state, State::Upright)).map(|(id, _)| *id)
     }
 
     /// Track ids with an open fall event.
-    pub fn down(&self) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn down(&self) -> impl Iterator<Item = u64> + '_ {
         self.people.iter().filter(|(_, p)| matches!(p.state, State::Down { .. })).map(|(id, _)| *id)
     }
 
     /// The latest features of a tracked person, for annotation.
-    pub fn features(&self, track_id: u64) -> Option<&FallFeatures> {
+    pub(crate) fn features(&self, track_id: u64) -> Option<&FallFeatures> {
         self.people.get(&track_id).map(|p| &p.features)
     }
 

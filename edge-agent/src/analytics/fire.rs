@@ -32,62 +32,62 @@ use crate::vocab::Phase;
 
 /// One analysed frame in a region's window.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    pub t: f64,
+pub(crate) struct Sample {
+    pub(crate) t: f64,
     /// The region's best candidate score on this frame, if it hit.
-    pub score: Option<f32>,
-    pub bbox: Option<BBox>,
+    pub(crate) score: Option<f32>,
+    pub(crate) bbox: Option<BBox>,
 }
 
 /// What the flicker check decided, with what it measured.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct FlickerVerdict {
-    pub passed: bool,
+pub(crate) struct FlickerVerdict {
+    pub(crate) passed: bool,
     /// False when `[fire.flicker] enabled = false`: `passed` is then true.
-    pub checked: bool,
+    pub(crate) checked: bool,
     /// Seconds the region has been a candidate (smoke persistence).
-    pub persisted_s: f64,
+    pub(crate) persisted_s: f64,
     /// Smoke only: a fire region that passed its own flicker check was next
     /// to this one, so the `near_fire_*` thresholds applied.
-    pub near_fire: bool,
+    pub(crate) near_fire: bool,
     /// Smoke only: everything passed but persistence (it has not been a
     /// candidate for `smoke_min_persist_s` yet): a wait, not a verdict on
     /// what the region looks like.
     #[serde(skip)]
-    pub waiting: bool,
+    pub(crate) waiting: bool,
     #[serde(flatten)]
-    pub stats: FlickerStats,
+    pub(crate) stats: FlickerStats,
 }
 
 /// How often the flicker check judged a region that was otherwise ready to
 /// start (k of n hits), and how often it said no: on footage that really
 /// burns, every veto is a delay or a miss (`eval` reports it per kind).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct FlickerTally {
-    pub judged: u32,
-    pub vetoed: u32,
+pub(crate) struct FlickerTally {
+    pub(crate) judged: u32,
+    pub(crate) vetoed: u32,
     /// Of the vetoes, smoke that only had not persisted long enough yet.
-    pub waiting: u32,
+    pub(crate) waiting: u32,
 }
 
 /// A change in one region's event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FireTransition {
-    pub kind: FireKind,
-    pub phase: Phase,
-    pub region: u64,
+    pub(crate) kind: FireKind,
+    pub(crate) phase: Phase,
+    pub(crate) region: u64,
     /// The region's latest box.
-    pub bbox: BBox,
+    pub(crate) bbox: BBox,
     /// The window's samples, oldest first (`n` at most).
-    pub window: Vec<Sample>,
-    pub flicker: Option<FlickerVerdict>,
+    pub(crate) window: Vec<Sample>,
+    pub(crate) flicker: Option<FlickerVerdict>,
     /// Best score since `start`, and the current one.
-    pub peak: f32,
-    pub score: f32,
+    pub(crate) peak: f32,
+    pub(crate) score: f32,
     /// Rule time of the first hit of the window that started the event.
-    pub since: f64,
+    pub(crate) since: f64,
     /// On `end`: rule time of the last hit.
-    pub ended_at: Option<f64>,
+    pub(crate) ended_at: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,12 +205,12 @@ impl FireRule {
 
     /// The flicker check's verdicts on ready regions so far, per kind
     /// (fire, smoke).
-    pub fn tally(&self) -> [FlickerTally; 2] {
+    pub(crate) fn tally(&self) -> [FlickerTally; 2] {
         self.tally
     }
 
     /// New parameters from a reload; regions being followed stay followed.
-    pub fn reconfigure(&mut self, cfg: &Fire, update_interval_s: f64) {
+    pub(crate) fn reconfigure(&mut self, cfg: &Fire, update_interval_s: f64) {
         for k in &mut self.kinds {
             k.rule = cfg.rule(k.kind);
         }
@@ -218,21 +218,21 @@ impl FireRule {
         self.update_interval_s = update_interval_s;
     }
 
-    pub fn flicker(&self) -> &Flicker {
+    pub(crate) fn flicker(&self) -> &Flicker {
         &self.flicker
     }
 
-    pub fn rule(&self, kind: FireKind) -> &KindRule {
+    pub(crate) fn rule(&self, kind: FireKind) -> &KindRule {
         &self.kinds[kind as usize].rule
     }
 
     /// Regions with an open event, for drawing: (kind, box).
-    pub fn open_regions(&self) -> impl Iterator<Item = (FireKind, BBox)> + '_ {
+    pub(crate) fn open_regions(&self) -> impl Iterator<Item = (FireKind, BBox)> + '_ {
         self.kinds.iter().flat_map(|k| k.regions.iter().filter(|r| r.open.is_some()).map(|r| (k.kind, r.bbox)))
     }
 
     /// Candidate regions not (yet) open, for drawing: (kind, box, hits in window).
-    pub fn candidates(&self) -> impl Iterator<Item = (FireKind, BBox, usize)> + '_ {
+    pub(crate) fn candidates(&self) -> impl Iterator<Item = (FireKind, BBox, usize)> + '_ {
         self.kinds
             .iter()
             .flat_map(|k| k.regions.iter().filter(|r| r.open.is_none()).map(|r| (k.kind, r.bbox, r.hits(0.0))))

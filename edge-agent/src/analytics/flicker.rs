@@ -23,13 +23,13 @@ use crate::infer::motion::{span, thumb_size};
 use crate::vocab::BBox;
 
 /// Width of every thumbnail; the height keeps the frame's aspect.
-pub const THUMB_W: u32 = 160;
+pub(crate) const THUMB_W: u32 = 160;
 
 /// One YCbCr thumbnail (BT.601, full range), one `[y, cb, cr]` per pixel.
 #[derive(Debug, Clone, Default)]
 pub struct ColourThumb {
     pub w: u32,
-    pub h: u32,
+    pub(crate) h: u32,
     pub px: Vec<[u8; 3]>,
 }
 
@@ -107,34 +107,34 @@ impl FlickerHistory {
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct FlickerStats {
     /// Thumbnails measured.
-    pub frames: usize,
+    pub(crate) frames: usize,
     /// Mean fraction of the region's pixels with flame colour.
-    pub colour: f32,
+    pub(crate) colour: f32,
     /// Mean shape change of the flame-coloured area between consecutive
     /// thumbnails, 0–1: `2·min(|A∖B|, |B∖A|) / |A ∪ B|`. Growing or
     /// shrinking in place (a sign flashing) scores 0; moving pixels score.
-    pub shape: f32,
+    pub(crate) shape: f32,
     /// Mean non-uniform brightness change between consecutive thumbnails,
     /// in grey levels: `mean |d − median(d)|` over the region's pixels,
     /// where `d` is each pixel's change. A whole-region flash moves the
     /// median, not the residual.
-    pub change: f32,
+    pub(crate) change: f32,
     /// Mean fraction of the pixels of the model's own box (not widened)
     /// with flame colour.
-    pub colour_core: f32,
+    pub(crate) colour_core: f32,
     /// The `change` measure over flame-coloured pixels only (either frame
     /// of a pair): a flame flickers where it is, a lamp or a lit wall does
     /// not, however small the flame is in its box.
-    pub flame_change: f32,
+    pub(crate) flame_change: f32,
     /// Mean brightness of the region (Y, 0–255): smoke must be visible.
-    pub luma: f32,
+    pub(crate) luma: f32,
     /// Mean colourfulness of the region, `|Cb − 128| + |Cr − 128|`: smoke
     /// is grey; signs, lamps and lit walls are not.
-    pub chroma: f32,
+    pub(crate) chroma: f32,
     /// Mean local contrast of the region, `|∂Y/∂x| + |∂Y/∂y|` in grey
     /// levels per thumbnail pixel: smoke is soft and blurs what is behind
     /// it; people, signs and furniture have sharp edges.
-    pub edges: f32,
+    pub(crate) edges: f32,
 }
 
 /// Reads a region's statistics over the last `window_s` seconds. The region

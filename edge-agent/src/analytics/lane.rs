@@ -39,23 +39,23 @@ pub enum Cause {
 /// What the rule reports on a frame where the lane's event changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaneTransition {
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// When the lane first became occupied (rule time, seconds).
-    pub since: f64,
+    pub(crate) since: f64,
     /// When the lane was found clear (rule time), for `end` only.
-    pub cleared_at: Option<f64>,
+    pub(crate) cleared_at: Option<f64>,
     /// The blocking detections on this frame (empty on `end`).
-    pub objects: Vec<Detection>,
+    pub(crate) objects: Vec<Detection>,
     /// Highest score among `objects`.
-    pub score: f32,
+    pub(crate) score: f32,
     /// Highest score seen since the event began.
-    pub peak: f32,
+    pub(crate) peak: f32,
     /// Fraction of the lane covered by the blocking boxes.
-    pub occupancy: f32,
+    pub(crate) occupancy: f32,
     /// Objects on this frame, or else the obstruction cue.
-    pub cause: Cause,
+    pub(crate) cause: Cause,
     /// The obstruction cue's reading on this frame, when the lane uses it.
-    pub obstruction: Option<Reading>,
+    pub(crate) obstruction: Option<Reading>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +97,7 @@ impl LaneRule {
 
     /// Turns the obstruction cue on (when the lane's `cue` uses it) or off,
     /// keeping a learnt reference across reconfigurations.
-    pub fn set_obstruction(&mut self, params: ObstructionParams) {
+    pub(crate) fn set_obstruction(&mut self, params: ObstructionParams) {
         if !self.lane.cue.obstruction() {
             self.obstruction = None;
             return;
@@ -113,47 +113,47 @@ impl LaneRule {
     }
 
     /// The obstruction cue's reading on the last frame.
-    pub fn reading(&self) -> Option<&Reading> {
+    pub(crate) fn reading(&self) -> Option<&Reading> {
         self.reading.as_ref()
     }
 
     /// The obstruction cue, when the lane uses it.
-    pub fn obstruction(&self) -> Option<&ObstructionCue> {
+    pub(crate) fn obstruction(&self) -> Option<&ObstructionCue> {
         self.obstruction.as_ref()
     }
 
     /// The obstruction cue, for its references (save, load, set).
-    pub fn obstruction_mut(&mut self) -> Option<&mut ObstructionCue> {
+    pub(crate) fn obstruction_mut(&mut self) -> Option<&mut ObstructionCue> {
         self.obstruction.as_mut()
     }
 
     /// New parameters from a reload (polygon, classes, dwell and clear
     /// times). An open event stays open; the new times apply from now on.
-    pub fn reconfigure(&mut self, lane: Lane, labels: &[String], update_interval_s: f64) {
+    pub(crate) fn reconfigure(&mut self, lane: Lane, labels: &[String], update_interval_s: f64) {
         let state = std::mem::replace(&mut self.state, State::Clear);
         let obstruction = self.obstruction.take();
         *self = LaneRule { state, obstruction, ..LaneRule::new(lane, labels, update_interval_s) };
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.lane.name
     }
 
-    pub fn lane(&self) -> &Lane {
+    pub(crate) fn lane(&self) -> &Lane {
         &self.lane
     }
 
-    pub fn polygon(&self) -> &Polygon {
+    pub(crate) fn polygon(&self) -> &Polygon {
         &self.polygon
     }
 
     /// Whether an event is open (between `start` and `end`).
-    pub fn is_blocked(&self) -> bool {
+    pub(crate) fn is_blocked(&self) -> bool {
         matches!(self.state, State::Blocked { .. })
     }
 
     /// Does this detection block the lane?
-    pub fn blocks(&self, d: &Detection) -> bool {
+    pub(crate) fn blocks(&self, d: &Detection) -> bool {
         let b = &d.bbox;
         self.class_ids.contains(&d.class_id) && self.polygon.contains((b.x1 + b.x2) / 2.0, b.y2)
     }
@@ -167,7 +167,7 @@ impl LaneRule {
     /// Advances the rule with this frame's detections and, for the
     /// obstruction cue, the frame's thumbnail and the boxes it must leave
     /// out (people, moving objects).
-    pub fn observe_frame(
+    pub(crate) fn observe_frame(
         &mut self,
         now: f64,
         detections: &[Detection],

@@ -19,12 +19,12 @@
 //! camera's stages own the rule instances; `crate::alert::evidence` and
 //! `crate::alert::compose` turn their transitions into event messages.
 
-pub mod fall;
-pub mod fire;
+pub(crate) mod fall;
+pub(crate) mod fire;
 pub mod flicker;
 mod lane;
 pub mod obstruction;
-pub mod tracker;
+pub(crate) mod tracker;
 
 pub use fall::{FallFeatures, FallRule, FallTransition};
 pub use fire::{FireRule, FireTransition};

@@ -38,7 +38,7 @@ use crate::vocab::BBox;
 use crate::vocab::Polygon;
 
 /// Cell side in thumbnail pixels (a 160-px thumbnail has 20 columns).
-pub const CELL: u32 = 8;
+pub(crate) const CELL: u32 = 8;
 
 /// Which reference a frame is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -49,7 +49,7 @@ pub enum Light {
 }
 
 impl Light {
-    pub const ALL: [Light; 2] = [Light::Day, Light::Night];
+    pub(crate) const ALL: [Light; 2] = [Light::Day, Light::Night];
 
     fn index(self) -> usize {
         self as usize
@@ -58,7 +58,7 @@ impl Light {
     /// Night when the frame is dark. Brightness only: colour would flip
     /// with the scene (grey asphalt reads as a colourless IR image until a
     /// red car parks on it, and that car must not pick the other reference).
-    pub fn of(thumb: &ColourThumb, night_luma: f32) -> Light {
+    pub(crate) fn of(thumb: &ColourThumb, night_luma: f32) -> Light {
         let n = thumb.px.len().max(1) as f32;
         let luma = thumb.px.iter().map(|p| p[0] as f32).sum::<f32>() / n;
         if luma < night_luma {
@@ -71,11 +71,11 @@ impl Light {
 
 /// A reference image: the thumbnail's three planes as running means.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plane {
-    pub w: u32,
-    pub h: u32,
+pub(crate) struct Plane {
+    pub(crate) w: u32,
+    pub(crate) h: u32,
     /// `[y, cb, cr]` per pixel.
-    pub px: Vec<[f32; 3]>,
+    pub(crate) px: Vec<[f32; 3]>,
 }
 
 impl Plane {
@@ -94,7 +94,7 @@ impl Plane {
 
     /// The reference as a PNG (Y, Cb, Cr in the R, G, B channels), for the
     /// state folder.
-    pub fn to_png(&self) -> Option<Vec<u8>> {
+    pub(crate) fn to_png(&self) -> Option<Vec<u8>> {
         let raw: Vec<u8> = self.px.iter().flat_map(|p| p.map(|v| v.round().clamp(0.0, 255.0) as u8)).collect();
         let img = image::RgbImage::from_raw(self.w, self.h, raw)?;
         let mut out = std::io::Cursor::new(Vec::new());
@@ -103,7 +103,7 @@ impl Plane {
     }
 
     /// The reference as packed RGB (for the snapshot's inset).
-    pub fn to_rgb(&self) -> Vec<u8> {
+    pub(crate) fn to_rgb(&self) -> Vec<u8> {
         self.px
             .iter()
             .flat_map(|&[y, cb, cr]| {
@@ -114,7 +114,7 @@ impl Plane {
     }
 
     /// Reads what [`Plane::to_png`] wrote.
-    pub fn from_png(bytes: &[u8]) -> Option<Plane> {
+    pub(crate) fn from_png(bytes: &[u8]) -> Option<Plane> {
         let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Png).ok()?.to_rgb8();
         let (w, h) = img.dimensions();
         Some(Plane { w, h, px: img.pixels().map(|p| p.0.map(|v| v as f32)).collect() })
@@ -145,14 +145,14 @@ struct Cell {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     /// Fraction of the considered lane cells that differ from the reference.
-    pub occupancy: f32,
+    pub(crate) occupancy: f32,
     /// The differing cells, as normalised boxes (for the snapshot's mask).
-    pub changed: Vec<BBox>,
+    pub(crate) changed: Vec<BBox>,
     /// Lane cells compared (the rest were masked or moving).
-    pub considered: usize,
+    pub(crate) considered: usize,
     /// Lane cells in all.
-    pub cells: usize,
-    pub light: Light,
+    pub(crate) cells: usize,
+    pub(crate) light: Light,
 }
 
 /// The cue for one lane. Feed it every analysed frame of the lane.
@@ -194,12 +194,12 @@ impl ObstructionCue {
     /// Lets the reference follow the scene while occupancy is at most
     /// `occupancy`, so a few stale cells (someone who stood there while it
     /// learnt) heal, while a blockage is never learnt in.
-    pub fn adapt_below(&mut self, occupancy: f32) {
+    pub(crate) fn adapt_below(&mut self, occupancy: f32) {
         self.adapt_below = occupancy;
     }
 
     /// New thresholds or polygon from a reload; the references stay.
-    pub fn reconfigure(&mut self, polygon: Polygon, params: ObstructionParams) {
+    pub(crate) fn reconfigure(&mut self, polygon: Polygon, params: ObstructionParams) {
         self.params = params;
         self.polygon = polygon;
         self.grid = (0, 0);
@@ -277,17 +277,17 @@ impl ObstructionCue {
     }
 
     /// Installs a saved reference (from the state folder at start).
-    pub fn load_reference(&mut self, light: Light, plane: Plane) {
+    pub(crate) fn load_reference(&mut self, light: Light, plane: Plane) {
         self.slots[light.index()] = Slot { plane: Some(plane), learning: None, ready: true, last: None };
     }
 
     /// The reference in use for `light`.
-    pub fn reference(&self, light: Light) -> Option<&Plane> {
+    pub(crate) fn reference(&self, light: Light) -> Option<&Plane> {
         self.references().find(|(l, _)| *l == light).map(|(_, p)| p)
     }
 
     /// The references in use, to save.
-    pub fn references(&self) -> impl Iterator<Item = (Light, &Plane)> {
+    pub(crate) fn references(&self) -> impl Iterator<Item = (Light, &Plane)> {
         Light::ALL.into_iter().filter_map(|l| {
             let s = &self.slots[l.index()];
             s.ready.then_some(()).and(s.plane.as_ref()).map(|p| (l, p))
@@ -295,14 +295,14 @@ impl ObstructionCue {
     }
 
     /// Whether a reference changed since the last call (then save it).
-    pub fn take_changed(&mut self) -> bool {
+    pub(crate) fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
     }
 
     /// Whether to save now: a reference changed, and the last save is at
     /// least `every_s` old (a reference that follows the light changes a
     /// little on every clear frame; the disk needs it now and then).
-    pub fn save_due(&mut self, t: f64, every_s: f64) -> bool {
+    pub(crate) fn save_due(&mut self, t: f64, every_s: f64) -> bool {
         if !self.dirty || self.saved_at.is_some_and(|s| t - s < every_s) {
             return false;
         }
@@ -313,7 +313,7 @@ impl ObstructionCue {
 
     /// Writes the references in use to `dir` ([`reference_path`]), each
     /// atomically (a crash never leaves half a PNG).
-    pub fn save(&self, dir: &Path, camera: &str, lane: &str) -> std::io::Result<()> {
+    pub(crate) fn save(&self, dir: &Path, camera: &str, lane: &str) -> std::io::Result<()> {
         for (light, plane) in self.references() {
             let path = reference_path(dir, camera, lane, light);
             if let Some(parent) = path.parent() {
@@ -328,7 +328,7 @@ impl ObstructionCue {
     }
 
     /// Installs the references saved in `dir`; returns the lights found.
-    pub fn load(&mut self, dir: &Path, camera: &str, lane: &str) -> Vec<Light> {
+    pub(crate) fn load(&mut self, dir: &Path, camera: &str, lane: &str) -> Vec<Light> {
         let mut found = Vec::new();
         for light in Light::ALL {
             let path = reference_path(dir, camera, lane, light);
@@ -388,7 +388,7 @@ impl ObstructionCue {
 /// Where a lane's reference for `light` is kept:
 /// `{dir}/{camera}/{lane}-{day|night}.png`, names escaped by [`file_name`]
 /// so that two cameras (or lanes) never share a file.
-pub fn reference_path(dir: &Path, camera: &str, lane: &str, light: Light) -> PathBuf {
+pub(crate) fn reference_path(dir: &Path, camera: &str, lane: &str, light: Light) -> PathBuf {
     let light = match light {
         Light::Day => "day",
         Light::Night => "night",
@@ -402,7 +402,7 @@ pub fn reference_path(dir: &Path, camera: &str, lane: &str, light: Light) -> Pat
 /// mapping of unsafe characters to `_` made `cam.1` and `cam_1` share
 /// their references. The empty name (refused by the config) is `%`, which
 /// nothing else becomes.
-pub fn file_name(name: &str) -> String {
+pub(crate) fn file_name(name: &str) -> String {
     if name.is_empty() {
         return "%".into();
     }
@@ -532,11 +532,11 @@ pub(crate) mod fixtures {
     //! Synthetic thumbnails for the cue's tests and the lane rule's.
     use super::ColourThumb;
 
-    pub const W: u32 = 160;
-    pub const H: u32 = 90;
+    pub(crate) const W: u32 = 160;
+    pub(crate) const H: u32 = 90;
 
     /// A textured "pavement": a brick-like pattern with colour.
-    pub fn scene(gain: f32) -> ColourThumb {
+    pub(crate) fn scene(gain: f32) -> ColourThumb {
         let mut px = Vec::with_capacity((W * H) as usize);
         for y in 0..H {
             for x in 0..W {
@@ -553,7 +553,7 @@ pub(crate) mod fixtures {
     }
 
     /// `base` with a flat box (a stack of goods) over `[x0, x1) × [y0, y1)`.
-    pub fn with_box(mut t: ColourThumb, x0: u32, y0: u32, x1: u32, y1: u32) -> ColourThumb {
+    pub(crate) fn with_box(mut t: ColourThumb, x0: u32, y0: u32, x1: u32, y1: u32) -> ColourThumb {
         for y in y0..y1 {
             for x in x0..x1 {
                 t.px[(y * W + x) as usize] = [200, 110, 135];

@@ -43,7 +43,7 @@ pub struct TrackerParams {
 
 impl TrackerParams {
     /// For detector objects: `high` is the detector's score threshold.
-    pub fn objects(score_threshold: f32, t: &Tracking) -> TrackerParams {
+    pub(crate) fn objects(score_threshold: f32, t: &Tracking) -> TrackerParams {
         TrackerParams {
             high: score_threshold,
             low: t.low_score,
@@ -56,7 +56,7 @@ impl TrackerParams {
     }
 
     /// For pose people: the pose model's own score band.
-    pub fn people(pose: &Pose, t: &Tracking) -> TrackerParams {
+    pub(crate) fn people(pose: &Pose, t: &Tracking) -> TrackerParams {
         TrackerParams { high: pose.track_score, low: pose.min_score, predict: false, ..TrackerParams::objects(0.0, t) }
     }
 }
@@ -65,26 +65,26 @@ impl TrackerParams {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Track {
     /// Unique per tracker (per camera), never reused.
-    pub id: u64,
-    pub class_id: usize,
+    pub(crate) id: u64,
+    pub(crate) class_id: usize,
     /// The last matched box.
-    pub bbox: BBox,
+    pub(crate) bbox: BBox,
     /// The last matched score.
-    pub score: f32,
+    pub(crate) score: f32,
     /// Index of the detection matched on the latest frame, if any.
-    pub matched: Option<usize>,
-    pub first_seen: f64,
-    pub last_seen: f64,
+    pub(crate) matched: Option<usize>,
+    pub(crate) first_seen: f64,
+    pub(crate) last_seen: f64,
     /// Consecutive matches while tentative; total matches after.
-    pub hits: u32,
-    pub confirmed: bool,
+    pub(crate) hits: u32,
+    pub(crate) confirmed: bool,
     /// Box-centre velocity, normalised units per second.
     velocity: [f32; 2],
 }
 
 impl Track {
     /// The box this track expects at time `now`.
-    pub fn predicted(&self, now: f64) -> BBox {
+    pub(crate) fn predicted(&self, now: f64) -> BBox {
         let dt = (now - self.last_seen).clamp(0.0, 1.0) as f32;
         let (dx, dy) = (self.velocity[0] * dt, self.velocity[1] * dt);
         BBox { x1: self.bbox.x1 + dx, y1: self.bbox.y1 + dy, x2: self.bbox.x2 + dx, y2: self.bbox.y2 + dy }
@@ -118,7 +118,7 @@ impl Tracker {
     }
 
     /// New parameters from a reload; live tracks keep their ids.
-    pub fn set_params(&mut self, params: TrackerParams) {
+    pub(crate) fn set_params(&mut self, params: TrackerParams) {
         self.params = params;
     }
 
@@ -132,20 +132,22 @@ impl Tracker {
         self.tracks.iter().filter(|t| t.confirmed)
     }
 
-    pub fn get(&self, id: u64) -> Option<&Track> {
-        self.tracks.iter().find(|t| t.id == id)
-    }
-
     /// Advances to time `now` (seconds, non-decreasing) with this frame's
     /// detections. Afterwards each track's `matched` names its detection.
     pub fn update(&mut self, now: f64, dets: &[Detection]) {
         self.update_pinned(now, dets, &[]);
     }
 
+    /// The track with this id (tests follow one track through a script).
+    #[cfg(test)]
+    pub(crate) fn get(&self, id: u64) -> Option<&Track> {
+        self.tracks.iter().find(|t| t.id == id)
+    }
+
     /// As [`Tracker::update`], but tracks in `pinned` outlive `max_age_s`:
     /// a rule that is following someone (a fallen person the model no
     /// longer sees) decides itself when they are lost.
-    pub fn update_pinned(&mut self, now: f64, dets: &[Detection], pinned: &[u64]) {
+    pub(crate) fn update_pinned(&mut self, now: f64, dets: &[Detection], pinned: &[u64]) {
         let p = self.params;
         for t in &mut self.tracks {
             t.matched = None;

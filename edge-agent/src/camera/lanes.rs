@@ -22,11 +22,11 @@ use crate::vocab::{BBox, FrameInput};
 
 /// Why "the lane is clear now" was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum ReferenceError {
+pub(crate) enum ReferenceError {
     #[error("camera {camera:?} has no lane {lane:?} (its lanes: {known:?})")]
-    NoLane { camera: String, lane: String, known: Vec<String> },
+    UnknownLane { camera: String, lane: String, known: Vec<String> },
     #[error("lane {lane:?} of camera {camera:?} uses cue = \"objects\"; a clear reference is for cue = \"obstruction\" or \"both\"")]
-    NoCue { camera: String, lane: String },
+    ObjectsCue { camera: String, lane: String },
     #[error("camera {camera:?} has no lane with cue = \"obstruction\" or \"both\"")]
     NoCueLanes { camera: String },
     #[error("camera {camera:?} delivered no frame to take as the clear lane (is it streaming?)")]
@@ -175,10 +175,10 @@ impl LaneStage {
             Some(name) => {
                 let Some(i) = self.lanes.iter().position(|r| r.name() == name) else {
                     let known = self.lanes.iter().map(|r| r.name().to_string()).collect();
-                    return Err(ReferenceError::NoLane { camera, lane: name.into(), known });
+                    return Err(ReferenceError::UnknownLane { camera, lane: name.into(), known });
                 };
                 if !self.lanes[i].lane().cue.obstruction() {
-                    return Err(ReferenceError::NoCue { camera, lane: name.into() });
+                    return Err(ReferenceError::ObjectsCue { camera, lane: name.into() });
                 }
                 vec![i]
             }

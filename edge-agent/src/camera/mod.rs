@@ -30,7 +30,7 @@ mod models;
 
 use std::sync::Arc;
 
-pub use lanes::ReferenceError;
+pub(crate) use lanes::ReferenceError;
 pub use models::Models;
 
 use crate::alert::{CloseReason, Composer, Draft, EventKey, Outbound};
@@ -96,7 +96,7 @@ impl CameraAnalyzer {
         }
     }
 
-    pub fn camera(&self) -> &Camera {
+    pub(crate) fn camera(&self) -> &Camera {
         &self.camera
     }
 
@@ -105,7 +105,7 @@ impl CameraAnalyzer {
     /// and fire rules take their new settings, and trackers keep their
     /// tracks. A rule switched off, or a lane removed, closes its open
     /// events (`Outbound::Close`, ended by the alert stage).
-    pub fn reconfigure(&mut self, config: &Config, camera: &Camera, out: &mut Vec<Outbound>) {
+    pub(crate) fn reconfigure(&mut self, config: &Config, camera: &Camera, out: &mut Vec<Outbound>) {
         let removed = CloseReason::RuleRemoved;
         let gone = self.lanes.reconfigure(config, camera, &self.models);
         self.composer.close(|k| matches!(k, EventKey::Lane(name) if gone.contains(name)), removed, out);
@@ -135,17 +135,17 @@ impl CameraAnalyzer {
 
     /// Keeps the lanes' clear references in `dir` (the agent's state
     /// folder): loads what is there, and saves them as they change.
-    pub fn keep_references(&mut self, dir: std::path::PathBuf) {
+    pub(crate) fn keep_references(&mut self, dir: std::path::PathBuf) {
         self.lanes.keep_references(dir);
     }
 
     /// "The lane is clear now" (see `lanes::LaneStage::set_reference`).
-    pub fn set_reference(&mut self, lane: Option<&str>, asked: f64) -> Result<Vec<String>, ReferenceError> {
+    pub(crate) fn set_reference(&mut self, lane: Option<&str>, asked: f64) -> Result<Vec<String>, ReferenceError> {
         self.lanes.set_reference(lane, asked)
     }
 
     /// Closes every open event (the camera is stopping).
-    pub fn close_all(&mut self, out: &mut Vec<Outbound>) {
+    pub(crate) fn close_all(&mut self, out: &mut Vec<Outbound>) {
         // What the cues learnt since their last save is kept too.
         self.lanes.save_changed();
         self.composer.close(|_| true, CloseReason::CameraStopped, out);
@@ -175,12 +175,12 @@ impl CameraAnalyzer {
 
     /// The fire rule's flicker verdicts on ready regions so far (fire,
     /// smoke), for `eval`; zero when the camera has no fire path.
-    pub fn flicker_tally(&self) -> [FlickerTally; 2] {
+    pub(crate) fn flicker_tally(&self) -> [FlickerTally; 2] {
         self.fire.as_ref().map(|s| s.tally()).unwrap_or_default()
     }
 
     /// What the last frame showed, for `replay --annotate`.
-    pub fn draw(&self, canvas: &mut Canvas) {
+    pub(crate) fn draw(&self, canvas: &mut Canvas) {
         if let Some(stage) = &self.fire {
             stage.draw(canvas);
         }

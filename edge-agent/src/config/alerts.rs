@@ -12,22 +12,22 @@ use super::DEFAULT_SNAPSHOT_MAX_KIB;
 #[serde(default, deny_unknown_fields)]
 pub struct Alerts {
     /// Minimum seconds between two `update` messages of one event.
-    pub update_interval_s: f64,
+    pub(crate) update_interval_s: f64,
     /// JPEG quality of snapshots (1–100).
-    pub snapshot_quality: u8,
+    pub(crate) snapshot_quality: u8,
     /// Cap on one snapshot's size, KiB (16–960; default 512). Over it the
     /// snapshot is re-encoded at lower quality, then scaled down, then left
     /// out, so no message exceeds the MQTT client's 1 MiB packet limit (or a
     /// broker's `message_size_limit` set at or above this).
-    pub snapshot_max_kb: u32,
+    pub(crate) snapshot_max_kb: u32,
     /// Minimum seconds between two `update`s of an event a centre has
     /// acknowledged (`ack` command).
-    pub acked_update_interval_s: f64,
+    pub(crate) acked_update_interval_s: f64,
     /// Seconds a `start` may go unacknowledged before the agent escalates it
     /// to the next level up of the site path; 0 turns escalation off.
-    pub escalate_after_s: f64,
+    pub(crate) escalate_after_s: f64,
     /// Events below this severity are never escalated.
-    pub escalate_min_severity: crate::vocab::Severity,
+    pub(crate) escalate_min_severity: crate::vocab::Severity,
 }
 
 impl Default for Alerts {
@@ -48,10 +48,10 @@ impl Default for Alerts {
 #[serde(default, deny_unknown_fields)]
 pub struct Spool {
     /// The SQLite file. Relative paths resolve against the config file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Bound on spooled payload bytes, in MiB. When full, the oldest
     /// `update`s go first, never a `start` or an `end`.
-    pub max_mb: f64,
+    pub(crate) max_mb: f64,
 }
 
 impl Default for Spool {
@@ -61,7 +61,7 @@ impl Default for Spool {
 }
 
 impl Spool {
-    pub fn max_bytes(&self) -> u64 {
+    pub(crate) fn max_bytes(&self) -> u64 {
         (self.max_mb * 1024.0 * 1024.0) as u64
     }
 }

@@ -10,12 +10,12 @@ use super::check::{fail, topic_safe, Check};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Broker {
-    pub host: String,
+    pub(crate) host: String,
     #[serde(default = "default_broker_port")]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Use TLS to the broker.
     #[serde(default)]
-    pub tls: bool,
+    pub(crate) tls: bool,
     /// PEM file with the CA that signed the broker's certificate (TLS only).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -26,22 +26,22 @@ pub struct Broker {
     #[serde(default)]
     pub client_key: Option<PathBuf>,
     #[serde(default)]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// Inline password. Prefer `password_file`, so the config can be shown
     /// and shared without the secret.
     #[serde(default)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// A file whose first line is the password (read at start: a changed
     /// password needs a restart).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// First level of every topic.
     #[serde(default = "default_topic_root")]
-    pub topic_root: String,
+    pub(crate) topic_root: String,
     /// MQTT keep-alive; also bounds how fast the broker notices a dead agent
     /// and publishes its last will.
     #[serde(default = "default_keep_alive_s")]
-    pub keep_alive_s: u64,
+    pub(crate) keep_alive_s: u64,
 }
 
 impl Broker {

@@ -14,15 +14,15 @@ use super::{Config, FallOverrides};
 #[serde(default, deny_unknown_fields)]
 pub struct SourceDefaults {
     /// `rtspsrc` jitter-buffer latency.
-    pub latency_ms: u32,
+    pub(crate) latency_ms: u32,
     /// First reconnect delay; doubles on every failure.
-    pub backoff_initial_s: f64,
+    pub(crate) backoff_initial_s: f64,
     /// Cap on the reconnect delay. Retries never stop.
-    pub backoff_max_s: f64,
+    pub(crate) backoff_max_s: f64,
     /// A camera with no frame for this long is restarted (watchdog). Some
     /// RTSP servers vanish without closing the stream, and only this
     /// notices.
-    pub stall_timeout_s: f64,
+    pub(crate) stall_timeout_s: f64,
 }
 
 impl Default for SourceDefaults {
@@ -35,16 +35,16 @@ impl Default for SourceDefaults {
 #[serde(deny_unknown_fields)]
 pub struct Camera {
     /// Topic-safe id, unique within the agent.
-    pub id: String,
+    pub(crate) id: String,
     /// Human-readable name shown to operators.
-    pub name: String,
+    pub(crate) name: String,
     /// `rtsp://…` (sub-stream preferred), `file:///…`, or `test://` for a
     /// synthetic pattern. May carry credentials; they never leave the agent.
-    pub url: String,
+    pub(crate) url: String,
     /// Frames per second handed to analysis; the rest are dropped before
     /// colour conversion.
     #[serde(default = "default_fps")]
-    pub fps: f64,
+    pub(crate) fps: f64,
     /// Width of the analysed frame; height follows the stream's aspect ratio.
     #[serde(default = "default_analysis_width")]
     pub analysis_width: u32,
@@ -52,7 +52,7 @@ pub struct Camera {
     pub lanes: Vec<Lane>,
     /// Overrides of `[falls]` for this camera.
     #[serde(default)]
-    pub falls: FallOverrides,
+    pub(crate) falls: FallOverrides,
     /// Run the fire rule on this camera (when `[fire]` is set).
     #[serde(default = "default_true")]
     pub fire: bool,
@@ -63,7 +63,7 @@ pub struct Camera {
     /// the camera's frame rate, so both refuse it. A GOP longer than
     /// `source.stall_timeout_s` would read as a stalled stream.
     #[serde(default)]
-    pub decode: Decode,
+    pub(crate) decode: Decode,
 }
 
 /// Which frames of a camera's stream are decoded.
@@ -112,11 +112,11 @@ pub enum LaneCue {
 }
 
 impl LaneCue {
-    pub fn objects(self) -> bool {
+    pub(crate) fn objects(self) -> bool {
         self != LaneCue::Obstruction
     }
 
-    pub fn obstruction(self) -> bool {
+    pub(crate) fn obstruction(self) -> bool {
         self != LaneCue::Objects
     }
 }

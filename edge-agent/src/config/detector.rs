@@ -43,27 +43,27 @@ pub struct Detector {
     pub path: PathBuf,
     pub format: ModelFormat,
     /// Square model input side in pixels (letterboxed).
-    pub input_size: u32,
+    pub(crate) input_size: u32,
     /// Class names in model order. Default: the 80 COCO names.
     #[serde(default)]
-    pub labels: Option<Vec<String>>,
+    pub(crate) labels: Option<Vec<String>>,
     /// Detections below this score are discarded before the rules see them.
     #[serde(default = "default_score_threshold")]
     pub score_threshold: f32,
     /// IoU above which two boxes of one class are the same object.
     #[serde(default = "default_nms_iou")]
-    pub nms_iou: f32,
+    pub(crate) nms_iou: f32,
     /// Expected sha256 of the file. Default: the entry for this file in the
     /// `models.toml` manifest next to it, when there is one.
     #[serde(default)]
     pub sha256: Option<String>,
     /// ONNX Runtime intra-op threads.
     #[serde(default = "crate::config::session::default_threads")]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// ONNX Runtime sessions of this model that cameras share: as many
     /// frames run at once.
     #[serde(default = "crate::config::session::default_sessions")]
-    pub sessions: usize,
+    pub(crate) sessions: usize,
     /// Most frames, from different cameras, that one inference may carry
     /// when the model has a dynamic batch axis: frames that find every
     /// session busy run together on the next free one. 1 turns it off.
@@ -71,26 +71,26 @@ pub struct Detector {
     /// sessions side by side measured better (benches/README.md), 4 on an
     /// accelerator.
     #[serde(default)]
-    pub batch: Option<usize>,
+    pub(crate) batch: Option<usize>,
     /// `fp32` (the file `path` names) or `int8` (its quantised variant).
     #[serde(default)]
-    pub precision: Precision,
+    pub(crate) precision: Precision,
     /// ONNX Runtime execution provider: `cpu`, `cuda`, `tensorrt` or
     /// `openvino` (the loaded library must have it).
     #[serde(default)]
-    pub execution_provider: Provider,
+    pub(crate) execution_provider: Provider,
     /// When the library lacks `execution_provider`: warn and use the CPU
     /// instead of refusing to start.
     #[serde(default)]
-    pub fallback: bool,
+    pub(crate) fallback: bool,
     /// Analysis rate of the detector (it serves the lane rules), frames per
     /// second: a lane blocks over many seconds, so a low rate loses nothing
     /// and leaves the CPU to the fall rule, which needs the camera's fps.
     #[serde(default = "default_detector_fps")]
-    pub fps: f64,
+    pub(crate) fps: f64,
     /// Skip the detector on frames where nothing moved since its last run.
     #[serde(default)]
-    pub motion_gate: MotionGate,
+    pub(crate) motion_gate: MotionGate,
 }
 
 /// `[detector.motion_gate]`: when the detector may skip a frame (see
@@ -98,16 +98,16 @@ pub struct Detector {
 #[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MotionGate {
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Fraction of the frame's thumbnail pixels that must have changed
     /// since the last run for the detector to run again.
-    pub min_changed: f64,
+    pub(crate) min_changed: f64,
     /// Grey-level difference (0–255) that counts a thumbnail pixel changed;
     /// above sensor noise and compression flicker.
-    pub pixel_delta: u8,
+    pub(crate) pixel_delta: u8,
     /// The detector runs at least this often whatever the gate sees, so a
     /// change too slow or too small for it is still found.
-    pub full_check_s: f64,
+    pub(crate) full_check_s: f64,
 }
 
 impl Default for MotionGate {
@@ -118,7 +118,7 @@ impl Default for MotionGate {
 
 impl Detector {
     /// The configured `batch`, or its default for the execution provider.
-    pub fn batch(&self) -> usize {
+    pub(crate) fn batch(&self) -> usize {
         self.batch.unwrap_or(match self.execution_provider {
             Provider::Cpu => 1,
             _ => 4,
@@ -126,7 +126,7 @@ impl Detector {
     }
 
     /// Its ONNX Runtime session keys.
-    pub fn session(&self) -> ModelSession<'_> {
+    pub(crate) fn session(&self) -> ModelSession<'_> {
         ModelSession {
             section: "detector",
             path: &self.path,

@@ -31,7 +31,7 @@ pub enum FireFormat {
 
 impl FireFormat {
     /// The box-detector format, for the formats that are one.
-    pub fn boxes(self) -> Option<ModelFormat> {
+    pub(crate) fn boxes(self) -> Option<ModelFormat> {
         match self {
             FireFormat::Heatmap => None,
             FireFormat::Yolov8 => Some(ModelFormat::Yolov8),
@@ -69,28 +69,28 @@ pub struct Fire {
     pub labels: Option<Vec<String>>,
     /// Which model classes count as fire and as smoke.
     #[serde(default)]
-    pub classes: ClassMap,
+    pub(crate) classes: ClassMap,
     /// Expected sha256; default from `models.toml` next to the file.
     #[serde(default)]
     pub sha256: Option<String>,
     /// ONNX Runtime intra-op threads.
     #[serde(default = "default_threads")]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// `fp32` (the file `path` names) or `int8` (its quantised variant).
     #[serde(default)]
-    pub precision: crate::config::Precision,
+    pub(crate) precision: crate::config::Precision,
     /// ONNX Runtime execution provider: `cpu`, `cuda`, `tensorrt` or
     /// `openvino` (the loaded library must have it).
     #[serde(default)]
-    pub execution_provider: crate::config::Provider,
+    pub(crate) execution_provider: crate::config::Provider,
     /// When the library lacks `execution_provider`: warn and use the CPU
     /// instead of refusing to start.
     #[serde(default)]
-    pub fallback: bool,
+    pub(crate) fallback: bool,
     /// Analysis rate of the fire rule, frames per second. Fire is slow; this
     /// keeps the model's cost low and independent of the camera's fps.
     #[serde(default = "default_fps")]
-    pub fps: f64,
+    pub(crate) fps: f64,
     /// The rule for flames.
     #[serde(default)]
     pub fire: KindOverrides,
@@ -99,7 +99,7 @@ pub struct Fire {
     pub smoke: KindOverrides,
     /// The flicker / shape-change check on candidate regions.
     #[serde(default)]
-    pub flicker: Flicker,
+    pub(crate) flicker: Flicker,
 }
 
 /// `[fire.classes]`: model class names (case-insensitive) per kind. Classes
@@ -107,13 +107,13 @@ pub struct Fire {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClassMap {
-    pub fire: Vec<String>,
-    pub smoke: Vec<String>,
+    pub(crate) fire: Vec<String>,
+    pub(crate) smoke: Vec<String>,
 }
 
 impl ClassMap {
     /// The kind a class name maps to (case-insensitive), fire first.
-    pub fn kind_of(&self, name: &str) -> Option<FireKind> {
+    pub(crate) fn kind_of(&self, name: &str) -> Option<FireKind> {
         let has = |names: &[String]| names.iter().any(|n| n.eq_ignore_ascii_case(name));
         if has(&self.fire) {
             Some(FireKind::Fire)
@@ -142,7 +142,7 @@ pub enum FireKind {
 impl FireKind {
     pub const ALL: [FireKind; 2] = [FireKind::Fire, FireKind::Smoke];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FireKind::Fire => "fire",
             FireKind::Smoke => "smoke",
@@ -184,7 +184,7 @@ rule_params! {
 }
 
 /// The defaults, measured on the development clips (README, "Fire and smoke").
-pub fn default_rule(kind: FireKind) -> KindRule {
+pub(crate) fn default_rule(kind: FireKind) -> KindRule {
     match kind {
         FireKind::Fire => KindRule {
             min_score: 0.6,
@@ -219,39 +219,39 @@ pub fn default_rule(kind: FireKind) -> KindRule {
 #[serde(deny_unknown_fields, default)]
 pub struct Flicker {
     /// Run the check; when off, the temporal rule alone decides.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Seconds of thumbnails the check looks at.
-    pub window_s: f64,
+    pub(crate) window_s: f64,
     /// Fire: fraction of the pixels of the model's box with flame colour
     /// (Çelik & Demirel's YCbCr rule, or a white-hot core), averaged over
     /// the window. Then either motion test passes it:
-    pub fire_min_colour: f32,
+    pub(crate) fire_min_colour: f32,
     /// Fire, first test: the flame-coloured pixels flicker: their mean
     /// non-uniform brightness change between consecutive thumbnails, in
     /// grey levels, at least this.
-    pub fire_min_flicker: f32,
+    pub(crate) fire_min_flicker: f32,
     /// Fire, second test: the flame-coloured area changes shape (0–1;
     /// growing or shrinking in place, as a flashing sign does, scores 0)…
-    pub fire_min_shape: f32,
+    pub(crate) fire_min_shape: f32,
     /// …and the whole region's non-uniform brightness change (the region's
     /// common change, a sign flashing as a whole, subtracted first) is at
     /// least this, in grey levels.
-    pub fire_min_change: f32,
+    pub(crate) fire_min_change: f32,
     /// Fewest thumbnails in the window for a verdict (a camera that just
     /// started has too little history to judge motion).
-    pub min_frames: usize,
+    pub(crate) min_frames: usize,
     /// Smoke: the same change measure; drifting smoke changes shape.
-    pub smoke_min_change: f32,
+    pub(crate) smoke_min_change: f32,
     /// Smoke: mean colourfulness of the region (`|Cb − 128| + |Cr − 128|`)
     /// at most this: smoke is grey; neon, lamps and lit walls are not.
-    pub smoke_max_chroma: f32,
+    pub(crate) smoke_max_chroma: f32,
     /// Smoke: mean local contrast of the region (grey levels per thumbnail
     /// pixel) at most this: smoke is soft; a moving person or a lit sign
     /// has sharp edges.
-    pub smoke_max_edges: f32,
+    pub(crate) smoke_max_edges: f32,
     /// Smoke: the region must stay a smoke candidate for this long, because
     /// exhaled vapour disperses within seconds while smoke keeps coming.
-    pub smoke_min_persist_s: f64,
+    pub(crate) smoke_min_persist_s: f64,
 }
 
 impl Default for Flicker {
@@ -274,7 +274,7 @@ impl Default for Flicker {
 
 impl Fire {
     /// The model's class names: configured, or the heat-map's own two.
-    pub fn labels(&self) -> Vec<String> {
+    pub(crate) fn labels(&self) -> Vec<String> {
         match &self.labels {
             Some(l) => l.clone(),
             None => vec!["fire".into(), "smoke".into()],
@@ -282,7 +282,7 @@ impl Fire {
     }
 
     /// For each model class, the kind it reports (if any).
-    pub fn class_kinds(&self) -> Vec<Option<FireKind>> {
+    pub(crate) fn class_kinds(&self) -> Vec<Option<FireKind>> {
         self.labels().iter().map(|l| self.classes.kind_of(l)).collect()
     }
 
@@ -297,7 +297,7 @@ impl Fire {
 
     /// Its ONNX Runtime session keys (one session: the fire model runs at a
     /// few frames a second).
-    pub fn session(&self) -> super::ModelSession<'_> {
+    pub(crate) fn session(&self) -> super::ModelSession<'_> {
         super::ModelSession {
             section: "fire",
             path: &self.path,

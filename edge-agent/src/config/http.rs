@@ -13,32 +13,32 @@ use super::check::{fail, Check};
 pub struct Http {
     /// Address of the metrics/health listener. Loopback by default: the box
     /// should not expose it unless the technician says so.
-    pub bind: SocketAddr,
+    pub(crate) bind: SocketAddr,
     /// Bearer token every path but `/healthz` and `/readyz` then needs.
     /// Required (or `change_token`) when `bind` is not loopback. Prefer
     /// `token_file`. With a `change_token` beside it, this token only
     /// reads (Prometheus, the page's views); alone, it also changes (the
     /// behaviour before the two were split, with a warning at start).
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// A file whose first line is the token.
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// The token that may change lanes and references (every request that
     /// is not a GET or HEAD). It reads too. Prefer `change_token_file`.
-    pub change_token: Option<String>,
+    pub(crate) change_token: Option<String>,
     /// A file whose first line is the change token.
-    pub change_token_file: Option<PathBuf>,
+    pub(crate) change_token_file: Option<PathBuf>,
     /// Seconds a connection has to deliver a whole request head, from its
     /// opening or from the previous response (so it also ends idle
     /// keep-alive connections): sockets that never send a request are
     /// closed instead of held.
-    pub header_timeout_s: f64,
+    pub(crate) header_timeout_s: f64,
     /// Seconds with nothing read or written, mid-request included (a
     /// stalled upload, a client that stops reading), before a connection is
     /// closed. Keep it above 30 s: a change waits up to 30 s for the agent.
-    pub idle_timeout_s: f64,
+    pub(crate) idle_timeout_s: f64,
     /// Open connections at most; one more is answered 503 and closed, so
     /// idle sockets cannot use up the process's file descriptors.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 impl Default for Http {

@@ -39,22 +39,22 @@ mod session;
 mod site;
 
 pub use alerts::{Alerts, Spool};
-pub use broker::Broker;
+pub(crate) use broker::Broker;
 pub use camera::{Camera, Decode, Lane, LaneCue, SourceDefaults, MAX_LANES_PER_CAMERA, MAX_POLYGON_POINTS};
 pub use coco::COCO80;
 pub use detector::{Detector, ModelFormat, MotionGate};
 pub use fire::{ClassMap, Fire, FireFormat, FireKind, Flicker, KindOverrides, KindRule};
-pub use http::Http;
+pub(crate) use http::Http;
 pub use obstruction::ObstructionParams;
 pub use people::{FallOverrides, Falls, Pose, Tracking};
 pub use session::{ModelSession, Precision, Provider};
-pub use site::Site;
+pub(crate) use site::Site;
 
 use check::{fail, topic_safe, Check};
 use locate::{first_line, line_of, locate};
 
 /// `alerts.snapshot_max_kb` when unset: a snapshot a phone loads quickly.
-pub const DEFAULT_SNAPSHOT_MAX_KIB: u32 = 512;
+pub(crate) const DEFAULT_SNAPSHOT_MAX_KIB: u32 = 512;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,10 +84,10 @@ pub struct Config {
     pub pose: Option<Pose>,
     /// How detections become tracks.
     #[serde(default)]
-    pub tracking: Tracking,
+    pub(crate) tracking: Tracking,
     /// The fall rule's defaults; cameras may override any key.
     #[serde(default)]
-    pub falls: Falls,
+    pub(crate) falls: Falls,
     /// The fire/smoke model and rule; fire and smoke are detected only when
     /// it is set.
     #[serde(default)]
@@ -100,14 +100,14 @@ pub struct Config {
     pub http: Http,
     /// Where alerts wait for the broker's acknowledgement.
     #[serde(default)]
-    pub spool: Spool,
+    pub(crate) spool: Spool,
     /// Thresholds of the class-agnostic obstruction cue (lanes with
     /// `cue = "obstruction"` or `"both"`).
     #[serde(default)]
-    pub obstruction: ObstructionParams,
+    pub(crate) obstruction: ObstructionParams,
     /// Defaults for how every camera stream is pulled.
     #[serde(default)]
-    pub source: SourceDefaults,
+    pub(crate) source: SourceDefaults,
     /// The cameras this agent watches.
     pub cameras: Vec<Camera>,
 }
@@ -207,7 +207,7 @@ impl Config {
     }
 
     /// The detector's class names: the configured list or COCO-80.
-    pub fn labels(&self) -> Vec<String> {
+    pub(crate) fn labels(&self) -> Vec<String> {
         match &self.detector.labels {
             Some(l) => l.clone(),
             None => COCO80.iter().map(|s| s.to_string()).collect(),

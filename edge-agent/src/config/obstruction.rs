@@ -10,29 +10,29 @@ use super::check::{at_least, fail, Check};
 pub struct ObstructionParams {
     /// A textured cell whose luma correlates less than this with the
     /// reference differs.
-    pub ncc_min: f32,
+    pub(crate) ncc_min: f32,
     /// Luma standard deviation (grey levels) under which a cell is flat.
-    pub flat_std: f32,
+    pub(crate) flat_std: f32,
     /// Normalised-colour distance above which a cell differs.
-    pub chroma_max: f32,
+    pub(crate) chroma_max: f32,
     /// A flat cell whose brightness, corrected by the lane's overall gain,
     /// moved by more than this fraction differs.
-    pub luma_max: f32,
+    pub(crate) luma_max: f32,
     /// Mean luma change (grey levels) between two analysed frames that
     /// marks a cell as moving.
-    pub motion_min: f32,
+    pub(crate) motion_min: f32,
     /// Seconds a cell stays left out after it last moved. The inside of a
     /// plain-coloured passer-by does not change from frame to frame; its
     /// front edge moved over those cells a moment ago, its back edge will
     /// shortly.
-    pub motion_hold_s: f64,
+    pub(crate) motion_hold_s: f64,
     /// Seconds of quiet frames before a new reference is used.
-    pub learn_s: f64,
+    pub(crate) learn_s: f64,
     /// Time constant (seconds) of the reference following slow changes
     /// while the lane reads clear; 0 freezes it.
-    pub adapt_s: f64,
+    pub(crate) adapt_s: f64,
     /// Frames darker than this mean luma use the night reference.
-    pub night_luma: f32,
+    pub(crate) night_luma: f32,
 }
 
 impl Default for ObstructionParams {

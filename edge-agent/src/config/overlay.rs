@@ -22,7 +22,7 @@ use super::{Config, ConfigError};
 
 /// Longest key path a change may name (the longest real one is well under
 /// 100 characters; a longer one is an attack on the log or the file).
-pub const MAX_KEY_LEN: usize = 256;
+pub(crate) const MAX_KEY_LEN: usize = 256;
 /// Deepest nesting walked in a change's value; deeper is refused outright.
 const MAX_DEPTH: usize = 32;
 
@@ -140,7 +140,7 @@ fn leaf_kind(parts: &[&str]) -> Option<Leaf> {
 /// a scalar only at a scalar rule parameter, a list only at a list one
 /// (holding scalars or lists of scalars: a polygon's points), and never a
 /// table. A refusal names the first leaf at fault.
-pub fn check_change(key: &str, value: &Value) -> Result<(), OverlayError> {
+pub(crate) fn check_change(key: &str, value: &Value) -> Result<(), OverlayError> {
     let bad = |at: String, m: String| Err(OverlayError::Key { key: at, message: m });
     if key.len() > MAX_KEY_LEN {
         let shown: String = key.chars().take(64).collect();
@@ -223,7 +223,7 @@ pub enum OverlayError {
 
 /// The overlay file that goes with `config_file`, in the agent's state
 /// folder (beside the spool), since `/etc` may be read-only to the agent.
-pub fn path_for(config: &Config) -> PathBuf {
+pub(crate) fn path_for(config: &Config) -> PathBuf {
     config.spool.path.with_file_name("overlay.toml")
 }
 
@@ -305,7 +305,7 @@ fn read_config(file: &Path) -> Result<String, OverlayError> {
 
 /// Adds `changes` to the overlay of `file`, validates the result and, only
 /// when it is valid, saves the overlay. Returns the new config.
-pub fn set(file: &Path, changes: &serde_json::Map<String, Value>, by: &str) -> Result<Config, OverlayError> {
+pub(crate) fn set(file: &Path, changes: &serde_json::Map<String, Value>, by: &str) -> Result<Config, OverlayError> {
     let text = read_config(file)?;
     let base = Config::from_text(&text, file)?;
     let overlay = path_for(&base);

@@ -36,14 +36,14 @@ impl Num for bool {
 macro_rules! rule_params {
     (
         defaults;
-        $(#[$tm:meta])* pub struct $table:ident;
-        $(#[$om:meta])* pub struct $over:ident;
+        $(#[$tm:meta])* $vis:vis struct $table:ident;
+        $(#[$om:meta])* $ovis:vis struct $over:ident;
         $( $(#[doc = $doc:expr])* $name:ident : $ty:ty = $default:expr, $min:expr, $max:expr; )*
     ) => {
         $crate::config::params::rule_params! {
             no_defaults;
-            $(#[$tm])* pub struct $table;
-            $(#[$om])* pub struct $over;
+            $(#[$tm])* $vis struct $table;
+            $(#[$om])* $ovis struct $over;
             $( $(#[doc = $doc])* $name: $ty, $min, $max; )*
         }
 
@@ -55,32 +55,32 @@ macro_rules! rule_params {
     };
     (
         no_defaults;
-        $(#[$tm:meta])* pub struct $table:ident;
-        $(#[$om:meta])* pub struct $over:ident;
+        $(#[$tm:meta])* $vis:vis struct $table:ident;
+        $(#[$om:meta])* $ovis:vis struct $over:ident;
         $( $(#[doc = $doc:expr])* $name:ident : $ty:ty, $min:expr, $max:expr; )*
     ) => {
         $(#[$tm])*
-        pub struct $table {
-            $( $(#[doc = $doc])* pub $name: $ty, )*
+        $vis struct $table {
+            $( $(#[doc = $doc])* $vis $name: $ty, )*
         }
 
         $(#[$om])*
         #[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
         #[serde(deny_unknown_fields)]
-        pub struct $over {
-            $( pub $name: Option<$ty>, )*
+        $ovis struct $over {
+            $( $ovis $name: Option<$ty>, )*
         }
 
         impl $over {
             /// `base` with every key set here replaced.
-            pub fn apply(&self, base: &$table) -> $table {
+            $ovis fn apply(&self, base: &$table) -> $table {
                 $table { $( $name: self.$name.unwrap_or(base.$name), )* }
             }
         }
 
         impl $table {
             /// Range checks; `at` is the table's key path for messages.
-            pub fn validate(&self, at: &str) -> Result<(), (String, String)> {
+            $vis fn validate(&self, at: &str) -> Result<(), (String, String)> {
                 use $crate::config::params::Num;
                 $(
                     let v = Num::num(self.$name);

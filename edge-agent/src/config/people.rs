@@ -21,18 +21,18 @@ pub struct Pose {
     /// is scaled so its long side fits and the short side is padded up to a
     /// multiple of 32: a 16:9 frame at 384 becomes 384×224.
     #[serde(default = "default_pose_input")]
-    pub input_size: u32,
+    pub(crate) input_size: u32,
     /// People overlapping more than this IoU are one person.
     #[serde(default = "default_pose_nms")]
-    pub nms_iou: f32,
+    pub(crate) nms_iou: f32,
     /// A person scoring at least this starts a track.
     #[serde(default = "default_pose_high")]
-    pub track_score: f32,
+    pub(crate) track_score: f32,
     /// A tracked person is followed down to this score. Lying people score
     /// far lower than standing ones (see `models/models.toml`), so this is
     /// much lower than `track_score`.
     #[serde(default = "default_pose_low")]
-    pub min_score: f32,
+    pub(crate) min_score: f32,
     /// Expected sha256; default from `models.toml` next to the file.
     #[serde(default)]
     pub sha256: Option<String>,
@@ -40,24 +40,24 @@ pub struct Pose {
     /// stretched before the pose model sees it (`infer/lowlight.rs`; 0:
     /// never). Dim scenes squeeze people into a few grey levels.
     #[serde(default = "default_low_light_below")]
-    pub low_light_below: f32,
+    pub(crate) low_light_below: f32,
     #[serde(default = "crate::config::session::default_threads")]
-    pub threads: usize,
+    pub(crate) threads: usize,
     /// ONNX Runtime sessions of this model that cameras share: as many
     /// frames run at once.
     #[serde(default = "crate::config::session::default_sessions")]
-    pub sessions: usize,
+    pub(crate) sessions: usize,
     /// `fp32` (the file `path` names) or `int8` (its quantised variant).
     #[serde(default)]
-    pub precision: crate::config::Precision,
+    pub(crate) precision: crate::config::Precision,
     /// ONNX Runtime execution provider: `cpu`, `cuda`, `tensorrt` or
     /// `openvino` (the loaded library must have it).
     #[serde(default)]
-    pub execution_provider: crate::config::Provider,
+    pub(crate) execution_provider: crate::config::Provider,
     /// When the library lacks `execution_provider`: warn and use the CPU
     /// instead of refusing to start.
     #[serde(default)]
-    pub fallback: bool,
+    pub(crate) fallback: bool,
 }
 
 /// How detections become tracks (both the object and the person tracker).
@@ -67,19 +67,19 @@ pub struct Tracking {
     /// Detector objects between this and `detector.score_threshold` only
     /// extend existing tracks (ByteTrack's second stage).
     #[serde(default = "default_low_score")]
-    pub low_score: f32,
+    pub(crate) low_score: f32,
     /// Minimum IoU to match a high-score detection to a track.
     #[serde(default = "default_match_iou")]
-    pub match_iou: f32,
+    pub(crate) match_iou: f32,
     /// Minimum IoU to match a low-score detection to a confirmed track.
     #[serde(default = "default_low_match_iou")]
-    pub low_match_iou: f32,
+    pub(crate) low_match_iou: f32,
     /// Consecutive matches before a new track counts.
     #[serde(default = "default_min_hits")]
-    pub min_hits: u32,
+    pub(crate) min_hits: u32,
     /// Seconds a confirmed track survives without a match.
     #[serde(default = "default_max_age_s")]
-    pub max_age_s: f64,
+    pub(crate) max_age_s: f64,
 }
 
 impl Default for Tracking {
@@ -127,7 +127,7 @@ fn default_max_age_s() -> f64 {
 
 impl Pose {
     /// Its ONNX Runtime session keys.
-    pub fn session(&self) -> super::ModelSession<'_> {
+    pub(crate) fn session(&self) -> super::ModelSession<'_> {
         super::ModelSession {
             section: "pose",
             path: &self.path,

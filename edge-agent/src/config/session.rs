@@ -24,15 +24,15 @@ use super::Config;
 #[derive(Debug, Clone)]
 pub struct ModelSession<'a> {
     /// The config section, for error messages (`detector`, `pose`, `fire`).
-    pub section: &'static str,
-    pub path: &'a Path,
-    pub sha256: Option<&'a str>,
-    pub threads: usize,
+    pub(crate) section: &'static str,
+    pub(crate) path: &'a Path,
+    pub(crate) sha256: Option<&'a str>,
+    pub(crate) threads: usize,
     /// Sessions of the model the cameras share (sections that pool them).
-    pub sessions: Option<usize>,
-    pub precision: Precision,
-    pub provider: Provider,
-    pub fallback: bool,
+    pub(crate) sessions: Option<usize>,
+    pub(crate) precision: Precision,
+    pub(crate) provider: Provider,
+    pub(crate) fallback: bool,
 }
 
 impl<'a> ModelSession<'a> {
@@ -126,12 +126,12 @@ impl fmt::Display for Provider {
 /// video, one single-threaded session per core serves more frames than one
 /// session spread over every core (the throughput bench compares the two:
 /// benches/README.md).
-pub fn default_threads() -> usize {
+pub(crate) fn default_threads() -> usize {
     1
 }
 
 /// The default number of sessions per model: one per core the process may
 /// use, at most 8, so that many cameras' frames run at once.
-pub fn default_sessions() -> usize {
+pub(crate) fn default_sessions() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8)
 }

@@ -8,9 +8,9 @@ use super::check::{fail, topic_safe, Check};
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Site {
-    pub district: String,
-    pub street: String,
-    pub community: String,
+    pub(crate) district: String,
+    pub(crate) street: String,
+    pub(crate) community: String,
 }
 
 impl Site {

@@ -34,13 +34,13 @@ const COOKIE: &str = "alleywatch_token";
 /// everything. Both `None`: the loopback-host rule instead.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    pub read: Option<Arc<str>>,
-    pub change: Option<Arc<str>>,
+    pub(crate) read: Option<Arc<str>>,
+    pub(crate) change: Option<Arc<str>>,
 }
 
 /// What a presented token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Grant {
+pub(crate) enum Grant {
     Read,
     Change,
 }
@@ -48,7 +48,7 @@ pub enum Grant {
 impl Tokens {
     /// From `http.token` and `http.change_token`. A read token with no
     /// change token beside it grants both (configs from before the split).
-    pub fn new(read: Option<String>, change: Option<String>) -> Tokens {
+    pub(crate) fn new(read: Option<String>, change: Option<String>) -> Tokens {
         let (read, change): (Option<Arc<str>>, Option<Arc<str>>) = (read.map(Arc::from), change.map(Arc::from));
         match (read, change) {
             (Some(r), None) => Tokens { read: None, change: Some(r) },
@@ -87,14 +87,14 @@ impl Tokens {
 /// Whether a request may change state: every method but GET and HEAD
 /// counts as a change (OPTIONS and unknown methods included), so a route
 /// added later cannot slip past the change token or the origin check.
-pub fn changes(method: &Method) -> bool {
+pub(crate) fn changes(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD)
 }
 
 /// The token middleware: passes a request whose token grants its method,
 /// turns `?token=` into a cookie, answers 401 without a token and 403 with
 /// a read-only token on a change.
-pub async fn require(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
+pub(crate) async fn require(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
     if !tokens.any() {
         if loopback_host(req.headers()) {
             return next.run(req).await;
@@ -141,7 +141,7 @@ pub async fn require(State(tokens): State<Tokens>, req: Request, next: Next) -> 
 /// from a program or from a browser too old to send them, and such a
 /// browser can only post across sites as an HTML form, so the form content
 /// types are refused there. Answers 403 naming the header.
-pub async fn same_origin(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+pub(crate) async fn same_origin(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     if changes(req.method()) {
         if let Err(why) = change_origin(req.headers()) {
             metrics.http.cross_site_refused.inc();
@@ -153,7 +153,7 @@ pub async fn same_origin(State(metrics): State<Arc<Metrics>>, req: Request, next
 
 /// Whether a change's headers show it comes from this page (or from no
 /// browser at all); `Err` says which header refused it.
-pub fn change_origin(headers: &HeaderMap) -> Result<(), String> {
+pub(crate) fn change_origin(headers: &HeaderMap) -> Result<(), String> {
     let text = |h: header::HeaderName| headers.get(h).map(|v| v.to_str().unwrap_or("\u{fffd}").to_string());
     let site = text(header::HeaderName::from_static("sec-fetch-site"));
     if let Some(site) = &site {

@@ -25,7 +25,7 @@
 
 pub mod auth;
 mod server;
-pub mod technician;
+pub(crate) mod technician;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,7 +46,7 @@ use crate::control::Request;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
-pub use server::Limits;
+pub(crate) use server::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -66,7 +66,7 @@ pub enum HttpError {
 /// `encoded`, which only viewers take and which keeps one JPEG a second.
 #[derive(Default)]
 pub struct LatestFrame {
-    pub name: String,
+    pub(crate) name: String,
     frame: Mutex<Option<Viewed>>,
     encoded: Mutex<Option<(Instant, Bytes)>>,
 }
@@ -131,7 +131,7 @@ impl LatestFrame {
 }
 
 /// Camera id → its latest frame; the pipeline adds and removes cameras.
-pub type Frames = Arc<Mutex<HashMap<String, Arc<LatestFrame>>>>;
+pub(crate) type Frames = Arc<Mutex<HashMap<String, Arc<LatestFrame>>>>;
 
 #[derive(Clone)]
 pub struct HttpState {

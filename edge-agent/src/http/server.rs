@@ -35,16 +35,16 @@ use crate::shutdown::Shutdown;
 
 /// The listener's limits, from the `[http]` section.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
+pub(crate) struct Limits {
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
 }
 
 impl Limits {
     /// From `http.header_timeout_s`, `http.idle_timeout_s` and
     /// `http.max_connections` (validated with the config).
-    pub fn from_config(h: &crate::config::Http) -> Limits {
+    pub(crate) fn from_config(h: &crate::config::Http) -> Limits {
         let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::from_secs(10));
         Limits {
             header_timeout: secs(h.header_timeout_s),

@@ -34,15 +34,15 @@ const PAGE: &str = include_str!("technician.html");
 const SCRIPT: &str = include_str!("technician.js");
 const STYLE: &str = include_str!("technician.css");
 
-pub async fn page() -> Response {
+pub(crate) async fn page() -> Response {
     asset("text/html; charset=utf-8", PAGE)
 }
 
-pub async fn script() -> Response {
+pub(crate) async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
 }
 
-pub async fn style() -> Response {
+pub(crate) async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE)
 }
 
@@ -53,7 +53,7 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 
 /// The running configuration's operator-facing parts (no URLs, no
 /// credentials, no file paths): what a technician checks on the box.
-pub async fn config(State(s): State<HttpState>) -> Response {
+pub(crate) async fn config(State(s): State<HttpState>) -> Response {
     let c = s.config.borrow().clone();
     let cameras: Vec<Value> = c
         .cameras
@@ -105,14 +105,14 @@ pub async fn config(State(s): State<HttpState>) -> Response {
     .into_response()
 }
 
-pub async fn events(State(s): State<HttpState>) -> Response {
+pub(crate) async fn events(State(s): State<HttpState>) -> Response {
     Json(s.outbox.recent_events()).into_response()
 }
 
 /// A lane drawn on the page.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LaneForm {
+pub(crate) struct LaneForm {
     name: String,
     polygon: Vec<[f64; 2]>,
     classes: Vec<String>,
@@ -125,7 +125,11 @@ pub struct LaneForm {
 
 /// Saves a lane (new, or replacing the one with that name) through the
 /// validated `set` path. 200 with the applied keys, or 400 with the error.
-pub async fn save_lane(State(s): State<HttpState>, Path(camera): Path<String>, Json(form): Json<LaneForm>) -> Response {
+pub(crate) async fn save_lane(
+    State(s): State<HttpState>,
+    Path(camera): Path<String>,
+    Json(form): Json<LaneForm>,
+) -> Response {
     let bad = |m: String| (StatusCode::BAD_REQUEST, Json(json!({ "ok": false, "error": m }))).into_response();
     if form.name.is_empty() || form.name.contains('.') {
         return bad("name: must not be empty or contain '.'".into());
@@ -157,13 +161,16 @@ pub async fn save_lane(State(s): State<HttpState>, Path(camera): Path<String>, J
 }
 
 /// "Every lane of this camera that uses the obstruction cue is clear now."
-pub async fn set_reference(State(s): State<HttpState>, Path(camera): Path<String>) -> Response {
+pub(crate) async fn set_reference(State(s): State<HttpState>, Path(camera): Path<String>) -> Response {
     ask(&s, Change::Reference { camera: camera.clone(), lane: None }, json!({ "ok": true, "camera": camera })).await
 }
 
 /// "This lane is clear now": the camera's next analysed frame becomes the lane's
 /// clear reference (for the light of that frame), in use and saved at once.
-pub async fn set_lane_reference(State(s): State<HttpState>, Path((camera, lane)): Path<(String, String)>) -> Response {
+pub(crate) async fn set_lane_reference(
+    State(s): State<HttpState>,
+    Path((camera, lane)): Path<(String, String)>,
+) -> Response {
     let done = json!({ "ok": true, "camera": camera, "lane": lane });
     ask(&s, Change::Reference { camera, lane: Some(lane) }, done).await
 }

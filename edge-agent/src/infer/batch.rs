@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
-pub struct Batcher<S, J> {
+pub(crate) struct Batcher<S, J> {
     state: Mutex<State<S, J>>,
     changed: Condvar,
     max_batch: usize,
@@ -42,7 +42,7 @@ struct State<S, J> {
 impl<S, J> Batcher<S, J> {
     /// A batcher over the given sessions (at least one), running up to
     /// `max_batch` jobs (at least 1) per inference.
-    pub fn new(sessions: Vec<S>, max_batch: usize) -> Batcher<S, J> {
+    pub(crate) fn new(sessions: Vec<S>, max_batch: usize) -> Batcher<S, J> {
         assert!(!sessions.is_empty(), "a batcher needs a session");
         let max_batch = max_batch.max(1);
         Batcher {
@@ -59,12 +59,12 @@ impl<S, J> Batcher<S, J> {
         }
     }
 
-    pub fn max_batch(&self) -> usize {
+    pub(crate) fn max_batch(&self) -> usize {
         self.max_batch
     }
 
     /// (inferences run, jobs they carried) so far.
-    pub fn stats(&self) -> (u64, u64) {
+    pub(crate) fn stats(&self) -> (u64, u64) {
         (self.runs.load(Ordering::Relaxed), self.jobs.load(Ordering::Relaxed))
     }
 
@@ -72,7 +72,7 @@ impl<S, J> Batcher<S, J> {
     /// of 1 to `max_batch` jobs on some session; the calling thread may be
     /// the one that runs it (and others' jobs with it). Should `run` panic,
     /// `failed` marks each job of that batch, and the session goes back.
-    pub fn submit(&self, job: J, run: impl Fn(&mut S, &mut [(u64, J)]), failed: impl Fn(&mut J)) -> J {
+    pub(crate) fn submit(&self, job: J, run: impl Fn(&mut S, &mut [(u64, J)]), failed: impl Fn(&mut J)) -> J {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let id = st.next_id;
         st.next_id += 1;

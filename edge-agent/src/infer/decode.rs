@@ -7,12 +7,12 @@
 /// A candidate box in model-input pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
-    pub x1: f32,
-    pub y1: f32,
-    pub x2: f32,
-    pub y2: f32,
-    pub class_id: usize,
-    pub score: f32,
+    pub(crate) x1: f32,
+    pub(crate) y1: f32,
+    pub(crate) x2: f32,
+    pub(crate) y2: f32,
+    pub(crate) class_id: usize,
+    pub(crate) score: f32,
 }
 
 impl Candidate {
@@ -28,7 +28,7 @@ impl Candidate {
 }
 
 /// Standard strides of the YOLOX and NanoDet heads.
-pub const STRIDES: [usize; 3] = [8, 16, 32];
+pub(crate) const STRIDES: [usize; 3] = [8, 16, 32];
 
 /// YOLOX: `[anchors, 5 + classes]` rows of (dx, dy, log w, log h, objectness,
 /// class scores…); objectness and classes are already sigmoid-ed by the
@@ -87,7 +87,7 @@ pub fn yolov8(out: &[f32], classes: usize, anchors: usize, threshold: f32, found
 }
 
 /// Bins per side of a NanoDet (GFL) box distribution: `reg_max + 1`.
-pub const NANODET_BINS: usize = 11;
+pub(crate) const NANODET_BINS: usize = 11;
 
 /// NanoDet: per stride, class scores `[cells, classes]` (sigmoid-ed) and box
 /// distributions `[cells, 4 * 11]` (left, top, right, bottom). Each side is
@@ -128,7 +128,7 @@ pub fn nanodet(
 
 /// MobileNetV3-CenterNet (TF.js): `[100, 6]` rows of x1, y1, x2, y2 (input
 /// pixels), score, class; top-k is built into the graph.
-pub fn centernet(out: &[f32], threshold: f32, found: &mut Vec<Candidate>) {
+pub(crate) fn centernet(out: &[f32], threshold: f32, found: &mut Vec<Candidate>) {
     for r in out.chunks_exact(6) {
         if r[4] >= threshold && r[5] >= 0.0 {
             found.push(Candidate { x1: r[0], y1: r[1], x2: r[2], y2: r[3], class_id: r[5] as usize, score: r[4] });

@@ -25,8 +25,8 @@ pub struct ModelInfo {
     /// File stem, e.g. `nanodet`.
     pub name: String,
     /// First 12 hex digits of the file's sha256: the version that matters.
-    pub version: String,
-    pub format: String,
+    pub(crate) version: String,
+    pub(crate) format: String,
 }
 
 pub struct Detector {
@@ -113,7 +113,7 @@ impl Detector {
 
     /// As [`Detector::load`], for a model configured in `section` (the
     /// fire path's box-format models): errors name that section's keys.
-    pub fn load_as(
+    pub(crate) fn load_as(
         section: &'static str,
         cfg: &config::Detector,
         classes: usize,
@@ -371,7 +371,7 @@ fn resolve_outputs(
 }
 
 /// Loads a detector from config, initialising ONNX Runtime on first use.
-pub fn load_from_config(cfg: &crate::config::Config) -> Result<Detector, InferError> {
+pub(crate) fn load_from_config(cfg: &crate::config::Config) -> Result<Detector, InferError> {
     let env = runtime::init(cfg.ort_library.as_deref())?;
     Detector::load(&cfg.detector, cfg.labels().len(), cfg.tracking.low_score, env)
 }

@@ -124,7 +124,7 @@ impl FireModel {
         }
     }
 
-    pub fn info(&self) -> &ModelInfo {
+    pub(crate) fn info(&self) -> &ModelInfo {
         &self.info
     }
 
@@ -144,7 +144,7 @@ impl FireModel {
     /// a heat-map's regions depend on the floor (hot cells that touch), so
     /// `eval-images` asks for each threshold of its curve what the agent
     /// would have seen there. `out` gets (level index, region).
-    pub fn detect_levels(
+    pub(crate) fn detect_levels(
         &self,
         pre: &mut Preprocessor,
         lb: &Letterbox,
@@ -268,7 +268,7 @@ fn regions(plane: &[f32], g: &Grid, lb: &Letterbox, floor: f32, kind: FireKind, 
 }
 
 /// Loads the fire model when `[fire]` is configured.
-pub fn load_from_config(cfg: &crate::config::Config) -> Result<Option<FireModel>, InferError> {
+pub(crate) fn load_from_config(cfg: &crate::config::Config) -> Result<Option<FireModel>, InferError> {
     let Some(fire) = &cfg.fire else { return Ok(None) };
     let env = runtime::init(cfg.ort_library.as_deref())?;
     FireModel::load(fire, env).map(Some)

@@ -23,18 +23,18 @@ pub struct MotionGate {
 }
 
 impl MotionGate {
-    pub fn new(params: config::MotionGate) -> MotionGate {
+    pub(crate) fn new(params: config::MotionGate) -> MotionGate {
         MotionGate { params, reference: Thumb::default(), current: Thumb::default(), last_run: f64::NEG_INFINITY }
     }
 
-    pub fn set_params(&mut self, params: config::MotionGate) {
+    pub(crate) fn set_params(&mut self, params: config::MotionGate) {
         self.params = params;
     }
 
     /// Whether the detector must run on the frame at time `t`. Call
     /// [`MotionGate::ran`] once it has: a run that failed must not become
     /// the reference the next frames are compared with.
-    pub fn check(&mut self, t: f64, rgb: &[u8], width: u32, height: u32) -> bool {
+    pub(crate) fn check(&mut self, t: f64, rgb: &[u8], width: u32, height: u32) -> bool {
         if !self.params.enabled {
             return true;
         }
@@ -50,7 +50,7 @@ impl MotionGate {
 
     /// The detector ran on the frame last checked, at time `t`: that frame
     /// is the new reference.
-    pub fn ran(&mut self, t: f64) {
+    pub(crate) fn ran(&mut self, t: f64) {
         if self.params.enabled {
             std::mem::swap(&mut self.reference, &mut self.current);
             self.last_run = t;

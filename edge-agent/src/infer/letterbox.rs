@@ -30,7 +30,7 @@ use super::InferError;
 
 /// Memory order of the input tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
+pub(crate) enum Layout {
     /// `[1, 3, H, W]`: planar, as PyTorch exports.
     Nchw,
     /// `[1, H, W, 3]`: interleaved, as TensorFlow exports.
@@ -39,7 +39,7 @@ pub enum Layout {
 
 /// Element type of the input tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Element {
+pub(crate) enum Element {
     F32,
     /// Raw 0–255 levels as `int32` (the TF.js MoveNet export).
     I32,
@@ -50,25 +50,25 @@ pub enum Element {
 pub struct InputSpec {
     /// Input width and height in pixels (detectors are square; pose models
     /// may keep the stream's aspect ratio).
-    pub width: u32,
-    pub height: u32,
-    pub layout: Layout,
-    pub element: Element,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) layout: Layout,
+    pub(crate) element: Element,
     /// Feed channels as B, G, R instead of R, G, B.
-    pub bgr: bool,
+    pub(crate) bgr: bool,
     /// Per model channel (in model order): value = (pixel − mean) / std.
     pub mean: [f32; 3],
     pub std: [f32; 3],
     /// Grey level of the padding, in raw pixel units.
-    pub pad: u8,
+    pub(crate) pad: u8,
     /// Centre the image in the square (Ultralytics) or put it top-left
     /// (YOLOX, NanoDet).
-    pub centered: bool,
+    pub(crate) centered: bool,
 }
 
 impl InputSpec {
     /// The input tensor's shape for `batch` frames, as ONNX Runtime takes it.
-    pub fn dims(&self, batch: usize) -> [i64; 4] {
+    pub(crate) fn dims(&self, batch: usize) -> [i64; 4] {
         let (n, w, h) = (batch as i64, self.width as i64, self.height as i64);
         match self.layout {
             Layout::Nchw => [n, 3, h, w],
@@ -77,7 +77,7 @@ impl InputSpec {
     }
 
     /// Values in one frame's tensor.
-    pub fn values(&self) -> usize {
+    pub(crate) fn values(&self) -> usize {
         (self.width * self.height * 3) as usize
     }
 }
@@ -85,11 +85,11 @@ impl InputSpec {
 /// The geometry of one letterbox: maps model pixels back to the frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Letterbox {
-    pub scale: f32,
-    pub pad_x: f32,
-    pub pad_y: f32,
-    pub frame_w: u32,
-    pub frame_h: u32,
+    pub(crate) scale: f32,
+    pub(crate) pad_x: f32,
+    pub(crate) pad_y: f32,
+    pub(crate) frame_w: u32,
+    pub(crate) frame_h: u32,
 }
 
 impl Letterbox {
@@ -99,7 +99,7 @@ impl Letterbox {
     }
 
     /// Fits a frame into an `in_w` × `in_h` input.
-    pub fn fit(frame_w: u32, frame_h: u32, in_w: u32, in_h: u32, centered: bool) -> Letterbox {
+    pub(crate) fn fit(frame_w: u32, frame_h: u32, in_w: u32, in_h: u32, centered: bool) -> Letterbox {
         let scale = (in_w as f32 / frame_w as f32).min(in_h as f32 / frame_h as f32);
         let (w, h) = Letterbox::scaled(frame_w, frame_h, scale, in_w, in_h);
         let (pad_x, pad_y) = if centered { (((in_w - w) / 2) as f32, ((in_h - h) / 2) as f32) } else { (0.0, 0.0) };
@@ -118,12 +118,12 @@ impl Letterbox {
     }
 
     /// Size of the resized image inside an `in_w` × `in_h` input.
-    pub fn inner_wh(&self, in_w: u32, in_h: u32) -> (u32, u32) {
+    pub(crate) fn inner_wh(&self, in_w: u32, in_h: u32) -> (u32, u32) {
         Letterbox::scaled(self.frame_w, self.frame_h, self.scale, in_w, in_h)
     }
 
     /// A box in model-input pixels → normalised frame coordinates, clamped.
-    pub fn to_frame(&self, x1: f32, y1: f32, x2: f32, y2: f32) -> super::BBox {
+    pub(crate) fn to_frame(self, x1: f32, y1: f32, x2: f32, y2: f32) -> super::BBox {
         let fx = |x: f32| ((x - self.pad_x) / self.scale / self.frame_w as f32).clamp(0.0, 1.0);
         let fy = |y: f32| ((y - self.pad_y) / self.scale / self.frame_h as f32).clamp(0.0, 1.0);
         super::BBox { x1: fx(x1), y1: fy(y1), x2: fx(x2), y2: fy(y2) }
@@ -172,7 +172,7 @@ impl Preprocessor {
         }
     }
 
-    pub fn spec(&self) -> &InputSpec {
+    pub(crate) fn spec(&self) -> &InputSpec {
         &self.spec
     }
 
@@ -184,27 +184,27 @@ impl Preprocessor {
     /// Lends the `Element::F32` tensor out, for a batched run on another
     /// thread; [`Preprocessor::put_tensor`] must give it back before the
     /// next [`Preprocessor::run`].
-    pub fn take_tensor(&mut self) -> Vec<f32> {
+    pub(crate) fn take_tensor(&mut self) -> Vec<f32> {
         std::mem::take(&mut self.tensor)
     }
 
     /// Returns the tensor [`Preprocessor::take_tensor`] lent.
-    pub fn put_tensor(&mut self, tensor: Vec<f32>) {
+    pub(crate) fn put_tensor(&mut self, tensor: Vec<f32>) {
         self.tensor = tensor;
     }
 
     /// The tensor filled by the last [`Preprocessor::run`] (`Element::I32`).
-    pub fn tensor_i32(&self) -> &[i32] {
+    pub(crate) fn tensor_i32(&self) -> &[i32] {
         &self.tensor_i32
     }
 
     /// The same, to adjust in place before the run (low-light stretch).
-    pub fn tensor_i32_mut(&mut self) -> &mut [i32] {
+    pub(crate) fn tensor_i32_mut(&mut self) -> &mut [i32] {
         &mut self.tensor_i32
     }
 
     /// The tensor shape as ONNX Runtime takes it.
-    pub fn dims(&self) -> [i64; 4] {
+    pub(crate) fn dims(&self) -> [i64; 4] {
         self.spec.dims(1)
     }
 

@@ -20,15 +20,15 @@
 //! is monotone and linear between its clamps.
 
 /// The stretch never multiplies levels by more than this.
-pub const MAX_GAIN: f32 = 6.0;
+pub(crate) const MAX_GAIN: f32 = 6.0;
 
 /// A level map for one frame: `lo` → 0 and `lo + 255 / gain` → 255.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stretch {
-    pub lo: f32,
-    pub gain: f32,
+    pub(crate) lo: f32,
+    pub(crate) gain: f32,
     /// The frame's mean luma (0–255) that made the decision.
-    pub mean: f32,
+    pub(crate) mean: f32,
 }
 
 impl Stretch {
@@ -71,7 +71,7 @@ impl Stretch {
 
     /// One level through the map.
     #[inline]
-    pub fn map(&self, v: f32) -> f32 {
+    pub(crate) fn map(&self, v: f32) -> f32 {
         ((v - self.lo) * self.gain).clamp(0.0, 255.0)
     }
 

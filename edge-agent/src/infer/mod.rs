@@ -25,15 +25,15 @@
 //! Everything leaving this module is in *normalised frame coordinates*
 //! (0–1, origin top-left), so rules never care about resolutions.
 
-pub mod batch;
+pub(crate) mod batch;
 pub mod decode;
 pub mod detector;
 pub mod fire;
-pub mod gate;
-pub mod letterbox;
+pub(crate) mod gate;
+pub(crate) mod letterbox;
 pub mod lowlight;
 pub mod motion;
-pub mod pool;
+pub(crate) mod pool;
 pub mod pose;
 pub mod run;
 pub mod runtime;

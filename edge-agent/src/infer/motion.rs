@@ -11,7 +11,7 @@
 //! last few, reused, so nothing allocates after the first frames.
 
 /// Width of every thumbnail; the height keeps the frame's aspect.
-pub const THUMB_W: u32 = 96;
+pub(crate) const THUMB_W: u32 = 96;
 
 /// One grey thumbnail.
 #[derive(Debug, Clone, Default)]
@@ -69,16 +69,16 @@ pub(crate) fn span(i: u32, n: u32, len: u32) -> (u32, u32) {
 
 /// How much of a normalised region changed between two thumbnails.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Motion {
+pub(crate) struct Motion {
     /// Fraction of the region's pixels that changed by more than the threshold.
-    pub fraction: f32,
+    pub(crate) fraction: f32,
     /// Mean row of the changed pixels, normalised to the frame (None when
     /// nothing changed).
-    pub centre_y: Option<f32>,
+    pub(crate) centre_y: Option<f32>,
 }
 
 /// Compares `cur` with `prev` inside `roi` = (x1, y1, x2, y2), normalised.
-pub fn motion(cur: &Thumb, prev: &Thumb, roi: [f32; 4], threshold: f32) -> Motion {
+pub(crate) fn motion(cur: &Thumb, prev: &Thumb, roi: [f32; 4], threshold: f32) -> Motion {
     if cur.w != prev.w || cur.h != prev.h || cur.px.is_empty() {
         return Motion::default();
     }
@@ -138,14 +138,14 @@ impl MotionHistory {
 
     /// The latest thumbnail, once a frame is in (the low-light check reads
     /// the frame's brightness from it instead of from the frame again).
-    pub fn latest(&self) -> Option<&Thumb> {
+    pub(crate) fn latest(&self) -> Option<&Thumb> {
         let n = self.ring.len();
         (self.filled > 0).then(|| &self.ring[(self.next + n - 1) % n].1)
     }
 
     /// (the latest thumbnail, the newest one at least `lag_s` older — or the
     /// oldest kept), once a frame is in.
-    pub fn pair(&self, lag_s: f64) -> Option<(&Thumb, &Thumb)> {
+    pub(crate) fn pair(&self, lag_s: f64) -> Option<(&Thumb, &Thumb)> {
         let n = self.ring.len();
         if self.filled == 0 {
             return None;

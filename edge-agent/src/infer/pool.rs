@@ -11,37 +11,27 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex};
 
-pub struct Pool<S> {
+pub(crate) struct Pool<S> {
     /// The sessions not in use.
     free: Mutex<Vec<S>>,
     returned: Condvar,
-    size: usize,
 }
 
 /// A session taken from the pool; it goes back when dropped.
-pub struct Lease<'a, S> {
+pub(crate) struct Lease<'a, S> {
     pool: &'a Pool<S>,
     item: Option<S>,
 }
 
 impl<S> Pool<S> {
     /// A pool of the given sessions (at least one).
-    pub fn new(sessions: Vec<S>) -> Pool<S> {
+    pub(crate) fn new(sessions: Vec<S>) -> Pool<S> {
         assert!(!sessions.is_empty(), "a session pool needs a session");
-        let size = sessions.len();
-        Pool { free: Mutex::new(sessions), returned: Condvar::new(), size }
-    }
-
-    pub fn len(&self) -> usize {
-        self.size
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.size == 0
+        Pool { free: Mutex::new(sessions), returned: Condvar::new() }
     }
 
     /// A free session, else the first one to come back.
-    pub fn get(&self) -> Lease<'_, S> {
+    pub(crate) fn get(&self) -> Lease<'_, S> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(item) = free.pop() {
@@ -92,7 +82,7 @@ mod tests {
         assert_eq!(rx.recv().unwrap(), back, "the waiter got the one returned, not a fixed one");
         waiter.join().unwrap();
         drop(a);
-        assert_eq!(pool.len(), 2);
+        assert_eq!(pool.free.lock().unwrap().len(), 2, "both sessions are back in the pool");
     }
 
     #[test]

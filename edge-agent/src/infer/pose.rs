@@ -19,7 +19,7 @@ use super::{runtime, BBox, InferError, ModelInfo};
 use crate::config;
 
 /// COCO keypoint order, as MoveNet emits it.
-pub const KEYPOINT_NAMES: [&str; 17] = [
+pub(crate) const KEYPOINT_NAMES: [&str; 17] = [
     "nose",
     "left_eye",
     "right_eye",
@@ -42,8 +42,8 @@ pub const KEYPOINT_NAMES: [&str; 17] = [
 /// Indices into [`Pose::keypoints`] the rules use by name.
 pub mod kp {
     pub const NOSE: usize = 0;
-    pub const LEFT_EAR: usize = 3;
-    pub const RIGHT_EAR: usize = 4;
+    pub(crate) const LEFT_EAR: usize = 3;
+    pub(crate) const RIGHT_EAR: usize = 4;
     pub const LEFT_SHOULDER: usize = 5;
     pub const RIGHT_SHOULDER: usize = 6;
     pub const LEFT_HIP: usize = 11;
@@ -73,14 +73,14 @@ pub struct Pose {
 
 /// Input tensor size for a frame: long side `long`, short side scaled the
 /// same and padded up to a multiple of 32 (MoveNet's stride).
-pub fn input_dims(frame_w: u32, frame_h: u32, long: u32) -> (u32, u32) {
+pub(crate) fn input_dims(frame_w: u32, frame_h: u32, long: u32) -> (u32, u32) {
     let s = long as f64 / frame_w.max(frame_h).max(1) as f64;
     let up = |v: u32| (((v as f64 * s).round() as u32).max(1)).div_ceil(32) * 32;
     (up(frame_w), up(frame_h))
 }
 
 /// The input spec MoveNet needs at a given size.
-pub fn input_spec(width: u32, height: u32) -> InputSpec {
+pub(crate) fn input_spec(width: u32, height: u32) -> InputSpec {
     InputSpec {
         width,
         height,
@@ -97,7 +97,14 @@ pub fn input_spec(width: u32, height: u32) -> InputSpec {
 /// Decodes a `[1, 6, 56]` MultiPose output into `out` (cleared first),
 /// keeping people scoring at least `min_score`. Coordinates go back to the
 /// frame through `lb`; `in_w`/`in_h` are the input tensor's size.
-pub fn decode_multipose(data: &[f32], lb: &Letterbox, in_w: u32, in_h: u32, min_score: f32, out: &mut Vec<Pose>) {
+pub(crate) fn decode_multipose(
+    data: &[f32],
+    lb: &Letterbox,
+    in_w: u32,
+    in_h: u32,
+    min_score: f32,
+    out: &mut Vec<Pose>,
+) {
     out.clear();
     let (w, h) = (in_w as f32, in_h as f32);
     for person in data.chunks_exact(STRIDE) {
@@ -128,7 +135,7 @@ pub fn decode_multipose(data: &[f32], lb: &Letterbox, in_w: u32, in_h: u32, min_
 
 /// Keeps the best-scoring of people overlapping more than `iou` (MultiPose
 /// sometimes reports one person twice).
-pub fn nms(people: &mut Vec<Pose>, iou: f32) {
+pub(crate) fn nms(people: &mut Vec<Pose>, iou: f32) {
     people.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
     let mut i = 0;
     while i < people.len() {
@@ -212,7 +219,7 @@ impl PoseModel {
 }
 
 /// Loads the pose model from config, initialising ONNX Runtime on first use.
-pub fn load_from_config(cfg: &config::Config) -> Result<Option<PoseModel>, InferError> {
+pub(crate) fn load_from_config(cfg: &config::Config) -> Result<Option<PoseModel>, InferError> {
     let Some(pose) = &cfg.pose else { return Ok(None) };
     let env = runtime::init(cfg.ort_library.as_deref())?;
     PoseModel::load(pose, env).map(Some)

@@ -156,7 +156,7 @@ impl ModelRun {
 
     /// The most items one run may carry: as asked, or 1 where the model
     /// turned out not to batch.
-    pub fn max_batch(&self) -> usize {
+    pub(crate) fn max_batch(&self) -> usize {
         self.max_batch
     }
 
@@ -230,7 +230,7 @@ impl ModelRun {
     }
 
     /// Output `i` of the last run for batch item `item`.
-    pub fn output_item(&self, i: usize, item: usize) -> &[f32] {
+    pub(crate) fn output_item(&self, i: usize, item: usize) -> &[f32] {
         let all = self.output(i);
         let per = all.len() / self.items.max(1);
         all.get(item * per..(item + 1) * per).unwrap_or(&[])

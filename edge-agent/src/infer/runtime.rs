@@ -18,7 +18,7 @@ use super::InferError;
 use crate::config::{ModelSession, Precision, Provider};
 
 /// The ONNX Runtime version the setup script installs.
-pub const ORT_VERSION: &str = "1.31.1";
+pub(crate) const ORT_VERSION: &str = "1.31.1";
 
 static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
 
@@ -72,7 +72,8 @@ pub fn init(configured: Option<&Path>) -> Result<&'static ort::environment::Envi
 }
 
 /// Hex sha256 of a file.
-pub fn sha256_file(path: &Path) -> Result<String, InferError> {
+#[cfg(test)]
+pub(crate) fn sha256_file(path: &Path) -> Result<String, InferError> {
     Ok(hex(&Sha256::digest(read_model(path)?)))
 }
 
@@ -87,7 +88,7 @@ fn hex(bytes: &[u8]) -> String {
 /// The expected hash for a model file: the configured one, else the entry
 /// for this file name in a `models.toml` manifest beside it. Returns the
 /// hash and where it came from, for the error message.
-pub fn expected_sha256(model: &Path, configured: Option<&str>) -> Option<(String, String)> {
+pub(crate) fn expected_sha256(model: &Path, configured: Option<&str>) -> Option<(String, String)> {
     if let Some(h) = configured {
         return Some((h.to_ascii_lowercase(), "the sha256 set in the config".into()));
     }
@@ -115,7 +116,7 @@ pub fn verify_model(model: &Path, configured: Option<&str>) -> Result<String, In
 /// the session is then built from the same bytes. Hashing the file and
 /// opening it again by name would let a file swapped in between load
 /// unchecked.
-pub fn read_verified(model: &Path, configured: Option<&str>) -> Result<(Vec<u8>, String), InferError> {
+pub(crate) fn read_verified(model: &Path, configured: Option<&str>) -> Result<(Vec<u8>, String), InferError> {
     let bytes = read_model(model)?;
     let actual = hex(&Sha256::digest(&bytes));
     match expected_sha256(model, configured) {
@@ -220,7 +221,7 @@ pub fn provider_available(provider: Provider) -> bool {
 }
 
 /// The providers of [`Provider`] the loaded library has, for messages.
-pub fn available_providers() -> Vec<Provider> {
+pub(crate) fn available_providers() -> Vec<Provider> {
     [Provider::Cpu, Provider::Cuda, Provider::Tensorrt, Provider::Openvino]
         .into_iter()
         .filter(|&p| provider_available(p))

@@ -28,22 +28,22 @@ use crate::config::{Config, FireKind};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Labels {
+pub(crate) struct Labels {
     #[serde(default)]
-    pub defaults: Defaults,
+    pub(crate) defaults: Defaults,
     #[serde(default)]
-    pub clip: Vec<ClipLabels>,
+    pub(crate) clip: Vec<ClipLabels>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Defaults {
-    pub early_s: f64,
-    pub late_s: f64,
+pub(crate) struct Defaults {
+    pub(crate) early_s: f64,
+    pub(crate) late_s: f64,
     /// Seconds a still image is shown.
-    pub still_s: f64,
+    pub(crate) still_s: f64,
     /// Seconds the last frame of a video is held after it ends.
-    pub hold_last_s: f64,
+    pub(crate) hold_last_s: f64,
 }
 
 impl Default for Defaults {
@@ -54,45 +54,45 @@ impl Default for Defaults {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClipLabels {
-    pub file: PathBuf,
+pub(crate) struct ClipLabels {
+    pub(crate) file: PathBuf,
     /// A TOML file of agent config keys merged over the base config.
     #[serde(default)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Lanes for the clip's camera (agent config keys).
     #[serde(default)]
-    pub lanes: Option<Vec<toml::Value>>,
+    pub(crate) lanes: Option<Vec<toml::Value>>,
     #[serde(default)]
-    pub hold_last_s: Option<f64>,
+    pub(crate) hold_last_s: Option<f64>,
     #[serde(default)]
-    pub still_s: Option<f64>,
-    pub events: Vec<LabelledEvent>,
+    pub(crate) still_s: Option<f64>,
+    pub(crate) events: Vec<LabelledEvent>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LabelledEvent {
-    pub kind: String,
-    pub at: f64,
+pub(crate) struct LabelledEvent {
+    pub(crate) kind: String,
+    pub(crate) at: f64,
     #[serde(default)]
-    pub early_s: Option<f64>,
+    pub(crate) early_s: Option<f64>,
     #[serde(default)]
-    pub late_s: Option<f64>,
+    pub(crate) late_s: Option<f64>,
 }
 
 /// Counts for one kind.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct KindScore {
-    pub tp: u32,
-    pub fp: u32,
+pub(crate) struct KindScore {
+    pub(crate) tp: u32,
+    pub(crate) fp: u32,
     #[serde(rename = "fn")]
-    pub fn_: u32,
-    pub precision: Option<f64>,
-    pub recall: Option<f64>,
-    pub delays_s: Vec<f64>,
-    pub mean_delay_s: Option<f64>,
-    pub median_delay_s: Option<f64>,
-    pub max_delay_s: Option<f64>,
+    pub(crate) fn_: u32,
+    pub(crate) precision: Option<f64>,
+    pub(crate) recall: Option<f64>,
+    pub(crate) delays_s: Vec<f64>,
+    pub(crate) mean_delay_s: Option<f64>,
+    pub(crate) median_delay_s: Option<f64>,
+    pub(crate) max_delay_s: Option<f64>,
 }
 
 /// An event that started, at clip time `t`.
@@ -117,44 +117,44 @@ pub struct ClipResult {
     pub starts: Vec<Start>,
     pub labelled: Vec<Outcome>,
     pub false_positives: Vec<Start>,
-    pub frames: u64,
+    pub(crate) frames: u64,
     pub fps: f64,
     pub error: Option<String>,
     /// The flicker check's verdicts on ready regions, per kind.
-    pub flicker: BTreeMap<String, FlickerTally>,
+    pub(crate) flicker: BTreeMap<String, FlickerTally>,
 }
 
 /// Per kind, the flicker check on the clips labelled with that kind: every
 /// veto there held back a real fire or smoke (a delay, or a miss).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct VetoRate {
-    pub judged: u32,
-    pub vetoed: u32,
+pub(crate) struct VetoRate {
+    pub(crate) judged: u32,
+    pub(crate) vetoed: u32,
     /// Of the vetoes, smoke that had only not persisted long enough yet.
-    pub waiting: u32,
-    pub rate: Option<f64>,
+    pub(crate) waiting: u32,
+    pub(crate) rate: Option<f64>,
     /// The rate without the waits: vetoes on what the region looked like.
-    pub rate_on_looks: Option<f64>,
+    pub(crate) rate_on_looks: Option<f64>,
     /// Labelled events of the kind that never started although the check
     /// had vetoed a ready region on their clip.
-    pub missed_after_veto: u32,
+    pub(crate) missed_after_veto: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
-    pub labels: String,
-    pub kinds: BTreeMap<String, KindScore>,
-    pub clips: Vec<ClipResult>,
-    pub frames: u64,
-    pub wall_s: f64,
+    pub(crate) labels: String,
+    pub(crate) kinds: BTreeMap<String, KindScore>,
+    pub(crate) clips: Vec<ClipResult>,
+    pub(crate) frames: u64,
+    pub(crate) wall_s: f64,
     /// Analysed frames per second over all clips.
-    pub fps: f64,
+    pub(crate) fps: f64,
     /// The flicker check's veto rate on true fire and smoke, per kind.
-    pub flicker_on_positives: BTreeMap<String, VetoRate>,
+    pub(crate) flicker_on_positives: BTreeMap<String, VetoRate>,
 }
 
 /// Reads a labels file.
-pub fn load_labels(path: &Path) -> Result<Labels, ReplayError> {
+pub(crate) fn load_labels(path: &Path) -> Result<Labels, ReplayError> {
     let err = |message: String| ReplayError::Labels { file: path.display().to_string(), message };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let de = toml::Deserializer::parse(&text).map_err(|e| err(e.to_string()))?;
@@ -162,7 +162,7 @@ pub fn load_labels(path: &Path) -> Result<Labels, ReplayError> {
 }
 
 /// Merges `overlay` into `base`, table by table; other values replace.
-pub fn merge(base: &mut toml::Table, overlay: toml::Table) {
+pub(crate) fn merge(base: &mut toml::Table, overlay: toml::Table) {
     for (k, v) in overlay {
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
@@ -174,7 +174,7 @@ pub fn merge(base: &mut toml::Table, overlay: toml::Table) {
 }
 
 /// The config for one clip: base + overlay file + lanes on the first camera.
-pub fn clip_config(
+pub(crate) fn clip_config(
     base_text: &str,
     base_file: &Path,
     dir: &Path,
@@ -213,7 +213,7 @@ pub fn clip_config(
 }
 
 /// Scores one clip's starts against its labels, adding to `kinds`.
-pub fn score_clip(
+pub(crate) fn score_clip(
     labels: &[LabelledEvent],
     d: &Defaults,
     starts: &[Start],

@@ -31,13 +31,13 @@ pub struct ClipFrame {
 }
 
 /// Is this path a still image (by extension)?
-pub fn is_still(path: &Path) -> bool {
+pub(crate) fn is_still(path: &Path) -> bool {
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png"))
 }
 
 /// A still image scaled to `width` (aspect kept), as packed RGB.
-pub fn load_still(path: &Path, width: u32) -> Result<ClipFrame, ReplayError> {
+pub(crate) fn load_still(path: &Path, width: u32) -> Result<ClipFrame, ReplayError> {
     let img = image::open(path)
         .map_err(|e| ReplayError::Input { file: path.display().to_string(), message: e.to_string() })?
         .to_rgb8();

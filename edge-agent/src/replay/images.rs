@@ -41,9 +41,9 @@ const MAX_IMAGES: usize = 100_000;
 /// One labelled still.
 #[derive(Debug, Clone)]
 pub struct LabelledImage {
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Boxes of the two kinds, normalised to the image.
-    pub boxes: Vec<(FireKind, BBox)>,
+    pub(crate) boxes: Vec<(FireKind, BBox)>,
 }
 
 /// What to evaluate and how.
@@ -59,13 +59,13 @@ pub struct ImageEvalOptions {
 /// One point of a precision-recall curve.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct CurvePoint {
-    pub threshold: f32,
+    pub(crate) threshold: f32,
     pub tp: usize,
     pub fp: usize,
     #[serde(rename = "fn")]
     pub fn_: usize,
     pub precision: f64,
-    pub recall: f64,
+    pub(crate) recall: f64,
 }
 
 /// An image named in a list, with its score.
@@ -89,31 +89,31 @@ pub struct KindReport {
     pub boxes_found: usize,
     /// Area under the curve's precision over recall (step-wise, from the
     /// highest threshold down).
-    pub average_precision: f64,
+    pub(crate) average_precision: f64,
     pub curve: Vec<CurvePoint>,
     /// Negatives that hit at the threshold, highest score first.
     pub false_positives: Vec<Ranked>,
     /// Positives that did not, highest score first.
-    pub false_negatives: Vec<Ranked>,
+    pub(crate) false_negatives: Vec<Ranked>,
 }
 
 /// The whole report (`report.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageReport {
-    pub set: String,
-    pub model: String,
-    pub format: String,
-    pub input_size: u32,
-    pub analysis_width: u32,
-    pub images: usize,
+    pub(crate) set: String,
+    pub(crate) model: String,
+    pub(crate) format: String,
+    pub(crate) input_size: u32,
+    pub(crate) analysis_width: u32,
+    pub(crate) images: usize,
     /// Images that could not be read (they count as misses), with why.
-    pub unreadable: Vec<String>,
+    pub(crate) unreadable: Vec<String>,
     pub fire: KindReport,
     pub smoke: KindReport,
 }
 
 impl ImageReport {
-    pub fn kind(&self, kind: FireKind) -> &KindReport {
+    pub(crate) fn kind(&self, kind: FireKind) -> &KindReport {
         match kind {
             FireKind::Fire => &self.fire,
             FireKind::Smoke => &self.smoke,

@@ -62,22 +62,22 @@ pub struct ReplayOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayEvent {
     /// Clip time of the frame that produced the message, seconds.
-    pub t: f64,
-    pub kind: &'static str,
+    pub(crate) t: f64,
+    pub(crate) kind: &'static str,
     #[serde(rename = "type")]
-    pub phase: &'static str,
-    pub id: String,
-    pub camera: String,
-    pub zone: Option<String>,
+    pub(crate) phase: &'static str,
+    pub(crate) id: String,
+    pub(crate) camera: String,
+    pub(crate) zone: Option<String>,
     /// Clip time the event started (for a fall: when the person went down).
-    pub started_t: f64,
-    pub ended_t: Option<f64>,
-    pub score: f32,
-    pub peak: f32,
-    pub track_ids: Vec<u64>,
-    pub occupancy: Option<f32>,
+    pub(crate) started_t: f64,
+    pub(crate) ended_t: Option<f64>,
+    pub(crate) score: f32,
+    pub(crate) peak: f32,
+    pub(crate) track_ids: Vec<u64>,
+    pub(crate) occupancy: Option<f32>,
     /// The rule's parameters and the features that fired it.
-    pub rule: serde_json::Value,
+    pub(crate) rule: serde_json::Value,
 }
 
 /// What a replay did.
@@ -91,7 +91,7 @@ pub struct ReplayReport {
     /// Wall-clock seconds taken.
     pub wall_s: f64,
     /// The flicker check's verdicts on ready fire and smoke regions.
-    pub flicker: [crate::analytics::fire::FlickerTally; 2],
+    pub(crate) flicker: [crate::analytics::fire::FlickerTally; 2],
 }
 
 impl ReplayReport {
@@ -282,8 +282,8 @@ url = "file:///replay"
 /// word is a string.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaneSet {
-    pub key: String,
-    pub value: toml::Value,
+    pub(crate) key: String,
+    pub(crate) value: toml::Value,
 }
 
 impl std::str::FromStr for LaneSet {
@@ -308,7 +308,7 @@ impl std::str::FromStr for LaneSet {
 /// Applies `sets` to every lane of every camera in a config table; the
 /// config's own validation then checks the values (naming the lane key).
 /// Returns how many lanes were changed.
-pub fn set_lanes(table: &mut toml::Table, sets: &[LaneSet]) -> usize {
+pub(crate) fn set_lanes(table: &mut toml::Table, sets: &[LaneSet]) -> usize {
     let mut lanes = 0;
     let cameras = table.get_mut("cameras").and_then(toml::Value::as_array_mut);
     for lane in cameras

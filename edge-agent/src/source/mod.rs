@@ -9,12 +9,12 @@
 //!   capped exponential backoff and reporting its status.
 
 pub mod pipeline;
-pub mod probe;
-pub mod slot;
-pub mod supervisor;
+pub(crate) mod probe;
+pub(crate) mod slot;
+pub(crate) mod supervisor;
 
 pub use slot::{Frame, FrameSlot};
-pub use supervisor::{CameraState, CameraStatus};
+pub(crate) use supervisor::{CameraState, CameraStatus};
 
 /// Errors building or running a camera pipeline. Texts are already redacted.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -37,8 +37,6 @@ use crate::redact::redact;
 /// A built, not yet playing, pipeline.
 pub struct CameraPipeline {
     pub pipeline: gst::Pipeline,
-    /// Live sources (RTSP, test) have no end; files do.
-    pub live: bool,
 }
 
 /// Source-level settings shared by every camera.
@@ -49,14 +47,14 @@ pub struct SourceOptions {
 
 /// The most pixels an analysed frame may have (4K UHD). The analysis width
 /// is at most 3840, so only a stream's aspect can push a frame past it.
-pub const MAX_FRAME_PIXELS: u64 = 3840 * 2160;
+pub(crate) const MAX_FRAME_PIXELS: u64 = 3840 * 2160;
 /// The tallest frame analysed, as height over width: a 9:16 portrait
 /// corridor camera is 1.8; 4 leaves room for odd lenses, not for a stream
 /// whose header claims 1:1000.
-pub const MAX_ASPECT: u64 = 4;
+pub(crate) const MAX_ASPECT: u64 = 4;
 
 /// The tallest frame analysed at `width`.
-pub fn max_height(width: u32) -> u32 {
+pub(crate) fn max_height(width: u32) -> u32 {
     let w = u64::from(width.max(1));
     (MAX_FRAME_PIXELS / w).min(w * MAX_ASPECT).min(i32::MAX as u64) as u32
 }
@@ -120,7 +118,6 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build();
     let scheme = camera.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
-    let live = scheme != "file";
     let sink = gst_app::AppSink::builder()
         .caps(&caps)
         .max_buffers(1)
@@ -222,11 +219,11 @@ pub fn build(camera: &Camera, opts: SourceOptions, slot: Arc<FrameSlot>) -> Resu
             })
             .build(),
     );
-    Ok(CameraPipeline { pipeline, live })
+    Ok(CameraPipeline { pipeline })
 }
 
 /// Whether `element` is a video decoder (by its factory's class).
-pub fn is_video_decoder(element: &gst::Element) -> bool {
+pub(crate) fn is_video_decoder(element: &gst::Element) -> bool {
     element.factory().is_some_and(|f| {
         let klass = f.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
         klass.contains("Decoder") && klass.contains("Video")
@@ -250,7 +247,7 @@ pub fn keyframes_only(decoder: &gst::Element) {
 
 /// Links `uridecodebin`'s video pad, once it appears, to `next`'s sink
 /// (audio and other pads are left unlinked).
-pub fn link_decoded_video(decode: &gst::Element, next: &gst::Element) {
+pub(crate) fn link_decoded_video(decode: &gst::Element, next: &gst::Element) {
     let next_weak = next.downgrade();
     decode.connect_pad_added(move |_, pad| {
         let Some(next) = next_weak.upgrade() else { return };
@@ -269,7 +266,7 @@ pub fn link_decoded_video(decode: &gst::Element, next: &gst::Element) {
 }
 
 /// Copies a (possibly row-padded) RGB frame into a packed buffer.
-pub fn copy_rgb(src: &[u8], info: &gst_video::VideoInfo, out: &mut Vec<u8>) -> Option<(u32, u32)> {
+pub(crate) fn copy_rgb(src: &[u8], info: &gst_video::VideoInfo, out: &mut Vec<u8>) -> Option<(u32, u32)> {
     let (w, h) = (info.width(), info.height());
     let stride = *info.stride().first()? as usize;
     let row = w as usize * 3;
@@ -289,7 +286,7 @@ pub fn copy_rgb(src: &[u8], info: &gst_video::VideoInfo, out: &mut Vec<u8>) -> O
 /// A bus error as text a technician can act on: which element (`rtspsrc`,
 /// `filesrc`, `decodebin`), GStreamer's message, and the cause from the
 /// debug text (source-code locations dropped), credentials removed.
-pub fn describe_error(err: &gst::message::Error) -> SourceError {
+pub(crate) fn describe_error(err: &gst::message::Error) -> SourceError {
     let element = err
         .src()
         .map(|s| s.path_string().to_string())

@@ -21,7 +21,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The host and port an `rtsp://` or `rtsps://` URL points at, without the
 /// credentials (they never leave this function).
-pub fn endpoint(url: &str) -> Option<(String, u16)> {
+pub(crate) fn endpoint(url: &str) -> Option<(String, u16)> {
     let (scheme, rest) = url.split_once("://")?;
     let default_port = match scheme.to_ascii_lowercase().as_str() {
         "rtsp" | "rtspt" => 554,
@@ -54,7 +54,7 @@ pub fn endpoint(url: &str) -> Option<(String, u16)> {
 
 /// What is wrong on the way to the camera, or `None` when a TCP connection
 /// opens (then the RTSP exchange itself failed, and `rtspsrc` says why).
-pub fn diagnose(url: &str) -> Option<String> {
+pub(crate) fn diagnose(url: &str) -> Option<String> {
     let (host, port) = endpoint(url)?;
     let unresolved = format!("the host {host} does not resolve: check the camera's address and the box's DNS");
     // Resolve on a helper thread, so a dead DNS server costs this camera's

@@ -37,9 +37,9 @@ struct State {
 
 /// Counters the supervisor and metrics read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SlotStats {
-    pub decoded: u64,
-    pub dropped: u64,
+pub(crate) struct SlotStats {
+    pub(crate) decoded: u64,
+    pub(crate) dropped: u64,
 }
 
 #[derive(Default)]
@@ -56,7 +56,7 @@ impl FrameSlot {
     }
 
     /// A slot that reports each frame's copy time to `timer`.
-    pub fn with_timer(timer: prometheus::Histogram) -> FrameSlot {
+    pub(crate) fn with_timer(timer: prometheus::Histogram) -> FrameSlot {
         FrameSlot { timer: Some(timer), ..FrameSlot::default() }
     }
 
@@ -67,7 +67,7 @@ impl FrameSlot {
     /// Stores a new frame. `fill` writes the pixels into a recycled buffer
     /// and returns the frame's (width, height), or `None` to discard it.
     /// Returns true when an unread frame was dropped to make room.
-    pub fn put(&self, pts: Option<Duration>, fill: impl FnOnce(&mut Vec<u8>) -> Option<(u32, u32)>) -> bool {
+    pub(crate) fn put(&self, pts: Option<Duration>, fill: impl FnOnce(&mut Vec<u8>) -> Option<(u32, u32)>) -> bool {
         let (mut buf, dropped) = {
             let mut s = self.lock();
             match s.latest.take() {
@@ -119,7 +119,7 @@ impl FrameSlot {
     }
 
     /// Returns a frame's buffer for reuse.
-    pub fn recycle(&self, buf: Vec<u8>) {
+    pub(crate) fn recycle(&self, buf: Vec<u8>) {
         let mut s = self.lock();
         if s.spare.len() < 2 {
             s.spare.push(buf);
@@ -127,22 +127,22 @@ impl FrameSlot {
     }
 
     /// Wakes the reader for good (shutdown).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
     }
 
-    pub fn stats(&self) -> SlotStats {
+    pub(crate) fn stats(&self) -> SlotStats {
         let s = self.lock();
         SlotStats { decoded: s.decoded, dropped: s.dropped }
     }
 
     /// When the last frame arrived (monotonic, wall).
-    pub fn last_frame(&self) -> Option<(Instant, SystemTime)> {
+    pub(crate) fn last_frame(&self) -> Option<(Instant, SystemTime)> {
         self.lock().last_frame
     }
 }

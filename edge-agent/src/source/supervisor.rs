@@ -24,7 +24,7 @@ use crate::shutdown::Shutdown;
 /// What the retained camera status topic says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CameraState {
+pub(crate) enum CameraState {
     /// Frames are arriving.
     Streaming,
     /// The stream failed or ended; retrying with backoff.
@@ -36,18 +36,18 @@ pub enum CameraState {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CameraStatus {
-    pub camera: String,
-    pub name: String,
-    pub state: CameraState,
+    pub(crate) camera: String,
+    pub(crate) name: String,
+    pub(crate) state: CameraState,
     /// Decoded frames per second (after the analysis rate limit).
-    pub fps: f64,
+    pub(crate) fps: f64,
     #[serde(with = "crate::vocab::time::rfc3339_opt")]
-    pub last_frame_at: Option<SystemTime>,
+    pub(crate) last_frame_at: Option<SystemTime>,
     /// Credentials already removed.
-    pub last_error: Option<String>,
-    pub reconnects: u64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) reconnects: u64,
     #[serde(with = "crate::vocab::time::rfc3339")]
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
 }
 
 /// Consecutive attempts without a frame before the state reads `failed`.
@@ -55,22 +55,22 @@ const FAILED_AFTER: u32 = 3;
 /// How often a streaming camera refreshes its retained status (fps).
 const REFRESH: Duration = Duration::from_secs(30);
 
-pub struct Supervisor {
-    pub camera: Camera,
-    pub options: SourceOptions,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
+pub(crate) struct Supervisor {
+    pub(crate) camera: Camera,
+    pub(crate) options: SourceOptions,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
     /// A streaming camera with no frame for this long is restarted.
-    pub stall_after: Duration,
-    pub slot: Arc<FrameSlot>,
-    pub shutdown: Shutdown,
-    pub on_status: Box<dyn Fn(CameraStatus) + Send>,
+    pub(crate) stall_after: Duration,
+    pub(crate) slot: Arc<FrameSlot>,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) on_status: Box<dyn Fn(CameraStatus) + Send>,
     /// This thread's sign of life for the service watchdog: it beats while
     /// streaming, while backing off and between attempts, so a supervisor
     /// wedged in a GStreamer call stops the watchdog pings.
-    pub beat: Heartbeat,
+    pub(crate) beat: Heartbeat,
     /// Counts pipelines left behind by [`teardown`].
-    pub abandoned: prometheus::IntCounter,
+    pub(crate) abandoned: prometheus::IntCounter,
 }
 
 /// How long a pipeline may take to stop before it is abandoned.
@@ -129,7 +129,7 @@ struct RunEnd {
 
 impl Supervisor {
     /// Runs until shutdown. Call on a dedicated thread.
-    pub fn run(self) {
+    pub(crate) fn run(self) {
         let span = tracing::info_span!("camera", id = %self.camera.id);
         let _enter = span.enter();
         let mut delay = self.backoff_initial;

@@ -13,11 +13,11 @@ pub struct BBox {
 }
 
 impl BBox {
-    pub fn area(&self) -> f32 {
+    pub(crate) fn area(&self) -> f32 {
         (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
     }
 
-    pub fn iou(&self, o: &BBox) -> f32 {
+    pub(crate) fn iou(&self, o: &BBox) -> f32 {
         let iw = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
         let ih = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
         let inter = iw * ih;
@@ -33,7 +33,7 @@ impl BBox {
 /// A lane polygon, normalised, with its bounding box kept for quick rejects.
 #[derive(Debug, Clone)]
 pub struct Polygon {
-    pub points: Vec<[f32; 2]>,
+    pub(crate) points: Vec<[f32; 2]>,
     min: [f32; 2],
     max: [f32; 2],
 }
@@ -52,7 +52,7 @@ impl Polygon {
         Polygon { points, min, max }
     }
 
-    pub fn contains(&self, x: f32, y: f32) -> bool {
+    pub(crate) fn contains(&self, x: f32, y: f32) -> bool {
         x >= self.min[0]
             && x <= self.max[0]
             && y >= self.min[1]
@@ -63,7 +63,7 @@ impl Polygon {
     /// Fraction of the polygon covered by the union of `boxes`, estimated on
     /// a fixed 24×24 sample grid over the polygon's bounding box. Exact
     /// polygon clipping is not worth it for an evidence number.
-    pub fn coverage(&self, boxes: &[BBox]) -> f32 {
+    pub(crate) fn coverage(&self, boxes: &[BBox]) -> f32 {
         const N: usize = 24;
         let (mut inside, mut covered) = (0u32, 0u32);
         for j in 0..N {

@@ -5,7 +5,7 @@ use serde::Serialize;
 /// The kind of an event: the topic level and the payload's `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     Fall,
     Fire,
     Smoke,
@@ -14,7 +14,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// The topic level and the `kind` field.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             EventKind::Fall => "fall",
             EventKind::Fire => "fire",
@@ -27,7 +27,7 @@ impl EventKind {
 /// Where an event is in its life (the payload's `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Phase {
+pub(crate) enum Phase {
     Start,
     Update,
     End,
@@ -38,7 +38,7 @@ pub enum Phase {
 
 impl Phase {
     /// The payload's `type` and the `phase` label of the events metric.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             Phase::Start => "start",
             Phase::Update => "update",
@@ -51,7 +51,7 @@ impl Phase {
 /// How urgent an event is; ordered, so a config can name a minimum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     Info,
     Warning,
     Critical,

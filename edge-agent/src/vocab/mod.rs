@@ -9,8 +9,8 @@
 mod frame;
 pub mod geometry;
 mod kinds;
-pub mod time;
+pub(crate) mod time;
 
 pub use frame::FrameInput;
 pub use geometry::{point_in_polygon, polygon_area, BBox, Polygon};
-pub use kinds::{EventKind, Phase, Severity};
+pub(crate) use kinds::{EventKind, Phase, Severity};

@@ -18,16 +18,16 @@ use crate::control::{Change, Request, REQUEST_QUEUE};
 
 /// Largest command payload, in bytes. A `set` of a whole lane is under
 /// 1 KiB; anything far larger is a mistake or an attack, refused unread.
-pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_COMMAND_BYTES: usize = 64 * 1024;
 /// Commands waiting for the manager's answer at once (a `reference` waits
 /// for the camera's next frame, which a stalled camera never has).
 const MAX_PENDING: usize = 16;
 /// How long a command waits for the manager's answer before its reply says so.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rate limit of each command topic: a burst of this many…
-pub const RATE_BURST: f64 = 10.0;
+pub(crate) const RATE_BURST: f64 = 10.0;
 /// …then this many per second.
-pub const RATE_PER_S: f64 = 2.0;
+pub(crate) const RATE_PER_S: f64 = 2.0;
 /// Longest `request_id`, in characters.
 const MAX_REQUEST_ID_CHARS: usize = 128;
 /// Longest `event_id`, `camera` and `lane`, in characters.

@@ -49,7 +49,6 @@ mod writes;
 mod delivery_tests;
 
 use commands::Commands;
-pub use commands::{MAX_COMMAND_BYTES, RATE_BURST, RATE_PER_S};
 use connection::{describe, implicates_outgoing, incoming_too_large, COMMANDS_BACKOFF_MAX, COMMANDS_BACKOFF_MIN};
 use packets::{queue_message, queue_rows, Acked, Packets, Suspects, Tag, WINDOW};
 use writes::{Done, Write};
@@ -75,7 +74,7 @@ const REPLY_QUEUE: usize = 64;
 const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
 /// A spooled message that was alone in flight when the connection dropped
 /// this many times is set aside (see [`Suspects`]).
-pub const SET_ASIDE_AFTER: u32 = 5;
+pub(crate) const SET_ASIDE_AFTER: u32 = 5;
 /// How often a spool whose last write failed is retried (one real write).
 const SPOOL_RETRY: Duration = Duration::from_secs(5);
 
@@ -107,7 +106,7 @@ fn read_secret(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, Pub
 
 impl Publisher {
     /// Prepares the connection (it opens in [`Publisher::run`]).
-    pub fn new(config: &Config) -> Result<Publisher, PublisherError> {
+    pub(crate) fn new(config: &Config) -> Result<Publisher, PublisherError> {
         let topics = Topics::new(config);
         let b = &config.broker;
         let mut opts = MqttOptions::new(format!("alleywatch-{}", config.agent_id), &b.host, b.port);
@@ -164,7 +163,7 @@ impl Publisher {
     /// the spool while connected, then (on stop) waits briefly for what is
     /// in flight, marks the agent offline and disconnects. What is not
     /// acknowledged stays in the spool for the next start.
-    pub async fn run(self, outbox: Outbox, requests: mpsc::Sender<Request>, closing: Shutdown) {
+    pub(crate) async fn run(self, outbox: Outbox, requests: mpsc::Sender<Request>, closing: Shutdown) {
         let Publisher { client, eventloop, topics, endpoint, online, offline } = self;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
         let mut s = State::new(client, topics, outbox, done_tx.clone());

@@ -21,7 +21,8 @@ fn seq_survives_reopening_and_messages_drain_in_order() {
         for (i, phase) in [Phase::Start, Phase::Update, Phase::End].into_iter().enumerate() {
             let mut e = event("e1", phase);
             let pushed = spool.push(&mut e, Some(&[7; 100]), &t).unwrap();
-            assert_eq!((pushed.seq, e.seq), (i as u64 + 1, i as u64 + 1));
+            let _ = pushed;
+            assert_eq!(e.seq, i as u64 + 1);
         }
         let first = spool.after(0, 10).unwrap();
         spool.remove(first[0].id).unwrap();
@@ -37,7 +38,8 @@ fn seq_survives_reopening_and_messages_drain_in_order() {
     let payload: serde_json::Value = serde_json::from_slice(&left[1].payload).unwrap();
     assert_eq!((payload["seq"].as_u64(), payload["type"].as_str()), (Some(3), Some("end")));
     let mut e = event("e2", Phase::Start);
-    assert_eq!(spool.push(&mut e, None, &t).unwrap().seq, 4, "never repeats after a restart");
+    spool.push(&mut e, None, &t).unwrap();
+    assert_eq!(e.seq, 4, "never repeats after a restart");
     assert_eq!(spool.depth().unwrap().messages, 3);
 }
 
@@ -119,7 +121,8 @@ fn a_corrupt_file_is_set_aside_and_an_empty_spool_starts() {
     assert!(aside.file_name().unwrap().to_string_lossy().starts_with("spool.sqlite.corrupt-"), "{aside:?}");
     assert_eq!(std::fs::read(&aside).unwrap(), garbage, "the broken file is kept for a post-mortem");
     let mut e = event("e", Phase::Start);
-    assert_eq!(spool.push(&mut e, None, &topics()).unwrap().seq, 1, "an empty, working spool");
+    spool.push(&mut e, None, &topics()).unwrap();
+    assert_eq!(e.seq, 1, "an empty, working spool");
     assert_eq!(spool.depth().unwrap().messages, 1);
     // The metric and the outbox see it.
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());

@@ -376,5 +376,5 @@ mod hostile {
     }
 
     /// Property cases per run (see the notes: the count is reported).
-    pub const CASES: u32 = 256;
+    pub(crate) const CASES: u32 = 256;
 }
