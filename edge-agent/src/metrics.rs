@@ -76,8 +76,16 @@ pub struct Metrics {
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
 
 /// The stages of `alleywatch_stage_seconds`, in data-path order.
-pub(crate) const STAGES: &[&str] =
-    &["decode_to_slot", "preprocess", "inference", "postprocess", "rules", "capture_to_decision", "capture_to_publish"];
+pub(crate) const STAGES: &[&str] = &[
+    "decode_to_slot",
+    "preprocess",
+    "inference",
+    "postprocess",
+    "rules",
+    "snapshot",
+    "capture_to_decision",
+    "capture_to_publish",
+];
 
 impl Metrics {
     pub fn new() -> Metrics {

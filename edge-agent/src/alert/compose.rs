@@ -8,7 +8,7 @@
 //! event's id and start by [`EventKey`], so a start, its updates and its
 //! end share one id, and turns rule time into the wall time payloads carry.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +22,7 @@ use crate::vocab::{EventKind, FrameInput, Phase, Severity};
 
 /// Which open event a draft belongs to: rules with several events at once
 /// key them by lane, by tracked person or by fire region.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum EventKey {
     Lane(String),
     Person(u64),
@@ -64,8 +64,14 @@ pub(crate) struct Composer {
     camera: CameraRef,
     topics: Topics,
     quality: u8,
-    open: HashMap<EventKey, OpenEvent>,
+    /// Ordered, so events that close together close in a stable order
+    /// (lanes by name, then people, then fire regions).
+    open: BTreeMap<EventKey, OpenEvent>,
     metrics: Arc<Metrics>,
+    /// Snapshot encoding, apart from `rules`: a rule's cost and its
+    /// picture's cost are different knobs (the rule's parameters versus
+    /// `alerts.snapshot_quality` and the frame size).
+    snapshot_timer: prometheus::Histogram,
 }
 
 impl Composer {
@@ -76,7 +82,8 @@ impl Composer {
             camera: CameraRef { id: camera.id.clone(), name: camera.name.clone() },
             topics: Topics::new(config),
             quality: config.alerts.snapshot_quality,
-            open: HashMap::new(),
+            open: BTreeMap::new(),
+            snapshot_timer: metrics.stage("snapshot"),
             metrics,
         }
     }
@@ -92,7 +99,9 @@ impl Composer {
         let (now, wall) = (frame.t, frame.wall);
         let (id, started_at) = self.open(d.key, d.phase, wall, now, d.since);
         let ended_at = d.ended.map(|e| wall_time_of(wall, now, e));
+        let encoding = self.snapshot_timer.start_timer();
         let jpeg = snapshot::render(frame.rgb, frame.width, frame.height, self.quality, d.marks);
+        encoding.observe_duration();
         let snapshot_ref = jpeg.as_ref().map(|j| SnapshotRef {
             topic: self.topics.snapshot(d.kind.as_str(), &id),
             content_type: "image/jpeg",

@@ -15,11 +15,10 @@
 //! every stored message, so it never goes back across restarts either, and
 //! a gap a centre sees is a message the agent dropped (and counted).
 //!
-//! Analysis threads call [`Spool::push`] directly (the message is durable
-//! before the frame's analysis returns); the publisher task reads with
-//! [`Spool::after`] on a second connection (WAL: a reader never waits for a
-//! writer's fsync) and deletes with [`Spool::remove_many`] on a blocking
-//! thread. A corrupt file is set aside at open (see [`Spool::open`]).
+//! Analysis threads call [`Spool::push`] (durable before the frame's
+//! analysis returns); the publisher reads with [`Spool::after`] on a second
+//! connection (WAL: readers never wait for a writer's fsync) and deletes
+//! with [`Spool::remove_many`]. A corrupt file is set aside at open.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

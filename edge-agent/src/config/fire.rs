@@ -132,7 +132,7 @@ impl Default for ClassMap {
 }
 
 /// The two kinds the fire path reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FireKind {
     Fire,
@@ -164,9 +164,11 @@ rule_params! {
     /// Region area as a fraction of the frame: at least this…
     min_area: f32, 0, 1;
     /// …and at most this (a frame-filling "fire" is a lighting change).
-    max_area: f32, 0, 1;
+    /// (Checked against `min_area` below, with the message it has always had.)
+    max_area: f32, f32::MIN, f32::MAX;
     /// `start` when at least `k` of the last `n` analysed frames hit.
-    k: u32, 1, 100;
+    /// (`k` and `near_fire_k` are checked against `n` below.)
+    k: u32, 0, u32::MAX;
     n: u32, 1, 100;
     /// `end` after this many seconds without a hit.
     clear_s: f64, 0, 3600;
@@ -175,7 +177,7 @@ rule_params! {
     /// the last `n` frames at `near_fire_min_score`, and no persistence.
     /// Unused for fire.
     near_fire_min_score: f32, 0, 1;
-    near_fire_k: u32, 1, 100;
+    near_fire_k: u32, 0, u32::MAX;
     /// One fire, one event: a candidate this close to an open event (the
     /// gap between their boxes, as a fraction of the frame), or touching
     /// the event's box widened by its own size, is part of that fire. A
@@ -353,13 +355,13 @@ impl Fire {
             let r = self.rule(kind);
             let at = kind.as_str();
             r.validate(&format!("fire.{at}"))?;
-            if r.max_area < r.min_area {
+            if !(r.min_area..=1.0).contains(&r.max_area) {
                 return err(&format!("{at}.max_area"), format!("{} must be between min_area and 1", r.max_area));
             }
-            if r.k > r.n {
+            if r.k == 0 || r.k > r.n {
                 return err(&format!("{at}.k"), format!("{} must be between 1 and n ({})", r.k, r.n));
             }
-            if r.near_fire_k > r.n {
+            if r.near_fire_k == 0 || r.near_fire_k > r.n {
                 return err(
                     &format!("{at}.near_fire_k"),
                     format!("{} must be between 1 and n ({})", r.near_fire_k, r.n),
@@ -458,5 +460,20 @@ classes = { fire = ["flame"], smoke = ["plume"] }"#,
         let f = fire("path = \"x.onnx\"\n[smoke]\nk = 9\nn = 7");
         let (key, msg) = f.validate().unwrap_err();
         assert_eq!((key.as_str(), msg.as_str()), ("fire.smoke.k", "9 must be between 1 and n (7)"));
+    }
+
+    #[test]
+    fn cross_checks_name_the_key_and_the_bound_it_broke() {
+        let cases = [
+            ("[fire]\nk = 0", "fire.fire.k", "0 must be between 1 and n (7)"),
+            ("[smoke]\nnear_fire_k = 0", "fire.smoke.near_fire_k", "0 must be between 1 and n (7)"),
+            ("[fire]\nmax_area = 1.5", "fire.fire.max_area", "1.5 must be between min_area and 1"),
+            ("[fire]\nmin_area = 0.2\nmax_area = 0.1", "fire.fire.max_area", "0.1 must be between min_area and 1"),
+            ("[smoke]\nn = 0", "fire.smoke.n", "0 is outside 1–100"),
+        ];
+        for (toml, want_key, want_msg) in cases {
+            let (key, msg) = fire(&format!("path = \"x.onnx\"\n{toml}")).validate().unwrap_err();
+            assert_eq!((key.as_str(), msg.as_str()), (want_key, want_msg), "{toml}");
+        }
     }
 }
