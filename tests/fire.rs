@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use alleywatch_testkit::{models_dir, project_file};
+use alleywatch_testkit::models_dir;
 use edge_agent::alert::Outbound;
 use edge_agent::camera::{CameraAnalyzer, FrameInput, Models};
 use edge_agent::config::Config;
@@ -238,8 +238,7 @@ fn run(config: &Config, rgb: &[u8], seconds: f64) -> Vec<(f64, Value, usize)> {
 }
 
 fn schema() -> jsonschema::Validator {
-    let file = project_file("deploy/schema/event.schema.json");
-    jsonschema::validator_for(&serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()).unwrap()
+    jsonschema::validator_for(&serde_json::from_str(alleywatch_contract::schema::EVENT).unwrap()).unwrap()
 }
 
 /// A YOLOv8 export whose classes are named `flame` and `smoke` works with

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::http::{Request as HttpRequest, StatusCode};
-use edge_agent::alert::{Ledger, Outbox, Spool, Topics};
+use edge_agent::alert::{topics_of, Ledger, Outbox, Spool};
 use edge_agent::config::Config;
 use edge_agent::control::{Change, Request};
 use edge_agent::http::{auth::Tokens, HttpState, LatestFrame, SECURITY_HEADERS};
@@ -64,8 +64,7 @@ lanes = [{{ name = "lane", polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]], class
         metrics.models_loaded.set(1);
         metrics.mqtt_connected.set(1);
         let spool = Spool::open(&dir.path().join("spool.sqlite"), 1 << 20).unwrap();
-        let outbox =
-            Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), metrics.clone());
+        let outbox = Outbox::new(spool, Ledger::new(&config.alerts, &config.site), topics_of(&config), metrics.clone());
         let frame = Arc::new(LatestFrame::new("Camera 1"));
         frame.store(&[128u8; 8 * 6 * 3], 8, 6, SystemTime::now());
         let frames = Arc::new(Mutex::new([("cam-1".to_string(), frame)].into_iter().collect()));

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::camera::{self, CameraAnalyzer, FrameInput, Models};
 
-use crate::alert::{Ledger, Outbox, Publisher, Spool, Topics};
+use crate::alert::{topics_of, Ledger, Outbox, Publisher, Spool};
 use crate::config::{Camera, Config};
 use crate::control::{Change, Request};
 use crate::http::{Frames, HttpState, LatestFrame};
@@ -149,7 +149,7 @@ pub async fn run(
         );
     }
 
-    let outbox = Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), metrics.clone());
+    let outbox = Outbox::new(spool, Ledger::new(&config.alerts, &config.site), topics_of(&config), metrics.clone());
     outbox.set_snapshot_max_bytes(config.alerts.snapshot_max_kb as usize * 1024);
     let frames: Frames = Default::default();
     let shared = Shared { models, outbox: outbox.clone(), metrics: metrics.clone(), frames: frames.clone() };

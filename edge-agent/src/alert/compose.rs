@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::event::{self, CameraRef, Evidence, Scores, SnapshotRef};
-use super::{snapshot, CloseReason, Event, Outbound, Topics};
+use super::{snapshot, topics_of, CloseReason, Event, Outbound, Topics};
 use crate::config::{Camera, Config, FireKind};
 use crate::draw::Canvas;
 use crate::infer::ModelInfo;
@@ -80,7 +80,7 @@ impl Composer {
             agent: config.agent_id.clone(),
             site: config.site.path(),
             camera: CameraRef { id: camera.id.clone(), name: camera.name.clone() },
-            topics: Topics::new(config),
+            topics: topics_of(config),
             quality: config.alerts.snapshot_quality,
             open: BTreeMap::new(),
             snapshot_timer: metrics.stage("snapshot"),
@@ -104,14 +104,14 @@ impl Composer {
         encoding.observe_duration();
         let snapshot_ref = jpeg.as_ref().map(|j| SnapshotRef {
             topic: self.topics.snapshot(d.kind.as_str(), &id),
-            content_type: "image/jpeg",
+            content_type: "image/jpeg".into(),
             width: frame.width,
             height: frame.height,
             bytes: j.len(),
         });
         let duration_s = ended_at.unwrap_or(wall).duration_since(started_at).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         let event = Event {
-            schema: event::SCHEMA,
+            schema: event::SCHEMA.into(),
             id,
             seq: 0,
             kind: d.kind,

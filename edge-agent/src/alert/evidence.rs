@@ -195,7 +195,7 @@ pub(crate) fn fire(tr: &FireTransition, now: f64, rule: &FireRule, fps: f64, mod
 }
 
 /// A fall event's `evidence.keypoints`: the person's skeleton by keypoint
-/// name, `[x, y, score]` each (see `deploy/schema/event.schema.json`).
+/// name, `[x, y, score]` each (see `contract/schema/event.schema.json`).
 pub(crate) fn keypoints_json(track_id: u64, k: &[Keypoint; 17]) -> serde_json::Value {
     let named: serde_json::Map<String, serde_json::Value> =
         KEYPOINT_NAMES.iter().zip(k.iter()).map(|(n, p)| (n.to_string(), json!([p.x, p.y, p.score]))).collect();
@@ -209,8 +209,7 @@ mod tests {
     /// Fall payloads carry keypoints in the shape the published schema promises.
     #[test]
     fn keypoints_match_the_event_schema() {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/schema/event.schema.json");
-        let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let schema: serde_json::Value = serde_json::from_str(alleywatch_contract::schema::EVENT).unwrap();
         let sub = &schema["properties"]["evidence"]["properties"]["keypoints"];
         let validator = jsonschema::validator_for(sub).unwrap();
         let mut k = [Keypoint::default(); 17];

@@ -201,7 +201,8 @@ impl Ledger {
             ev.phase = Phase::Escalate;
             ev.updated_at = SystemTime::now();
             ev.snapshot = None;
-            ev.centre.escalation = Some(Escalation { level, site, attempt: o.escalations, unacked_s: unacked });
+            ev.centre.escalation =
+                Some(Escalation { level: level.into(), site, attempt: o.escalations, unacked_s: unacked });
             due.push(ev);
         }
         due.sort_by_key(|e| e.started_at);
@@ -309,7 +310,7 @@ mod tests {
         let first = l.due_escalations(t0 + Duration::from_secs(31));
         assert_eq!(first.len(), 1, "info is below the default minimum severity");
         let e = first[0].centre.escalation.as_ref().unwrap();
-        assert_eq!((e.level, e.site.as_str(), e.attempt), ("street", "d/s", 1));
+        assert_eq!((e.level.as_str(), e.site.as_str(), e.attempt), ("street", "d/s", 1));
         assert_eq!(first[0].phase, Phase::Escalate);
         assert!(l.due_escalations(t0 + Duration::from_secs(40)).is_empty(), "once per level");
         let second = l.due_escalations(t0 + Duration::from_secs(61));

@@ -36,7 +36,7 @@ pub use ledger::Ledger;
 pub use outbox::Outbox;
 pub use publisher::{Publisher, PublisherError, MAX_INCOMING_PACKET};
 pub use spool::{Spool, SpoolError};
-pub use topics::Topics;
+pub use topics::{topics_of, Topics};
 
 use crate::source::CameraStatus;
 
@@ -55,12 +55,4 @@ pub enum Outbound {
 }
 
 /// Why the agent ended an event itself (the event's `closed` field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseReason {
-    /// The camera stopped: the agent is shutting down, or the camera was
-    /// removed or restarted by a reload.
-    CameraStopped,
-    /// A reload removed or turned off the rule (lane, falls, fire).
-    RuleRemoved,
-}
+pub use alleywatch_contract::event::CloseReason;

@@ -397,7 +397,7 @@ impl Outbox {
 mod tests {
     use super::*;
     use crate::alert::spool::tests::fail_inserts;
-    use crate::alert::Ledger;
+    use crate::alert::{topics_of, Ledger};
     use crate::vocab::Severity;
 
     fn config() -> crate::config::Config {
@@ -407,7 +407,7 @@ mod tests {
     fn outbox(dir: &std::path::Path) -> Outbox {
         let c = config();
         let spool = Spool::open(&dir.join("s.sqlite"), 1 << 20).unwrap();
-        Outbox::new(spool, Ledger::new(&c.alerts, &c.site), Topics::new(&c), Arc::new(Metrics::new()))
+        Outbox::new(spool, Ledger::new(&c.alerts, &c.site), topics_of(&c), Arc::new(Metrics::new()))
     }
 
     fn event(id: &str, phase: Phase) -> Event {
@@ -447,7 +447,7 @@ mod tests {
             event.seq = seq;
             event.snapshot = (snap > 0).then(|| crate::alert::event::SnapshotRef {
                 topic: "t".into(),
-                content_type: "image/jpeg",
+                content_type: "image/jpeg".into(),
                 width: 1,
                 height: 1,
                 bytes: snap,
@@ -512,7 +512,7 @@ mod tests {
         let mut e = event("e", Phase::Start);
         e.snapshot = Some(crate::alert::event::SnapshotRef {
             topic: "t".into(),
-            content_type: "image/jpeg",
+            content_type: "image/jpeg".into(),
             width: w,
             height: h,
             bytes: jpeg.len(),

@@ -26,15 +26,8 @@ use crate::vocab::BBox;
 use crate::vocab::Phase;
 use crate::vocab::Polygon;
 
-/// What made a lane count as blocked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Cause {
-    /// A tracked detection of one of the lane's classes.
-    Object,
-    /// The class-agnostic cue: the lane differs from its clear reference.
-    Obstruction,
-}
+/// What made a lane count as blocked (the event's `evidence.cause`).
+pub use alleywatch_contract::event::Cause;
 
 /// What the rule reports on a frame where the lane's event changes.
 #[derive(Debug, Clone, PartialEq)]

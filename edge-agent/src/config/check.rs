@@ -16,19 +16,9 @@ pub(super) fn at_least(v: f64, min: f64) -> bool {
 }
 
 /// Topic levels and ids: no MQTT wildcards or separators, nothing that needs
-/// escaping in a URL or a metric label.
-pub(super) fn topic_safe(s: &str) -> Result<(), String> {
-    if s.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if s.len() > 64 {
-        return Err("must be at most 64 characters".into());
-    }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-        return Err(format!("{s:?} contains {c:?}; use letters, digits, '-', '_' or '.'"));
-    }
-    Ok(())
-}
+/// escaping in a URL or a metric label. The contract's rule, so a centre
+/// accepts exactly the ids an agent can have.
+pub(super) use alleywatch_contract::check_level as topic_safe;
 
 pub(super) fn check_url(url: &str) -> Result<(), String> {
     let shown = crate::redact::redact_url(url);

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::{readyz, HttpState};
-use crate::alert::{Ledger, Outbox, Spool, Topics};
+use crate::alert::{topics_of, Ledger, Outbox, Spool};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::vocab::Phase;
@@ -37,7 +37,7 @@ async fn readyz_writes_nothing_and_reports_a_failed_write() {
     let metrics = Arc::new(Metrics::new());
     metrics.models_loaded.set(1);
     let spool = Spool::open(&path, 1 << 20).unwrap();
-    let outbox = Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), metrics.clone());
+    let outbox = Outbox::new(spool, Ledger::new(&config.alerts, &config.site), topics_of(&config), metrics.clone());
     let (_config_tx, config_rx) = tokio::sync::watch::channel(Arc::new(config));
     let (requests, _requests_rx) = tokio::sync::mpsc::channel(1);
     let state = HttpState {

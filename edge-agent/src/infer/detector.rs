@@ -19,15 +19,8 @@ use super::run::{Input, ModelRun};
 use super::{runtime, Detection, InferError};
 use crate::config::{self, ModelFormat};
 
-/// What events say about the model that produced them.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ModelInfo {
-    /// File stem, e.g. `nanodet`.
-    pub name: String,
-    /// First 12 hex digits of the file's sha256: the version that matters.
-    pub(crate) version: String,
-    pub(crate) format: String,
-}
+/// Which model saw an event (name, hash prefix, format): the contract's type.
+pub use alleywatch_contract::event::ModelInfo;
 
 pub struct Detector {
     sessions: Batcher<Slot, Job>,

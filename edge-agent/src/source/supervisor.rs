@@ -21,34 +21,8 @@ use crate::config::Camera;
 use crate::service::Heartbeat;
 use crate::shutdown::Shutdown;
 
-/// What the retained camera status topic says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum CameraState {
-    /// Frames are arriving.
-    Streaming,
-    /// The stream failed or ended; retrying with backoff.
-    Reconnecting,
-    /// Several attempts in a row produced no frame. Still retrying, at the
-    /// capped delay, but an operator should look.
-    Failed,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CameraStatus {
-    pub(crate) camera: String,
-    pub(crate) name: String,
-    pub(crate) state: CameraState,
-    /// Decoded frames per second (after the analysis rate limit).
-    pub(crate) fps: f64,
-    #[serde(with = "crate::vocab::time::rfc3339_opt")]
-    pub(crate) last_frame_at: Option<SystemTime>,
-    /// Credentials already removed.
-    pub(crate) last_error: Option<String>,
-    pub(crate) reconnects: u64,
-    #[serde(with = "crate::vocab::time::rfc3339")]
-    pub(crate) at: SystemTime,
-}
+/// The retained camera status: the contract's types, which a centre reads back.
+pub use alleywatch_contract::status::{CameraState, CameraStatus};
 
 /// Consecutive attempts without a frame before the state reads `failed`.
 const FAILED_AFTER: u32 = 3;

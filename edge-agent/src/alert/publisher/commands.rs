@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{json, Value};
+use alleywatch_contract::reply::Reply;
+use serde_json::Value;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -289,15 +290,16 @@ fn change_of(command: &str, body: &Value) -> Result<(String, Change), String> {
 /// Echoed fields are strings within their limits, or null.
 fn reply_body(command: &str, body: &Value, result: Result<(), String>) -> Value {
     let echo = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| s.chars().count() <= max_chars(k));
-    json!({
-        "command": command,
-        "request_id": echo("request_id"),
-        "event_id": echo("event_id"),
-        "by": echo("by"),
-        "ok": result.is_ok(),
-        "error": result.err(),
-        "at": crate::vocab::time::rfc3339::format(&SystemTime::now()),
-    })
+    let reply = Reply {
+        command: command.into(),
+        request_id: echo("request_id").map(Into::into),
+        event_id: echo("event_id").map(Into::into),
+        by: echo("by").map(Into::into),
+        ok: result.is_ok(),
+        error: result.err(),
+        at: SystemTime::now(),
+    };
+    serde_json::to_value(reply).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

@@ -27,15 +27,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
+use alleywatch_contract::status::{AgentState, AgentStatus};
 use rumqttc::{
     AsyncClient, ConnectionError, Event as MqttEvent, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
     Transport,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::outbox::{Outbox, Unspooled};
-use super::Topics;
+use super::{topics_of, Topics};
 use crate::config::Config;
 use crate::control::Request;
 use crate::shutdown::Shutdown;
@@ -107,7 +108,7 @@ fn read_secret(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, Pub
 impl Publisher {
     /// Prepares the connection (it opens in [`Publisher::run`]).
     pub(crate) fn new(config: &Config) -> Result<Publisher, PublisherError> {
-        let topics = Topics::new(config);
+        let topics = topics_of(config);
         let b = &config.broker;
         let mut opts = MqttOptions::new(format!("alleywatch-{}", config.agent_id), &b.host, b.port);
         opts.set_keep_alive(Duration::from_secs(b.keep_alive_s));
@@ -118,7 +119,7 @@ impl Publisher {
         // Incoming: see MAX_INCOMING_PACKET (commands are refused above
         // MAX_COMMAND_BYTES).
         opts.set_max_packet_size(MAX_INCOMING_PACKET, 8 << 20);
-        let offline = agent_status(config, "offline");
+        let offline = agent_status(config, AgentState::Offline);
         opts.set_last_will(LastWill::new(topics.agent_status(), offline.clone(), QoS::AtLeastOnce, true));
         let password = match (&b.password, &b.password_file) {
             (Some(p), _) => Some(p.clone()),
@@ -154,7 +155,7 @@ impl Publisher {
             eventloop,
             topics,
             endpoint: format!("{}:{}", b.host, b.port),
-            online: agent_status(config, "online"),
+            online: agent_status(config, AgentState::Online),
             offline,
         })
     }
@@ -535,7 +536,7 @@ impl State {
         let due = self.outbox.ledger().due_escalations(Instant::now());
         for ev in &due {
             let e = ev.centre.escalation.as_ref();
-            tracing::warn!(id = %ev.id, level = e.map(|e| e.level).unwrap_or(""), "escalating an unacknowledged event");
+            tracing::warn!(id = %ev.id, level = e.map(|e| e.level.as_str()).unwrap_or(""), "escalating an unacknowledged event");
         }
         if !due.is_empty() {
             // Spooled (an fsync) on the blocking thread, not here.
@@ -562,15 +563,14 @@ fn now_ms() -> i64 {
 }
 
 /// The retained agent status payload.
-fn agent_status(config: &Config, state: &str) -> Vec<u8> {
-    json!({
-        "state": state,
-        "agent": config.agent_id,
-        "site": config.site.path(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "cameras": config.cameras.iter().map(|c| &c.id).collect::<Vec<_>>(),
-        "at": crate::vocab::time::rfc3339::format(&SystemTime::now()),
-    })
-    .to_string()
-    .into_bytes()
+fn agent_status(config: &Config, state: AgentState) -> Vec<u8> {
+    let status = AgentStatus {
+        state,
+        agent: config.agent_id.clone(),
+        site: config.site.path(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        cameras: config.cameras.iter().map(|c| c.id.clone()).collect(),
+        at: SystemTime::now(),
+    };
+    serde_json::to_vec(&status).unwrap_or_default()
 }

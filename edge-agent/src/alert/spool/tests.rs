@@ -1,10 +1,11 @@
 //! Unit tests of `alert::spool`.
 
 use super::*;
+use crate::alert::topics_of;
 use crate::vocab::Severity;
 
 fn topics() -> Topics {
-    Topics::new(&crate::config::minimal())
+    topics_of(&crate::config::minimal())
 }
 
 fn event(id: &str, phase: Phase) -> Event {

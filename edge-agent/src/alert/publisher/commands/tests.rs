@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
+use serde_json::json;
 
 use super::super::*;
 use super::*;
-use crate::alert::{Ledger, Spool};
+use crate::alert::{topics_of, Ledger, Spool};
 use crate::metrics::Metrics;
 
 const BASE: &str = "alleywatch/d/s/c/a";
@@ -26,9 +27,9 @@ fn state(file: &Path) -> State {
     std::fs::create_dir_all(config.spool.path.parent().unwrap()).unwrap();
     let spool = Spool::open(&config.spool.path, config.spool.max_bytes()).unwrap();
     let outbox =
-        Outbox::new(spool, Ledger::new(&config.alerts, &config.site), Topics::new(&config), Arc::new(Metrics::new()));
+        Outbox::new(spool, Ledger::new(&config.alerts, &config.site), topics_of(&config), Arc::new(Metrics::new()));
     let (client, _eventloop) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), 8);
-    State::new(client, Topics::new(&config), outbox, mpsc::unbounded_channel().0)
+    State::new(client, topics_of(&config), outbox, mpsc::unbounded_channel().0)
 }
 
 struct Door {
