@@ -67,6 +67,17 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// The payload's `severity`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +99,8 @@ mod tests {
         assert!(Severity::Critical > Severity::Warning && Severity::Warning > Severity::Info);
         assert_eq!(serde_json::from_str::<Severity>("\"critical\"").unwrap(), Severity::Critical);
         assert!(serde_json::from_str::<Severity>("\"urgent\"").is_err());
+        for s in [Severity::Info, Severity::Warning, Severity::Critical] {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+        }
     }
 }

@@ -68,6 +68,16 @@ pub enum CameraState {
     Failed,
 }
 
+impl CameraState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CameraState::Streaming => "streaming",
+            CameraState::Reconnecting => "reconnecting",
+            CameraState::Failed => "failed",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,13 +2,7 @@
 //! `validate` returns a [`Check`], the key path and message of its first
 //! problem, which [`super::Config::parse`] then locates in the file.
 
-/// `Err((key path, message))` of the first problem found.
-pub(super) type Check = Result<(), (String, String)>;
-
-/// The first problem: `key` (a dotted path) and what is wrong with it.
-pub(super) fn fail(key: &str, message: impl Into<String>) -> Check {
-    Err((key.to_string(), message.into()))
-}
+pub(super) use alleywatch_tomlconfig::{fail, Check};
 
 /// `v >= min`, and not NaN or infinite (TOML allows both).
 pub(super) fn at_least(v: f64, min: f64) -> bool {

@@ -30,7 +30,6 @@ mod detector;
 mod falls;
 mod fire;
 mod http;
-mod locate;
 mod obstruction;
 pub mod overlay;
 mod params;
@@ -51,7 +50,6 @@ pub use session::{ModelSession, Precision, Provider};
 pub(crate) use site::Site;
 
 use check::{fail, topic_safe, Check};
-use locate::{first_line, line_of, locate};
 
 /// `alerts.snapshot_max_kb` when unset: a snapshot a phone loads quickly.
 pub(crate) const DEFAULT_SNAPSHOT_MAX_KIB: u32 = 512;
@@ -112,20 +110,9 @@ pub struct Config {
     pub cameras: Vec<Camera>,
 }
 
-/// A configuration error, located in the file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: cannot read config: {source}", file.display())]
-    Read { file: PathBuf, source: std::io::Error },
-    #[error("{}{}: {key}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
-    Invalid {
-        file: PathBuf,
-        line: Option<usize>,
-        /// Dotted key path, e.g. `cameras[0].lanes[1].dwell_s`.
-        key: String,
-        message: String,
-    },
-}
+/// A configuration error, located in the file (the same kind of message
+/// as the centre's).
+pub use alleywatch_tomlconfig::ConfigError;
 
 impl Config {
     /// Reads, parses and validates a config file. Relative paths inside it
@@ -147,29 +134,7 @@ impl Config {
 
     /// Parses and validates config text; `file` is only used in messages.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let invalid = |key: String, message: String, line: Option<usize>| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            line,
-            key,
-            message,
-        };
-        let de = toml::Deserializer::parse(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            invalid("(syntax)".into(), first_line(e.message()), line)
-        })?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner.span().map(|s| line_of(text, s.start));
-            // `?` is serde_path_to_error's "unknown position"; the root.
-            let key = if key == "." || key == "?" { "(top level)".into() } else { key };
-            invalid(key, first_line(inner.message()), line)
-        })?;
-        if let Err((key, message)) = config.validate() {
-            let line = locate(text, &key);
-            return Err(invalid(key, message, line));
-        }
-        Ok(config)
+        alleywatch_tomlconfig::parse(text, file, Config::validate)
     }
 
     fn resolve_paths(&mut self, base: &Path) {

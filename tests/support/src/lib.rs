@@ -1,5 +1,5 @@
-//! The harness of edge-agent's integration tests (`tests/*.rs`), written
-//! once: the agent process ([`Agent`]), a subscriber playing the command
+//! The harness of the integration tests (`tests/*.rs`), written once: the
+//! agent process ([`Agent`]), the centre process ([`Centre`]), a subscriber playing the command
 //! centre ([`Sub`]), HTTP on loopback ([`http`]), the project's files
 //! ([`clip`], [`detector`], [`model`], [`project_file`]), the event schema,
 //! and time ([`serial`], [`wait_until`]).
@@ -8,6 +8,7 @@
 //! `alleywatch-devkit` (`RtspServer`, `Mosquitto`), as for the demo.
 
 pub mod agent;
+pub mod centre;
 pub mod files;
 pub mod http;
 pub mod mqtt;
@@ -15,6 +16,7 @@ pub mod schema;
 pub mod wait;
 
 pub use agent::{agent_bin, lane_camera, write_config, Agent, Launch, BASE};
+pub use centre::{centre_bin, write_centre_config, Centre};
 pub use files::{clip, detector, model, models_dir, project_file};
 pub use mqtt::{camera_is, is_event, Msg, Sub};
 pub use schema::{assert_valid, event_schema};

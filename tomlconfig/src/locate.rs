@@ -1,18 +1,18 @@
 //! Pointing at the line: where in the TOML text a parse error or a key path
 //! that failed validation sits.
 
-pub(super) fn first_line(s: &str) -> String {
+pub(crate) fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }
 
 /// 1-based line of a byte offset.
-pub(super) fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
 /// Finds the line of a key path such as `cameras[1].lanes[0].dwell_s` in the
 /// original text, so semantic errors point at the line too.
-pub(super) fn locate(text: &str, key: &str) -> Option<usize> {
+pub(crate) fn locate(text: &str, key: &str) -> Option<usize> {
     // toml_edit is stricter than the parser that accepted the file (an
     // integer past i64, say); then find the line by reading the text.
     let Ok(doc) = toml_edit::Document::parse(text) else { return locate_in_lines(text, key) };
@@ -38,7 +38,7 @@ pub(super) fn locate(text: &str, key: &str) -> Option<usize> {
 
 /// The line of `key` found by reading lines: `leaf = …` under the table
 /// header of its parent (`[falls]`, `[[cameras]]`), else that header.
-pub(super) fn locate_in_lines(text: &str, key: &str) -> Option<usize> {
+pub(crate) fn locate_in_lines(text: &str, key: &str) -> Option<usize> {
     let names: Vec<&str> = key.split('.').map(|seg| seg.split('[').next().unwrap_or(seg)).collect();
     let (leaf, parent) = names.split_last()?;
     let mut table: Vec<&str> = Vec::new();

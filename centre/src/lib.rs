@@ -1,0 +1,116 @@
+//! alleywatch's command centre: receives what the edge agents publish
+//! under its part of the site tree and keeps it, so that the district's
+//! loop (assess, dispatch, supervise, handle, feed back) can run on it.
+//!
+//! The data path, in module order:
+//!
+//! - [`ingest`]: the persistent MQTT session and the writer behind it;
+//!   [`ingest::message`] reads one message against the contract;
+//! - [`store`]: the database (one schema for SQLite and PostgreSQL,
+//!   versioned migrations) and the content-addressed snapshot files;
+//! - [`http`]: health, readiness and metrics;
+//!
+//! beside them [`config`] (the TOML file) and [`metrics`].
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod store;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use config::Config;
+use metrics::Metrics;
+use store::Store;
+
+/// What `/readyz` reports: set by the ingest task as it goes.
+#[derive(Debug, Default)]
+pub struct Health {
+    connected: AtomicBool,
+    db_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+    }
+
+    pub fn set_db(&self, error: Option<String>) {
+        if let Ok(mut e) = self.db_error.lock() {
+            *e = error;
+        }
+    }
+
+    /// Why the centre is not ready, or `None` when it is.
+    pub fn not_ready(&self) -> Option<String> {
+        if let Some(e) = self.db_error.lock().ok().and_then(|e| e.clone()) {
+            return Some(format!("database: {e}"));
+        }
+        if !self.connected.load(Ordering::Relaxed) {
+            return Some("not subscribed to the broker".into());
+        }
+        None
+    }
+}
+
+/// How often retention and the gap count run.
+const HOUSEKEEPING: Duration = Duration::from_secs(15);
+
+/// Runs the centre until `shutdown` turns true: ingest, housekeeping and
+/// the HTTP port on `listener`.
+pub async fn run(
+    config: Arc<Config>,
+    store: Store,
+    listener: tokio::net::TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let app = http::router(metrics.clone(), health.clone());
+    let mut http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                while http_shutdown.changed().await.is_ok() {
+                    if *http_shutdown.borrow() {
+                        break;
+                    }
+                }
+            })
+            .await
+    });
+    let keeper = tokio::spawn(housekeeping(config.clone(), store.clone(), metrics.clone(), shutdown.clone()));
+    ingest::run(config, store, metrics, health, shutdown).await;
+    keeper.abort();
+    server.await??;
+    Ok(())
+}
+
+/// Snapshot retention and the gap gauge, every [`HOUSEKEEPING`].
+async fn housekeeping(config: Arc<Config>, store: Store, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+    let max_age_ms = i64::from(config.snapshots.retention_days) * 86_400_000;
+    let max_bytes = (config.snapshots.max_total_mib as i64).saturating_mul(1 << 20);
+    loop {
+        match store.gaps().await {
+            Ok(gaps) => metrics.seq_missing.set(gaps.iter().map(|g| g.last - g.first + 1).sum()),
+            Err(e) => tracing::warn!("cannot count gaps: {e}"),
+        }
+        match store.prune_snapshots(SystemTime::now(), max_age_ms, max_bytes).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics.snapshots_pruned.inc_by(n as u64);
+                tracing::info!("retention removed {n} snapshot(s)");
+            }
+            Err(e) => tracing::warn!("snapshot retention: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HOUSEKEEPING) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

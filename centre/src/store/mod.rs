@@ -1,0 +1,460 @@
+//! Everything the centre keeps: what the agents sent (event messages,
+//! snapshots, statuses, replies) and, in later migrations, what people did
+//! about it. [`Store::write`] takes a batch of ingested messages in one
+//! transaction, so the ingest task acknowledges them to the broker only
+//! once they are safe; the read side answers the console's and the tests'
+//! questions (the board, an alert's messages in `seq` order, gaps).
+//!
+//! - [`db`]: the database, SQL both backends share;
+//! - [`migrations`]: the versioned schema;
+//! - [`snapshots`]: the JPEG files, content-addressed.
+
+pub mod db;
+mod migrations;
+pub mod snapshots;
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alleywatch_contract::status::CameraState;
+use alleywatch_contract::Phase;
+
+use crate::config::{Config, DatabaseUrl};
+use crate::ingest::message::Ingested;
+use db::{Db, Row, Stmt, Value};
+use snapshots::SnapshotFiles;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database connection poisoned by an earlier panic")]
+    Poisoned,
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("migration {version} ({name}) failed: {message}")]
+    Migration { version: i64, name: &'static str, message: String },
+}
+
+/// The centre's database and snapshot files.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    files: SnapshotFiles,
+}
+
+/// What one [`Store::write`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Event messages whose `(id, seq)` was stored already.
+    pub duplicates: usize,
+}
+
+/// One alert as the board lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRow {
+    pub id: String,
+    pub site: String,
+    pub agent: String,
+    pub camera: String,
+    pub camera_name: String,
+    pub kind: String,
+    pub zone: Option<String>,
+    pub severity: String,
+    pub phase: String,
+    pub last_seq: i64,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub escalated_to: Option<String>,
+}
+
+/// Event messages an agent sent that never arrived: `seq` from `first` to
+/// `last`, both included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub site: String,
+    pub agent: String,
+    pub first: i64,
+    pub last: i64,
+}
+
+/// A snapshot of an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRow {
+    pub sha256: String,
+    pub bytes: i64,
+    pub received_at_ms: i64,
+}
+
+/// A camera's latest status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraRow {
+    pub site: String,
+    pub agent: String,
+    pub camera: String,
+    pub state: String,
+    pub reconnects: i64,
+    pub failing_since_ms: Option<i64>,
+}
+
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens the configured database, brings its schema up to date and
+    /// opens the snapshot folder.
+    pub async fn open(config: &Config) -> Result<Store, StoreError> {
+        let db = match config.database_url() {
+            DatabaseUrl::Sqlite(path) => Db::open_sqlite(&path).await?,
+        };
+        migrations::run(&db).await?;
+        let files = SnapshotFiles::open(&config.snapshots.dir)?;
+        Ok(Store { db, files })
+    }
+
+    pub fn files(&self) -> &SnapshotFiles {
+        &self.files
+    }
+
+    /// Stores a batch in one transaction. Snapshot files are written first
+    /// (a file without its row is harmless and found again by its hash; a
+    /// row without its file would not be).
+    pub async fn write(&self, batch: &[Ingested], received_at: SystemTime) -> Result<Written, StoreError> {
+        let now = millis(received_at);
+        let files = self.files.clone();
+        let jpegs: Vec<Vec<u8>> = batch
+            .iter()
+            .filter_map(|m| match m {
+                Ingested::Snapshot { jpeg, .. } => Some(jpeg.clone()),
+                _ => None,
+            })
+            .collect();
+        let hashes =
+            tokio::task::spawn_blocking(move || jpegs.iter().map(|j| files.put(j)).collect::<Result<Vec<_>, _>>())
+                .await
+                .map_err(|e| StoreError::Open(format!("snapshot task: {e}")))??;
+        let mut hashes = hashes.into_iter();
+        let mut stmts = Vec::with_capacity(batch.len() * 2);
+        // Index in `stmts` of each event message's insert, to count duplicates.
+        let mut message_inserts = Vec::new();
+        for m in batch {
+            match m {
+                Ingested::Event { origin, event, raw } => {
+                    let site = origin.site();
+                    message_inserts.push(stmts.len());
+                    stmts.push(Stmt::new(
+                        "INSERT INTO event_messages (id, seq, site, agent, kind, phase, received_at, payload)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id, seq) DO NOTHING",
+                        vec![
+                            event.id.as_str().into(),
+                            (event.seq as i64).into(),
+                            site.as_str().into(),
+                            origin.agent.as_str().into(),
+                            event.kind.as_str().into(),
+                            event.phase.as_str().into(),
+                            now.into(),
+                            raw.as_str().into(),
+                        ],
+                    ));
+                    // An escalation is not a step of the event's own life:
+                    // it marks the alert and leaves its phase alone.
+                    let phase = if event.phase == Phase::Escalate { Phase::Update } else { event.phase };
+                    let escalated = event.centre.escalation.as_ref().map(|e| e.level.clone());
+                    stmts.push(Stmt::new(
+                        "INSERT INTO alerts (id, site, district, street, community, agent, camera, camera_name, kind,
+                             zone, severity, severity_rank, phase, last_seq, started_at, updated_at, ended_at,
+                             peak_score, escalated_to, first_received_at, last_received_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                             $19, $20, $20)
+                         ON CONFLICT (id) DO UPDATE SET
+                             camera_name = excluded.camera_name, zone = excluded.zone,
+                             severity = excluded.severity, severity_rank = excluded.severity_rank,
+                             phase = CASE WHEN $21 = 1 THEN alerts.phase ELSE excluded.phase END,
+                             last_seq = excluded.last_seq, updated_at = excluded.updated_at,
+                             ended_at = excluded.ended_at, peak_score = excluded.peak_score,
+                             escalated_to = COALESCE(excluded.escalated_to, alerts.escalated_to),
+                             last_received_at = excluded.last_received_at
+                         WHERE alerts.last_seq < excluded.last_seq",
+                        vec![
+                            event.id.as_str().into(),
+                            site.as_str().into(),
+                            origin.district.as_str().into(),
+                            origin.street.as_str().into(),
+                            origin.community.as_str().into(),
+                            origin.agent.as_str().into(),
+                            event.camera.id.as_str().into(),
+                            event.camera.name.as_str().into(),
+                            event.kind.as_str().into(),
+                            event.zone.clone().into(),
+                            event.severity.as_str().into(),
+                            (event.severity as i64).into(),
+                            phase.as_str().into(),
+                            (event.seq as i64).into(),
+                            millis(event.started_at).into(),
+                            millis(event.updated_at).into(),
+                            event.ended_at.map(millis).into(),
+                            f64::from(event.score.peak).into(),
+                            escalated.into(),
+                            now.into(),
+                            i64::from(event.phase == Phase::Escalate).into(),
+                        ],
+                    ));
+                }
+                Ingested::Snapshot { origin, event_id, jpeg } => {
+                    let sha = hashes.next().expect("one hash per snapshot");
+                    stmts.push(Stmt::new(
+                        "INSERT INTO snapshots (event_id, sha256, site, agent, bytes, received_at)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id, sha256) DO NOTHING",
+                        vec![
+                            event_id.as_str().into(),
+                            sha.into(),
+                            origin.site().into(),
+                            origin.agent.as_str().into(),
+                            (jpeg.len() as i64).into(),
+                            now.into(),
+                        ],
+                    ));
+                }
+                Ingested::AgentStatus { origin, status, raw } => stmts.push(Stmt::new(
+                    "INSERT INTO agents (site, agent, state, version, status_at, received_at, payload)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (site, agent) DO UPDATE SET state = excluded.state, version = excluded.version,
+                         status_at = excluded.status_at, received_at = excluded.received_at, payload = excluded.payload
+                     WHERE agents.status_at <= excluded.status_at",
+                    vec![
+                        origin.site().into(),
+                        origin.agent.as_str().into(),
+                        status.state.as_str().into(),
+                        status.version.as_str().into(),
+                        millis(status.at).into(),
+                        now.into(),
+                        raw.as_str().into(),
+                    ],
+                )),
+                Ingested::CameraStatus { origin, status } => {
+                    let state = status.state.as_str();
+                    let at = millis(status.at);
+                    let failing_since = if status.state == CameraState::Failed { Some(at) } else { None };
+                    stmts.push(Stmt::new(
+                        "INSERT INTO cameras (site, agent, camera, name, state, fps, last_frame_at, last_error,
+                             reconnects, status_at, failing_since, received_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                         ON CONFLICT (site, agent, camera) DO UPDATE SET name = excluded.name,
+                             state = excluded.state, fps = excluded.fps, last_frame_at = excluded.last_frame_at,
+                             last_error = excluded.last_error, reconnects = excluded.reconnects,
+                             status_at = excluded.status_at, received_at = excluded.received_at,
+                             failing_since = CASE WHEN excluded.state = 'failed'
+                                 THEN COALESCE(cameras.failing_since, excluded.failing_since) ELSE NULL END
+                         WHERE cameras.status_at <= excluded.status_at",
+                        vec![
+                            origin.site().into(),
+                            origin.agent.as_str().into(),
+                            status.camera.as_str().into(),
+                            status.name.as_str().into(),
+                            state.into(),
+                            status.fps.into(),
+                            status.last_frame_at.map(millis).into(),
+                            status.last_error.clone().into(),
+                            (status.reconnects.min(i64::MAX as u64) as i64).into(),
+                            at.into(),
+                            failing_since.into(),
+                            now.into(),
+                        ],
+                    ));
+                }
+                Ingested::Reply { origin, reply } => stmts.push(Stmt::new(
+                    "INSERT INTO replies (id, site, agent, command, request_id, event_id, by_whom, ok, error, at,
+                         received_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    vec![
+                        uuid::Uuid::new_v4().to_string().into(),
+                        origin.site().into(),
+                        origin.agent.as_str().into(),
+                        reply.command.as_str().into(),
+                        reply.request_id.clone().into(),
+                        reply.event_id.clone().into(),
+                        reply.by.clone().into(),
+                        i64::from(reply.ok).into(),
+                        reply.error.clone().into(),
+                        millis(reply.at).into(),
+                        now.into(),
+                    ],
+                )),
+            }
+        }
+        let changed = self.db.batch(stmts).await?;
+        let duplicates = message_inserts.iter().filter(|&&i| changed[i] == 0).count();
+        Ok(Written { duplicates })
+    }
+
+    /// Every alert, most severe first, then newest first.
+    pub async fn alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT id, site, agent, camera, camera_name, kind, zone, severity, phase, last_seq, started_at,
+                     ended_at, escalated_to
+                 FROM alerts ORDER BY severity_rank DESC, started_at DESC",
+                vec![],
+            )
+            .await?;
+        Ok(rows.into_iter().map(alert_row).collect())
+    }
+
+    /// One alert's event messages in `seq` order: `(seq, phase, payload)`.
+    pub async fn messages(&self, id: &str) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let rows = self
+            .db
+            .query("SELECT seq, phase, payload FROM event_messages WHERE id = $1 ORDER BY seq", vec![id.into()])
+            .await?;
+        Ok(rows.into_iter().map(|r| (r[0].int().unwrap_or(0), text(&r[1]), text(&r[2]))).collect())
+    }
+
+    pub async fn snapshots(&self, event_id: &str) -> Result<Vec<SnapshotRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT sha256, bytes, received_at FROM snapshots WHERE event_id = $1 ORDER BY received_at, sha256",
+                vec![event_id.into()],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SnapshotRow {
+                sha256: text(&r[0]),
+                bytes: r[1].int().unwrap_or(0),
+                received_at_ms: r[2].int().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    pub async fn cameras(&self) -> Result<Vec<CameraRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT site, agent, camera, state, reconnects, failing_since FROM cameras ORDER BY site, agent, camera",
+                vec![],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CameraRow {
+                site: text(&r[0]),
+                agent: text(&r[1]),
+                camera: text(&r[2]),
+                state: text(&r[3]),
+                reconnects: r[4].int().unwrap_or(0),
+                failing_since_ms: r[5].int(),
+            })
+            .collect())
+    }
+
+    /// The agents' latest statuses: `(site, agent, state, version)`.
+    pub async fn agents(&self) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        let rows = self.db.query("SELECT site, agent, state, version FROM agents ORDER BY site, agent", vec![]).await?;
+        Ok(rows.into_iter().map(|r| (text(&r[0]), text(&r[1]), text(&r[2]), text(&r[3]))).collect())
+    }
+
+    /// Every run of missing `seq` between two messages an agent's events
+    /// did arrive with. Computed from what is stored, so a late message
+    /// that fills a gap closes it.
+    pub async fn gaps(&self) -> Result<Vec<Gap>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT m.site, m.agent, m.seq + 1,
+                     (SELECT MIN(n.seq) FROM event_messages n
+                      WHERE n.site = m.site AND n.agent = m.agent AND n.seq > m.seq) - 1
+                 FROM event_messages m
+                 WHERE NOT EXISTS (SELECT 1 FROM event_messages n
+                                   WHERE n.site = m.site AND n.agent = m.agent AND n.seq = m.seq + 1)
+                   AND EXISTS (SELECT 1 FROM event_messages n
+                               WHERE n.site = m.site AND n.agent = m.agent AND n.seq > m.seq)
+                 ORDER BY m.site, m.agent, m.seq",
+                vec![],
+            )
+            .await?;
+        let mut gaps: Vec<Gap> = rows
+            .into_iter()
+            .map(|r| Gap {
+                site: text(&r[0]),
+                agent: text(&r[1]),
+                first: r[2].int().unwrap_or(0),
+                last: r[3].int().unwrap_or(0),
+            })
+            .collect();
+        // Two ids may share a seq (an agent whose spool was reset): one gap.
+        gaps.dedup();
+        Ok(gaps)
+    }
+
+    /// Applies the snapshot retention: deletes what is older than
+    /// `max_age_ms` and, past `max_total_bytes`, the oldest until under.
+    /// Returns how many files went.
+    pub async fn prune_snapshots(
+        &self,
+        now: SystemTime,
+        max_age_ms: i64,
+        max_total_bytes: i64,
+    ) -> Result<usize, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT sha256, MAX(received_at), MAX(bytes) FROM snapshots GROUP BY sha256
+                 ORDER BY MAX(received_at) DESC, sha256",
+                vec![],
+            )
+            .await?;
+        let cutoff = millis(now) - max_age_ms;
+        let mut total = 0i64;
+        let mut doomed = Vec::new();
+        for r in rows {
+            let (sha, at, bytes) = (text(&r[0]), r[1].int().unwrap_or(0), r[2].int().unwrap_or(0));
+            total += bytes;
+            if at < cutoff || total > max_total_bytes {
+                doomed.push(sha);
+            }
+        }
+        for chunk in doomed.chunks(500) {
+            let stmts = chunk
+                .iter()
+                .map(|sha| Stmt::new("DELETE FROM snapshots WHERE sha256 = $1", vec![sha.as_str().into()]))
+                .collect();
+            self.db.batch(stmts).await?;
+            for sha in chunk {
+                self.files.remove(sha)?;
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.query("SELECT 1", vec![]).await.map(|_| ())
+    }
+}
+
+fn text(v: &Value) -> String {
+    v.text().unwrap_or_default().to_string()
+}
+
+fn alert_row(r: Row) -> AlertRow {
+    AlertRow {
+        id: text(&r[0]),
+        site: text(&r[1]),
+        agent: text(&r[2]),
+        camera: text(&r[3]),
+        camera_name: text(&r[4]),
+        kind: text(&r[5]),
+        zone: r[6].text().map(str::to_string),
+        severity: text(&r[7]),
+        phase: text(&r[8]),
+        last_seq: r[9].int().unwrap_or(0),
+        started_at_ms: r[10].int().unwrap_or(0),
+        ended_at_ms: r[11].int(),
+        escalated_to: r[12].text().map(str::to_string),
+    }
+}
