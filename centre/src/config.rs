@@ -27,6 +27,8 @@ pub struct Config {
     pub http: Http,
     #[serde(default)]
     pub ingest: Ingest,
+    #[serde(default)]
+    pub console: Console,
 }
 
 /// Which centre this is.
@@ -203,6 +205,54 @@ fn default_batch() -> usize {
     256
 }
 
+/// The console's sessions and logins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// A session ends this long after login, used or not.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u32,
+    /// Marks the session cookie `Secure`: set it when the console is served
+    /// over HTTPS (behind a TLS proxy), so the cookie never travels in clear.
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// Failed logins allowed per user name, and per client address (ten
+    /// times as many), within `login_window_s`; more are refused with 429
+    /// until the window has passed.
+    #[serde(default = "default_login_attempts")]
+    pub login_attempts: u32,
+    #[serde(default = "default_login_window_s")]
+    pub login_window_s: u64,
+    /// Live board streams open at once, over all users.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            session_hours: default_session_hours(),
+            secure_cookies: false,
+            login_attempts: default_login_attempts(),
+            login_window_s: default_login_window_s(),
+            max_streams: default_max_streams(),
+        }
+    }
+}
+
+fn default_session_hours() -> u32 {
+    12
+}
+fn default_login_attempts() -> u32 {
+    5
+}
+fn default_login_window_s() -> u64 {
+    900
+}
+fn default_max_streams() -> usize {
+    256
+}
+
 /// Where the database lives, from `database.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -308,6 +358,19 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.ingest.batch) {
             return fail("ingest.batch", format!("{} must be 1–10000", self.ingest.batch));
+        }
+        let c = &self.console;
+        if !(1..=720).contains(&c.session_hours) {
+            return fail("console.session_hours", format!("{} must be 1–720", c.session_hours));
+        }
+        if !(1..=100).contains(&c.login_attempts) {
+            return fail("console.login_attempts", format!("{} must be 1–100", c.login_attempts));
+        }
+        if !(10..=86_400).contains(&c.login_window_s) {
+            return fail("console.login_window_s", format!("{} must be 10–86400", c.login_window_s));
+        }
+        if !(1..=10_000).contains(&c.max_streams) {
+            return fail("console.max_streams", format!("{} must be 1–10000", c.max_streams));
         }
         Ok(())
     }

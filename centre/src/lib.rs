@@ -8,13 +8,21 @@
 //!   [`ingest::message`] reads one message against the contract;
 //! - [`store`]: the database (one schema for SQLite and PostgreSQL,
 //!   versioned migrations) and the content-addressed snapshot files;
-//! - [`http`]: health, readiness and metrics;
+//! - [`live`]: what changed, for the console's live streams;
+//! - [`console`]: the web console, where people run the loop, cut to
+//!   each user's scope ([`access`]: users, roles, scopes, sessions);
+//! - [`commands`]: the way back to the agents (`ack`, `resolve`);
+//! - [`http`]: health, readiness and metrics beside the console;
 //!
 //! beside them [`config`] (the TOML file) and [`metrics`].
 
+pub mod access;
+pub mod commands;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod store;
 
@@ -71,10 +79,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let app = http::router(metrics.clone(), health.clone());
+    let live = live::channel();
+    let (client, eventloop) = rumqttc::AsyncClient::new(ingest::mqtt_options(&config), 64);
+    let commands = commands::Commands::new(client.clone(), &config.broker.root);
+    let console = Arc::new(console::Console::new(config.clone(), store.clone(), live.clone(), commands));
+    let app = http::router(metrics.clone(), health.clone()).merge(console::router(console));
     let mut http_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 while http_shutdown.changed().await.is_ok() {
                     if *http_shutdown.borrow() {
@@ -85,13 +97,14 @@ pub async fn run(
             .await
     });
     let keeper = tokio::spawn(housekeeping(config.clone(), store.clone(), metrics.clone(), shutdown.clone()));
-    ingest::run(config, store, metrics, health, shutdown).await;
+    ingest::run(config, store, client, eventloop, live, metrics, health, shutdown).await;
     keeper.abort();
     server.await??;
     Ok(())
 }
 
-/// Snapshot retention and the gap gauge, every [`HOUSEKEEPING`].
+/// Snapshot retention, expired sessions and the gap gauge, every
+/// [`HOUSEKEEPING`].
 async fn housekeeping(config: Arc<Config>, store: Store, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
     let max_age_ms = i64::from(config.snapshots.retention_days) * 86_400_000;
     let max_bytes = (config.snapshots.max_total_mib as i64).saturating_mul(1 << 20);
@@ -99,6 +112,9 @@ async fn housekeeping(config: Arc<Config>, store: Store, metrics: Arc<Metrics>, 
         match store.gaps().await {
             Ok(gaps) => metrics.seq_missing.set(gaps.iter().map(|g| g.last - g.first + 1).sum()),
             Err(e) => tracing::warn!("cannot count gaps: {e}"),
+        }
+        if let Err(e) = store.prune_sessions(SystemTime::now()).await {
+            tracing::warn!("cannot prune sessions: {e}");
         }
         match store.prune_snapshots(SystemTime::now(), max_age_ms, max_bytes).await {
             Ok(0) => {}

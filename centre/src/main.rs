@@ -39,6 +39,42 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manages the console's users (there is no default account).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Adds a user. The password is read from the first line of standard
+    /// input (at least 12 characters), so it never appears in the shell's
+    /// history or the process list.
+    Add {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Letters, digits and . _ - @ (at most 64).
+        name: String,
+        /// viewer, operator, supervisor or admin.
+        #[arg(long)]
+        role: String,
+        /// The part of the site tree the user sees and acts on:
+        /// district[/street[/community]], within the centre's site.
+        #[arg(long)]
+        scope: String,
+    },
+    /// Removes a user and ends their sessions.
+    Remove {
+        #[arg(long, short)]
+        config: PathBuf,
+        name: String,
+    },
+    /// Lists the users: name, role, scope.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,7 +116,49 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { config } => runtime.block_on(run(&config)),
         Command::Alerts { config } => runtime.block_on(alerts(&config)),
+        Command::User { command } => runtime.block_on(user(command)),
     }
+}
+
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    use alleywatch_centre::access::{check_name, check_password, hash_password, Role, Scope};
+    match command {
+        UserCommand::Add { config: file, name, role, scope } => {
+            let config = Config::load(&file)?;
+            check_name(&name).map_err(|e| anyhow::anyhow!("user name: {e}"))?;
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("--role {role:?}: expected viewer, operator, supervisor or admin"))?;
+            let scope = Scope::parse(&scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+            let centre = Scope::parse(&config.centre.site).map_err(|e| anyhow::anyhow!("centre.site: {e}"))?;
+            if !centre.covers(&scope) {
+                anyhow::bail!("--scope {scope}: outside this centre's site {centre}");
+            }
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            check_password(password).map_err(|e| anyhow::anyhow!("password {e}"))?;
+            let phc = hash_password(password).map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+            let store = Store::open(&config).await?;
+            if !store.add_user(&name, &phc, role, &scope).await? {
+                anyhow::bail!("user {name:?} exists already (remove it first to change it)");
+            }
+            println!("added {name}: {} of {scope}", role.as_str());
+        }
+        UserCommand::Remove { config, name } => {
+            let store = Store::open(&Config::load(&config)?).await?;
+            if !store.remove_user(&name).await? {
+                anyhow::bail!("no user {name:?}");
+            }
+            println!("removed {name}");
+        }
+        UserCommand::List { config } => {
+            let store = Store::open(&Config::load(&config)?).await?;
+            for (name, role, scope) in store.users().await? {
+                println!("{name}\t{role}\t{scope}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run(file: &Path) -> anyhow::Result<()> {
@@ -127,6 +205,7 @@ async fn alerts(file: &Path) -> anyhow::Result<()> {
             "id": a.id, "site": a.site, "agent": a.agent, "camera": a.camera, "camera_name": a.camera_name,
             "kind": a.kind, "zone": a.zone, "severity": a.severity, "phase": a.phase, "last_seq": a.last_seq,
             "started_at_ms": a.started_at_ms, "ended_at_ms": a.ended_at_ms, "escalated_to": a.escalated_to,
+            "state": a.state, "verdict": a.verdict, "handler": a.handler,
             "snapshots": store.snapshots(&a.id).await?.len(),
         });
         println!("{line}");

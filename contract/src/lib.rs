@@ -6,7 +6,7 @@
 //!   ([`Phase`]) and how urgent ([`Severity`]);
 //! - [`time`]: the one time format of payloads and statuses (RFC 3339,
 //!   UTC, milliseconds);
-//! - [`event`]: the event message, [`status`]: the retained agent and
+//! - [`event`]: the event message, [`command`]: what a centre sends, [`status`]: the retained agent and
 //!   camera statuses, [`reply`]: the answer to a command;
 //! - [`schema`]: the JSON Schemas of the event, command and reply payloads,
 //!   which tests validate real payloads against.
@@ -14,6 +14,7 @@
 //! The crate has no I/O and no dependency on either program: it is the
 //! words both speak.
 
+pub mod command;
 pub mod event;
 pub mod kinds;
 pub mod reply;

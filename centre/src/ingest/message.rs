@@ -56,6 +56,23 @@ pub enum Ingested {
 }
 
 impl Ingested {
+    /// The alert this message changes, for the live boards: an event
+    /// message, or a snapshot (the board shows the newest).
+    pub fn change(&self) -> Option<crate::live::Change> {
+        let (origin, id) = match self {
+            Ingested::Event { origin, event, .. } => (origin, &event.id),
+            Ingested::Snapshot { origin, event_id, .. } => (origin, event_id),
+            _ => return None,
+        };
+        Some(crate::live::Change {
+            what: "alert",
+            id: id.clone(),
+            district: origin.district.clone(),
+            street: origin.street.clone(),
+            community: origin.community.clone(),
+        })
+    }
+
     /// The `subject` label of the messages metric.
     pub fn subject(&self) -> &'static str {
         match self {

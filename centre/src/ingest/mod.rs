@@ -20,6 +20,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::Health;
@@ -52,19 +53,24 @@ pub fn mqtt_options(config: &Config) -> MqttOptions {
     opts
 }
 
-/// Runs the session and the writer until `shutdown` turns true.
+/// Runs the session (of `client`, polled through `eventloop`) and the
+/// writer until `shutdown` turns true; every stored alert is announced on
+/// `live`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     config: Arc<Config>,
     store: Store,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    live: Live,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let (client, eventloop) = AsyncClient::new(mqtt_options(&config), 64);
     let (tx, rx) = mpsc::channel(QUEUE);
     let session =
         tokio::spawn(session(config.clone(), client.clone(), eventloop, tx, metrics.clone(), health.clone(), shutdown));
-    writer(config, store, client.clone(), rx, metrics, health).await;
+    writer(config, store, client.clone(), rx, live, metrics, health).await;
     let _ = session.await;
     let _ = client.try_disconnect();
 }
@@ -130,6 +136,7 @@ async fn writer(
     store: Store,
     client: AsyncClient,
     mut rx: mpsc::Receiver<Publish>,
+    live: Live,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 ) {
@@ -173,6 +180,10 @@ async fn writer(
         }
         for m in &stored {
             metrics.messages.with_label_values(&[m.subject()]).inc();
+            if let Some(change) = m.change() {
+                // No receiver (no board open) is not an error.
+                let _ = live.send(change);
+            }
             if let Ingested::Event { event, .. } = m {
                 if let Ok(lag) = received.duration_since(event.updated_at) {
                     metrics.lag_seconds.observe(lag.as_secs_f64());

@@ -79,11 +79,21 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 pub struct Stmt {
     pub sql: &'static str,
     pub params: Vec<Value>,
+    /// The batch fails (and rolls back) when this statement changes no row:
+    /// a guarded update is how a step of the loop checks, inside its own
+    /// transaction, that the alert is still in the state it was read in.
+    pub must_change: bool,
 }
 
 impl Stmt {
     pub fn new(sql: &'static str, params: Vec<Value>) -> Stmt {
-        Stmt { sql, params }
+        Stmt { sql, params, must_change: false }
+    }
+
+    /// See [`Stmt::must_change`].
+    pub fn must_change(mut self) -> Stmt {
+        self.must_change = true;
+        self
     }
 }
 
@@ -130,9 +140,14 @@ impl Db {
                     let mut conn = conn.lock().map_err(|_| StoreError::Poisoned)?;
                     let tx = conn.transaction()?;
                     let mut changed = Vec::with_capacity(stmts.len());
-                    for s in &stmts {
+                    for (i, s) in stmts.iter().enumerate() {
                         let mut prepared = tx.prepare_cached(&sqlite_sql(s.sql))?;
-                        changed.push(prepared.execute(rusqlite::params_from_iter(s.params.iter().map(to_sqlite)))?);
+                        let n = prepared.execute(rusqlite::params_from_iter(s.params.iter().map(to_sqlite)))?;
+                        if n == 0 && s.must_change {
+                            // Dropping `tx` rolls back.
+                            return Err(StoreError::Unchanged(i));
+                        }
+                        changed.push(n);
                     }
                     tx.commit()?;
                     Ok(changed)

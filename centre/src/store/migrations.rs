@@ -6,7 +6,8 @@ use super::db::{Db, Stmt};
 use super::StoreError;
 
 /// `(version, name, SQL)`, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "ingest", include_str!("migrations/0001_ingest.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "ingest", include_str!("migrations/0001_ingest.sql")), (2, "loop", include_str!("migrations/0002_loop.sql"))];
 
 pub(super) async fn run(db: &Db) -> Result<(), StoreError> {
     db.batch(vec![Stmt::new(

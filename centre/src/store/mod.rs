@@ -7,11 +7,18 @@
 //!
 //! - [`db`]: the database, SQL both backends share;
 //! - [`migrations`]: the versioned schema;
-//! - [`snapshots`]: the JPEG files, content-addressed.
+//! - [`snapshots`]: the JPEG files, content-addressed;
+//! - `people`: users, sessions and the audit log;
+//! - `steps`: the loop's steps on an alert, each with who and when.
 
 pub mod db;
 mod migrations;
+mod people;
 pub mod snapshots;
+mod steps;
+
+pub use people::AuditEntry;
+pub use steps::{Step, StepKind, StepRow};
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use alleywatch_contract::status::CameraState;
 use alleywatch_contract::Phase;
 
+use crate::access::Scope;
 use crate::config::{Config, DatabaseUrl};
 use crate::ingest::message::Ingested;
 use db::{Db, Row, Stmt, Value};
@@ -34,6 +42,9 @@ pub enum StoreError {
     Poisoned,
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// A guarded statement (the `n`th of its batch) changed nothing.
+    #[error("statement {0} of the batch changed nothing")]
+    Unchanged(usize),
     #[error("migration {version} ({name}) failed: {message}")]
     Migration { version: i64, name: &'static str, message: String },
 }
@@ -57,6 +68,9 @@ pub struct Written {
 pub struct AlertRow {
     pub id: String,
     pub site: String,
+    pub district: String,
+    pub street: String,
+    pub community: String,
     pub agent: String,
     pub camera: String,
     pub camera_name: String,
@@ -66,8 +80,37 @@ pub struct AlertRow {
     pub phase: String,
     pub last_seq: i64,
     pub started_at_ms: i64,
+    pub updated_at_ms: i64,
     pub ended_at_ms: Option<i64>,
     pub escalated_to: Option<String>,
+    /// Where it is in the loop: new, assessed, dispatched, handled, closed.
+    pub state: String,
+    pub verdict: Option<String>,
+    pub handler: Option<String>,
+    /// The newest snapshot's sha256.
+    pub snapshot: Option<String>,
+}
+
+/// The columns [`alert_row`] reads, in its order.
+macro_rules! alert_columns {
+    () => {
+        "a.id, a.site, a.district, a.street, a.community, a.agent, a.camera, a.camera_name, a.kind, a.zone,
+         a.severity, a.phase, a.last_seq, a.started_at, a.updated_at, a.ended_at, a.escalated_to, a.state,
+         a.verdict, a.handler,
+         (SELECT s.sha256 FROM snapshots s WHERE s.event_id = a.id ORDER BY s.received_at DESC, s.sha256 LIMIT 1)"
+    };
+}
+
+/// The scope condition on an alert `a`, with the scope's district, street
+/// and community as `$1`, `$2`, `$3` (an empty level matches any).
+macro_rules! in_scope {
+    () => {
+        "a.district = $1 AND ($2 = '' OR a.street = $2) AND ($3 = '' OR a.community = $3)"
+    };
+}
+
+fn scope_params(scope: &Scope) -> Vec<Value> {
+    vec![scope.district.as_str().into(), scope.street.as_str().into(), scope.community.as_str().into()]
 }
 
 /// Event messages an agent sent that never arrived: `seq` from `first` to
@@ -78,6 +121,16 @@ pub struct Gap {
     pub agent: String,
     pub first: i64,
     pub last: i64,
+}
+
+/// One event message as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRow {
+    pub seq: i64,
+    pub phase: String,
+    pub received_at_ms: i64,
+    /// The agent's JSON, verbatim.
+    pub payload: String,
 }
 
 /// A snapshot of an alert.
@@ -295,13 +348,88 @@ impl Store {
         let rows = self
             .db
             .query(
-                "SELECT id, site, agent, camera, camera_name, kind, zone, severity, phase, last_seq, started_at,
-                     ended_at, escalated_to
-                 FROM alerts ORDER BY severity_rank DESC, started_at DESC",
+                concat!("SELECT ", alert_columns!(), " FROM alerts a ORDER BY a.severity_rank DESC, a.started_at DESC"),
                 vec![],
             )
             .await?;
         Ok(rows.into_iter().map(alert_row).collect())
+    }
+
+    /// The board of `scope`: its alerts not yet closed (or all, with
+    /// `closed`), most severe first, then newest first; at most `limit`.
+    pub async fn board(&self, scope: &Scope, closed: bool, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
+        let mut params = scope_params(scope);
+        params.push(i64::from(closed).into());
+        params.push(limit.into());
+        let rows = self
+            .db
+            .query(
+                concat!(
+                    "SELECT ",
+                    alert_columns!(),
+                    " FROM alerts a WHERE ",
+                    in_scope!(),
+                    " AND ($4 = 1 OR a.state <> 'closed')
+                     ORDER BY a.severity_rank DESC, a.started_at DESC LIMIT $5"
+                ),
+                params,
+            )
+            .await?;
+        Ok(rows.into_iter().map(alert_row).collect())
+    }
+
+    /// One alert, if it exists and lies in `scope`.
+    pub async fn alert(&self, scope: &Scope, id: &str) -> Result<Option<AlertRow>, StoreError> {
+        let mut params = scope_params(scope);
+        params.push(id.into());
+        let rows = self
+            .db
+            .query(concat!("SELECT ", alert_columns!(), " FROM alerts a WHERE ", in_scope!(), " AND a.id = $4"), params)
+            .await?;
+        Ok(rows.into_iter().next().map(alert_row))
+    }
+
+    /// A camera's latest alerts in `scope`, newest first, but `except`.
+    pub async fn camera_alerts(&self, scope: &Scope, of: &AlertRow, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
+        let mut params = scope_params(scope);
+        params.extend([of.site.as_str().into(), of.agent.as_str().into(), of.camera.as_str().into()]);
+        params.extend([of.id.as_str().into(), limit.into()]);
+        let rows = self
+            .db
+            .query(
+                concat!(
+                    "SELECT ",
+                    alert_columns!(),
+                    " FROM alerts a WHERE ",
+                    in_scope!(),
+                    " AND a.site = $4 AND a.agent = $5 AND a.camera = $6 AND a.id <> $7
+                     ORDER BY a.started_at DESC LIMIT $8"
+                ),
+                params,
+            )
+            .await?;
+        Ok(rows.into_iter().map(alert_row).collect())
+    }
+
+    /// Whether a JPEG with this hash may be shown to `scope`: a snapshot of
+    /// one of its alerts, or a photo a handler attached to one.
+    pub async fn jpeg_visible(&self, scope: &Scope, sha256: &str) -> Result<bool, StoreError> {
+        let mut params = scope_params(scope);
+        params.push(sha256.into());
+        let rows = self
+            .db
+            .query(
+                concat!(
+                    "SELECT 1 FROM alerts a WHERE ",
+                    in_scope!(),
+                    " AND (EXISTS (SELECT 1 FROM snapshots s WHERE s.event_id = a.id AND s.sha256 = $4)
+                          OR EXISTS (SELECT 1 FROM alert_steps t WHERE t.alert_id = a.id AND t.photo = $4))
+                     LIMIT 1"
+                ),
+                params,
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// One alert's event messages in `seq` order: `(seq, phase, payload)`.
@@ -311,6 +439,26 @@ impl Store {
             .query("SELECT seq, phase, payload FROM event_messages WHERE id = $1 ORDER BY seq", vec![id.into()])
             .await?;
         Ok(rows.into_iter().map(|r| (r[0].int().unwrap_or(0), text(&r[1]), text(&r[2]))).collect())
+    }
+
+    /// One alert's event messages in `seq` order, with when each arrived.
+    pub async fn timeline(&self, id: &str) -> Result<Vec<MessageRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT seq, phase, received_at, payload FROM event_messages WHERE id = $1 ORDER BY seq",
+                vec![id.into()],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| MessageRow {
+                seq: r[0].int().unwrap_or(0),
+                phase: text(&r[1]),
+                received_at_ms: r[2].int().unwrap_or(0),
+                payload: text(&r[3]),
+            })
+            .collect())
     }
 
     pub async fn snapshots(&self, event_id: &str) -> Result<Vec<SnapshotRow>, StoreError> {
@@ -442,19 +590,28 @@ fn text(v: &Value) -> String {
 }
 
 fn alert_row(r: Row) -> AlertRow {
+    let opt = |v: &Value| v.text().map(str::to_string);
     AlertRow {
         id: text(&r[0]),
         site: text(&r[1]),
-        agent: text(&r[2]),
-        camera: text(&r[3]),
-        camera_name: text(&r[4]),
-        kind: text(&r[5]),
-        zone: r[6].text().map(str::to_string),
-        severity: text(&r[7]),
-        phase: text(&r[8]),
-        last_seq: r[9].int().unwrap_or(0),
-        started_at_ms: r[10].int().unwrap_or(0),
-        ended_at_ms: r[11].int(),
-        escalated_to: r[12].text().map(str::to_string),
+        district: text(&r[2]),
+        street: text(&r[3]),
+        community: text(&r[4]),
+        agent: text(&r[5]),
+        camera: text(&r[6]),
+        camera_name: text(&r[7]),
+        kind: text(&r[8]),
+        zone: opt(&r[9]),
+        severity: text(&r[10]),
+        phase: text(&r[11]),
+        last_seq: r[12].int().unwrap_or(0),
+        started_at_ms: r[13].int().unwrap_or(0),
+        updated_at_ms: r[14].int().unwrap_or(0),
+        ended_at_ms: r[15].int(),
+        escalated_to: opt(&r[16]),
+        state: text(&r[17]),
+        verdict: opt(&r[18]),
+        handler: opt(&r[19]),
+        snapshot: opt(&r[20]),
     }
 }

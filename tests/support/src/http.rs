@@ -7,6 +7,17 @@ use std::time::Duration;
 
 /// A plain HTTP/1.1 request on loopback: (status, body).
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Option<(u16, Vec<u8>)> {
+    exchange(port, method, path, headers, body).map(|(status, _, body)| (status, body))
+}
+
+/// [`request`], with the response's head (status line and headers) too.
+pub fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
@@ -53,7 +64,7 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
-    Some((status, body))
+    Some((status, head, body))
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! The harness of the integration tests (`tests/*.rs`), written once: the
 //! agent process ([`Agent`]), the centre process ([`Centre`]), a subscriber playing the command
-//! centre ([`Sub`]), HTTP on loopback ([`http`]), the project's files
+//! centre ([`Sub`]), HTTP on loopback ([`http`]), headless Chromium
+//! ([`browser`]), the project's files
 //! ([`clip`], [`detector`], [`model`], [`project_file`]), the event schema,
 //! and time ([`serial`], [`wait_until`]).
 //!
@@ -8,6 +9,7 @@
 //! `alleywatch-devkit` (`RtspServer`, `Mosquitto`), as for the demo.
 
 pub mod agent;
+pub mod browser;
 pub mod centre;
 pub mod files;
 pub mod http;
