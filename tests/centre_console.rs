@@ -11,7 +11,7 @@ use alleywatch_centre::config::Config;
 use alleywatch_centre::store::Store;
 use alleywatch_devkit::{free_port, Mosquitto, RtspServer, DEMO_LANE};
 use alleywatch_testkit::browser::{Cdp, Chromium};
-use alleywatch_testkit::centre::{add_user, ConsoleUser};
+use alleywatch_testkit::centre::{add_user, write_centre_config_with, ConsoleUser};
 use alleywatch_testkit::{
     clip, http, lane_camera, serial, wait_until, write_centre_config, write_config, Agent, Centre, Sub,
 };
@@ -298,4 +298,79 @@ fn an_operator_runs_the_loop_in_chromium_and_the_agent_hears_ack_then_resolve() 
         rt.block_on(store.alerts()).unwrap().iter().any(|a| a.id == id && a.phase == "end")
     });
     assert!(!centre.log().contains("panicked"));
+}
+
+#[test]
+fn a_late_alert_goes_up_to_the_street_then_the_district_and_a_failed_camera_becomes_an_alert() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let port = free_port().unwrap();
+    // A fire must be assessed within 2 s here; a camera failed for 1 s is offline.
+    let extra = "[[deadlines]]\nkind = \"fire\"\nassess_s = 2\ndispatch_s = 4\nclose_s = 8\n\n\
+                 [fleet]\noffline_after_s = 1\n";
+    let config = write_centre_config_with(dir.path(), broker.port(), port, "d1", extra);
+    user(&config, "op-c1", "operator", "d1/s1/c1");
+    user(&config, "street", "supervisor", "d1/s1");
+    let centre = Centre::start(&config, port);
+    let community = ConsoleUser::login(port, "op-c1", PASSWORD).unwrap();
+    let street = ConsoleUser::login(port, "street", PASSWORD).unwrap();
+    let street_live = street.live();
+
+    let agent = Sub::plain(broker.port(), "fake-agent");
+    let now = alleywatch_contract::time::rfc3339::format(&std::time::SystemTime::now());
+    let mut fire = event("f-1", "d1/s1/c1", "box-a", "fire", "critical");
+    fire["started_at"] = json!(now);
+    fire["updated_at"] = json!(now);
+    agent.publish("alleywatch/d1/s1/c1/box-a/events/fire", fire);
+    let alert = |user: &ConsoleUser, id: &str| -> Option<Value> {
+        let (_, board) = user.get("/api/alerts");
+        board["alerts"].as_array()?.iter().find(|a| a["id"] == id).cloned()
+    };
+    let first = wait_until("the fire on the board, on time", Duration::from_secs(10), || alert(&community, "f-1"));
+    assert_eq!((first["late"].as_bool(), first["escalated_to"].as_str()), (Some(false), None), "{first}");
+    assert!(first["deadline_at"].as_i64().unwrap() > first["started_at"].as_i64().unwrap());
+
+    // Not assessed in time: late, and on the street's board as escalated.
+    let late = wait_until("the fire escalated to the street", Duration::from_secs(10), || {
+        alert(&street, "f-1").filter(|a| a["escalated_to"] == "street")
+    });
+    assert_eq!(late["late"].as_bool(), Some(true));
+    let theirs = alert(&community, "f-1").expect("the community still has it");
+    assert_eq!((theirs["late"].as_bool(), theirs["state"].as_str()), (Some(true), Some("new")));
+    wait_until("the street's stream told of it", Duration::from_secs(5), || {
+        street_live.events().iter().any(|(e, d)| e == "step" && d.contains("f-1"))
+    });
+    wait_until("then up to the district", Duration::from_secs(10), || {
+        alert(&street, "f-1").filter(|a| a["escalated_to"] == "district")
+    });
+    assert!(centre.metric("alleywatch_centre_late_alerts", &[]) >= 1.0);
+
+    // A camera failed for longer than offline_after_s: a camera_offline
+    // alert through the same loop (no command: the agent has no such event).
+    let status = |state: &str| {
+        json!({"camera": "cam-7", "name": "Lane 7", "state": state, "fps": 0.0, "last_frame_at": null,
+               "last_error": if state == "failed" { json!("connection refused") } else { Value::Null },
+               "reconnects": 3, "at": alleywatch_contract::time::rfc3339::format(&std::time::SystemTime::now())})
+    };
+    agent.publish("alleywatch/d1/s1/c1/box-a/cameras/cam-7/status", status("failed"));
+    let offline = wait_until("camera_offline raised", Duration::from_secs(15), || {
+        community.get("/api/alerts").1["alerts"].as_array()?.iter().find(|a| a["kind"] == "camera_offline").cloned()
+    });
+    assert_eq!((offline["camera"].as_str(), offline["camera_name"].as_str()), (Some("cam-7"), Some("Lane 7")));
+    let (_, fleet) = community.get("/api/fleet");
+    let cam = fleet["cameras"].as_array().unwrap().iter().find(|c| c["camera"] == "cam-7").unwrap().clone();
+    assert_eq!((cam["state"].as_str(), cam["reconnects"].as_i64()), (Some("failed"), Some(3)));
+    let id = offline["id"].as_str().unwrap();
+    let (status_code, body) =
+        community.post(&format!("/api/alerts/{id}/assess"), &json!({"verdict": "real", "reason": "cable cut"}));
+    assert_eq!(status_code, 200, "{body}");
+    let (_, detail) = community.get(&format!("/api/alerts/{id}"));
+    assert!(detail["steps"][0]["command"].is_null(), "{detail}");
+    // The camera comes back: the alert ends (and stays in the loop until closed).
+    agent.publish("alleywatch/d1/s1/c1/box-a/cameras/cam-7/status", status("streaming"));
+    wait_until("camera_offline ended", Duration::from_secs(10), || {
+        alert(&community, id).filter(|a| a["phase"] == "end").map(|_| ())
+    });
+    assert!(agent.all().iter().all(|m| !m.topic.contains("/commands/")), "no command for camera_offline");
 }

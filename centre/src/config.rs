@@ -29,6 +29,13 @@ pub struct Config {
     pub ingest: Ingest,
     #[serde(default)]
     pub console: Console,
+    /// How long each step of the loop may take, by kind and severity; the
+    /// first entry that matches an alert applies. Without any, the
+    /// defaults of [`default_deadlines`].
+    #[serde(default = "default_deadlines")]
+    pub deadlines: Vec<Deadline>,
+    #[serde(default)]
+    pub fleet: Fleet,
 }
 
 /// Which centre this is.
@@ -253,6 +260,74 @@ fn default_max_streams() -> usize {
     256
 }
 
+/// The deadlines of one kind and severity, in seconds from the alert's
+/// start: assessed within `assess_s`, a real alert dispatched within
+/// `dispatch_s`, closed within `close_s`. Past one, the alert is late and
+/// goes up a level (a community's to its street); past it by as long
+/// again, up to the district.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deadline {
+    /// An event kind (`fire`, `smoke`, `fall`, `lane_blocked`,
+    /// `camera_offline`) or `*`.
+    pub kind: String,
+    /// `info`, `warning`, `critical` or `*`.
+    #[serde(default = "any")]
+    pub severity: String,
+    pub assess_s: u32,
+    pub dispatch_s: u32,
+    pub close_s: u32,
+}
+
+fn any() -> String {
+    "*".into()
+}
+
+/// Fire first (a fire must be dispatched within two minutes), then by
+/// severity.
+pub fn default_deadlines() -> Vec<Deadline> {
+    let d = |kind: &str, severity: &str, assess_s, dispatch_s, close_s| Deadline {
+        kind: kind.into(),
+        severity: severity.into(),
+        assess_s,
+        dispatch_s,
+        close_s,
+    };
+    vec![
+        d("fire", "*", 60, 120, 3600),
+        d("smoke", "*", 60, 180, 3600),
+        d("*", "critical", 120, 300, 3600),
+        d("*", "warning", 300, 900, 4 * 3600),
+        d("*", "*", 1800, 3600, 24 * 3600),
+    ]
+}
+
+impl Deadline {
+    pub fn matches(&self, kind: &str, severity: &str) -> bool {
+        (self.kind == "*" || self.kind == kind) && (self.severity == "*" || self.severity == severity)
+    }
+}
+
+/// Fleet health: when a silent agent or a failed camera becomes an alert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// An agent offline, or a camera failed, for this long raises a
+    /// `camera_offline` alert (one per camera, or per agent).
+    #[serde(default = "default_offline_after_s")]
+    pub offline_after_s: u64,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet { offline_after_s: default_offline_after_s() }
+    }
+}
+
+fn default_offline_after_s() -> u64 {
+    300
+}
+
 /// Where the database lives, from `database.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -371,6 +446,27 @@ impl Config {
         }
         if !(1..=10_000).contains(&c.max_streams) {
             return fail("console.max_streams", format!("{} must be 1–10000", c.max_streams));
+        }
+        const KINDS: [&str; 6] = ["*", "fire", "smoke", "fall", "lane_blocked", "camera_offline"];
+        for (i, d) in self.deadlines.iter().enumerate() {
+            let key = |field: &str| format!("deadlines[{i}].{field}");
+            if !KINDS.contains(&d.kind.as_str()) {
+                return fail(&key("kind"), format!("{:?}: expected one of {}", d.kind, KINDS.join(", ")));
+            }
+            if !["*", "info", "warning", "critical"].contains(&d.severity.as_str()) {
+                return fail(&key("severity"), format!("{:?}: expected info, warning, critical or *", d.severity));
+            }
+            for (field, v) in [("assess_s", d.assess_s), ("dispatch_s", d.dispatch_s), ("close_s", d.close_s)] {
+                if !(1..=30 * 86_400).contains(&v) {
+                    return fail(&key(field), format!("{v} must be 1–2592000 (30 days)"));
+                }
+            }
+            if !(d.assess_s <= d.dispatch_s && d.dispatch_s <= d.close_s) {
+                return fail(&key("dispatch_s"), "the deadlines must not shrink: assess_s ≤ dispatch_s ≤ close_s");
+            }
+        }
+        if !(1..=7 * 86_400).contains(&self.fleet.offline_after_s) {
+            return fail("fleet.offline_after_s", format!("{} must be 1–604800", self.fleet.offline_after_s));
         }
         Ok(())
     }

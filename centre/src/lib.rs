@@ -8,6 +8,8 @@
 //!   [`ingest::message`] reads one message against the contract;
 //! - [`store`]: the database (one schema for SQLite and PostgreSQL,
 //!   versioned migrations) and the content-addressed snapshot files;
+//! - [`supervise`]: deadlines, late alerts going up a level, and fleet
+//!   health as `camera_offline` alerts;
 //! - [`live`]: what changed, for the console's live streams;
 //! - [`console`]: the web console, where people run the loop, cut to
 //!   each user's scope ([`access`]: users, roles, scopes, sessions);
@@ -25,6 +27,7 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod store;
+pub mod supervise;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,9 +99,12 @@ pub async fn run(
             })
             .await
     });
+    let supervisor =
+        tokio::spawn(supervise::run(config.clone(), store.clone(), live.clone(), metrics.clone(), shutdown.clone()));
     let keeper = tokio::spawn(housekeeping(config.clone(), store.clone(), metrics.clone(), shutdown.clone()));
     ingest::run(config, store, client, eventloop, live, metrics, health, shutdown).await;
     keeper.abort();
+    supervisor.abort();
     server.await??;
     Ok(())
 }

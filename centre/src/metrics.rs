@@ -4,7 +4,8 @@
 //! an id a publisher chose, so a hostile publisher cannot grow the series.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -26,6 +27,10 @@ pub struct Metrics {
     pub connected: IntGauge,
     pub reconnects: IntCounter,
     pub snapshots_pruned: IntCounter,
+    /// Alerts not closed, by where they are in the loop.
+    pub open_alerts: IntGaugeVec,
+    /// Open alerts past a deadline.
+    pub late_alerts: IntGauge,
 }
 
 impl Metrics {
@@ -102,6 +107,11 @@ impl Metrics {
                 r,
                 IntCounter::with_opts(ns("snapshots_pruned_total", "Snapshot files removed by retention")).unwrap(),
             ),
+            open_alerts: reg(
+                r,
+                IntGaugeVec::new(ns("open_alerts", "Alerts not closed, by loop state"), &["state"]).unwrap(),
+            ),
+            late_alerts: reg(r, IntGauge::with_opts(ns("late_alerts", "Open alerts past a deadline")).unwrap()),
             registry,
         }
     }

@@ -20,14 +20,19 @@ use tokio_stream::{Stream, StreamExt};
 
 use super::{ApiError, Console};
 use crate::access::{Scope, User};
-use crate::store::AlertRow;
+use crate::config::Deadline;
+use crate::store::{millis, AlertRow};
+use crate::supervise::deadlines::due_at;
 
 /// The board lists at most this many alerts.
 const BOARD_LIMIT: i64 = 500;
 
-/// The JSON of one alert, as the board and the detail show it.
-pub fn alert_json(a: &AlertRow) -> Value {
+/// The JSON of one alert, as the board and the detail show it, with the
+/// deadline of its next step and whether that has passed.
+pub fn alert_json(a: &AlertRow, deadlines: &[Deadline], now_ms: i64) -> Value {
+    let due = due_at(a, deadlines);
     json!({
+        "deadline_at": due, "late": due.is_some_and(|d| now_ms > d), "late_at": a.late_at_ms,
         "id": a.id, "site": a.site, "district": a.district, "street": a.street, "community": a.community,
         "agent": a.agent, "camera": a.camera, "camera_name": a.camera_name, "kind": a.kind, "zone": a.zone,
         "severity": a.severity, "phase": a.phase, "state": a.state, "verdict": a.verdict, "handler": a.handler,
@@ -57,7 +62,8 @@ pub async fn board(
         .filter(|g| site_in(&user.scope, &g.site))
         .map(|g| json!({"site": g.site, "agent": g.agent, "first": g.first, "last": g.last}))
         .collect();
-    Ok(Json(json!({ "alerts": alerts.iter().map(alert_json).collect::<Vec<_>>(), "gaps": gaps })))
+    let (d, now) = (&console.config.deadlines, now_ms());
+    Ok(Json(json!({ "alerts": alerts.iter().map(|a| alert_json(a, d, now)).collect::<Vec<_>>(), "gaps": gaps })))
 }
 
 pub async fn detail(
@@ -96,13 +102,38 @@ pub async fn detail(
         })
         .collect();
     let recent = store.camera_alerts(&user.scope, &alert, 10).await?;
+    let (d, now) = (&console.config.deadlines, now_ms());
     Ok(Json(json!({
-        "alert": alert_json(&alert),
+        "alert": alert_json(&alert, d, now),
         "messages": messages,
         "snapshots": snapshots,
         "steps": steps,
-        "camera_recent": recent.iter().map(alert_json).collect::<Vec<_>>(),
+        "camera_recent": recent.iter().map(|a| alert_json(a, d, now)).collect::<Vec<_>>(),
     })))
+}
+
+/// The agents and cameras of the user's scope: state, last frame's age,
+/// reconnects, version.
+pub async fn fleet(State(console): State<Arc<Console>>, user: User) -> Result<Json<Value>, ApiError> {
+    let (agents, cameras) = console.store.fleet(&user.scope).await?;
+    let now = now_ms();
+    let agents: Vec<Value> = agents
+        .iter()
+        .map(|a| {
+            json!({"site": a.site, "agent": a.agent, "state": a.state, "version": a.version,
+                   "status_at": a.status_at_ms, "received_at": a.received_at_ms})
+        })
+        .collect();
+    let cameras: Vec<Value> = cameras
+        .iter()
+        .map(|c| {
+            json!({"site": c.site, "agent": c.agent, "camera": c.camera, "name": c.name, "state": c.state,
+                   "fps": c.fps, "last_frame_age_s": c.last_frame_at_ms.map(|t| (now - t).max(0) as f64 / 1000.0),
+                   "last_error": c.last_error, "reconnects": c.reconnects, "status_at": c.status_at_ms,
+                   "failing_since": c.failing_since_ms})
+        })
+        .collect();
+    Ok(Json(json!({ "agents": agents, "cameras": cameras })))
 }
 
 /// The alert `id` if it lies in the user's scope.
@@ -155,6 +186,10 @@ pub async fn live(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+pub fn now_ms() -> i64 {
+    millis(std::time::SystemTime::now())
 }
 
 /// Whether `site` (`district/street/community`) lies in `scope`.

@@ -68,6 +68,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/alerts/{id}/{step}", post(steps::step))
         .route("/api/snapshots/{sha256}", get(board::snapshot))
         .route("/api/live", get(board::live))
+        .route("/api/fleet", get(board::fleet))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::map_response(security_headers))
         .with_state(console)

@@ -14,12 +14,12 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::board::{alert_json, find};
+use super::board::{alert_json, find, now_ms};
 use super::session::{check_acts, check_csrf};
 use super::{ApiError, Console};
 use crate::access::User;
 use crate::live::Change;
-use crate::store::{AuditEntry, Step, StepKind, StoreError};
+use crate::store::{AuditEntry, Step, StepKind, StoreError, CAMERA_OFFLINE};
 
 /// What a step's body may hold; each step reads its own fields.
 #[derive(Deserialize, Default)]
@@ -52,7 +52,8 @@ pub async fn step(
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("{step}: {e}")))?
     };
     let step = read(kind, body, &console).await?;
-    let command = kind.command();
+    // A camera_offline alert is the centre's own: no agent event to tell.
+    let command = if alert.kind == CAMERA_OFFLINE { None } else { kind.command() };
     let request_id = command.map(|_| uuid::Uuid::new_v4().to_string());
     let detail = json!({
         "verdict": step.verdict, "reason": step.reason, "handler": step.handler, "note": step.note,
@@ -60,7 +61,7 @@ pub async fn step(
     });
     let audit =
         AuditEntry::new(Some(&user.name), kind.as_str(), Some(&alert.id), Some(detail.to_string())).from(from.ip());
-    match console.store.take_step(&alert, kind, &step, &user.name, request_id.as_deref(), audit).await {
+    match console.store.take_step(&alert, kind, &step, &user.name, command.zip(request_id.as_deref()), audit).await {
         Ok(()) => {}
         Err(StoreError::Unchanged(_)) => {
             return Err(ApiError::Conflict("someone else moved this alert on; reload it".into()))
@@ -83,7 +84,7 @@ pub async fn step(
         community: alert.community.clone(),
     });
     let fresh = find(&console, &user, &alert.id).await?;
-    Ok(Json(json!({ "alert": alert_json(&fresh) })))
+    Ok(Json(json!({ "alert": alert_json(&fresh, &console.config.deadlines, now_ms()) })))
 }
 
 /// The fields `kind` takes, checked, with a photo stored.

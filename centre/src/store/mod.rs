@@ -9,14 +9,17 @@
 //! - [`migrations`]: the versioned schema;
 //! - [`snapshots`]: the JPEG files, content-addressed;
 //! - `people`: users, sessions and the audit log;
+//! - `fleet`: failed cameras and silent agents as `camera_offline` alerts;
 //! - `steps`: the loop's steps on an alert, each with who and when.
 
 pub mod db;
+mod fleet;
 mod migrations;
 mod people;
 pub mod snapshots;
 mod steps;
 
+pub use fleet::{AgentRow, FleetCamera, CAMERA_OFFLINE};
 pub use people::AuditEntry;
 pub use steps::{Step, StepKind, StepRow};
 
@@ -87,6 +90,8 @@ pub struct AlertRow {
     pub state: String,
     pub verdict: Option<String>,
     pub handler: Option<String>,
+    /// When it first passed a deadline.
+    pub late_at_ms: Option<i64>,
     /// The newest snapshot's sha256.
     pub snapshot: Option<String>,
 }
@@ -96,10 +101,11 @@ macro_rules! alert_columns {
     () => {
         "a.id, a.site, a.district, a.street, a.community, a.agent, a.camera, a.camera_name, a.kind, a.zone,
          a.severity, a.phase, a.last_seq, a.started_at, a.updated_at, a.ended_at, a.escalated_to, a.state,
-         a.verdict, a.handler,
+         a.verdict, a.handler, a.late_at,
          (SELECT s.sha256 FROM snapshots s WHERE s.event_id = a.id ORDER BY s.received_at DESC, s.sha256 LIMIT 1)"
     };
 }
+pub(crate) use alert_columns;
 
 /// The scope condition on an alert `a`, with the scope's district, street
 /// and community as `$1`, `$2`, `$3` (an empty level matches any).
@@ -612,6 +618,7 @@ fn alert_row(r: Row) -> AlertRow {
         state: text(&r[17]),
         verdict: opt(&r[18]),
         handler: opt(&r[19]),
-        snapshot: opt(&r[20]),
+        late_at_ms: r[20].int(),
+        snapshot: opt(&r[21]),
     }
 }

@@ -122,14 +122,15 @@ pub struct StepRow {
 impl Store {
     /// Stores `step` on `alert` by `by`, moving the alert on, if it is
     /// still in the state `alert` was read in; [`StoreError::Unchanged`]
-    /// when it is not (someone else acted first).
+    /// when it is not (someone else acted first). `command` is the
+    /// command sent to the agent and its request id.
     pub async fn take_step(
         &self,
         alert: &AlertRow,
         kind: StepKind,
         step: &Step,
         by: &str,
-        request_id: Option<&str>,
+        command: Option<(&str, &str)>,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
         let now = millis(SystemTime::now());
@@ -162,8 +163,8 @@ impl Store {
                     step.handler.clone().into(),
                     step.note.clone().into(),
                     step.photo.clone().into(),
-                    kind.command().into(),
-                    request_id.into(),
+                    command.map(|c| c.0).into(),
+                    command.map(|c| c.1).into(),
                 ],
             ),
             audit.stmt(),

@@ -23,6 +23,11 @@ pub fn centre_bin() -> PathBuf {
 /// A district centre's config in `dir` for district `district`, the
 /// broker on loopback `broker_port`, HTTP on `http`; SQLite in `dir`.
 pub fn write_centre_config(dir: &Path, broker_port: u16, http: u16, district: &str) -> PathBuf {
+    write_centre_config_with(dir, broker_port, http, district, "")
+}
+
+/// [`write_centre_config`] with more tables (`extra`) at the end.
+pub fn write_centre_config_with(dir: &Path, broker_port: u16, http: u16, district: &str, extra: &str) -> PathBuf {
     let text = format!(
         r#"[centre]
 name = "test-centre"
@@ -39,6 +44,8 @@ url = "sqlite:centre.sqlite"
 
 [http]
 bind = "127.0.0.1:{http}"
+
+{extra}
 "#
     );
     let path = dir.join("centre.toml");

@@ -26,6 +26,9 @@ CREATE INDEX sessions_by_expiry ON sessions (expires_at);
 ALTER TABLE alerts ADD COLUMN state TEXT NOT NULL DEFAULT 'new';
 ALTER TABLE alerts ADD COLUMN verdict TEXT;
 ALTER TABLE alerts ADD COLUMN handler TEXT;
+-- When the alert first passed a deadline (the centre's supervision).
+ALTER TABLE alerts ADD COLUMN late_at BIGINT;
+CREATE INDEX alerts_by_state ON alerts (state);
 
 -- Every step taken on an alert, numbered from 1. `command` and
 -- `request_id` name what was sent to the agent; its reply is found in
