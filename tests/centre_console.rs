@@ -178,6 +178,7 @@ fn an_operator_runs_the_loop_in_chromium_and_the_agent_hears_ack_then_resolve() 
     let port = free_port().unwrap();
     let config = write_centre_config(dir.path(), broker.port(), port, "d1");
     user(&config, "op-1", "operator", "d1/s1/c1");
+    user(&config, "sup-1", "supervisor", "d1/s1");
     let centre = Centre::start(&config, port);
 
     let browser = Chromium::start();
@@ -297,6 +298,27 @@ fn an_operator_runs_the_loop_in_chromium_and_the_agent_hears_ack_then_resolve() 
     wait_until("the agent's end stored", Duration::from_secs(20), || {
         rt.block_on(store.alerts()).unwrap().iter().any(|a| a.id == id && a.phase == "end")
     });
+
+    // Tuning: a supervisor changes the lane's dwell time; the agent's
+    // running config has it. An operator may not tune.
+    let tune = json!({"site": "d1/s1/c1", "agent": "test-agent", "camera": "cam-1",
+                      "changes": {"lanes.kerb.dwell_s": 7}});
+    let op = ConsoleUser::login(port, "op-1", PASSWORD).unwrap();
+    assert_eq!(op.post("/api/tune", &tune).0, 403);
+    let sup = ConsoleUser::login(port, "sup-1", PASSWORD).unwrap();
+    let elsewhere = json!({"site": "d1/s1/c1", "agent": "test-agent", "camera": "cam-9", "changes": {"x": 1}});
+    assert_eq!(sup.post("/api/tune", &elsewhere).0, 404, "an unknown camera");
+    let (status, sent) = sup.post("/api/tune", &tune);
+    assert_eq!(status, 200, "{sent}");
+    let request = sent["request_id"].as_str().unwrap().to_string();
+    let reply = wait_until("the agent's reply to set", Duration::from_secs(20), || {
+        let (_, r) = sup.get(&format!("/api/replies/{request}"));
+        (!r["reply"].is_null()).then(|| r["reply"].clone())
+    });
+    assert_eq!((reply["command"].as_str(), reply["ok"].as_bool()), (Some("set"), Some(true)), "{reply}");
+    let (_, running) = http::get(agent_http, "/api/config").expect("the agent's /api/config");
+    let running: Value = serde_json::from_slice(&running).unwrap();
+    assert_eq!(running["cameras"][0]["lanes"][0]["dwell_s"].as_f64(), Some(7.0), "{running}");
     assert!(!centre.log().contains("panicked"));
 }
 

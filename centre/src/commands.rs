@@ -1,11 +1,11 @@
 //! The way back to the agents: a step of the loop that the agent must hear
 //! (`ack` when an alert is assessed or dispatched, `resolve` when it is
-//! closed) is published on that agent's command topic, through the
-//! centre's one MQTT session, at QoS 1 and never retained (the agent
+//! closed), and a camera's tuning (`set`), is published on that agent's
+//! command topic, through the centre's one MQTT session, at QoS 1 and never retained (the agent
 //! refuses retained commands). The agent's reply arrives through ingest
 //! like any other message and is matched by `request_id`.
 
-use alleywatch_contract::command::{Ack, Resolve};
+use alleywatch_contract::command::{Ack, Resolve, Set};
 use alleywatch_contract::Topics;
 use rumqttc::{AsyncClient, QoS};
 use serde::Serialize;
@@ -40,6 +40,23 @@ impl Commands {
             other => return Err(format!("no command {other:?}")),
         }?;
         let topic = Topics::new(&self.root, &alert.site, &alert.agent).command(name);
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.map_err(|e| e.to_string())
+    }
+}
+
+impl Commands {
+    /// Sends `set` with `changes` (full key paths) to the agent `agent` at
+    /// `site`.
+    pub async fn set(
+        &self,
+        site: &str,
+        agent: &str,
+        changes: serde_json::Map<String, serde_json::Value>,
+        by: &str,
+        request_id: &str,
+    ) -> Result<(), String> {
+        let payload = json(&Set { by: by.to_string(), changes, request_id: Some(request_id.to_string()) })?;
+        let topic = Topics::new(&self.root, site, agent).command("set");
         self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.map_err(|e| e.to_string())
     }
 }

@@ -27,6 +27,16 @@ pub struct Resolve {
     pub request_id: Option<String>,
 }
 
+/// `commands/set`: rule parameters to change, by dotted key path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Set {
+    pub by: String,
+    pub changes: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

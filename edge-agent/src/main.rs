@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 use edge_agent::config::Config;
 #[cfg(feature = "demo")]
 use edge_agent::demo;
+#[cfg(feature = "demo")]
+mod demo_centre;
 use edge_agent::metrics::Metrics;
 use edge_agent::shutdown::Shutdown;
 
@@ -136,6 +138,15 @@ enum Cmd {
         /// Give up after this many seconds without a complete event.
         #[arg(long, default_value_t = 120)]
         timeout_s: u64,
+        /// Also run the command centre (this `alleywatch-centre` binary) on
+        /// the same broker, with SQLite under OUT/centre and a demo login,
+        /// and check that the alert reached its board.
+        #[arg(long)]
+        centre: Option<PathBuf>,
+        /// With --centre: keep the broker and the centre running after the
+        /// event, so the console can be opened, until Ctrl-C.
+        #[arg(long)]
+        stay: bool,
     },
 }
 
@@ -168,7 +179,9 @@ fn main() -> ExitCode {
         }
         Cmd::Run { config, no_watch } => runtime().and_then(|rt| rt.block_on(run(config, !no_watch))),
         #[cfg(feature = "demo")]
-        Cmd::Demo { clip, out, timeout_s } => runtime().and_then(|rt| rt.block_on(run_demo(clip, out, timeout_s))),
+        Cmd::Demo { clip, out, timeout_s, centre, stay } => {
+            runtime().and_then(|rt| rt.block_on(run_demo(clip, out, timeout_s, centre, stay)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -426,7 +439,13 @@ async fn run(config_path: PathBuf, watch: bool) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "demo")]
-async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow::Result<()> {
+async fn run_demo(
+    clip: Option<PathBuf>,
+    out: PathBuf,
+    timeout_s: u64,
+    centre_bin: Option<PathBuf>,
+    stay: bool,
+) -> anyhow::Result<()> {
     use std::time::Duration;
 
     use alleywatch_devkit::{Mosquitto, RtspServer, DEMO_CLIP};
@@ -448,6 +467,13 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
     println!("  camera : {} (serving {})", server.url(), clip.display());
     println!("  broker : mosquitto on 127.0.0.1:{}", broker.port());
     println!("  lane   : \"kerb-lane\" over the parked cars; classes car/truck/bus; dwell 4 s, clear 2 s");
+    let centre = match &centre_bin {
+        Some(bin) => Some(demo_centre::DemoCentre::start(bin, &out.join("centre"), broker.port())?),
+        None => None,
+    };
+    if let Some(c) = &centre {
+        println!("  centre : console at {} (log in as \"demo\", password \"{}\")", c.url(), c.password);
+    }
     println!("  waiting for lane_blocked start and end (snapshots go to {}/)\n", out.display());
 
     let mut opts = MqttOptions::new("alleywatch-demo-viewer", "127.0.0.1", broker.port());
@@ -470,6 +496,7 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
     let deadline = tokio::time::sleep(Duration::from_secs(timeout_s));
     tokio::pin!(deadline);
     let (mut saw_start, mut saw_end) = (false, false);
+    let mut event_id = String::new();
     while !saw_end {
         tokio::select! {
             ev = events.poll() => {
@@ -482,7 +509,10 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
                 } else if p.topic.ends_with("/events/lane_blocked") {
                     let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
                     match v["type"].as_str() {
-                        Some("start") => saw_start = true,
+                        Some("start") => {
+                            saw_start = true;
+                            event_id = v["id"].as_str().unwrap_or_default().to_string();
+                        }
                         Some("end") if saw_start => saw_end = true,
                         _ => {}
                     }
@@ -499,5 +529,21 @@ async fn run_demo(clip: Option<PathBuf>, out: PathBuf, timeout_s: u64) -> anyhow
         bail!("no complete lane_blocked event within {timeout_s} s (start seen: {saw_start})");
     }
     println!("\ndemo done: lane_blocked start and end received in {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(c) = &centre {
+        c.wait_for_alert(&event_id, Duration::from_secs(20)).await?;
+        println!("the centre stored it: alert {event_id} is on the board at {}", c.url());
+        if stay {
+            println!("log in as \"demo\" with password \"{}\"; Ctrl-C ends the demo", c.password);
+            let mut events = events;
+            // Keep the broker session polled (the centre and the page go on
+            // working) until a signal.
+            loop {
+                tokio::select! {
+                    ev = events.poll() => { ev.context("demo viewer lost the broker")?; }
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+            }
+        }
+    }
     Ok(())
 }

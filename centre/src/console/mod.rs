@@ -5,11 +5,13 @@
 //!
 //! - [`session`]: login, logout, who is asking (the [`User`] extractor);
 //! - [`board`]: the board, an alert's detail, snapshots, the live stream;
-//! - [`steps`]: the loop's steps (assess, dispatch, handled, close).
+//! - [`steps`]: the loop's steps (assess, dispatch, handled, close);
+//! - [`tune`]: a camera's rule parameters, sent to its agent as `set`.
 
 mod board;
 mod session;
 mod steps;
+mod tune;
 
 use std::sync::Arc;
 
@@ -69,6 +71,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/api/snapshots/{sha256}", get(board::snapshot))
         .route("/api/live", get(board::live))
         .route("/api/fleet", get(board::fleet))
+        .route("/api/tune", post(tune::tune))
+        .route("/api/replies/{request_id}", get(tune::reply))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::map_response(security_headers))
         .with_state(console)

@@ -193,6 +193,18 @@ impl Store {
         Ok((agents, cameras))
     }
 
+    /// Whether a camera of this agent has reported a status.
+    pub async fn camera_known(&self, site: &str, agent: &str, camera: &str) -> Result<bool, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT 1 FROM cameras WHERE site = $1 AND agent = $2 AND camera = $3",
+                vec![site.into(), agent.into(), camera.into()],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     /// Alerts not yet closed, for supervision.
     pub async fn open_alerts(&self) -> Result<Vec<super::AlertRow>, StoreError> {
         let rows = self

@@ -139,6 +139,16 @@ pub struct MessageRow {
     pub payload: String,
 }
 
+/// An agent's reply to a command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyRow {
+    pub site: String,
+    pub command: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub at_ms: i64,
+}
+
 /// A snapshot of an alert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotRow {
@@ -465,6 +475,24 @@ impl Store {
                 payload: text(&r[3]),
             })
             .collect())
+    }
+
+    /// The first reply to the command sent with `request_id`.
+    pub async fn reply(&self, request_id: &str) -> Result<Option<ReplyRow>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT site, command, ok, error, at FROM replies WHERE request_id = $1 ORDER BY received_at LIMIT 1",
+                vec![request_id.into()],
+            )
+            .await?;
+        Ok(rows.into_iter().next().map(|r| ReplyRow {
+            site: text(&r[0]),
+            command: text(&r[1]),
+            ok: r[2].int() == Some(1),
+            error: r[3].text().map(str::to_string),
+            at_ms: r[4].int().unwrap_or(0),
+        }))
     }
 
     pub async fn snapshots(&self, event_id: &str) -> Result<Vec<SnapshotRow>, StoreError> {
