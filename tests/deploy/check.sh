@@ -125,6 +125,22 @@ else
   pass "unit: no MemoryDenyWriteExecute"
 fi
 
+# The centre's unit, against the centre binary built beside the agent (the
+# workspace's test run builds both).
+CENTRE_UNIT=deploy/systemd/alleywatch-centre.service
+CENTRE_BIN=${CENTRE_BIN:-$(dirname "$EDGE_AGENT_BIN")/alleywatch-centre}
+if [ -x "$CENTRE_BIN" ]; then
+  CENTRE_BIN=$(cd "$(dirname "$CENTRE_BIN")" && pwd)/$(basename "$CENTRE_BIN")
+  mkdir -p "$TMP/unit"
+  sed "s#/usr/local/bin/alleywatch-centre#$CENTRE_BIN#g" "$CENTRE_UNIT" >"$TMP/unit/alleywatch-centre.service"
+  check "systemd-analyze verify $CENTRE_UNIT" systemd-analyze verify "$TMP/unit/alleywatch-centre.service"
+else
+  say "skipped: systemd-analyze verify $CENTRE_UNIT (no alleywatch-centre at $CENTRE_BIN)"
+fi
+check "centre unit: ExecStart, User=alleywatch" bash -c "
+  grep -qx 'ExecStart=/usr/local/bin/alleywatch-centre run --config /etc/alleywatch/centre.toml' $CENTRE_UNIT &&
+  grep -qx 'User=alleywatch' $CENTRE_UNIT"
+
 # --- prometheus ---------------------------------------------------------------
 say "prometheus"
 # credentials_file names the compose secret's path inside the container;
@@ -259,7 +275,7 @@ except Exception as e:
 if compose:
     problems = []
     services = compose.get("services", {})
-    for s in ["agent", "mosquitto", "prometheus", "grafana"]:
+    for s in ["agent", "centre", "mosquitto", "prometheus", "grafana"]:
         if s not in services: problems.append(f"no service {s}")
     named_volumes = set((compose.get("volumes") or {}).keys())
     secrets = compose.get("secrets") or {}
@@ -294,6 +310,10 @@ if compose:
     if cfg.get("broker", {}).get("host") != "mosquitto": problems.append("compose agent config: broker is not mosquitto")
     if cfg.get("http", {}).get("token_file") != "/run/secrets/http_token":
         problems.append("compose agent config: http.token_file is not the http_token secret")
+    centre = tomllib.load(open(p("deploy/compose/centre.toml"), "rb"))
+    if centre.get("broker", {}).get("host") != "mosquitto": problems.append("compose centre config: broker is not mosquitto")
+    if not str(centre.get("database", {}).get("url", "")).startswith("sqlite:/var/lib/alleywatch-centre/"):
+        problems.append("compose centre config: the database is not on the centre volume")
     prom = yaml.safe_load(open(p("deploy/prometheus/prometheus.yml")))
     job = [j for j in prom["scrape_configs"] if j["job_name"] == "alleywatch"]
     if not job or job[0].get("authorization", {}).get("credentials_file") != "/run/secrets/http_token":
@@ -448,6 +468,13 @@ else
 fi
 
 # --- shell --------------------------------------------------------------------
+# The centre's configs, as shipped (check-config only reads them).
+if [ -x "$CENTRE_BIN" ]; then
+  for f in deploy/centre.example.toml deploy/compose/centre.toml; do
+    check "alleywatch-centre check-config $f" "$CENTRE_BIN" check-config --config "$f"
+  done
+fi
+
 say "shell scripts"
 for f in deploy/*.sh tests/deploy/check.sh; do
   check "bash -n $f" bash -n "$f"
