@@ -185,7 +185,10 @@ fn an_operator_runs_the_loop_in_chromium_and_the_agent_hears_ack_then_resolve() 
     let mut page = browser.page();
     page.call("Page.enable", json!({}));
     page.call("Page.navigate", json!({ "url": format!("http://127.0.0.1:{port}/") }));
-    page.wait_for("the login form", "!!document.getElementById('login-submit') && document.readyState === 'complete'");
+    page.wait_for(
+        "the login form",
+        "!!document.getElementById('login-view') && !document.getElementById('login-view').hidden",
+    );
     page.eval(&format!(
         "document.getElementById('login-name').value = 'op-1'; \
          document.getElementById('login-password').value = {PASSWORD:?}; true"
@@ -227,9 +230,14 @@ fn an_operator_runs_the_loop_in_chromium_and_the_agent_hears_ack_then_resolve() 
         page.eval(&format!("{fill}; true"));
         page.click_on(&format!("#{button}"));
         page.wait_for(
-            &format!("step {n} stored"),
-            &format!("fetch('/api/alerts/{id}').then(r => r.json()).then(d => d.steps.length >= {n})"),
+            &format!("step {n} stored or refused"),
+            &format!(
+                "document.getElementById('action-error').textContent !== '' || \
+                 fetch('/api/alerts/{id}').then(r => r.json()).then(d => d.steps.length >= {n})"
+            ),
         );
+        let error = page.eval("document.getElementById('action-error').textContent");
+        assert_eq!(error, json!(""), "step {n} ({button}) refused");
     };
     step(
         &mut page,
