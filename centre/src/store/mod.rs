@@ -450,11 +450,7 @@ impl Store {
 
     /// One alert's event messages in `seq` order: `(seq, phase, payload)`.
     pub async fn messages(&self, id: &str) -> Result<Vec<(i64, String, String)>, StoreError> {
-        let rows = self
-            .db
-            .query("SELECT seq, phase, payload FROM event_messages WHERE id = $1 ORDER BY seq", vec![id.into()])
-            .await?;
-        Ok(rows.into_iter().map(|r| (r[0].int().unwrap_or(0), text(&r[1]), text(&r[2]))).collect())
+        Ok(self.timeline(id).await?.into_iter().map(|m| (m.seq, m.phase, m.payload)).collect())
     }
 
     /// One alert's event messages in `seq` order, with when each arrived.
