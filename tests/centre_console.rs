@@ -221,14 +221,17 @@ fn an_operator_runs_the_loop_in_chromium_and_the_agent_hears_ack_then_resolve() 
     eprintln!("alert on the board {:?} after the agent published it", published.elapsed());
 
     // Assess, dispatch, handled with a photo, close: all by clicks.
-    page.click_on(&format!("#board tr[data-id=\"{id}\"]"));
+    // Clicks are the page's own (element.click()): the board re-renders on
+    // every message the agent sends, so a mouse aimed at coordinates could
+    // land on a row that moved; the handlers run the same either way.
+    page.eval(&format!("document.querySelector('#board tr[data-id=\\\"{id}\\\"]').click(); true"));
     page.wait_for(
         "the detail with its actions",
         "!!document.getElementById('assess-submit') && !document.getElementById('assess-submit').disabled",
     );
     let step = |page: &mut Cdp, n: usize, fill: &str, button: &str| {
         page.eval(&format!("{fill}; true"));
-        page.click_on(&format!("#{button}"));
+        page.eval(&format!("document.getElementById('{button}').click(); true"));
         page.wait_for(
             &format!("step {n} stored or refused"),
             &format!(
