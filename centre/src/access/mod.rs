@@ -88,6 +88,12 @@ impl Scope {
             && (self.community.is_empty() || self.community == community)
     }
 
+    /// Whether the site path `district/street/community` lies in this scope.
+    pub fn holds(&self, site: &str) -> bool {
+        let (d, s, c) = site_levels(site);
+        self.contains(d, s, c)
+    }
+
     /// Whether all of `inner` lies in this scope.
     pub fn covers(&self, inner: &Scope) -> bool {
         self.contains(&inner.district, &inner.street, &inner.community)
@@ -106,6 +112,12 @@ impl fmt::Display for Scope {
         }
         Ok(())
     }
+}
+
+/// The district, street and community of a site path (empty when absent).
+pub fn site_levels(site: &str) -> (&str, &str, &str) {
+    let mut levels = site.splitn(3, '/');
+    (levels.next().unwrap_or(""), levels.next().unwrap_or(""), levels.next().unwrap_or(""))
 }
 
 /// A logged-in user, as every console handler sees them.
@@ -189,6 +201,7 @@ mod tests {
     fn a_scope_holds_its_subtree_only() {
         let street = Scope::parse("shapingba/fengwen").unwrap();
         assert!(street.contains("shapingba", "fengwen", "xiangxieli"));
+        assert!(street.holds("shapingba/fengwen/xiangxieli") && !street.holds("shapingba/tianxing/x"));
         assert!(!street.contains("shapingba", "tianxing", "xiangxieli"));
         assert!(!street.contains("yuzhong", "fengwen", "xiangxieli"));
         let community = Scope::parse("shapingba/fengwen/xiangxieli").unwrap();

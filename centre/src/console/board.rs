@@ -19,7 +19,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::{Stream, StreamExt};
 
 use super::{ApiError, Console};
-use crate::access::{Scope, User};
+use crate::access::User;
 use crate::config::Deadline;
 use crate::store::{millis, AlertRow};
 use crate::supervise::deadlines::due_at;
@@ -59,7 +59,7 @@ pub async fn board(
         .gaps()
         .await?
         .into_iter()
-        .filter(|g| site_in(&user.scope, &g.site))
+        .filter(|g| user.scope.holds(&g.site))
         .map(|g| json!({"site": g.site, "agent": g.agent, "first": g.first, "last": g.last}))
         .collect();
     let (d, now) = (&console.config.deadlines, now_ms());
@@ -190,11 +190,4 @@ pub async fn live(
 
 pub fn now_ms() -> i64 {
     millis(std::time::SystemTime::now())
-}
-
-/// Whether `site` (`district/street/community`) lies in `scope`.
-fn site_in(scope: &Scope, site: &str) -> bool {
-    let mut levels = site.splitn(3, '/');
-    let (d, s, c) = (levels.next().unwrap_or(""), levels.next().unwrap_or(""), levels.next().unwrap_or(""));
-    scope.contains(d, s, c)
 }

@@ -46,9 +46,7 @@ pub async fn tune(
         return Err(ApiError::Forbidden(format!("a {} cannot tune cameras", user.role.as_str())));
     }
     let Json(body) = body.map_err(|e| ApiError::BadRequest(format!("tune: {}", e.body_text())))?;
-    let mut levels = body.site.splitn(3, '/');
-    let (d, s, c) = (levels.next().unwrap_or(""), levels.next().unwrap_or(""), levels.next().unwrap_or(""));
-    if !user.scope.contains(d, s, c) || !console.store.camera_known(&body.site, &body.agent, &body.camera).await? {
+    if !user.scope.holds(&body.site) || !console.store.camera_known(&body.site, &body.agent, &body.camera).await? {
         return Err(ApiError::NotFound);
     }
     if body.changes.is_empty() || body.changes.len() > MAX_CHANGES {
@@ -88,11 +86,7 @@ pub async fn reply(
     if request_id.len() > 128 {
         return Err(ApiError::NotFound);
     }
-    let reply = console.store.reply(&request_id).await?.filter(|r| {
-        let mut levels = r.site.splitn(3, '/');
-        let (d, s, c) = (levels.next().unwrap_or(""), levels.next().unwrap_or(""), levels.next().unwrap_or(""));
-        user.scope.contains(d, s, c)
-    });
+    let reply = console.store.reply(&request_id).await?.filter(|r| user.scope.holds(&r.site));
     Ok(Json(json!({
         "reply": reply.map(|r| json!({"command": r.command, "ok": r.ok, "error": r.error, "at": r.at_ms})),
     })))

@@ -72,12 +72,8 @@ impl Store {
         let mut stmts = Vec::new();
         let mut raised = Vec::new();
         for (site, agent, camera, name, since) in &down {
-            let mut levels = site.splitn(3, '/');
-            let (district, street, community) = (
-                levels.next().unwrap_or("").to_string(),
-                levels.next().unwrap_or("").to_string(),
-                levels.next().unwrap_or("").to_string(),
-            );
+            let (district, street, community) = crate::access::site_levels(site);
+            let (district, street, community) = (district.to_string(), street.to_string(), community.to_string());
             // One alert per outage: the same camera failing again later is a new one.
             let digest = Sha256::digest(format!("{site}/{agent}/{camera}/{since}").as_bytes());
             let id = format!("offline-{}", digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>());
